@@ -1,0 +1,96 @@
+// The replicated state machine: applies committed commands to RocksDB.
+//
+// On-disk layout (RocksDB in <data-dir>/db/, one column family each):
+//   "default": user key -> KeyRecord{value, create_revision, mod_revision, version}
+//   "meta":    applied_index, applied_term, revision, session records
+// Every applied entry is ONE WriteBatch holding the data change, the applied index and term,
+// the new store revision and any session record, so the store is always at an entry boundary.
+// RocksDB writes are not fsynced here: the Raft WAL is the source of truth and the caller
+// replays the log after applied_index() on start-up (see design.md, State machine).
+//
+// Revisions follow etcd: the store revision starts at 1 and grows by one for every entry
+// that changes at least one key; every key changed by that entry gets mod_revision = the new
+// revision; create_revision is the revision of the put that created the key (since its last
+// delete) and version counts puts since creation (1 for a new key).
+//
+// Threading: Apply* from one thread only (the apply thread); reads (Get/Range/accessors)
+// from any thread, concurrently with Apply.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+
+namespace raftkv::kv {
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  int64_t create_revision = 0;
+  int64_t mod_revision = 0;
+  int64_t version = 0;
+};
+
+// Outcome of one op of a command, in op order.
+struct OpResult {
+  // Put: whether the key existed before (and its previous record, for etcd's prev_kv).
+  // Delete: number of keys deleted.
+  int64_t deleted = 0;
+  std::optional<KeyValue> prev;
+};
+
+struct ApplyResult {
+  int64_t revision = 0;          // store revision after the entry
+  bool duplicate = false;        // the session table showed this (client_id, sequence) applied
+  std::vector<OpResult> ops;
+};
+
+struct RangeResult {
+  std::vector<KeyValue> kvs;     // in key order, at most `limit` (0 = no limit)
+  int64_t count = 0;             // number of keys in the range, ignoring limit
+  bool more = false;             // true if limit cut the result
+  int64_t revision = 0;          // store revision the read saw
+};
+
+struct StateMachineOptions {
+  std::string db_path;           // RocksDB directory, created if missing
+};
+
+class StateMachine {
+ public:
+  // Opens (or creates) the store. Errors: kDataLoss if the store is corrupt,
+  // kInternal/kUnavailable for other RocksDB failures (message says which path).
+  static absl::StatusOr<std::unique_ptr<StateMachine>> Open(const StateMachineOptions& options);
+  virtual ~StateMachine() = default;
+
+  // Applies the command of committed entry (index, term). If index <= applied_index() this
+  // is a no-op returning an OK result with duplicate=true and no ops.
+  // REQUIRES: index == applied_index() + 1 when not a replay (entries apply in order).
+  virtual absl::StatusOr<ApplyResult> Apply(uint64_t index, uint64_t term,
+                                            const kvpb::Command& cmd) = 0;
+  // Records an entry that carries no command (leader no-op, config change) as applied.
+  virtual absl::Status ApplyEmpty(uint64_t index, uint64_t term) = 0;
+
+  virtual absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const = 0;
+  // etcd Range semantics: range_end empty = just `key`; range_end == "\0" = every key >= key;
+  // otherwise [key, range_end). limit 0 = no limit. keys_only / count_only as in etcd.
+  virtual absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view range_end,
+                                            int64_t limit, bool keys_only = false,
+                                            bool count_only = false) const = 0;
+
+  virtual uint64_t applied_index() const = 0;
+  virtual uint64_t applied_term() const = 0;
+  virtual int64_t revision() const = 0;
+
+  // Flushes memtables so everything applied so far survives a crash (before log compaction).
+  virtual absl::Status Flush() = 0;
+};
+
+}  // namespace raftkv::kv

@@ -1,0 +1,64 @@
+// The narrow interface between the Raft core and its durable log.
+//
+// Two implementations honour one contract (tests/raft/storage_contract_test.cc):
+//   MemoryStorage (memory_storage.h) for the simulator and unit tests;
+//   WalStorage    (wal/wal_storage.h) for kvd: segmented files under <data-dir>/wal/.
+//
+// Index conventions (as in the Raft paper and etcd): the log holds entries
+// [FirstIndex(), LastIndex()]; entry FirstIndex()-1 is the last one covered by the snapshot
+// (or 0 for an empty log), and Term(FirstIndex()-1) is still answered. An empty log has
+// FirstIndex() == LastIndex() + 1.
+//
+// Threading: not thread-safe. The raft loop owns it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "raft.pb.h"
+
+namespace raftkv::raft {
+
+class LogStorage {
+ public:
+  virtual ~LogStorage() = default;
+
+  // ---- Read side (the core calls these) ----
+
+  // The last persisted hard state (zero value for a new log).
+  virtual raftpb::HardState hard_state() const = 0;
+  // Metadata of the snapshot the log starts after (index 0, term 0 for none).
+  virtual raftpb::SnapshotMetadata snapshot_metadata() const = 0;
+  virtual uint64_t FirstIndex() const = 0;
+  virtual uint64_t LastIndex() const = 0;
+  // Term of entry `index`, for index in [FirstIndex()-1, LastIndex()].
+  // Errors: kOutOfRange if index < FirstIndex()-1 (compacted) or > LastIndex().
+  virtual absl::StatusOr<uint64_t> Term(uint64_t index) const = 0;
+  // Entries [lo, hi), stopping early once their encoded size would exceed max_bytes
+  // (but always at least one entry when lo < hi).
+  // Errors: kOutOfRange if lo < FirstIndex() or hi > LastIndex()+1.
+  virtual absl::StatusOr<std::vector<raftpb::Entry>> Entries(uint64_t lo, uint64_t hi,
+                                                            uint64_t max_bytes) const = 0;
+
+  // ---- Write side (the raft loop calls these with the contents of a Ready) ----
+
+  // Appends entries; entries[0].index must be in [FirstIndex(), LastIndex()+1]. Any existing
+  // entries at or after entries[0].index are discarded first (a conflicting suffix).
+  // Indexes must be consecutive. Not durable until Sync().
+  virtual absl::Status Append(const std::vector<raftpb::Entry>& entries) = 0;
+  // Records a new hard state. Not durable until Sync().
+  virtual absl::Status SetHardState(const raftpb::HardState& hs) = 0;
+  // Makes everything appended or set so far durable (one fsync for the batch).
+  // A failed sync is fatal to the caller: it must stop the process.
+  virtual absl::Status Sync() = 0;
+  // Drops entries up to and including `index` (which must be <= LastIndex() and already
+  // covered by a snapshot the state machine holds); Term(index) stays answerable.
+  virtual absl::Status Compact(uint64_t index) = 0;
+  // Discards the whole log and restarts it after the snapshot: FirstIndex() becomes
+  // meta.index()+1. Durable on return.
+  virtual absl::Status ApplySnapshot(const raftpb::SnapshotMetadata& meta) = 0;
+};
+
+}  // namespace raftkv::raft

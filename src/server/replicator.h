@@ -1,0 +1,67 @@
+// The "propose and wait" seam between the client front ends and consensus.
+//
+// Front ends never write to the state machine themselves: every write goes through
+// Replicator::Write, and every linearizable read waits for Replicator::ReadBarrier before it
+// reads the local state machine. Implementations: LocalReplicator (one node, no Raft; issue 5)
+// and RaftReplicator (the raft loop; issue 3).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+#include "kv/state_machine.h"
+
+namespace raftkv::server {
+
+struct PeerStatus {
+  uint64_t id = 0;               // 0-based position in node_config.json
+  std::string address;           // ip:client_port
+  std::string grpc_address;      // ip:grpc_port
+  std::string role;              // "leader", "follower", "candidate", "pre-candidate", "unknown"
+  uint64_t term = 0;
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  bool reachable = true;
+};
+
+struct NodeStatus {
+  uint64_t id = 0;
+  std::string role;
+  uint64_t term = 0;
+  int64_t leader_id = -1;        // -1 = unknown
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  int64_t revision = 0;
+  uint64_t cluster_id = 0;
+  uint64_t db_size_bytes = 0;
+};
+
+class Replicator {
+ public:
+  using WriteDone = absl::AnyInvocable<void(absl::StatusOr<kv::ApplyResult>) &&>;
+  using ReadDone = absl::AnyInvocable<void(absl::Status) &&>;
+
+  virtual ~Replicator() = default;
+
+  // Replicates `cmd`, applies it, then calls `done` exactly once with the apply result.
+  // `done` may run on an internal thread: it must not block (post work elsewhere).
+  // Errors: kUnavailable (no leader; shutting down), kDeadlineExceeded (outcome unknown),
+  // kResourceExhausted (too many pending writes), kInvalidArgument (malformed command).
+  virtual void Write(kvpb::Command cmd, WriteDone done) = 0;
+
+  // Calls `done` with OK once the local state machine reflects every write acknowledged
+  // (by any node) before this call, so a read made after it is linearizable.
+  // Errors as for Write.
+  virtual void ReadBarrier(ReadDone done) = 0;
+
+  virtual NodeStatus Status() const = 0;
+  // Every member as configured, with what this node knows of it.
+  virtual std::vector<PeerStatus> Members() const = 0;
+};
+
+}  // namespace raftkv::server
