@@ -1,0 +1,141 @@
+#include "raft/memory_storage.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace raftkv::raft {
+
+MemoryStorage::MemoryStorage(bool track_durable) : track_durable_(track_durable) {
+  if (track_durable_) durable_ = std::make_unique<MemoryStorage>(false);
+}
+
+MemoryStorage::~MemoryStorage() = default;
+
+uint64_t MemoryStorage::FirstIndex() const { return snapshot_.index() + 1; }
+
+uint64_t MemoryStorage::LastIndex() const { return snapshot_.index() + entries_.size(); }
+
+absl::StatusOr<uint64_t> MemoryStorage::Term(uint64_t index) const {
+  if (index == snapshot_.index()) return snapshot_.term();
+  if (index < snapshot_.index()) {
+    return absl::OutOfRangeError(absl::StrCat("term of compacted index ", index));
+  }
+  if (index > LastIndex()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("term of index ", index, " past last index ", LastIndex()));
+  }
+  return entries_[Offset(index)].term();
+}
+
+absl::StatusOr<std::vector<raftpb::Entry>> MemoryStorage::Entries(uint64_t lo, uint64_t hi,
+                                                                 uint64_t max_bytes) const {
+  if (lo < FirstIndex()) {
+    return absl::OutOfRangeError(absl::StrCat("entries from compacted index ", lo));
+  }
+  if (hi > LastIndex() + 1 || lo > hi) {
+    return absl::OutOfRangeError(
+        absl::StrCat("entries [", lo, ",", hi, ") past last index ", LastIndex()));
+  }
+  std::vector<raftpb::Entry> out;
+  uint64_t bytes = 0;
+  for (uint64_t i = lo; i < hi; ++i) {
+    const raftpb::Entry& e = entries_[Offset(i)];
+    bytes += e.ByteSizeLong();
+    // Always at least one entry, so a single oversized entry still makes progress.
+    if (!out.empty() && bytes > max_bytes) break;
+    out.push_back(e);
+  }
+  return out;
+}
+
+absl::Status MemoryStorage::Append(const std::vector<raftpb::Entry>& entries) {
+  if (entries.empty()) return absl::OkStatus();
+  const uint64_t first = entries.front().index();
+  if (first < FirstIndex() || first > LastIndex() + 1) {
+    return absl::InvalidArgumentError(absl::StrCat("append at ", first, " outside [",
+                                                   FirstIndex(), ",", LastIndex() + 1, "]"));
+  }
+  for (size_t i = 1; i < entries.size(); ++i) {
+    if (entries[i].index() != first + i) {
+      return absl::InvalidArgumentError("append: entry indexes are not consecutive");
+    }
+  }
+  // A conflicting (or merely overlapping) suffix is replaced.
+  entries_.resize(Offset(first));
+  entries_.insert(entries_.end(), entries.begin(), entries.end());
+  if (track_durable_) pending_.push_back({PendingOp::kAppend, entries, {}, 0});
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStorage::SetHardState(const raftpb::HardState& hs) {
+  hard_state_ = hs;
+  if (track_durable_) pending_.push_back({PendingOp::kHardState, {}, hs, 0});
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStorage::Sync() {
+  ++sync_count_;
+  if (!track_durable_) return absl::OkStatus();
+  for (const PendingOp& op : pending_) {
+    absl::Status s;
+    switch (op.kind) {
+      case PendingOp::kAppend:
+        s = durable_->Append(op.entries);
+        break;
+      case PendingOp::kHardState:
+        s = durable_->SetHardState(op.hard_state);
+        break;
+      case PendingOp::kCompact:
+        s = durable_->Compact(op.index);
+        break;
+    }
+    // The ops succeeded on the live state, which the durable state is a prefix of.
+    RAFTKV_CHECK_MSG(s.ok(), std::string(s.message()).c_str());
+  }
+  pending_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStorage::Compact(uint64_t index) {
+  if (index <= snapshot_.index()) return absl::OkStatus();  // already compacted
+  if (index > LastIndex()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compact to ", index, " past last index ", LastIndex()));
+  }
+  const uint64_t term = entries_[Offset(index)].term();
+  entries_.erase(entries_.begin(), entries_.begin() + Offset(index) + 1);
+  snapshot_.set_index(index);
+  snapshot_.set_term(term);
+  if (track_durable_) pending_.push_back({PendingOp::kCompact, {}, {}, index});
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta) {
+  // Durable on return: like the WAL, make earlier writes durable first, then the snapshot.
+  if (track_durable_) {
+    absl::Status s = Sync();
+    if (!s.ok()) return s;
+    s = durable_->ApplySnapshot(meta);
+    if (!s.ok()) return s;
+  }
+  entries_.clear();
+  snapshot_ = meta;
+  return absl::OkStatus();
+}
+
+std::unique_ptr<MemoryStorage> MemoryStorage::DurableCopy() const {
+  RAFTKV_CHECK(track_durable_);
+  auto copy = std::make_unique<MemoryStorage>(true);
+  copy->hard_state_ = durable_->hard_state_;
+  copy->snapshot_ = durable_->snapshot_;
+  copy->entries_ = durable_->entries_;
+  // Identical durable state: nothing is pending in the copy.
+  copy->durable_->hard_state_ = durable_->hard_state_;
+  copy->durable_->snapshot_ = durable_->snapshot_;
+  copy->durable_->entries_ = durable_->entries_;
+  return copy;
+}
+
+}  // namespace raftkv::raft
