@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite:
+#   1. installs the Debian packages (scripts/setup.sh; quiet when already installed),
+#   2. builds build/ (RelWithDebInfo) and runs every ctest suite there (unit, Raft
+#      simulation, integration with real kvd processes),
+#   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there.
+# Exit code 0 only if everything passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${RAFTKV_JOBS:-$(nproc)}
+start=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - start ))s)"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "build (RelWithDebInfo)"
+scripts/build.sh build
+step "tests (RelWithDebInfo)"
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+
+step "build (Debug, ASan+UBSan)"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DRAFTKV_SANITIZE=ON -DRAFTKV_BUILD_BENCH=OFF
+step "tests (ASan+UBSan, unit and simulation suites)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE 'integration|long'
+step "all tests passed"

@@ -1,0 +1,115 @@
+#include "server/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "config.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace raftkv::server {
+
+std::string NodeAddress::client_address() const { return absl::StrCat(ip, ":", port); }
+std::string NodeAddress::grpc_address() const { return absl::StrCat(ip, ":", grpc_port); }
+
+absl::StatusOr<std::vector<NodeAddress>> ParseClusterJson(const std::string& json,
+                                                          const std::string& source_name) {
+  configpb::ClusterFile file;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(
+      absl::StrCat("{\"nodes\": ", json, "}"), &file, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": not a JSON array of {\"ip\", \"port\", \"grpc_port\"}: ",
+                     std::string(status.message())));
+  }
+  if (file.nodes_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ": no nodes"));
+  }
+  std::vector<NodeAddress> nodes;
+  std::set<std::pair<std::string, uint32_t>> seen;
+  for (int i = 0; i < file.nodes_size(); ++i) {
+    const configpb::NodeAddress& n = file.nodes(i);
+    auto where = [&] { return absl::StrFormat("%s: node %d", source_name, i); };
+    if (n.ip().empty()) return absl::InvalidArgumentError(where() + ": missing \"ip\"");
+    for (uint32_t port : {n.port(), n.grpc_port()}) {
+      if (port == 0 || port > 65535) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: port %d out of range 1..65535", where(), port));
+      }
+      if (!seen.insert({n.ip(), port}).second) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: %s:%d is used twice", where(), n.ip(), port));
+      }
+    }
+    nodes.push_back(NodeAddress{n.ip(), static_cast<uint16_t>(n.port()),
+                                static_cast<uint16_t>(n.grpc_port())});
+  }
+  return nodes;
+}
+
+absl::StatusOr<std::vector<NodeAddress>> LoadClusterFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseClusterJson(ss.str(), path);
+}
+
+std::vector<NodeAddress> DefaultCluster() { return {NodeAddress{"127.0.0.1", 5000, 6000}}; }
+
+uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes) {
+  // FNV-1a over the member addresses: stable across restarts and nodes.
+  uint64_t h = 1469598103934665603ull;
+  for (const NodeAddress& n : nodes) {
+    for (char c : n.grpc_address() + ";") {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
+
+absl::Status NodeConfig::Validate() const {
+  if (cluster.empty()) return absl::InvalidArgumentError("cluster has no nodes");
+  if (id >= cluster.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--id=%d is out of range: the cluster has %d node(s), ids 0..%d", id, cluster.size(),
+        cluster.size() - 1));
+  }
+  if (data_dir.empty()) return absl::InvalidArgumentError("--data-dir is empty");
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
+  if (!kLevels.count(log_level)) {
+    return absl::InvalidArgumentError(
+        "--log-level must be one of trace, debug, info, warn, error");
+  }
+  struct Positive {
+    const char* flag;
+    uint64_t value;
+  };
+  for (const Positive& p : {Positive{"--max-line-bytes", max_line_bytes},
+                            Positive{"--max-key-bytes", max_key_bytes},
+                            Positive{"--max-value-bytes", max_value_bytes},
+                            Positive{"--max-ops-per-request", max_ops_per_request},
+                            Positive{"--max-connections", max_connections},
+                            Positive{"--max-pending-per-conn", max_pending_per_conn},
+                            Positive{"--max-pending-writes", max_pending_writes},
+                            Positive{"--idle-timeout-ms", idle_timeout_ms},
+                            Positive{"--partial-line-timeout-ms", partial_line_timeout_ms},
+                            Positive{"--io-threads", io_threads},
+                            Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
+    if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));
+  }
+  // Note: --max-line-bytes (64 KiB) is below --max-value-bytes (1 MiB) by design: a text
+  // line is bounded by the former, a RESP bulk string by the latter.
+  if (max_key_bytes + max_value_bytes + 1024 > grpc_max_message_bytes) {
+    return absl::InvalidArgumentError(
+        "--grpc-max-message-bytes must exceed --max-key-bytes + --max-value-bytes + 1024");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace raftkv::server

@@ -1,0 +1,54 @@
+// Node: one kvd process's parts, wired together in start-up order and torn down in reverse.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/config.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace raftkv::kv {
+class StateMachine;
+}
+
+namespace raftkv::server {
+
+class EtcdServices;
+class KvService;
+class LocalReplicator;
+class TcpServer;
+
+class Node {
+ public:
+  // Opens the data directory and starts serving. Errors: kInvalidArgument / kUnavailable
+  // (port in use, data dir locked by another kvd) / kDataLoss (corrupt data), each with a
+  // message that names the path or address.
+  static absl::StatusOr<std::unique_ptr<Node>> Start(const NodeConfig& config);
+  ~Node();
+
+  // Stops accepting clients, finishes in-flight requests, stops consensus and closes the
+  // store. Idempotent.
+  void Shutdown(const std::string& reason);
+
+  uint16_t client_port() const;
+  uint16_t grpc_port() const;
+
+ private:
+  explicit Node(NodeConfig config);
+
+  NodeConfig config_;
+  std::unique_ptr<kv::StateMachine> sm_;
+  std::unique_ptr<LocalReplicator> replicator_;
+  std::unique_ptr<KvService> kv_;
+  std::unique_ptr<EtcdServices> etcd_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<TcpServer> tcp_;
+  uint16_t grpc_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace raftkv::server

@@ -1,0 +1,158 @@
+"""Starts and talks to real kvd processes for the integration tests (stdlib only).
+
+Every server listens on 127.0.0.1 on ports picked free at start-up. Waiting is always for a
+condition (a port accepting, a reply arriving, a process exiting), bounded by a deadline.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BIN = os.environ.get("RAFTKV_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin"))
+KVD = os.path.join(BIN, "kvd")
+KVCTL = os.path.join(BIN, "kvctl")
+
+
+def free_ports(n):
+    """n distinct ports that were free a moment ago (bound then released)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_until(predicate, timeout_s=20.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)  # polling interval of a bounded wait, not synchronisation
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Node:
+    """One kvd process. `cluster` is the list of {"ip","port","grpc_port"} dicts."""
+
+    def __init__(self, node_id, cluster, data_dir, extra_args=()):
+        self.id = node_id
+        self.cluster = cluster
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.config_path = os.path.join(os.path.dirname(data_dir), "node_config.json")
+        with open(self.config_path, "w") as f:
+            json.dump(cluster, f)
+
+    @property
+    def port(self):
+        return self.cluster[self.id]["port"]
+
+    @property
+    def grpc_port(self):
+        return self.cluster[self.id]["grpc_port"]
+
+    def start(self, wait=True):
+        self.log = open(self.data_dir + ".log", "ab")
+        self.proc = subprocess.Popen(
+            [KVD, f"--id={self.id}", "--config", self.config_path, "--data-dir", self.data_dir]
+            + self.extra_args,
+            stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            wait_until(lambda: self.proc.poll() is not None or
+                       (port_open(self.port) and port_open(self.grpc_port)),
+                       what=f"kvd {self.id} to listen")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kvd {self.id} exited with {self.proc.returncode}: "
+                                     + self.read_log())
+        return self
+
+    def read_log(self):
+        with open(self.data_dir + ".log", "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout_s=30):
+        """Sends `sig` and waits for exit; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout_s)
+        self.log.close()
+        return code
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+
+class TempCluster:
+    """n nodes with free ports under one temporary directory (a context manager)."""
+
+    def __init__(self, n=1, extra_args=()):
+        self.tmp = tempfile.TemporaryDirectory(prefix="raftkv-it-")
+        ports = free_ports(2 * n)
+        cluster = [{"ip": "127.0.0.1", "port": ports[2 * i], "grpc_port": ports[2 * i + 1]}
+                   for i in range(n)]
+        self.nodes = [Node(i, cluster, os.path.join(self.tmp.name, f"node{i}"), extra_args)
+                      for i in range(n)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for node in self.nodes:
+            try:
+                node.kill()
+            except Exception:
+                pass
+        self.tmp.cleanup()
+
+
+class TextClient:
+    """The line protocol over one TCP connection."""
+
+    def __init__(self, port, timeout_s=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        self.buf = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def line(self) -> str:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed; buffered: %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode()
+
+    def cmd(self, text: str) -> str:
+        self.send(text.encode() + b"\n")
+        return self.line()
+
+    def close(self):
+        self.sock.close()
+
+
+def run(args, timeout_s=30, env=None):
+    """Runs a client command; returns (exit code, stdout, stderr)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=e)
+    return p.returncode, p.stdout, p.stderr

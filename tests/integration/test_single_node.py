@@ -1,0 +1,156 @@
+"""One kvd node, every client protocol, restart durability, signals and bad configuration."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import unittest
+
+from harness import KVCTL, KVD, TempCluster, TextClient, run, wait_until
+
+
+class SingleNodeTest(unittest.TestCase):
+    def setUp(self):
+        self.cluster = TempCluster(1)
+        self.node = self.cluster.nodes[0].start()
+
+    def tearDown(self):
+        self.cluster.__exit__(None, None, None)
+
+    def test_text_protocol_values_with_spaces(self):
+        c = TextClient(self.node.port)
+        self.assertEqual(c.cmd("SET a hello world"), "OK")
+        self.assertEqual(c.cmd("GET a"), "hello world")
+        self.assertEqual(c.cmd("get missing"), "KEY NOT FOUND")
+        self.assertEqual(c.cmd("PUT b 2"), "OK")
+        c.send(b"MGET a missing b\n")
+        self.assertEqual([c.line(), c.line(), c.line()], ["hello world", "KEY NOT FOUND", "2"])
+        self.assertEqual(c.cmd("DEL a"), "OK")
+        self.assertEqual(c.cmd("DELETE a"), "KEY NOT FOUND")
+        self.assertEqual(c.cmd("PING"), "PONG")
+        self.assertEqual(c.cmd("FROB x"), "INVALID COMMAND")
+        self.assertEqual(c.cmd("SET onlykey"), "INVALID COMMAND")
+
+    def test_nc_example_from_the_issue(self):
+        if not shutil.which("nc"):
+            self.skipTest("nc not installed")
+        out = subprocess.run(["nc", "-q1", "127.0.0.1", str(self.node.port)],
+                             input=b"SET a hello world\nGET a\n", capture_output=True,
+                             timeout=10).stdout.decode()
+        self.assertEqual(out.splitlines(), ["OK", "hello world"])
+
+    def test_redis_cli(self):
+        if not shutil.which("redis-cli"):
+            self.skipTest("redis-cli not installed")
+        cli = ["redis-cli", "-p", str(self.node.port)]
+        self.assertEqual(run(cli + ["set", "a", "b"])[1].strip(), "OK")
+        self.assertEqual(run(cli + ["get", "a"])[1].strip(), "b")
+        self.assertEqual(run(cli + ["mget", "a", "nope"])[1].splitlines(), ["b", ""])
+        self.assertEqual(run(cli + ["del", "a"])[1].strip(), "1")
+        self.assertEqual(run(cli + ["ping"])[1].strip(), "PONG")
+
+    def test_redis_benchmark_completes_without_errors(self):
+        if not shutil.which("redis-benchmark"):
+            self.skipTest("redis-benchmark not installed")
+        code, out, err = run(["redis-benchmark", "-p", str(self.node.port), "-t", "set,get,ping",
+                              "-n", "20000", "-P", "16", "-q"], timeout_s=300)
+        self.assertEqual(code, 0, err)
+        self.assertNotIn("ERR", out + err)
+        self.assertIn("SET:", out)
+        self.assertIn("GET:", out)
+
+    def test_etcdctl(self):
+        if not shutil.which("etcdctl"):
+            self.skipTest("etcdctl not installed")
+        ctl = ["etcdctl", f"--endpoints=127.0.0.1:{self.node.grpc_port}"]
+        env = {"ETCDCTL_API": "3"}
+        self.assertEqual(run(ctl + ["put", "foo", "bar"], env=env)[1].strip(), "OK")
+        self.assertEqual(run(ctl + ["get", "foo"], env=env)[1].splitlines(), ["foo", "bar"])
+        run(ctl + ["put", "fox", "baz"], env=env)
+        self.assertEqual(run(ctl + ["get", "--prefix", "f"], env=env)[1].splitlines(),
+                         ["foo", "bar", "fox", "baz"])
+        self.assertEqual(run(ctl + ["del", "foo"], env=env)[1].strip(), "1")
+        code, out, err = run(ctl + ["endpoint", "status"], env=env)
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"127.0.0.1:{self.node.grpc_port}", out)
+        code, out, err = run(ctl + ["member", "list"], env=env)
+        self.assertEqual(code, 0, err)
+        self.assertIn("started", out)
+
+    def test_kvctl(self):
+        ep = ["--endpoints", f"127.0.0.1:{self.node.grpc_port}"]
+        self.assertEqual(run([KVCTL] + ep + ["put", "k", "v v"])[0], 0)
+        code, out, _ = run([KVCTL] + ep + ["get", "k"])
+        self.assertEqual((code, out.strip()), (0, "v v"))
+        self.assertEqual(run([KVCTL] + ep + ["get", "nope"])[0], 1)
+        code, out, _ = run([KVCTL] + ep + ["--output", "json", "get", "k"])
+        self.assertEqual(code, 0)
+        self.assertIn("v v", json.dumps(json.loads(out)))
+        self.assertEqual(run([KVCTL] + ep + ["status"])[0], 0)
+        self.assertEqual(run([KVCTL, "bogus-command"])[0], 2)
+
+    def test_restart_keeps_acknowledged_writes(self):
+        c = TextClient(self.node.port)
+        for i in range(200):
+            self.assertEqual(c.cmd(f"SET key{i} value {i}"), "OK")
+        self.assertEqual(c.cmd("DEL key7"), "OK")
+        c.close()
+        # SIGKILL: no clean shutdown; acknowledged writes must still be there.
+        self.node.kill()
+        self.node.start()
+        c = TextClient(self.node.port)
+        for i in range(200):
+            self.assertEqual(c.cmd(f"GET key{i}"), "KEY NOT FOUND" if i == 7 else f"value {i}")
+
+    def test_sigterm_exits_zero_and_closes_cleanly(self):
+        c = TextClient(self.node.port)
+        self.assertEqual(c.cmd("SET a 1"), "OK")
+        self.assertEqual(self.node.stop(signal.SIGTERM), 0)
+        self.node.start()
+        self.assertEqual(TextClient(self.node.port).cmd("GET a"), "1")
+        self.assertEqual(self.node.stop(signal.SIGINT), 0)
+
+
+class BadConfigurationTest(unittest.TestCase):
+    def check_usage_error(self, args, needle, config=None):
+        with TempCluster(1) as cluster:
+            if config is not None:
+                path = os.path.join(cluster.tmp.name, "bad.json")
+                with open(path, "w") as f:
+                    f.write(config)
+                args = args + ["--config", path]
+            code, out, err = run([KVD] + args + ["--data-dir",
+                                                 os.path.join(cluster.tmp.name, "d")])
+            self.assertEqual(code, 2, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertIn(needle, err)
+
+    def test_unknown_flag(self):
+        self.check_usage_error(["--no-such-flag"], "no-such-flag")
+
+    def test_id_out_of_range(self):
+        self.check_usage_error(["--id=5"], "--id=5")
+
+    def test_config_not_json(self):
+        self.check_usage_error([], "bad.json", config="{not json")
+
+    def test_config_duplicate_port(self):
+        self.check_usage_error(
+            [], "used twice",
+            config='[{"ip":"127.0.0.1","port":7000,"grpc_port":7000}]')
+
+    def test_config_missing_file(self):
+        self.check_usage_error(["--config", "/nonexistent/x.json"], "/nonexistent/x.json")
+
+    def test_zero_limit(self):
+        self.check_usage_error(["--max-key-bytes=0"], "--max-key-bytes")
+
+    def test_help(self):
+        code, out, _ = run([KVD, "--help"])
+        self.assertEqual(code, 0)
+        for flag in ["--id", "--config", "--data-dir", "--max-line-bytes", "--max-value-bytes"]:
+            self.assertIn(flag, out)
+
+
+if __name__ == "__main__":
+    unittest.main()
