@@ -1,0 +1,75 @@
+// The etcd v3 client API subset on kvd's gRPC port (design.md "etcd v3 gRPC (subset)"), so
+// etcdctl and etcd client libraries work against raftkv.
+//
+// Served:
+//   KV.Range        key / range_end (prefix, "\0" = from key), limit, count_only, keys_only,
+//                   sort, min/max mod/create revision filters. Always linearizable (the
+//                   serializable flag is accepted and ignored: reads go through the read
+//                   barrier). revision must be 0 or the current revision: no history is kept.
+//   KV.Put          prev_kv. lease / ignore_value / ignore_lease: UNIMPLEMENTED.
+//   KV.DeleteRange  deleted count; prev_kv for a single key (not for a range: UNIMPLEMENTED,
+//                   because the state machine reports one previous record per op).
+//   KV.Txn          only without compares and with put/delete_range ops: they become ONE
+//                   state-machine command, applied atomically as one revision. A Txn with
+//                   compares is UNIMPLEMENTED: evaluating them here and then writing would not
+//                   be atomic, and the state machine has no compare ops.
+//   Maintenance.Status, Cluster.MemberList.
+// Every other method of these services, and the Watch/Lease/Auth services, answer
+// UNIMPLEMENTED.
+//
+// Member ids: etcd uses 0 for "no leader / unknown", so a node's etcd member id is its
+// 0-based config position + 1 (EtcdMemberId).
+//
+// Errors from KvService / Replicator are mapped to gRPC codes here, at the edge:
+// kUnavailable -> UNAVAILABLE (message names the leader when known), kInvalidArgument ->
+// INVALID_ARGUMENT, kDeadlineExceeded -> DEADLINE_EXCEEDED (outcome unknown), and so on
+// (absl and gRPC share the google.rpc code numbering).
+//
+// Threading: handlers run on gRPC's sync-server threads and block on the KvService callback.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace grpc {
+class ServerBuilder;
+}  // namespace grpc
+
+namespace raftkv::server {
+
+class KvService;
+class Replicator;
+
+struct EtcdServiceOptions {
+  // Longest a handler waits for a write or read to complete when the client set no shorter
+  // deadline; after it the answer is DEADLINE_EXCEEDED (a write's outcome is then unknown).
+  int64_t request_timeout_ms = 10000;
+  // Reported as StatusResponse.version. etcdctl prints it; clients that check versions want
+  // an etcd release number, so this is the etcd API version we mimic.
+  std::string version = "3.4.0";
+};
+
+// etcd member id for config position `node_id` (never 0).
+inline uint64_t EtcdMemberId(uint64_t node_id) { return node_id + 1; }
+
+class EtcdServices {
+ public:
+  // `kv` and `replicator` must outlive this object and the gRPC server it is registered
+  // with. `member_id` is normally EtcdMemberId(this node's id).
+  EtcdServices(KvService* kv, Replicator* replicator, uint64_t cluster_id, uint64_t member_id,
+               EtcdServiceOptions options = {});
+  ~EtcdServices();
+  EtcdServices(const EtcdServices&) = delete;
+  EtcdServices& operator=(const EtcdServices&) = delete;
+
+  // Adds the KV, Maintenance and Cluster services to `builder`. Call once, before
+  // builder->BuildAndStart(); this object must outlive the built server.
+  void Register(grpc::ServerBuilder* builder);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace raftkv::server
