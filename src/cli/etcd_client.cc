@@ -1,0 +1,164 @@
+#include "cli/etcd_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "etcd/rpc.grpc.pb.h"
+
+namespace raftkv::cli {
+namespace {
+
+namespace pb = etcdserverpb;
+
+KeyValue FromProto(const mvccpb::KeyValue& kv) {
+  return KeyValue{kv.key(), kv.value(), kv.create_revision(), kv.mod_revision(), kv.version()};
+}
+
+// A transport error says little by itself ("failed to connect to all addresses"); name the
+// endpoint and the gRPC code.
+std::string Describe(const std::string& endpoint, const grpc::Status& s) {
+  return absl::StrCat(endpoint, ": ", s.error_message().empty() ? "(no message)" : s.error_message(),
+                      " [gRPC code ", static_cast<int>(s.error_code()), "]");
+}
+
+}  // namespace
+
+class EtcdClient::Impl {
+ public:
+  explicit Impl(ClientOptions options) : options_(std::move(options)) {
+    grpc::ChannelArguments args;
+    // gRPC honours http_proxy even for loopback addresses (build-notes.md).
+    args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+    for (const std::string& endpoint : options_.endpoints) {
+      auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+      endpoints_.push_back(Endpoint{endpoint, pb::KV::NewStub(channel),
+                                    pb::Maintenance::NewStub(channel),
+                                    pb::Cluster::NewStub(channel)});
+    }
+  }
+
+  struct Endpoint {
+    std::string address;
+    std::unique_ptr<pb::KV::Stub> kv;
+    std::unique_ptr<pb::Maintenance::Stub> maintenance;
+    std::unique_ptr<pb::Cluster::Stub> cluster;
+  };
+
+  std::unique_ptr<grpc::ClientContext> NewContext() const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(options_.timeout_ms));
+    return context;
+  }
+
+  // Runs `call` against each endpoint in order until one gives a final answer (see header).
+  // Returns the index of the endpoint that answered OK.
+  absl::StatusOr<size_t> Failover(bool is_read,
+                                  const std::function<grpc::Status(Endpoint&)>& call) {
+    std::vector<std::string> errors;
+    for (size_t i = 0; i < endpoints_.size(); ++i) {
+      grpc::Status s = call(endpoints_[i]);
+      if (s.ok()) return i;
+      bool try_next = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                      (is_read && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+      if (!try_next) {
+        return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                            Describe(endpoints_[i].address, s));
+      }
+      errors.push_back(Describe(endpoints_[i].address, s));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("no endpoint could serve the request: ", absl::StrJoin(errors, "; ")));
+  }
+
+  EndpointStatus StatusOf(Endpoint& endpoint) {
+    EndpointStatus out;
+    out.endpoint = endpoint.address;
+    pb::StatusResponse resp;
+    grpc::Status s = endpoint.maintenance->Status(NewContext().get(), pb::StatusRequest(), &resp);
+    if (!s.ok()) {
+      out.error = Describe(endpoint.address, s);
+      return out;
+    }
+    out.member_id = resp.header().member_id();
+    out.leader_member_id = resp.leader();
+    out.term = resp.raftterm();
+    out.raft_index = resp.raftindex();
+    out.applied_index = resp.raftappliedindex();
+    out.revision = resp.header().revision();
+    out.db_size_bytes = resp.dbsize();
+    out.version = resp.version();
+    return out;
+  }
+
+  ClientOptions options_;
+  std::vector<Endpoint> endpoints_;
+};
+
+EtcdClient::EtcdClient(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+EtcdClient::~EtcdClient() = default;
+
+absl::StatusOr<int64_t> EtcdClient::Put(const std::string& key, const std::string& value) {
+  pb::PutRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  pb::PutResponse resp;
+  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.kv->Put(impl_->NewContext().get(), req, &resp);
+  });
+  if (!served.ok()) return served.status();
+  return resp.header().revision();
+}
+
+absl::StatusOr<std::optional<KeyValue>> EtcdClient::Get(const std::string& key) {
+  pb::RangeRequest req;
+  req.set_key(key);
+  pb::RangeResponse resp;
+  absl::StatusOr<size_t> served = impl_->Failover(true, [&](Impl::Endpoint& e) {
+    return e.kv->Range(impl_->NewContext().get(), req, &resp);
+  });
+  if (!served.ok()) return served.status();
+  if (resp.kvs_size() == 0) return std::nullopt;
+  return FromProto(resp.kvs(0));
+}
+
+absl::StatusOr<int64_t> EtcdClient::Delete(const std::string& key) {
+  pb::DeleteRangeRequest req;
+  req.set_key(key);
+  pb::DeleteRangeResponse resp;
+  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.kv->DeleteRange(impl_->NewContext().get(), req, &resp);
+  });
+  if (!served.ok()) return served.status();
+  return resp.deleted();
+}
+
+absl::StatusOr<std::vector<Member>> EtcdClient::Members() {
+  pb::MemberListResponse resp;
+  absl::StatusOr<size_t> served = impl_->Failover(true, [&](Impl::Endpoint& e) {
+    return e.cluster->MemberList(impl_->NewContext().get(), pb::MemberListRequest(), &resp);
+  });
+  if (!served.ok()) return served.status();
+  std::vector<Member> members;
+  for (const pb::Member& m : resp.members()) {
+    members.push_back(Member{m.id(), m.name(), {m.peerurls().begin(), m.peerurls().end()},
+                             {m.clienturls().begin(), m.clienturls().end()}});
+  }
+  return members;
+}
+
+std::vector<EndpointStatus> EtcdClient::StatusAll() {
+  std::vector<EndpointStatus> out;
+  for (Impl::Endpoint& endpoint : impl_->endpoints_) out.push_back(impl_->StatusOf(endpoint));
+  return out;
+}
+
+}  // namespace raftkv::cli

@@ -1,0 +1,78 @@
+// kvctl's client for the etcd v3 API subset kvd serves (src/server/etcd_service.h).
+//
+// Failover: requests go to the endpoints in the order given. An endpoint that answers
+// UNAVAILABLE (not reachable, not the leader, no leader) is skipped and the next one tried;
+// reads also move on after DEADLINE_EXCEEDED (writes do not: their outcome is unknown).
+// Every other answer is final. Error messages name the endpoint(s) they came from.
+//
+// gRPC stays in etcd_client.cc: this header is plain C++.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace raftkv::cli {
+
+struct ClientOptions {
+  std::vector<std::string> endpoints;  // host:port of kvd gRPC ports, tried in order
+  int64_t timeout_ms = 5000;           // per attempt (per endpoint)
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  int64_t create_revision = 0;
+  int64_t mod_revision = 0;
+  int64_t version = 0;
+};
+
+// What one endpoint's Maintenance.Status said, or why it did not answer.
+struct EndpointStatus {
+  std::string endpoint;
+  std::string error;              // empty when the endpoint answered
+  uint64_t member_id = 0;         // etcd member id (node id + 1)
+  uint64_t leader_member_id = 0;  // 0 = no leader known
+  uint64_t term = 0;
+  uint64_t raft_index = 0;        // commit index
+  uint64_t applied_index = 0;
+  int64_t revision = 0;
+  int64_t db_size_bytes = 0;
+  std::string version;
+};
+
+struct Member {
+  uint64_t member_id = 0;
+  std::string name;
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+};
+
+class EtcdClient {
+ public:
+  // REQUIRES: !options.endpoints.empty().
+  explicit EtcdClient(ClientOptions options);
+  ~EtcdClient();
+
+  // Errors: kUnavailable when no endpoint could serve the request (message lists each
+  // endpoint's error); otherwise the server's status, message prefixed with the endpoint.
+  // Returns the store revision after the put.
+  absl::StatusOr<int64_t> Put(const std::string& key, const std::string& value);
+  // nullopt when the key does not exist.
+  absl::StatusOr<std::optional<KeyValue>> Get(const std::string& key);
+  // Returns the number of keys deleted (0 or 1).
+  absl::StatusOr<int64_t> Delete(const std::string& key);
+  absl::StatusOr<std::vector<Member>> Members();
+  // Asks every endpoint (not just the first that answers); never fails as a whole.
+  std::vector<EndpointStatus> StatusAll();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace raftkv::cli

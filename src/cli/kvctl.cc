@@ -1,0 +1,244 @@
+// kvctl: command-line client for raftkv over the etcd-compatible gRPC API.
+// The only file of kvctl that includes CLI11 (it is slow to compile).
+//
+// Exit codes: 0 success, 1 key not found, 2 usage error (including arguments the server
+// rejects as invalid), 3 cluster unavailable or any other failure.
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/etcd_client.h"
+#include "cli/json.h"
+
+namespace raftkv::cli {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnavailable = 3;
+
+struct Flags {
+  std::string endpoints = "127.0.0.1:6000";
+  std::string output = "human";
+  int64_t timeout_ms = 5000;
+  std::string key;
+  std::string value;
+  std::vector<std::string> keys;
+};
+
+bool Json(const Flags& f) { return f.output == "json"; }
+
+int Fail(const std::string& command, const absl::Status& s) {
+  std::cerr << "kvctl " << command << ": " << s.message() << "\n";
+  if (s.code() == absl::StatusCode::kInvalidArgument) return kExitUsage;
+  if (s.code() == absl::StatusCode::kDeadlineExceeded && command != "get" &&
+      command != "mget") {
+    std::cerr << "kvctl " << command << ": the write's outcome is unknown\n";
+  }
+  return kExitUnavailable;
+}
+
+// Node id as kvd numbers it (config position); etcd member id = node id + 1.
+std::string NodeId(uint64_t member_id) {
+  return member_id == 0 ? "-" : absl::StrCat(member_id - 1);
+}
+
+std::string KvJson(const std::string& key, const std::optional<KeyValue>& kv) {
+  if (!kv.has_value()) return absl::StrCat("{\"key\":", JsonString(key), ",\"found\":false}");
+  return absl::StrFormat(
+      "{\"key\":%s,\"found\":true,\"value\":%s,\"create_revision\":%d,\"mod_revision\":%d,"
+      "\"version\":%d}",
+      JsonString(kv->key), JsonString(kv->value), kv->create_revision, kv->mod_revision,
+      kv->version);
+}
+
+int RunPut(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<int64_t> revision = client.Put(f.key, f.value);
+  if (!revision.ok()) return Fail("put", revision.status());
+  if (Json(f)) {
+    std::cout << absl::StrFormat("{\"ok\":true,\"key\":%s,\"revision\":%d}\n", JsonString(f.key),
+                                 *revision);
+  } else {
+    std::cout << "OK\n";
+  }
+  return kExitOk;
+}
+
+int RunGet(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<std::optional<KeyValue>> kv = client.Get(f.key);
+  if (!kv.ok()) return Fail("get", kv.status());
+  if (Json(f)) {
+    std::cout << KvJson(f.key, *kv) << "\n";
+  } else if (kv->has_value()) {
+    std::cout << (*kv)->value << "\n";
+  } else {
+    std::cerr << "kvctl get: key not found: " << f.key << "\n";
+  }
+  return kv->has_value() ? kExitOk : kExitNotFound;
+}
+
+int RunDelete(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<int64_t> deleted = client.Delete(f.key);
+  if (!deleted.ok()) return Fail("delete", deleted.status());
+  if (Json(f)) {
+    std::cout << absl::StrFormat("{\"key\":%s,\"deleted\":%d}\n", JsonString(f.key), *deleted);
+  } else if (*deleted > 0) {
+    std::cout << "OK\n";
+  } else {
+    std::cerr << "kvctl delete: key not found: " << f.key << "\n";
+  }
+  return *deleted > 0 ? kExitOk : kExitNotFound;
+}
+
+// One Range per key: each read is linearizable, but the set is not one snapshot.
+int RunMget(EtcdClient& client, const Flags& f) {
+  std::vector<std::optional<KeyValue>> results;
+  for (const std::string& key : f.keys) {
+    absl::StatusOr<std::optional<KeyValue>> kv = client.Get(key);
+    if (!kv.ok()) return Fail("mget", kv.status());
+    results.push_back(*std::move(kv));
+  }
+  bool all_found = true;
+  std::vector<std::string> json;
+  for (size_t i = 0; i < f.keys.size(); ++i) {
+    all_found = all_found && results[i].has_value();
+    if (Json(f)) {
+      json.push_back(KvJson(f.keys[i], results[i]));
+    } else {
+      std::cout << (results[i].has_value() ? results[i]->value : "(not found)") << "\n";
+    }
+  }
+  if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
+  return all_found ? kExitOk : kExitNotFound;
+}
+
+int RunStatus(EtcdClient& client, const Flags& f) {
+  std::vector<EndpointStatus> statuses = client.StatusAll();
+  bool any_ok = false;
+  std::vector<std::string> json;
+  if (!Json(f)) {
+    std::cout << absl::StrFormat("%-21s %-4s %-9s %-6s %-10s %-10s %-6s %s\n", "ENDPOINT", "ID",
+                                 "ROLE", "TERM", "RAFT_INDEX", "APPLIED", "LEADER", "REVISION");
+  }
+  for (const EndpointStatus& s : statuses) {
+    if (!s.error.empty()) {
+      if (Json(f)) {
+        json.push_back(absl::StrFormat("{\"endpoint\":%s,\"error\":%s}", JsonString(s.endpoint),
+                                       JsonString(s.error)));
+      } else {
+        std::cout << absl::StrFormat("%-21s unreachable: %s\n", s.endpoint, s.error);
+      }
+      continue;
+    }
+    any_ok = true;
+    const char* role = s.leader_member_id == s.member_id ? "leader" : "follower";
+    if (Json(f)) {
+      json.push_back(absl::StrFormat(
+          "{\"endpoint\":%s,\"id\":%s,\"role\":\"%s\",\"term\":%d,\"raft_index\":%d,"
+          "\"applied_index\":%d,\"leader\":%s,\"revision\":%d,\"db_size_bytes\":%d}",
+          JsonString(s.endpoint), s.member_id == 0 ? "null" : NodeId(s.member_id), role, s.term,
+          s.raft_index, s.applied_index,
+          s.leader_member_id == 0 ? "null" : NodeId(s.leader_member_id), s.revision,
+          s.db_size_bytes));
+    } else {
+      std::cout << absl::StrFormat("%-21s %-4s %-9s %-6d %-10d %-10d %-6s %d\n", s.endpoint,
+                                   NodeId(s.member_id), role, s.term, s.raft_index,
+                                   s.applied_index, NodeId(s.leader_member_id), s.revision);
+    }
+  }
+  if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
+  if (!any_ok) {
+    std::cerr << "kvctl status: no endpoint answered\n";
+    return kExitUnavailable;
+  }
+  return kExitOk;
+}
+
+int RunMembers(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<std::vector<Member>> members = client.Members();
+  if (!members.ok()) return Fail("members", members.status());
+  std::vector<std::string> json;
+  for (const Member& m : *members) {
+    std::string url = m.client_urls.empty() ? "" : m.client_urls[0];
+    if (Json(f)) {
+      json.push_back(absl::StrFormat("{\"id\":%s,\"name\":%s,\"client_url\":%s}",
+                                     NodeId(m.member_id), JsonString(m.name), JsonString(url)));
+    } else {
+      std::cout << absl::StrFormat("%s %s %s\n", NodeId(m.member_id), m.name, url);
+    }
+  }
+  if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{
+      "kvctl: client for raftkv over its etcd-compatible gRPC API.\n"
+      "Endpoints are tried in order; one that is unreachable or not serving (UNAVAILABLE)\n"
+      "is skipped. Exit codes: 0 success, 1 key not found, 2 usage error, 3 cluster\n"
+      "unavailable (or any other failure)."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--endpoints", f.endpoints, "comma-separated host:port gRPC endpoints");
+  app.add_option("--output", f.output, "output format")
+      ->check(CLI::IsMember({"human", "json"}));
+  app.add_option("--timeout-ms", f.timeout_ms, "deadline of each request to one endpoint")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
+  app.require_subcommand(1);
+
+  CLI::App* put = app.add_subcommand("put", "set KEY to VALUE");
+  put->add_option("key", f.key, "key")->required();
+  put->add_option("value", f.value, "value")->required();
+  CLI::App* get = app.add_subcommand("get", "print the value of KEY (exit 1 if missing)");
+  get->add_option("key", f.key, "key")->required();
+  CLI::App* del = app.add_subcommand("delete", "delete KEY (exit 1 if missing)");
+  del->alias("del");
+  del->add_option("key", f.key, "key")->required();
+  CLI::App* mget = app.add_subcommand(
+      "mget", "print the values of KEYs, one per line, \"(not found)\" for missing ones "
+              "(exit 1 if any is missing); each key is read separately, not as one snapshot");
+  mget->add_option("keys", f.keys, "keys")->required();
+  CLI::App* status = app.add_subcommand(
+      "status", "ask every endpoint for its raft status (exit 3 if none answers)");
+  CLI::App* members = app.add_subcommand("members", "list the cluster members");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  ClientOptions options;
+  for (absl::string_view e : absl::StrSplit(f.endpoints, ',', absl::SkipWhitespace())) {
+    options.endpoints.emplace_back(e);
+  }
+  if (options.endpoints.empty()) {
+    std::cerr << "kvctl: --endpoints is empty\n";
+    return kExitUsage;
+  }
+  options.timeout_ms = f.timeout_ms;
+  EtcdClient client(std::move(options));
+
+  if (put->parsed()) return RunPut(client, f);
+  if (get->parsed()) return RunGet(client, f);
+  if (del->parsed()) return RunDelete(client, f);
+  if (mget->parsed()) return RunMget(client, f);
+  if (status->parsed()) return RunStatus(client, f);
+  if (members->parsed()) return RunMembers(client, f);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace raftkv::cli
+
+int main(int argc, char** argv) { return raftkv::cli::Main(argc, argv); }
