@@ -2,31 +2,52 @@
 // headers, so only the file that builds the gRPC server includes it.
 #pragma once
 
-#include <functional>
-
+#include "absl/synchronization/notification.h"
 #include "raft_service.grpc.pb.h"
+#include "server/forwarder.h"
+#include "server/grpc_status.h"
+#include "server/raft_replicator.h"
 
 namespace raftkv::server {
 
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
-  // `deliver` gets every message of every inbound stream, in stream order; it must not
-  // block for long (it enqueues into the raft loop's inbox).
-  explicit RaftPeerService(std::function<void(raftpb::Message)> deliver)
-      : deliver_(std::move(deliver)) {}
+  // REQUIRES: replicator outlives the service (the gRPC server is shut down first).
+  explicit RaftPeerService(RaftReplicator* replicator) : replicator_(replicator) {}
 
+  // Every message of every inbound stream goes to the raft loop's inbox, in stream order.
   grpc::Status Send(grpc::ServerContext* context,
                     grpc::ServerReader<raftpb::MessageBatch>* reader,
                     raftpb::PeerEmpty* response) override {
     raftpb::MessageBatch batch;
     while (reader->Read(&batch)) {
-      for (raftpb::Message& m : *batch.mutable_messages()) deliver_(std::move(m));
+      for (raftpb::Message& m : *batch.mutable_messages()) replicator_->Deliver(std::move(m));
     }
     return grpc::Status::OK;
   }
 
+  grpc::Status Forward(grpc::ServerContext* context, const raftpb::ForwardRequest* request,
+                       raftpb::ForwardResponse* response) override {
+    kvpb::Command cmd;
+    if (!cmd.ParseFromString(request->command())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
+    }
+    absl::Notification done;
+    absl::Status status;
+    replicator_->WriteFromPeer(std::move(cmd), [&](absl::StatusOr<ForwardResult> r) {
+      if (r.ok()) {
+        ToWire(r->index, r->result, response);
+      } else {
+        status = r.status();
+      }
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return ToGrpcStatus(status);
+  }
+
  private:
-  std::function<void(raftpb::Message)> deliver_;
+  RaftReplicator* replicator_;
 };
 
 }  // namespace raftkv::server
