@@ -61,6 +61,11 @@ struct RangeResult {
 
 struct StateMachineOptions {
   std::string db_path;           // RocksDB directory, created if missing
+  // true: every Apply/ApplyEmpty fsyncs RocksDB's WAL before returning, so an acknowledged
+  // write survives a machine crash without any other log (the single-node path before Raft).
+  // false (default): the Raft WAL is the source of truth; RocksDB writes reach the OS but are
+  // not fsynced, and the caller replays the log after applied_index() on start-up.
+  bool sync_writes = false;
 };
 
 class StateMachine {

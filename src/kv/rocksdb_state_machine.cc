@@ -1,0 +1,413 @@
+#include "kv/rocksdb_state_machine.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "rocksdb/options.h"
+#include "rocksdb/snapshot.h"
+#include "rocksdb/write_batch.h"
+
+namespace raftkv::kv {
+namespace {
+
+constexpr char kMetaColumnFamily[] = "meta";
+
+bool IsAllKeysEnd(std::string_view range_end) {
+  return range_end.size() == 1 && range_end[0] == '\0';
+}
+
+// Maps a RocksDB failure to the error tiers of style.md: corruption is kDataLoss, transient
+// or I/O trouble kUnavailable, everything else kInternal. The message names the path.
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what, const std::string& path) {
+  std::string msg = absl::StrFormat("rocksdb %s at %s: %s", what, path, s.ToString());
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsIOError() || s.IsBusy() || s.IsTryAgain() || s.IsTimedOut() || s.IsIncomplete()) {
+    return absl::UnavailableError(msg);
+  }
+  return absl::InternalError(msg);
+}
+
+absl::Status WithContext(const absl::Status& s, std::string_view context) {
+  return absl::Status(s.code(), absl::StrFormat("%s: %s", context, s.message()));
+}
+
+// A key for an error message: C-escaped, at most 64 bytes of it.
+std::string EscapeKey(std::string_view key) {
+  constexpr size_t kMaxBytes = 64;
+  std::string out = absl::CHexEscape(absl::string_view(key.data(), std::min(key.size(), kMaxBytes)));
+  if (key.size() > kMaxBytes) out += "...";
+  return out;
+}
+
+KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
+  KeyValue kv;
+  kv.key = std::move(key);
+  kv.value = std::move(rec.value);
+  kv.create_revision = rec.create_revision;
+  kv.mod_revision = rec.mod_revision;
+  kv.version = rec.version;
+  return kv;
+}
+
+// The keys an entry has touched so far, with their state after the ops applied so far
+// (nullopt = deleted). Later ops read through it, so ops see each other in order.
+using Overlay = std::map<std::string, std::optional<coding::KeyRecord>, std::less<>>;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateMachine>> StateMachine::Open(
+    const StateMachineOptions& options) {
+  absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> sm =
+      RocksDbStateMachine::OpenRocksDb(options);
+  if (!sm.ok()) return sm.status();
+  return std::unique_ptr<StateMachine>(std::move(*sm));
+}
+
+absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> RocksDbStateMachine::OpenRocksDb(
+    const StateMachineOptions& options) {
+  if (options.db_path.empty()) return absl::InvalidArgumentError("state machine db_path is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(options.db_path, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrFormat("cannot create state machine directory %s: %s", options.db_path,
+                        ec.message()));
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.paranoid_checks = true;
+  // Flush "default" and "meta" together: a data flush without the matching applied record
+  // (or the reverse) would leave SSTs at different entries, and if RocksDB's unsynced WAL is
+  // then lost, replaying the Raft log would re-apply an entry whose data is already there.
+  db_options.atomic_flush = true;
+  db_options.keep_log_file_num = 4;
+  rocksdb::ColumnFamilyOptions cf_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
+      {rocksdb::kDefaultColumnFamilyName, cf_options}, {kMetaColumnFamily, cf_options}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.db_path, descriptors, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "open", options.db_path);
+  std::unique_ptr<RocksDbStateMachine> sm(
+      new RocksDbStateMachine(options, std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+  if (absl::Status init = sm->Init(); !init.ok()) return init;
+  return sm;
+}
+
+RocksDbStateMachine::RocksDbStateMachine(StateMachineOptions options,
+                                         std::unique_ptr<rocksdb::DB> db,
+                                         std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : options_(std::move(options)), db_(std::move(db)), handles_(std::move(handles)) {
+  RAFTKV_CHECK(handles_.size() == 2);
+  data_cf_ = handles_[0];
+  meta_cf_ = handles_[1];
+}
+
+RocksDbStateMachine::~RocksDbStateMachine() {
+  // A clean close makes everything applied durable, whatever sync_writes says. Best effort:
+  // there is no one to report a failure to, and the Raft log still holds the entries.
+  db_->SyncWAL().PermitUncheckedError();
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  }
+  db_->Close().PermitUncheckedError();
+}
+
+absl::Status RocksDbStateMachine::Init() {
+  const std::string& path = options_.db_path;
+  std::string format_value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_cf_, std::string(coding::kMetaFormatKey), &format_value);
+  if (s.IsNotFound()) {
+    // A new store, unless something is already in it (a foreign RocksDB, or a lost record).
+    std::string applied_value;
+    rocksdb::Status a = db_->Get(rocksdb::ReadOptions(), meta_cf_,
+                                 std::string(coding::kMetaAppliedKey), &applied_value);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), data_cf_));
+    it->SeekToFirst();
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
+    if (!a.IsNotFound() || it->Valid()) {
+      return absl::DataLossError(absl::StrFormat(
+          "state machine at %s has data but no format record: not a raftkv store, or corrupt",
+          path));
+    }
+    rocksdb::WriteBatch batch;
+    batch.Put(meta_cf_, std::string(coding::kMetaFormatKey),
+              coding::EncodeStoreFormat(coding::kStoreFormat));
+    batch.Put(meta_cf_, std::string(coding::kMetaAppliedKey),
+              coding::EncodeAppliedRecord(coding::AppliedRecord{0, 0, 1}));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = db_->Write(wo, &batch);
+    if (!s.ok()) return FromRocks(s, "initialise", path);
+    format_value = coding::EncodeStoreFormat(coding::kStoreFormat);
+  } else if (!s.ok()) {
+    return FromRocks(s, "read format", path);
+  }
+  absl::StatusOr<uint32_t> format = coding::DecodeStoreFormat(format_value);
+  if (!format.ok()) return WithContext(format.status(), path);
+  if (*format != coding::kStoreFormat) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "state machine at %s has store format %d; this build reads only %d", path, *format,
+        coding::kStoreFormat));
+  }
+
+  std::string applied_value;
+  s = db_->Get(rocksdb::ReadOptions(), meta_cf_, std::string(coding::kMetaAppliedKey),
+               &applied_value);
+  if (s.IsNotFound()) {
+    return absl::DataLossError(
+        absl::StrFormat("state machine at %s has no applied record", path));
+  }
+  if (!s.ok()) return FromRocks(s, "read applied record", path);
+  absl::StatusOr<coding::AppliedRecord> applied = coding::DecodeAppliedRecord(applied_value);
+  if (!applied.ok()) return WithContext(applied.status(), path);
+  revision_.store(applied->revision, std::memory_order_release);
+  applied_term_.store(applied->applied_term, std::memory_order_release);
+  applied_index_.store(applied->applied_index, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStateMachine::CheckNext(uint64_t index) const {
+  const uint64_t applied = applied_index();
+  if (index != applied + 1) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "entry %d applied out of order: state machine at %s has applied %d", index,
+        options_.db_path, applied));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStateMachine::Commit(rocksdb::WriteBatch* batch, uint64_t index,
+                                         uint64_t term, int64_t revision) {
+  batch->Put(meta_cf_, std::string(coding::kMetaAppliedKey),
+             coding::EncodeAppliedRecord(coding::AppliedRecord{index, term, revision}));
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync_writes;
+  rocksdb::Status s = db_->Write(wo, batch);
+  if (!s.ok()) return FromRocks(s, "write", options_.db_path);
+  revision_.store(revision, std::memory_order_release);
+  applied_term_.store(term, std::memory_order_release);
+  applied_index_.store(index, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStateMachine::ApplyEmpty(uint64_t index, uint64_t term) {
+  if (index <= applied_index()) return absl::OkStatus();
+  if (absl::Status s = CheckNext(index); !s.ok()) return s;
+  rocksdb::WriteBatch batch;
+  return Commit(&batch, index, term, revision());
+}
+
+absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t term,
+                                                       const kvpb::Command& cmd) {
+  ApplyResult result;
+  if (index <= applied_index()) {
+    result.revision = revision();
+    result.duplicate = true;
+    return result;
+  }
+  if (absl::Status s = CheckNext(index); !s.ok()) return s;
+  const std::string& path = options_.db_path;
+  rocksdb::WriteBatch batch;
+
+  if (cmd.client_id() != 0) {
+    absl::StatusOr<std::optional<coding::SessionRecord>> session = GetSession(cmd.client_id());
+    if (!session.ok()) return session.status();
+    if (session->has_value() && cmd.sequence() <= (*session)->last_sequence) {
+      result.revision = revision();
+      result.duplicate = true;
+      if (absl::Status s = Commit(&batch, index, term, revision()); !s.ok()) return s;
+      return result;
+    }
+    batch.Put(meta_cf_, coding::SessionKey(cmd.client_id()),
+              coding::EncodeSessionRecord(coding::SessionRecord{cmd.sequence(), index}));
+  }
+
+  const int64_t new_revision = revision() + 1;
+  bool changed = false;
+  Overlay overlay;
+  // Reads go to the live DB: only this (the apply) thread writes it.
+  auto lookup = [&](const std::string& key) -> absl::StatusOr<std::optional<coding::KeyRecord>> {
+    if (auto it = overlay.find(key); it != overlay.end()) return it->second;
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), data_cf_, key, &value);
+    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
+    if (!s.ok()) return FromRocks(s, "get", path);
+    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
+    if (!rec.ok()) {
+      return WithContext(rec.status(), absl::StrFormat("%s key \"%s\"", path, EscapeKey(key)));
+    }
+    return std::optional<coding::KeyRecord>(std::move(*rec));
+  };
+
+  result.ops.reserve(cmd.ops_size());
+  for (const kvpb::Op& op : cmd.ops()) {
+    OpResult& out = result.ops.emplace_back();
+    if (op.has_put()) {
+      const kvpb::Put& put = op.put();
+      absl::StatusOr<std::optional<coding::KeyRecord>> prev = lookup(put.key());
+      if (!prev.ok()) return prev.status();
+      coding::KeyRecord rec;
+      rec.value = put.value();
+      rec.mod_revision = new_revision;
+      if (prev->has_value()) {
+        rec.create_revision = (*prev)->create_revision;
+        rec.version = (*prev)->version + 1;
+        out.prev = ToKeyValue(put.key(), std::move(**prev));
+      } else {
+        rec.create_revision = new_revision;
+        rec.version = 1;
+      }
+      overlay[put.key()] = std::move(rec);
+      changed = true;
+    } else if (op.has_delete_()) {
+      const kvpb::Delete& del = op.delete_();
+      if (del.range_end().empty()) {
+        absl::StatusOr<std::optional<coding::KeyRecord>> prev = lookup(del.key());
+        if (!prev.ok()) return prev.status();
+        if (prev->has_value()) {
+          out.deleted = 1;
+          out.prev = ToKeyValue(del.key(), std::move(**prev));
+          overlay[del.key()] = std::nullopt;
+        }
+      } else {
+        const bool to_end = IsAllKeysEnd(del.range_end());
+        if (!to_end && del.range_end() <= del.key()) continue;  // empty range
+        auto in_range = [&](std::string_view k) {
+          return k >= std::string_view(del.key()) &&
+                 (to_end || k < std::string_view(del.range_end()));
+        };
+        std::vector<std::string> doomed;
+        rocksdb::ReadOptions ro;
+        rocksdb::Slice upper(del.range_end());
+        if (!to_end) ro.iterate_upper_bound = &upper;
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, data_cf_));
+        for (it->Seek(del.key()); it->Valid(); it->Next()) {
+          std::string k = it->key().ToString();
+          if (!overlay.contains(k)) doomed.push_back(std::move(k));  // overlay keys: below
+        }
+        if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
+        for (auto o = overlay.lower_bound(del.key()); o != overlay.end() && in_range(o->first);
+             ++o) {
+          if (o->second.has_value()) doomed.push_back(o->first);
+        }
+        for (std::string& k : doomed) overlay[std::move(k)] = std::nullopt;
+        out.deleted = static_cast<int64_t>(doomed.size());
+      }
+      if (out.deleted > 0) changed = true;
+    }
+  }
+
+  for (const auto& [key, rec] : overlay) {
+    if (rec.has_value()) {
+      batch.Put(data_cf_, key, coding::EncodeKeyRecord(*rec));
+    } else {
+      batch.Delete(data_cf_, key);
+    }
+  }
+  const int64_t revision_after = changed ? new_revision : revision();
+  if (absl::Status s = Commit(&batch, index, term, revision_after); !s.ok()) return s;
+  result.revision = revision_after;
+  return result;
+}
+
+absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSession(
+    uint64_t client_id) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, coding::SessionKey(client_id), &value);
+  if (s.IsNotFound()) return std::optional<coding::SessionRecord>();
+  if (!s.ok()) return FromRocks(s, "get session", options_.db_path);
+  absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(value);
+  if (!rec.ok()) return WithContext(rec.status(), options_.db_path);
+  return std::optional<coding::SessionRecord>(*rec);
+}
+
+absl::StatusOr<std::optional<KeyValue>> RocksDbStateMachine::Get(std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::optional<KeyValue>();
+  if (!s.ok()) return FromRocks(s, "get", options_.db_path);
+  absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
+  if (!rec.ok()) {
+    return WithContext(rec.status(),
+                       absl::StrFormat("%s key \"%s\"", options_.db_path, EscapeKey(key)));
+  }
+  return std::optional<KeyValue>(ToKeyValue(std::string(key), std::move(*rec)));
+}
+
+absl::StatusOr<RangeResult> RocksDbStateMachine::Range(std::string_view key,
+                                                       std::string_view range_end, int64_t limit,
+                                                       bool keys_only, bool count_only) const {
+  const std::string& path = options_.db_path;
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot.snapshot();
+
+  RangeResult result;
+  std::string applied_value;
+  rocksdb::Status s =
+      db_->Get(ro, meta_cf_, std::string(coding::kMetaAppliedKey), &applied_value);
+  if (!s.ok()) return FromRocks(s, "read applied record", path);
+  absl::StatusOr<coding::AppliedRecord> applied = coding::DecodeAppliedRecord(applied_value);
+  if (!applied.ok()) return WithContext(applied.status(), path);
+  result.revision = applied->revision;
+
+  auto add = [&](std::string_view k, std::string_view v) -> absl::Status {
+    ++result.count;
+    if (count_only) return absl::OkStatus();
+    if (limit > 0 && static_cast<int64_t>(result.kvs.size()) >= limit) {
+      result.more = true;
+      return absl::OkStatus();
+    }
+    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(v, keys_only);
+    if (!rec.ok()) {
+      return WithContext(rec.status(),
+                         absl::StrFormat("%s key \"%s\"", path, EscapeKey(k)));
+    }
+    result.kvs.push_back(ToKeyValue(std::string(k), std::move(*rec)));
+    return absl::OkStatus();
+  };
+
+  if (range_end.empty()) {
+    std::string value;
+    s = db_->Get(ro, data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
+    if (s.IsNotFound()) return result;
+    if (!s.ok()) return FromRocks(s, "get", path);
+    if (absl::Status a = add(key, value); !a.ok()) return a;
+    return result;
+  }
+  const bool to_end = IsAllKeysEnd(range_end);
+  if (!to_end && range_end <= key) return result;
+  rocksdb::Slice upper(range_end.data(), range_end.size());
+  if (!to_end) ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, data_cf_));
+  for (it->Seek(rocksdb::Slice(key.data(), key.size())); it->Valid(); it->Next()) {
+    if (absl::Status a = add(std::string_view(it->key().data(), it->key().size()),
+                             std::string_view(it->value().data(), it->value().size()));
+        !a.ok()) {
+      return a;
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
+  return result;
+}
+
+absl::Status RocksDbStateMachine::Flush() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  rocksdb::Status s = db_->Flush(fo, {data_cf_, meta_cf_});
+  if (!s.ok()) return FromRocks(s, "flush", options_.db_path);
+  return absl::OkStatus();
+}
+
+}  // namespace raftkv::kv

@@ -1,0 +1,97 @@
+// StateMachine over RocksDB (the only implementation; StateMachine::Open returns one).
+// Record encodings: kv/record_coding.h.
+//
+// Apply semantics (one committed entry = one Command = one WriteBatch):
+// - index <= applied_index(): replay, nothing is written, duplicate=true.
+// - index != applied_index() + 1: kFailedPrecondition, nothing is written (entries must apply
+//   in order; the caller has lost an entry and must stop).
+// - Session: if client_id != 0 and the session table holds a sequence >= cmd.sequence for that
+//   client, the ops are skipped and duplicate=true; the applied index/term still advance, the
+//   revision does not. The original ApplyResult is NOT re-created (ops is empty): a retrying
+//   client learns only that its command was applied before. Otherwise (client_id != 0) the
+//   session record becomes {cmd.sequence, index}. Sequence numbers need not be contiguous.
+// - Ops apply in order, each seeing the effect of the ones before it, all at the one new
+//   revision R = revision() + 1 (etcd Txn-like, but etcd rejects duplicate keys in a Txn and we
+//   define them):
+//     Put k:    version = previous version + 1 (1 if k does not exist at that point, in which
+//               case create_revision = R), mod_revision = R. prev = the record before this op.
+//     Delete:   removes every key of the range that exists at that point; deleted = count;
+//               prev is set for a single-key delete (range_end empty) that found the key.
+//               Range rules as etcd: range_end empty = just key; "\0" = every key >= key;
+//               otherwise [key, range_end) (empty if range_end <= key).
+//     An Op with neither field set does nothing (OpResult is all zero).
+//   So "Put k; Delete k" leaves k absent (delete reports 1) and "Delete k; Put k" leaves k with
+//   version 1 and create_revision R.
+// - The revision becomes R iff at least one op changed something (any Put, or a Delete with
+//   deleted > 0), even if the net effect is nil (Put k; Delete k on a missing k). A command
+//   whose ops change nothing (delete of missing keys, no ops) does not bump the revision.
+// - Empty keys are accepted: key validation (non-empty, size limits) is the server's job, the
+//   state machine must apply whatever was committed, deterministically.
+//
+// Errors from Apply/ApplyEmpty (kDataLoss for a record that does not decode, kUnavailable /
+// kInternal for RocksDB write failures) leave the store and the accessors unchanged; the
+// caller must not skip the entry.
+//
+// Reads: Range reads from one RocksDB snapshot and takes the revision from the "applied"
+// record of that same snapshot, so kvs and revision always belong to one entry boundary.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kv/record_coding.h"
+#include "kv/state_machine.h"
+#include "rocksdb/db.h"
+
+namespace raftkv::kv {
+
+class RocksDbStateMachine final : public StateMachine {
+ public:
+  static absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> OpenRocksDb(
+      const StateMachineOptions& options);
+  ~RocksDbStateMachine() override;
+
+  absl::StatusOr<ApplyResult> Apply(uint64_t index, uint64_t term,
+                                    const kvpb::Command& cmd) override;
+  absl::Status ApplyEmpty(uint64_t index, uint64_t term) override;
+
+  absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const override;
+  absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view range_end,
+                                    int64_t limit, bool keys_only = false,
+                                    bool count_only = false) const override;
+
+  uint64_t applied_index() const override { return applied_index_.load(std::memory_order_acquire); }
+  uint64_t applied_term() const override { return applied_term_.load(std::memory_order_acquire); }
+  int64_t revision() const override { return revision_.load(std::memory_order_acquire); }
+
+  absl::Status Flush() override;
+
+  // The session record of client_id, if any (tests and snapshots).
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) const;
+
+ private:
+  RocksDbStateMachine(StateMachineOptions options, std::unique_ptr<rocksdb::DB> db,
+                      std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  // Loads (or, for a new store, writes) the format and applied records.
+  absl::Status Init();
+  // Writes `batch` plus the applied record, then publishes the new index/term/revision.
+  absl::Status Commit(rocksdb::WriteBatch* batch, uint64_t index, uint64_t term,
+                      int64_t revision);
+  absl::Status CheckNext(uint64_t index) const;
+
+  const StateMachineOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in the destructor
+  rocksdb::ColumnFamilyHandle* data_cf_ = nullptr;     // "default"
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;     // "meta"
+
+  // Written only by the apply thread after a successful write; read by anyone.
+  std::atomic<uint64_t> applied_index_{0};
+  std::atomic<uint64_t> applied_term_{0};
+  std::atomic<int64_t> revision_{1};
+};
+
+}  // namespace raftkv::kv
