@@ -90,22 +90,29 @@ absl::Status NodeConfig::Validate() const {
     const char* flag;
     uint64_t value;
   };
-  for (const Positive& p : {Positive{"--max-line-bytes", max_line_bytes},
-                            Positive{"--max-key-bytes", max_key_bytes},
-                            Positive{"--max-value-bytes", max_value_bytes},
-                            Positive{"--max-ops-per-request", max_ops_per_request},
-                            Positive{"--max-connections", max_connections},
-                            Positive{"--max-pending-per-conn", max_pending_per_conn},
-                            Positive{"--max-pending-writes", max_pending_writes},
-                            Positive{"--idle-timeout-ms", idle_timeout_ms},
-                            Positive{"--partial-line-timeout-ms", partial_line_timeout_ms},
-                            Positive{"--io-threads", io_threads},
+  for (const Positive& p : {Positive{"--max-key-bytes", kv.max_key_bytes},
+                            Positive{"--max-value-bytes", kv.max_value_bytes},
+                            Positive{"--max-ops-per-request", kv.max_ops_per_request},
+                            Positive{"--tick-ms", raft.tick_ms},
+                            Positive{"--heartbeat-ticks", raft.heartbeat_ticks},
+                            Positive{"--max-append-bytes", raft.max_msg_bytes},
+                            Positive{"--max-inflight-msgs", raft.max_inflight_msgs},
+                            Positive{"--request-timeout-ms", raft.request_timeout_ms},
+                            Positive{"--max-pending-writes", raft.max_pending_writes},
+                            Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
+                            Positive{"--wal-segment-bytes", raft.wal_segment_bytes},
                             Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
     if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));
   }
+  if (raft.election_ticks <= raft.heartbeat_ticks) {
+    return absl::InvalidArgumentError("--election-ticks must be greater than --heartbeat-ticks");
+  }
+  if (absl::Status s = tcp.Validate(kv.max_key_bytes, kv.max_value_bytes); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("client port options: ", s.message()));
+  }
   // Note: --max-line-bytes (64 KiB) is below --max-value-bytes (1 MiB) by design: a text
-  // line is bounded by the former, a RESP bulk string by the latter.
-  if (max_key_bytes + max_value_bytes + 1024 > grpc_max_message_bytes) {
+  // line is bounded by the former, a RESP request by --max-request-bytes.
+  if (kv.max_key_bytes + kv.max_value_bytes + 1024 > grpc_max_message_bytes) {
     return absl::InvalidArgumentError(
         "--grpc-max-message-bytes must exceed --max-key-bytes + --max-value-bytes + 1024");
   }

@@ -9,17 +9,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/kv_service.h"
+#include "server/node_address.h"
+#include "server/raft_replicator.h"
+#include "server/tcp_server.h"
 
 namespace raftkv::server {
-
-struct NodeAddress {
-  std::string ip;
-  uint16_t port = 0;        // text + RESP
-  uint16_t grpc_port = 0;   // etcd API + peer Raft service
-
-  std::string client_address() const;  // "ip:port"
-  std::string grpc_address() const;     // "ip:grpc_port"
-};
 
 // Parses node_config.json (design.md, Configuration): a JSON array of
 // {"ip": ..., "port": ..., "grpc_port": ...}; a node's id is its position.
@@ -40,18 +35,12 @@ struct NodeConfig {
   std::string data_dir = "./data";    // --data-dir
   std::string log_level = "info";     // --log-level
 
-  // Client limits (design.md, Limits).
-  uint64_t max_line_bytes = 64 * 1024;
-  uint64_t max_key_bytes = 1024;
-  uint64_t max_value_bytes = 1024 * 1024;
-  uint64_t max_ops_per_request = 10000;
-  uint64_t max_connections = 10000;
-  uint64_t max_pending_per_conn = 1024;
-  uint64_t max_pending_writes = 100000;
-  uint64_t idle_timeout_ms = 300000;
-  uint64_t partial_line_timeout_ms = 30000;
-  uint32_t io_threads = 2;
-  uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;
+  // Each part's options carry their own defaults; flags overwrite them.
+  KvLimits kv;                        // key/value/op-count limits (every protocol)
+  TcpServerOptions tcp;               // text + RESP front end limits and timeouts
+  RaftReplicatorOptions raft;         // raft loop tuning (cluster, node_index and wal_dir
+                                      // are filled in from the fields above at start)
+  uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
 
   const NodeAddress& self() const { return cluster.at(id); }
   // Checks every field and their combinations. Errors: kInvalidArgument, one line.

@@ -19,7 +19,8 @@ namespace raftkv::server {
 
 class EtcdServices;
 class KvService;
-class LocalReplicator;
+class RaftPeerService;
+class RaftReplicator;
 class TcpServer;
 
 class Node {
@@ -42,9 +43,10 @@ class Node {
 
   NodeConfig config_;
   std::unique_ptr<kv::StateMachine> sm_;
-  std::unique_ptr<LocalReplicator> replicator_;
+  std::unique_ptr<RaftReplicator> replicator_;
   std::unique_ptr<KvService> kv_;
   std::unique_ptr<EtcdServices> etcd_;
+  std::unique_ptr<RaftPeerService> peer_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<TcpServer> tcp_;
   uint16_t grpc_port_ = 0;

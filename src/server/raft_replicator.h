@@ -33,7 +33,7 @@
 #include "absl/time/time.h"
 #include "kv/state_machine.h"
 #include "raft.pb.h"
-#include "server/config.h"
+#include "server/node_address.h"
 #include "server/replicator.h"
 
 namespace raftkv::raft {

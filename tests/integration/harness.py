@@ -123,6 +123,44 @@ class TempCluster:
         self.tmp.cleanup()
 
 
+def kvctl_status(grpc_ports, timeout_ms=1000):
+    """kvctl status --output json over the given gRPC ports: a list of dicts."""
+    eps = ",".join(f"127.0.0.1:{p}" for p in grpc_ports)
+    code, out, err = run([KVCTL, "--endpoints", eps, "--timeout-ms", str(timeout_ms),
+                          "--output", "json", "status"], timeout_s=30)
+    try:
+        return json.loads(out)
+    except ValueError:
+        return []
+
+
+def wait_for_leader(nodes, timeout_s=30.0):
+    """Waits until every node in `nodes` names the same leader among them and can serve a
+    linearizable read; returns that leader's Node."""
+    ids = {n.id: n for n in nodes}
+
+    def agreed():
+        st = kvctl_status([n.grpc_port for n in nodes])
+        leaders = {s.get("leader") for s in st if "error" not in s}
+        if len(st) != len(nodes) or len(leaders) != 1:
+            return None
+        leader = leaders.pop()
+        if leader is None or int(leader) not in ids:
+            return None
+        for n in nodes:  # a read barrier passes on every node
+            try:
+                c = TextClient(n.port, timeout_s=5)
+                reply = c.cmd("GET __raftkv_probe__")
+                c.close()
+            except OSError:
+                return None
+            if reply.startswith("ERR"):
+                return None
+        return ids[int(leader)]
+
+    return wait_until(agreed, timeout_s, what="an agreed leader")
+
+
 class TextClient:
     """The line protocol over one TCP connection."""
 
@@ -145,6 +183,11 @@ class TextClient:
     def cmd(self, text: str) -> str:
         self.send(text.encode() + b"\n")
         return self.line()
+
+    def pipeline(self, commands):
+        """Sends every command, then reads one reply line each (MGET not supported here)."""
+        self.send(b"".join(c.encode() + b"\n" for c in commands))
+        return [self.line() for _ in commands]
 
     def close(self):
         self.sock.close()

@@ -1,0 +1,139 @@
+// kvd: one raftkv node. See `kvd --help` and design.md.
+//
+// Start-up order: parse and validate flags (exit 2 on any error), open the state machine,
+// start consensus, then the client front ends. Shutdown on SIGINT/SIGTERM in reverse: stop
+// accepting clients, let in-flight requests finish, stop consensus, close RocksDB, exit 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "server/config.h"
+#include "server/node.h"
+
+namespace {
+
+// Parses the command line into `config`. Returns an exit code if kvd should exit now
+// (0 after --help, 2 after a usage error), or -1 to go on.
+int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
+  using raftkv::server::NodeConfig;
+  CLI::App app{
+      "kvd: a raftkv node. A Raft-replicated key-value store serving the text protocol and\n"
+      "RESP2 (redis-cli) on the client port, and etcd's v3 gRPC API (etcdctl, kvctl) on the\n"
+      "gRPC port.\n\n"
+      "With no flags: a single-node cluster on 127.0.0.1 (client port 5000, gRPC port 6000)\n"
+      "with data in ./data. With --config: the node at position --id of node_config.json\n"
+      "([{\"ip\": \"127.0.0.1\", \"port\": 5000, \"grpc_port\": 6000}, ...]).",
+      "kvd"};
+  std::string config_path;
+  app.add_option("--id", config->id, "This node's position in the config file (0-based)")
+      ->capture_default_str();
+  app.add_option("--config", config_path, "Cluster file (node_config.json); default: one node "
+                                          "on 127.0.0.1:5000/6000");
+  app.add_option("--data-dir", config->data_dir,
+                 "Directory for this node's data (created if missing)")
+      ->capture_default_str();
+  app.add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
+      ->capture_default_str();
+
+  const char* limits = "Limits (over a limit: a clear error to that client only)";
+  auto add = [&](const char* flag, auto* value, const char* help, const char* group) {
+    app.add_option(flag, *value, help)->capture_default_str()->group(group);
+  };
+  add("--max-key-bytes", &config->kv.max_key_bytes, "Largest key accepted", limits);
+  add("--max-value-bytes", &config->kv.max_value_bytes, "Largest value accepted", limits);
+  add("--max-ops-per-request", &config->kv.max_ops_per_request,
+      "Most keys in one MGET/MSET/DEL or operations in one etcd Txn", limits);
+  add("--max-line-bytes", &config->tcp.max_line_bytes,
+      "Longest text-protocol line (terminator excluded)", limits);
+  add("--max-request-bytes", &config->tcp.max_request_bytes, "Largest RESP request", limits);
+  add("--max-request-args", &config->tcp.max_request_args,
+      "Most elements in one RESP request array", limits);
+  add("--max-connections", &config->tcp.max_connections,
+      "Most open connections on the client port; more are refused", limits);
+  add("--max-pending-per-conn", &config->tcp.max_pending_per_conn,
+      "Unanswered requests per connection before kvd stops reading from it", limits);
+  add("--idle-timeout-ms", &config->tcp.idle_timeout_ms,
+      "Close a client connection idle this long (0 = never)", limits);
+  add("--partial-request-timeout-ms", &config->tcp.partial_request_timeout_ms,
+      "Close a client that started a request and did not finish it in this time (0 = never)",
+      limits);
+  add("--max-pending-writes", &config->raft.max_pending_writes,
+      "Writes waiting for consensus on this node before new ones are refused", limits);
+  add("--request-timeout-ms", &config->raft.request_timeout_ms,
+      "A write or linearizable read not done in this time fails (a write's outcome is then "
+      "unknown)", limits);
+  add("--grpc-max-message-bytes", &config->grpc_max_message_bytes,
+      "Largest gRPC message accepted or sent", limits);
+
+  const char* raft = "Raft";
+  add("--tick-ms", &config->raft.tick_ms, "Length of one Raft tick", raft);
+  add("--election-ticks", &config->raft.election_ticks,
+      "Ticks without a leader before an election (randomized in [N, 2N))", raft);
+  add("--heartbeat-ticks", &config->raft.heartbeat_ticks, "Ticks between leader heartbeats",
+      raft);
+  add("--max-append-bytes", &config->raft.max_msg_bytes,
+      "Entry bytes in one AppendEntries message (one entry is always allowed)", raft);
+  add("--max-inflight-msgs", &config->raft.max_inflight_msgs,
+      "AppendEntries messages in flight to one follower", raft);
+  add("--peer-queue-msgs", &config->raft.peer_queue_msgs,
+      "Messages queued for one peer before new ones to it are dropped", raft);
+  add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
+      "Size at which the write-ahead log rolls to a new segment file", raft);
+  add("--tcp-io-threads", &config->tcp.num_io_threads, "Threads serving the client port",
+      "Tuning");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "kvd: %s (see kvd --help)\n", e.what());
+    return 2;
+  }
+  if (config_path.empty()) {
+    config->cluster = raftkv::server::DefaultCluster();
+  } else {
+    auto cluster = raftkv::server::LoadClusterFile(config_path);
+    if (!cluster.ok()) {
+      std::fprintf(stderr, "kvd: %s\n", std::string(cluster.status().message()).c_str());
+      return 2;
+    }
+    config->cluster = *std::move(cluster);
+  }
+  if (absl::Status s = config->Validate(); !s.ok()) {
+    std::fprintf(stderr, "kvd: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  raftkv::server::NodeConfig config;
+  if (int code = ParseFlags(argc, argv, &config); code >= 0) return code;
+
+  // Every thread started from here on inherits the blocked mask; main waits for the signal.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto node = raftkv::server::Node::Start(config);
+  if (!node.ok()) {
+    std::fprintf(stderr, "kvd: %s\n", std::string(node.status().message()).c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  (*node)->Shutdown(absl::StrCat("signal ", sig));
+  return 0;
+}

@@ -1,0 +1,108 @@
+#include "server/node.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "kv/state_machine.h"
+#include "server/etcd_service.h"
+#include "server/kv_service.h"
+#include "server/peer_service.h"
+#include "server/raft_replicator.h"
+#include "server/tcp_server.h"
+#include "spdlog/spdlog.h"
+
+namespace raftkv::server {
+
+Node::Node(NodeConfig config) : config_(std::move(config)) {}
+
+Node::~Node() { Shutdown("destroyed"); }
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  std::unique_ptr<Node> node(new Node(config));
+  const NodeAddress& self = config.self();
+  const std::filesystem::path data_dir(config.data_dir);
+
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot create data dir ", config.data_dir, ": ", ec.message()));
+  }
+  kv::StateMachineOptions sm_options;
+  sm_options.db_path = (data_dir / "db").string();
+  // No RocksDB fsync: the Raft WAL is the source of truth and entries after the store's
+  // applied index are replayed from it on start-up.
+  sm_options.sync_writes = false;
+  auto sm = kv::StateMachine::Open(sm_options);
+  if (!sm.ok()) return sm.status();
+  node->sm_ = *std::move(sm);
+  spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config.id,
+               sm_options.db_path, node->sm_->applied_index(), node->sm_->revision());
+
+  RaftReplicatorOptions raft_options = config.raft;
+  raft_options.node_index = config.id;
+  raft_options.cluster = config.cluster;
+  raft_options.cluster_id = ClusterIdOf(config.cluster);
+  raft_options.wal_dir = (data_dir / "wal").string();
+  auto replicator = RaftReplicator::Start(node->sm_.get(), raft_options);
+  if (!replicator.ok()) return replicator.status();
+  node->replicator_ = *std::move(replicator);
+
+  node->kv_ = std::make_unique<KvService>(node->replicator_.get(), node->sm_.get(), config.kv);
+
+  EtcdServiceOptions etcd_options;
+  etcd_options.request_timeout_ms = config.raft.request_timeout_ms;
+  node->etcd_ = std::make_unique<EtcdServices>(node->kv_.get(), node->replicator_.get(),
+                                               raft_options.cluster_id, EtcdMemberId(config.id),
+                                               etcd_options);
+  node->peer_service_ = std::make_unique<RaftPeerService>(node->replicator_.get());
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(self.grpc_address(), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.grpc_max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.grpc_max_message_bytes));
+  node->etcd_->Register(&builder);
+  builder.RegisterService(node->peer_service_.get());
+  node->grpc_server_ = builder.BuildAndStart();
+  if (!node->grpc_server_ || grpc_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", self.grpc_address(), " (port in use?)"));
+  }
+  node->grpc_port_ = static_cast<uint16_t>(grpc_port);
+
+  node->tcp_ = std::make_unique<TcpServer>(node->kv_.get(), config.tcp);
+  if (absl::Status s = node->tcp_->Start(self.ip, self.port); !s.ok()) return s;
+
+  spdlog::info("node {}: serving text/RESP on {}, etcd gRPC and peers on {} ({} node cluster)",
+               config.id, self.client_address(), self.grpc_address(), config.cluster.size());
+  return node;
+}
+
+void Node::Shutdown(const std::string& reason) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  spdlog::info("node {}: shutting down ({})", config_.id, reason);
+  // Clients first (no new work; in-flight requests finish or fail), then consensus, then
+  // the store.
+  if (tcp_) tcp_->Stop();
+  if (grpc_server_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+  if (replicator_) replicator_->Stop();
+  tcp_.reset();
+  grpc_server_.reset();
+  peer_service_.reset();
+  etcd_.reset();
+  kv_.reset();
+  replicator_.reset();
+  sm_.reset();  // closes RocksDB
+  spdlog::info("node {}: stopped", config_.id);
+}
+
+uint16_t Node::client_port() const { return tcp_ ? tcp_->port() : 0; }
+uint16_t Node::grpc_port() const { return grpc_port_; }
+
+}  // namespace raftkv::server
