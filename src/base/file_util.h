@@ -1,0 +1,45 @@
+// POSIX file helpers for durable on-disk state (WAL, snapshots).
+//
+// Durability rules these helpers serve (design.md, style.md #5): data is durable only after
+// fsync/fdatasync of the file; a file's existence or name is durable only after fsync of its
+// directory; a failed fsync is fatal (callers must not retry: the kernel may have dropped the
+// dirty pages and a later fsync could report success for data that was never written).
+//
+// Errors carry the path and strerror(errno). I/O failures are kInternal (except ENOENT on
+// read: kNotFound).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace raftkv::base {
+
+// An I/O error status naming the operation, the path and errno.
+absl::Status IoError(const std::string& op, const std::string& path, int err);
+
+// fsync() of the directory itself, making creates/renames/deletes in it durable.
+absl::Status SyncDir(const std::string& dir);
+
+// Creates `dir` (one level) if it does not exist and, if it was created, fsyncs its parent.
+absl::Status CreateDirIfMissing(const std::string& dir);
+
+// The names (not paths) of the entries of `dir`, without "." and "..", sorted.
+absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir);
+
+// The whole content of the file.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+// Truncates the file to `size_bytes` and fsyncs it (the new size is durable on return).
+absl::Status TruncateAndSync(const std::string& path, uint64_t size_bytes);
+
+// Writes `data` fully to fd (retrying short writes and EINTR).
+absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& path);
+
+// Parent directory of `path` ("." if none).
+std::string DirName(const std::string& path);
+
+}  // namespace raftkv::base

@@ -1,0 +1,334 @@
+#include "raft/wal/wal_storage.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "raft/wal/wal_replay.h"
+
+namespace raftkv::raft::wal {
+namespace {
+
+constexpr absl::string_view kTmpSuffix = ".tmp";
+
+std::string Serialize(const google::protobuf::MessageLite& m) {
+  std::string out;
+  RAFTKV_CHECK(m.SerializeToString(&out));
+  return out;
+}
+
+bool SameHardState(const raftpb::HardState& a, const raftpb::HardState& b) {
+  return a.term() == b.term() && a.vote() == b.vote() && a.commit() == b.commit();
+}
+
+}  // namespace
+
+absl::Status WalOptions::Validate() const {
+  if (max_segment_bytes < 4096) {
+    return absl::InvalidArgumentError("wal: max_segment_bytes must be >= 4096");
+  }
+  if (max_record_bytes < 1024 || max_record_bytes > (1ull << 31)) {
+    return absl::InvalidArgumentError("wal: max_record_bytes must be in [1 KiB, 2 GiB]");
+  }
+  if (max_buffer_bytes == 0) {
+    return absl::InvalidArgumentError("wal: max_buffer_bytes must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+WalStorage::WalStorage(std::string dir, const WalOptions& options, WalEnv* env)
+    : dir_(std::move(dir)), options_(options), env_(env) {}
+
+WalStorage::~WalStorage() = default;
+
+absl::StatusOr<std::unique_ptr<WalStorage>> WalStorage::Open(const std::string& dir,
+                                                             const WalOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  WalEnv* env = options.env != nullptr ? options.env : WalEnv::Default();
+  std::unique_ptr<WalStorage> wal(new WalStorage(dir, options, env));
+  if (absl::Status s = wal->Recover(); !s.ok()) return s;
+  return wal;
+}
+
+std::string WalStorage::PathOf(uint64_t seq) const {
+  return absl::StrCat(dir_, "/", SegmentFileName(seq));
+}
+
+absl::Status WalStorage::Recover() {
+  if (absl::Status s = env_->CreateDirIfMissing(dir_); !s.ok()) return s;
+  absl::StatusOr<std::vector<std::string>> names = env_->ListDir(dir_);
+  if (!names.ok()) return names.status();
+
+  // A *.tmp file is a segment whose creation did not finish; it never held acknowledged data.
+  std::vector<uint64_t> seqs;
+  bool removed_tmp = false;
+  for (const std::string& name : *names) {
+    if (absl::EndsWith(name, kTmpSuffix)) {
+      if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
+      removed_tmp = true;
+    } else if (std::optional<uint64_t> seq = ParseSegmentFileName(name)) {
+      seqs.push_back(*seq);  // names are sorted and fixed-width, so seqs ascend
+    }
+  }
+  if (removed_tmp) {
+    if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
+  }
+  if (seqs.empty()) {
+    // A new log: empty hard state, starting after index 0.
+    if (absl::Status s = RollSegment(RecordType::kCompact); !s.ok()) return s;
+    recovery_ = RecoveryReport{};
+    return absl::OkStatus();
+  }
+
+  LogReplayer replay;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const std::string name = SegmentFileName(seqs[i]);
+    if (i > 0 && seqs[i] != seqs[i - 1] + 1) {
+      return absl::DataLossError(absl::StrCat("wal: segment ", SegmentFileName(seqs[i - 1] + 1),
+                                              " is missing (found ", name, " after ",
+                                              SegmentFileName(seqs[i - 1]), ")"));
+    }
+    absl::StatusOr<std::string> data = env_->ReadFile(PathOf(seqs[i]));
+    if (!data.ok()) return data.status();
+    const bool newest = i + 1 == seqs.size();
+    absl::StatusOr<ParsedSegment> seg = ParseSegment(*data, name, newest);
+    if (!seg.ok()) return seg.status();
+    if (seg->seq != seqs[i]) {
+      return absl::DataLossError(absl::StrCat("wal: segment ", name, " has seq ", seg->seq,
+                                              " in its header"));
+    }
+    uint64_t max_entry_index = 0;
+    for (const Record& r : seg->records) {
+      if (absl::Status s = replay.Apply(r, name); !s.ok()) return s;
+      if (r.type == RecordType::kEntry) {  // Apply just pushed it
+        max_entry_index = std::max(max_entry_index, replay.entries().back().index());
+      }
+    }
+    segments_.push_back(Segment{seqs[i], max_entry_index});
+    ++recovery_.segments;
+    recovery_.records += seg->records.size();
+
+    if (!newest) continue;
+    if (seg->torn) {
+      // The tail of the newest segment was being written when we stopped: never synced,
+      // never acknowledged. Cut it off durably so the next append starts at a record boundary.
+      if (absl::Status s = env_->TruncateFile(PathOf(seqs[i]), seg->valid_bytes); !s.ok()) {
+        return s;
+      }
+      recovery_.truncated_torn_tail = true;
+      recovery_.truncated_file = name;
+      recovery_.truncated_at_offset = seg->valid_bytes;
+      recovery_.dropped_bytes = data->size() - seg->valid_bytes;
+    }
+    if (absl::Status s = replay.Finish(); !s.ok()) return s;
+    hard_state_ = replay.hard_state();
+    snapshot_ = replay.snapshot();
+    entries_ = std::move(replay.entries());
+    if (seg->sealed) {
+      // Stopped between sealing this segment and creating the next: create it now.
+      return RollSegment(RecordType::kCompact);
+    }
+    absl::StatusOr<std::unique_ptr<WalFile>> file =
+        env_->OpenForAppend(PathOf(seqs[i]), /*truncate=*/false);
+    if (!file.ok()) return file.status();
+    file_ = std::move(*file);
+    segment_bytes_ = seg->valid_bytes;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> WalStorage::Term(uint64_t index) const {
+  if (index == snapshot_.index()) return snapshot_.term();
+  if (index < snapshot_.index()) {
+    return absl::OutOfRangeError(absl::StrCat("term of compacted index ", index));
+  }
+  if (index > LastIndex()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("term of index ", index, " past last index ", LastIndex()));
+  }
+  return entries_[index - FirstIndex()].term();
+}
+
+absl::StatusOr<std::vector<raftpb::Entry>> WalStorage::Entries(uint64_t lo, uint64_t hi,
+                                                              uint64_t max_bytes) const {
+  if (lo < FirstIndex()) {
+    return absl::OutOfRangeError(absl::StrCat("entries from compacted index ", lo));
+  }
+  if (hi > LastIndex() + 1 || lo > hi) {
+    return absl::OutOfRangeError(
+        absl::StrCat("entries [", lo, ",", hi, ") past last index ", LastIndex()));
+  }
+  std::vector<raftpb::Entry> out;
+  uint64_t bytes = 0;
+  for (uint64_t i = lo; i < hi; ++i) {
+    const raftpb::Entry& e = entries_[i - FirstIndex()];
+    bytes += e.ByteSizeLong();
+    // Always at least one entry, so a single oversized entry still makes progress.
+    if (!out.empty() && bytes > max_bytes) break;
+    out.push_back(e);
+  }
+  return out;
+}
+
+absl::Status WalStorage::Fail(const absl::Status& s) {
+  if (error_.ok()) {
+    error_ = absl::InternalError(absl::StrCat(
+        "wal: ", s.message(),
+        "; the WAL is now read-only and the process must exit (recovery happens at start)"));
+  }
+  return error_;
+}
+
+absl::Status WalStorage::FlushBuffer() {
+  if (buffer_.empty()) return absl::OkStatus();
+  absl::Status s = file_->Append(buffer_);
+  buffer_.clear();
+  if (!s.ok()) return Fail(s);
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::AddRecord(RecordType type, const std::string& payload) {
+  if (segment_bytes_ >= options_.max_segment_bytes) {
+    if (absl::Status s = RollSegment(RecordType::kCompact); !s.ok()) return s;
+  }
+  AppendRecord(&buffer_, type, payload);
+  segment_bytes_ += RecordBytes(payload.size());
+  unsynced_ = true;
+  if (buffer_.size() >= options_.max_buffer_bytes) return FlushBuffer();
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::RollSegment(RecordType marker) {
+  const uint64_t seq = segments_.empty() ? 1 : segments_.back().seq + 1;
+  if (file_ != nullptr) {
+    // Seal the current segment and make all of it durable before its successor exists, so
+    // that every non-newest segment is complete (recovery relies on this).
+    AppendRecord(&buffer_, RecordType::kSeal, "");
+    if (absl::Status s = FlushBuffer(); !s.ok()) return s;
+    ++fsync_count_;
+    if (absl::Status s = file_->Sync(); !s.ok()) return Fail(s);
+    file_.reset();
+  }
+  std::string contents = EncodeSegmentHeader(seq);
+  AppendRecord(&contents, RecordType::kHardState, Serialize(hard_state_));
+  AppendRecord(&contents, marker, Serialize(snapshot_));
+
+  // Create under a temporary name, make it durable, then give it its real name: a segment
+  // with a final name always has its header and start records.
+  const std::string path = PathOf(seq);
+  const std::string tmp = absl::StrCat(path, kTmpSuffix);
+  absl::StatusOr<std::unique_ptr<WalFile>> file = env_->OpenForAppend(tmp, /*truncate=*/true);
+  if (!file.ok()) return Fail(file.status());
+  if (absl::Status s = (*file)->Append(contents); !s.ok()) return Fail(s);
+  ++fsync_count_;
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return Fail(s);
+  if (absl::Status s = env_->RenameFile(tmp, path); !s.ok()) return Fail(s);
+  if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return Fail(s);
+
+  file_ = std::move(*file);
+  segments_.push_back(Segment{seq, 0});
+  segment_bytes_ = contents.size();
+  unsynced_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::RemoveOldestSegments(size_t count) {
+  RAFTKV_CHECK(count < segments_.size());  // never the one being written
+  for (size_t i = 0; i < count; ++i) {
+    if (absl::Status s = env_->RemoveFile(PathOf(segments_.front().seq)); !s.ok()) {
+      return Fail(s);
+    }
+    segments_.pop_front();
+  }
+  if (count > 0) {
+    if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return Fail(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::Append(const std::vector<raftpb::Entry>& entries) {
+  if (!error_.ok()) return error_;
+  if (entries.empty()) return absl::OkStatus();
+  const uint64_t first = entries.front().index();
+  if (first < FirstIndex() || first > LastIndex() + 1) {
+    return absl::InvalidArgumentError(absl::StrCat("append at ", first, " outside [",
+                                                   FirstIndex(), ",", LastIndex() + 1, "]"));
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].index() != first + i) {
+      return absl::InvalidArgumentError("append: entry indexes are not consecutive");
+    }
+    if (RecordBytes(entries[i].ByteSizeLong()) > options_.max_record_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("append: entry ", entries[i].index(), " is larger than max_record_bytes ",
+                       options_.max_record_bytes));
+    }
+  }
+  // Records first: replay applies the same truncation (an entry at index <= last replaces
+  // the suffix), so the file and memory agree.
+  for (const raftpb::Entry& e : entries) {
+    if (absl::Status s = AddRecord(RecordType::kEntry, Serialize(e)); !s.ok()) return s;
+    Segment& seg = segments_.back();
+    seg.max_entry_index = std::max(seg.max_entry_index, e.index());
+  }
+  entries_.resize(first - FirstIndex());
+  entries_.insert(entries_.end(), entries.begin(), entries.end());
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::SetHardState(const raftpb::HardState& hs) {
+  if (!error_.ok()) return error_;
+  if (SameHardState(hs, hard_state_)) return absl::OkStatus();  // nothing new to persist
+  if (absl::Status s = AddRecord(RecordType::kHardState, Serialize(hs)); !s.ok()) return s;
+  hard_state_ = hs;
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::Sync() {
+  if (!error_.ok()) return error_;
+  if (absl::Status s = FlushBuffer(); !s.ok()) return s;
+  if (!unsynced_) return absl::OkStatus();
+  ++fsync_count_;
+  if (absl::Status s = file_->Sync(); !s.ok()) return Fail(s);
+  unsynced_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::Compact(uint64_t index) {
+  if (!error_.ok()) return error_;
+  if (index <= snapshot_.index()) return absl::OkStatus();  // already compacted
+  if (index > LastIndex()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compact to ", index, " past last index ", LastIndex()));
+  }
+  raftpb::SnapshotMetadata marker = snapshot_;  // keeps the last snapshot's conf_state
+  marker.set_index(index);
+  marker.set_term(entries_[index - FirstIndex()].term());
+  if (absl::Status s = AddRecord(RecordType::kCompact, Serialize(marker)); !s.ok()) return s;
+  entries_.erase(entries_.begin(), entries_.begin() + (index - FirstIndex() + 1));
+  snapshot_ = std::move(marker);
+
+  // Whole segments holding only compacted entries can go, once the marker is durable (else a
+  // crash could leave a log whose start is unknown).
+  size_t removable = 0;
+  while (removable + 1 < segments_.size() && segments_[removable].max_entry_index <= index) {
+    ++removable;
+  }
+  if (removable == 0) return absl::OkStatus();
+  if (absl::Status s = Sync(); !s.ok()) return s;
+  return RemoveOldestSegments(removable);
+}
+
+absl::Status WalStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta) {
+  if (!error_.ok()) return error_;
+  entries_.clear();
+  snapshot_ = meta;
+  // The new segment starts with the snapshot marker and the current hard state; once it is
+  // durable every older segment is obsolete.
+  if (absl::Status s = RollSegment(RecordType::kSnapshot); !s.ok()) return s;
+  return RemoveOldestSegments(segments_.size() - 1);
+}
+
+}  // namespace raftkv::raft::wal

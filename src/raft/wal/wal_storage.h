@@ -1,0 +1,143 @@
+// WalStorage: the durable LogStorage (raft/storage.h) -- a segmented write-ahead log under one
+// directory (<data-dir>/wal/). File format: wal_format.h and docs/wal-format.md.
+//
+// Memory: the entries since the last compaction are kept in memory for reads; the files are
+// read only by Open().
+//
+// Durability: Append/SetHardState/Compact only buffer records; Sync() writes the buffer and
+// fsyncs the current segment once for everything since the previous Sync() (group commit).
+// ApplySnapshot is durable on return. Destroying a WalStorage does NOT write or sync the
+// buffer: unsynced writes are lost exactly as in a crash (tests rely on this).
+//
+// ERROR CONTRACT. Write-side calls (Append, SetHardState, Sync, Compact, ApplySnapshot) return:
+//   - kInvalidArgument for a call that breaks the LogStorage contract (bad index); nothing is
+//     changed and the storage stays usable;
+//   - kInternal for a failed write, fsync, rename, remove or directory fsync. Then the on-disk
+//     state is unknown (after a failed fsync the kernel may have dropped the dirty pages, so a
+//     retry could falsely succeed): THE CALLER MUST STOP THE PROCESS. The storage becomes
+//     read-only: every later write-side call returns the same error (LevelDB's sticky error).
+//     Recovery by Open() at the next start is the only way back.
+// Open() returns kDataLoss for corruption that is not a torn tail (the message names the file
+// and the offset); the process must not start (an operator has to look), and kInternal for an
+// I/O error.
+//
+// Threading: not thread-safe; the raft loop owns it (storage.h).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "raft/storage.h"
+#include "raft/wal/wal_env.h"
+#include "raft/wal/wal_format.h"
+
+namespace raftkv::raft::wal {
+
+struct WalOptions {
+  // Roll to a new segment once the current one has reached this size. Segments are the unit
+  // of deletion after Compact, so this bounds the disk space compaction cannot yet reclaim.
+  uint64_t max_segment_bytes = 64ull << 20;
+  // Append rejects (kInvalidArgument) an entry whose encoded record would be larger.
+  uint64_t max_record_bytes = 64ull << 20;
+  // Records buffered in memory are written out (not synced) once the buffer reaches this size,
+  // so an unsynced batch cannot grow without bound.
+  uint64_t max_buffer_bytes = 4ull << 20;
+  // File system access; null means WalEnv::Default(). Not owned; must outlive the storage.
+  WalEnv* env = nullptr;
+
+  // kInvalidArgument naming the first bad field.
+  absl::Status Validate() const;
+};
+
+// What Open() found and repaired, for logging by the caller.
+struct RecoveryReport {
+  uint64_t segments = 0;           // segment files replayed
+  uint64_t records = 0;            // valid records replayed
+  bool truncated_torn_tail = false;
+  std::string truncated_file;      // file name of the torn segment, if truncated
+  uint64_t truncated_at_offset = 0;
+  uint64_t dropped_bytes = 0;      // size of the torn tail that was cut off
+};
+
+class WalStorage final : public LogStorage {
+ public:
+  // Opens (creating if missing) the WAL in `dir` and recovers it: replays every segment,
+  // truncates a torn tail of the newest segment (fsynced), removes leftover *.tmp files.
+  // Errors: kInvalidArgument (options), kDataLoss (corruption, see wal_format.h),
+  // kInternal (I/O).
+  static absl::StatusOr<std::unique_ptr<WalStorage>> Open(const std::string& dir,
+                                                          const WalOptions& options);
+  ~WalStorage() override;
+
+  raftpb::HardState hard_state() const override { return hard_state_; }
+  raftpb::SnapshotMetadata snapshot_metadata() const override { return snapshot_; }
+  uint64_t FirstIndex() const override { return snapshot_.index() + 1; }
+  uint64_t LastIndex() const override { return snapshot_.index() + entries_.size(); }
+  absl::StatusOr<uint64_t> Term(uint64_t index) const override;
+  absl::StatusOr<std::vector<raftpb::Entry>> Entries(uint64_t lo, uint64_t hi,
+                                                    uint64_t max_bytes) const override;
+
+  absl::Status Append(const std::vector<raftpb::Entry>& entries) override;
+  absl::Status SetHardState(const raftpb::HardState& hs) override;
+  absl::Status Sync() override;
+  // Also deletes every whole segment holding only entries <= index (after making the
+  // compaction marker durable with one fsync, and fsyncing the directory after).
+  absl::Status Compact(uint64_t index) override;
+  // Starts a new segment beginning with the snapshot marker (fsynced, renamed, directory
+  // fsynced), then deletes all older segments.
+  absl::Status ApplySnapshot(const raftpb::SnapshotMetadata& meta) override;
+
+  // ---- Observers for tests, metrics and benchmarks ----
+  const RecoveryReport& recovery_report() const { return recovery_; }
+  uint64_t fsync_count() const { return fsync_count_; }  // file fsyncs since Open
+  size_t segment_count() const { return segments_.size(); }
+  // The sticky error (OK while the storage is writable).
+  const absl::Status& error() const { return error_; }
+
+ private:
+  struct Segment {
+    uint64_t seq;
+    uint64_t max_entry_index;  // highest entry index recorded in it (0: none)
+  };
+
+  WalStorage(std::string dir, const WalOptions& options, WalEnv* env);
+
+  std::string PathOf(uint64_t seq) const;
+  absl::Status Recover();
+  // Buffers one record, first rolling to a new segment if the current one is full.
+  absl::Status AddRecord(RecordType type, const std::string& payload);
+  // Writes the buffer to the current segment (no fsync).
+  absl::Status FlushBuffer();
+  // Seals and fsyncs the current segment (if any) and durably creates the next one, whose
+  // start records are the current hard state and `marker` (kCompact or kSnapshot).
+  absl::Status RollSegment(RecordType marker);
+  // Deletes segments_[0, count) and fsyncs the directory.
+  absl::Status RemoveOldestSegments(size_t count);
+  // Records a failed I/O call as the sticky error and returns it.
+  absl::Status Fail(const absl::Status& s);
+
+  const std::string dir_;
+  const WalOptions options_;
+  WalEnv* const env_;
+
+  raftpb::HardState hard_state_;      // latest set (maybe not yet durable)
+  raftpb::SnapshotMetadata snapshot_;  // the log starts after snapshot_.index()
+  std::deque<raftpb::Entry> entries_;  // entries_[0].index() == snapshot_.index() + 1
+
+  std::deque<Segment> segments_;    // oldest first; back() is the one being written
+  std::unique_ptr<WalFile> file_;   // the open back() segment
+  uint64_t segment_bytes_ = 0;      // size of back() including the unwritten buffer
+  std::string buffer_;              // records not yet written to file_
+  bool unsynced_ = false;           // bytes written or buffered since the last fsync
+
+  absl::Status error_;  // sticky: set by the first failed I/O, returned by every later write
+  uint64_t fsync_count_ = 0;
+  RecoveryReport recovery_;
+};
+
+}  // namespace raftkv::raft::wal
