@@ -1,0 +1,319 @@
+#include "server/tcp_connection.h"
+
+#include <utility>
+
+#include "base/check.h"
+#include "server/text_protocol.h"
+#include "spdlog/spdlog.h"
+
+namespace raftkv::server {
+namespace {
+
+using Clock = TcpConnection::Clock;
+
+Clock::time_point After(Clock::time_point t, int64_t ms) {
+  return t + std::chrono::milliseconds(ms);
+}
+
+}  // namespace
+
+TcpConnection::TcpConnection(std::shared_ptr<TcpServerShared> shared,
+                             asio::ip::tcp::socket socket, uint64_t id)
+    : shared_(std::move(shared)),
+      opts_(shared_->options),
+      id_(id),
+      strand_(asio::make_strand(shared_->io)),
+      socket_(std::move(socket)),
+      timer_(strand_),
+      resp_parser_(RespLimits{opts_.max_request_args, opts_.max_request_bytes}) {
+  session_.client_id = id;
+}
+
+void TcpConnection::Start() {
+  asio::post(strand_, [self = shared_from_this()] {
+    self->last_activity_ = Clock::now();
+    self->Pump();
+  });
+}
+
+void TcpConnection::Drain() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->closed_) return;
+    self->draining_ = true;
+    // Wake a pending read so nothing more is taken in; it completes with EOF.
+    asio::error_code ec;
+    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
+    self->Pump();
+  });
+}
+
+void TcpConnection::ForceClose() {
+  asio::post(strand_, [self = shared_from_this()] { self->Close(); });
+}
+
+void TcpConnection::Pump() {
+  if (closed_ || lingering_) return;
+  if (!draining_ && !stop_parsing_) ProcessInput();
+  StartRunnable();
+  MaybeWrite();
+  if (closed_ || lingering_) return;
+  MaybeRead();
+  if ((eof_ || draining_) && pending_.empty() && !writing_) {
+    FinishGracefully();
+    return;
+  }
+  ArmTimer();
+}
+
+void TcpConnection::ProcessInput() {
+  size_t off = 0;
+  bool partial = false;
+  while (!stop_parsing_ && pending_.size() < opts_.max_pending_per_conn && off < in_.size()) {
+    std::string_view buf = std::string_view(in_).substr(off);
+    if (buf[0] == '*') {
+      RespRequestParser::Result r = resp_parser_.Parse(buf);
+      if (r.status == RespRequestParser::Status::kIncomplete) {
+        partial = true;
+        break;
+      }
+      if (r.status == RespRequestParser::Status::kError) {
+        Enqueue(TcpRequest::Immediate(RespError("ERR Protocol error: " + r.error),
+                                      /*close_after=*/true));
+        off = in_.size();
+        break;
+      }
+      off += r.consumed;
+      if (!r.args.empty()) Enqueue(PrepareRespRequest(std::move(r.args), &session_));
+      continue;
+    }
+    size_t nl = buf.find('\n', text_scanned_);
+    if (nl == std::string_view::npos) {
+      // "+ 1": the '\r' of a line of exactly max_line_bytes may be here before its '\n'.
+      if (buf.size() > opts_.max_line_bytes + 1) {
+        Enqueue(TcpRequest::Immediate("ERR line too long\r\n", /*close_after=*/true));
+        off = in_.size();
+      } else {
+        text_scanned_ = buf.size();
+        partial = true;
+      }
+      break;
+    }
+    text_scanned_ = 0;
+    bool crlf = nl > 0 && buf[nl - 1] == '\r';
+    size_t len = crlf ? nl - 1 : nl;
+    if (len > opts_.max_line_bytes) {
+      Enqueue(TcpRequest::Immediate(crlf ? "ERR line too long\r\n" : "ERR line too long\n",
+                                    /*close_after=*/true));
+      off = in_.size();
+      break;
+    }
+    Enqueue(PrepareTextRequest(buf.substr(0, len), crlf));
+    off += nl + 1;
+  }
+  in_.erase(0, off);
+  if (partial) {
+    if (!partial_since_) partial_since_ = Clock::now();
+  } else {
+    partial_since_.reset();
+  }
+}
+
+void TcpConnection::Enqueue(TcpRequest req) {
+  Slot& slot = pending_.emplace_back();
+  slot.kind = req.kind;
+  slot.close_after = req.close_after;
+  if (req.kind == RequestKind::kImmediate) {
+    slot.done = true;
+    slot.reply = std::move(req.reply);
+  } else {
+    RAFTKV_CHECK(req.run != nullptr);
+    slot.run = std::move(req.run);
+  }
+  // Nothing after QUIT or a fatal error is read or run.
+  if (req.close_after) stop_parsing_ = true;
+}
+
+void TcpConnection::StartRunnable() {
+  while (next_start_ < first_seq_ + pending_.size()) {
+    Slot& slot = pending_[next_start_ - first_seq_];
+    if (slot.kind == RequestKind::kWrite && inflight_reads_ + inflight_writes_ > 0) return;
+    if (slot.kind == RequestKind::kRead && inflight_writes_ > 0) return;
+    uint64_t seq = next_start_++;
+    if (slot.kind == RequestKind::kImmediate) continue;
+    (slot.kind == RequestKind::kWrite ? inflight_writes_ : inflight_reads_)++;
+    auto run = std::move(slot.run);
+    std::move(run)(shared_->kv, [self = shared_from_this(), seq](std::string reply) mutable {
+      // KvService callbacks may run on any thread; connection state lives on the strand.
+      asio::post(self->strand_, [self, seq, reply = std::move(reply)]() mutable {
+        self->OnReply(seq, std::move(reply));
+      });
+    });
+  }
+}
+
+void TcpConnection::OnReply(uint64_t seq, std::string reply) {
+  if (closed_) return;
+  RAFTKV_CHECK(seq >= first_seq_ && seq < next_start_);
+  Slot& slot = pending_[seq - first_seq_];
+  RAFTKV_CHECK(!slot.done);
+  slot.done = true;
+  slot.reply = std::move(reply);
+  (slot.kind == RequestKind::kWrite ? inflight_writes_ : inflight_reads_)--;
+  Pump();
+}
+
+void TcpConnection::MaybeWrite() {
+  if (writing_ || closed_) return;
+  // Replies are gathered and written from the front only: that is what keeps them in order.
+  while (!pending_.empty() && pending_.front().done) {
+    Slot& front = pending_.front();
+    out_ += front.reply;
+    bool close = front.close_after;
+    pending_.pop_front();
+    ++first_seq_;
+    if (close) {
+      close_after_write_ = true;
+      break;
+    }
+  }
+  if (out_.empty()) {
+    if (close_after_write_) FinishGracefully();
+    return;
+  }
+  writing_ = true;
+  asio::async_write(
+      socket_, asio::buffer(out_),
+      asio::bind_executor(strand_, [self = shared_from_this()](asio::error_code ec, size_t) {
+        self->writing_ = false;
+        self->out_.clear();
+        if (self->closed_) return;
+        if (ec) {
+          self->Close();
+          return;
+        }
+        self->last_activity_ = Clock::now();
+        if (self->close_after_write_) {
+          self->FinishGracefully();
+          return;
+        }
+        self->Pump();
+      }));
+}
+
+void TcpConnection::MaybeRead() {
+  if (reading_ || eof_ || draining_ || stop_parsing_ || closed_) return;
+  // Backpressure: a client with max_pending_per_conn unanswered requests waits for replies.
+  if (pending_.size() >= opts_.max_pending_per_conn) return;
+  reading_ = true;
+  socket_.async_read_some(
+      asio::buffer(read_buf_),
+      asio::bind_executor(strand_, [self = shared_from_this()](asio::error_code ec, size_t n) {
+        self->reading_ = false;
+        if (self->closed_) return;
+        if (self->lingering_) {  // FinishGracefully() began while this read was out
+          if (ec) {
+            self->Close();
+          } else {
+            self->DiscardRead();
+          }
+          return;
+        }
+        if (ec) {
+          // EOF or a reset: serve what was read; a broken socket fails the write and closes.
+          self->eof_ = true;
+        } else {
+          self->in_.append(self->read_buf_.data(), n);
+          self->last_activity_ = Clock::now();
+        }
+        self->Pump();
+      }));
+}
+
+void TcpConnection::ArmTimer() {
+  if (closed_) return;
+  Clock::time_point deadline = Clock::time_point::max();
+  if (lingering_) {
+    deadline = linger_deadline_;
+  } else if (partial_since_ && opts_.partial_request_timeout_ms > 0) {
+    deadline = After(*partial_since_, opts_.partial_request_timeout_ms);
+  } else if (pending_.empty() && !writing_ && opts_.idle_timeout_ms > 0) {
+    deadline = After(last_activity_, opts_.idle_timeout_ms);
+  }
+  if (deadline == armed_deadline_) return;
+  armed_deadline_ = deadline;
+  if (deadline == Clock::time_point::max()) {
+    timer_.cancel();
+    return;
+  }
+  timer_.expires_at(deadline);  // cancels the previous wait, if any
+  timer_.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](asio::error_code ec) {
+    if (ec == asio::error::operation_aborted || self->closed_) return;
+    self->OnTimer();
+  }));
+}
+
+void TcpConnection::OnTimer() {
+  armed_deadline_ = Clock::time_point::max();
+  Clock::time_point now = Clock::now();
+  if (lingering_) {
+    if (now >= linger_deadline_) {
+      Close();
+      return;
+    }
+  } else if (partial_since_ && opts_.partial_request_timeout_ms > 0 &&
+             now >= After(*partial_since_, opts_.partial_request_timeout_ms)) {
+    spdlog::debug("tcp conn {}: request unfinished for {} ms, closing", id_,
+                  opts_.partial_request_timeout_ms);
+    Close();
+    return;
+  } else if (pending_.empty() && !writing_ && opts_.idle_timeout_ms > 0 &&
+             now >= After(last_activity_, opts_.idle_timeout_ms)) {
+    spdlog::debug("tcp conn {}: idle for {} ms, closing", id_, opts_.idle_timeout_ms);
+    Close();
+    return;
+  }
+  ArmTimer();
+}
+
+void TcpConnection::FinishGracefully() {
+  if (closed_ || lingering_) return;
+  lingering_ = true;
+  asio::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  if (ec || eof_) {
+    Close();
+    return;
+  }
+  linger_deadline_ = After(Clock::now(), opts_.close_linger_ms);
+  ArmTimer();
+  // An outstanding read continues as the discard loop when it completes.
+  if (!reading_) DiscardRead();
+}
+
+void TcpConnection::DiscardRead() {
+  if (closed_) return;
+  reading_ = true;
+  socket_.async_read_some(
+      asio::buffer(read_buf_),
+      asio::bind_executor(strand_, [self = shared_from_this()](asio::error_code ec, size_t) {
+        self->reading_ = false;
+        if (self->closed_) return;
+        if (ec) {
+          self->Close();
+          return;
+        }
+        self->DiscardRead();
+      }));
+}
+
+void TcpConnection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  timer_.cancel();
+  asio::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  shared_->Remove(id_);
+}
+
+}  // namespace raftkv::server

@@ -1,0 +1,127 @@
+// One client connection of TcpServer (internal to tcp_server.cc; in a header for its size).
+//
+// Every member is touched only on `strand_`: reads, writes, the timer and the callbacks of
+// KvService (which may run on any thread) are all posted there first.
+//
+// Life of a request: bytes -> in_ -> parsed into a Slot at the back of pending_ (at most
+// max_pending_per_conn; more and we stop reading) -> started when the ordering rules of
+// tcp_request.h allow -> its reply fills the slot -> the completed prefix of pending_ is
+// written in one async_write. So replies leave in request order.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "asio.hpp"
+#include "server/resp_protocol.h"
+#include "server/tcp_request.h"
+#include "server/tcp_server.h"
+
+namespace raftkv::server {
+
+class TcpConnection;
+
+// What the server and its connections share. Owned by shared_ptr so that a KvService
+// callback arriving after Stop() gave up waiting finds a live (stopped) io_context.
+struct TcpServerShared {
+  TcpServerShared(KvService* kv_in, TcpServerOptions options_in)
+      : kv(kv_in), options(options_in) {}
+
+  KvService* const kv;
+  const TcpServerOptions options;
+  asio::io_context io;
+  asio::strand<asio::io_context::executor_type> accept_strand{asio::make_strand(io)};
+  asio::ip::tcp::acceptor acceptor{io};
+  asio::steady_timer accept_retry_timer{io};
+  bool accepting = false;  // on accept_strand
+
+  absl::Mutex mu;
+  absl::flat_hash_map<uint64_t, std::weak_ptr<TcpConnection>> conns ABSL_GUARDED_BY(mu);
+  uint64_t next_conn_id ABSL_GUARDED_BY(mu) = 1;
+
+  void Remove(uint64_t id) {
+    absl::MutexLock lock(&mu);
+    conns.erase(id);
+  }
+};
+
+class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  TcpConnection(std::shared_ptr<TcpServerShared> shared, asio::ip::tcp::socket socket,
+                uint64_t id);
+
+  void Start();       // begins reading (posted to the strand)
+  void Drain();       // stop reading; finish what was read; close gracefully (posted)
+  void ForceClose();  // close now (posted)
+
+ private:
+  struct Slot {
+    RequestKind kind = RequestKind::kImmediate;
+    bool done = false;          // reply is final
+    bool close_after = false;
+    std::string reply;
+    absl::AnyInvocable<void(KvService*, ReplyFn) &&> run;  // until started
+  };
+
+  // Runs after every event: parse, start, write, read, finish, re-arm the timer.
+  void Pump();
+  void ProcessInput();
+  void Enqueue(TcpRequest req);
+  void StartRunnable();
+  void OnReply(uint64_t seq, std::string reply);
+  void MaybeWrite();
+  void MaybeRead();
+  void ArmTimer();
+  void OnTimer();
+  // After the last reply: FIN, discard input until the peer closes (so unread input does not
+  // turn our close into a RST that could destroy the reply in flight), then close.
+  void FinishGracefully();
+  void DiscardRead();
+  void Close();  // immediate; idempotent
+
+  const std::shared_ptr<TcpServerShared> shared_;
+  const TcpServerOptions& opts_;
+  const uint64_t id_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+
+  std::array<char, 8192> read_buf_;
+  std::string in_;                  // received, not yet parsed
+  size_t text_scanned_ = 0;         // prefix of in_ known to hold no '\n'
+  RespRequestParser resp_parser_;
+  RespSession session_;
+
+  std::deque<Slot> pending_;        // parsed, not yet written; front = oldest
+  uint64_t first_seq_ = 0;          // sequence number of pending_.front()
+  uint64_t next_start_ = 0;         // first slot not yet started
+  int inflight_reads_ = 0;
+  int inflight_writes_ = 0;
+  std::string out_;                 // bytes of the write in progress
+  bool close_after_write_ = false;
+
+  bool reading_ = false;
+  bool writing_ = false;
+  bool eof_ = false;                // peer closed its side (or the read failed)
+  bool draining_ = false;           // Drain(): no more reading or parsing
+  bool stop_parsing_ = false;       // after QUIT or a fatal error reply
+  bool lingering_ = false;          // FinishGracefully() in progress
+  bool closed_ = false;
+
+  Clock::time_point last_activity_;
+  std::optional<Clock::time_point> partial_since_;  // an unfinished request began then
+  Clock::time_point linger_deadline_;
+  Clock::time_point armed_deadline_ = Clock::time_point::max();
+};
+
+}  // namespace raftkv::server

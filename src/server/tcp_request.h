@@ -1,0 +1,56 @@
+// The unit of work a client connection hands to the KV layer: one parsed request of either
+// wire protocol (text or RESP2), ready to run, plus what the connection must know to order it.
+//
+// A connection runs its requests in arrival order with these rules (see tcp_connection.h):
+//   kImmediate  needs no state: the reply is known at parse time;
+//   kRead       may run concurrently with adjacent reads, but only after every earlier write
+//               of the connection has completed (read-your-writes within a pipeline);
+//   kWrite      runs alone: after every earlier request completed, before any later one starts
+//               (the Replicator does not promise to keep the order of concurrent writes).
+// Replies always leave in request order, whatever order the work completes in.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+
+namespace raftkv::server {
+
+class KvService;
+
+enum class RequestKind { kImmediate, kRead, kWrite };
+
+// Receives the complete encoded reply (possibly several lines). May be called on any thread,
+// exactly once.
+using ReplyFn = absl::AnyInvocable<void(std::string reply) &&>;
+
+struct TcpRequest {
+  RequestKind kind = RequestKind::kImmediate;
+  // kImmediate: the reply bytes (may be empty, e.g. QUIT in the text protocol).
+  std::string reply;
+  // After this request's reply is written, the connection closes (QUIT, protocol errors).
+  bool close_after = false;
+  // kRead/kWrite: starts the operation on `kv`; calls `reply` exactly once, on any thread.
+  absl::AnyInvocable<void(KvService* kv, ReplyFn reply) &&> run;
+
+  static TcpRequest Immediate(std::string reply, bool close_after = false) {
+    TcpRequest r;
+    r.reply = std::move(reply);
+    r.close_after = close_after;
+    return r;
+  }
+};
+
+// The reason of a failed status as one printable line for "ERR <reason>" / "-ERR <reason>":
+// the message (or the code's name if empty) with CR, LF and other control bytes replaced by
+// spaces and cut to 200 bytes, so it cannot break the framing of either protocol.
+std::string StatusReason(const absl::Status& status);
+
+// `text` with control bytes replaced by '?' and cut to `max_bytes`, for echoing client input
+// in an error line.
+std::string PrintableExcerpt(std::string_view text, size_t max_bytes);
+
+}  // namespace raftkv::server

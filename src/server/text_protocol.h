@@ -1,0 +1,45 @@
+// The seed-compatible line protocol (design.md, "Text"): one command per line, verbs
+// case-insensitive, keys without spaces, the value of SET/PUT is the rest of the line after
+// one space (so it may contain spaces, and may be empty).
+//
+//   SET k v | PUT k v   -> OK
+//   GET k               -> the value | KEY NOT FOUND
+//   DELETE k | DEL k    -> OK | KEY NOT FOUND
+//   MGET k1 k2 ...      -> one line per key, in order: the value | KEY NOT FOUND
+//   PING                -> PONG
+//   QUIT                -> (no reply) the connection closes
+//   anything else, missing or extra arguments, a NUL byte in the line -> INVALID COMMAND
+//   the cluster cannot serve it now (no leader, timeout, a size limit) -> ERR <reason>
+//
+// Reply lines end the way the request line ended ("\r\n" or "\n"). One exception: "PING\r\n"
+// is answered "+PONG\r\n", the RESP reply to an inline PING, because redis-benchmark's
+// PING_INLINE test sends exactly that and parses the reply as RESP; "PING\n" gets "PONG\n".
+// A GET of a value that contains a newline (written over RESP or gRPC) is sent as is: the text
+// protocol has no escaping.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/tcp_request.h"
+
+namespace raftkv::server {
+
+enum class TextVerb { kSet, kGet, kDelete, kMget, kPing, kQuit, kInvalid };
+
+struct TextCommand {
+  TextVerb verb = TextVerb::kInvalid;
+  // kSet: {key, value}; kGet/kDelete: {key}; kMget: the keys; otherwise empty.
+  std::vector<std::string> args;
+};
+
+// Parses one line WITHOUT its terminator (no '\n'; a trailing '\r' is already removed).
+// Pure; never fails: malformed lines come back as kInvalid.
+TextCommand ParseTextLine(std::string_view line);
+
+// Turns one line (without terminator) into a runnable request. `crlf` says how the line
+// ended, which decides how reply lines end.
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf);
+
+}  // namespace raftkv::server

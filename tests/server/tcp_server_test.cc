@@ -1,0 +1,271 @@
+// The text/RESP front end against a live server on 127.0.0.1 (tcp_server.h): the commands of
+// both protocols, pipelining order, cluster errors, connection limit, idle timeout,
+// backpressure and graceful Stop().
+#include "server/tcp_server.h"
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/fakes.h"
+
+namespace raftkv::server {
+namespace {
+
+using testing::AwaitTrue;
+using testing::RespCommand;
+using testing::TcpFixture;
+using testing::TestClient;
+
+bool CanConnect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+// Sends `request` and expects exactly `lines` back.
+void ExpectLines(TestClient& c, const std::string& request, std::vector<std::string> lines) {
+  ASSERT_TRUE(c.Send(request));
+  for (const std::string& want : lines) {
+    EXPECT_EQ(c.ReadLine(), want) << "request: " << request;
+  }
+}
+
+void ExpectResp(TestClient& c, const std::vector<std::string>& cmd, const std::string& want) {
+  ASSERT_TRUE(c.Send(RespCommand(cmd)));
+  EXPECT_EQ(c.ReadResp(), want) << "command: " << cmd[0];
+}
+
+TEST(TcpServerTest, TextProtocolCommands) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  ExpectLines(c, "SET a hello world\n", {"OK"});
+  ExpectLines(c, "GET a\n", {"hello world"});
+  ExpectLines(c, "put b  spaced \n", {"OK"});
+  ExpectLines(c, "get b\n", {" spaced "});
+  ExpectLines(c, "MGET a missing b\n", {"hello world", "KEY NOT FOUND", " spaced "});
+  ExpectLines(c, "DELETE a\n", {"OK"});
+  ExpectLines(c, "DEL a\n", {"KEY NOT FOUND"});
+  ExpectLines(c, "GET a\n", {"KEY NOT FOUND"});
+  ExpectLines(c, "PING\n", {"PONG"});
+  ExpectLines(c, "SET e \n", {"OK"});  // empty value
+  ExpectLines(c, "GET e\n", {""});
+  ExpectLines(c, "HELLO\n", {"INVALID COMMAND"});
+  // "\r\n" lines get "\r\n" replies (ReadLine keeps the '\r').
+  ExpectLines(c, "GET b\r\nMGET b x\r\n", {" spaced \r", " spaced \r", "KEY NOT FOUND\r"});
+  ASSERT_TRUE(c.Send("QUIT\nPING\n"));  // nothing after QUIT is answered
+  EXPECT_EQ(c.ReadUntilClosed(), "");
+}
+
+TEST(TcpServerTest, NcStyleClientThatHalfClosesGetsAllReplies) {
+  // printf 'SET a hello world\nGET a\n' | nc -q1 127.0.0.1 PORT
+  TcpFixture f;
+  TestClient c(f.Start());
+  ASSERT_TRUE(c.Send("SET a hello world\nGET a\n"));
+  c.ShutdownWrite();
+  EXPECT_EQ(c.ReadUntilClosed(), "OK\nhello world\n");
+}
+
+TEST(TcpServerTest, RespCommands) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  ExpectResp(c, {"PING"}, "+PONG\r\n");
+  ExpectResp(c, {"SET", "a", "x y"}, "+OK\r\n");
+  ExpectResp(c, {"GET", "a"}, "$3\r\nx y\r\n");
+  ExpectResp(c, {"GET", "nope"}, "$-1\r\n");
+  std::string binary("\0\r\n\xff", 4);
+  ExpectResp(c, {"SET", "bin", binary}, "+OK\r\n");
+  ExpectResp(c, {"GET", "bin"}, "$4\r\n" + binary + "\r\n");
+  ExpectResp(c, {"MSET", "k1", "v1", "k2", "v2"}, "+OK\r\n");
+  ExpectResp(c, {"MGET", "k1", "nope", "k2"}, "*3\r\n$2\r\nv1\r\n$-1\r\n$2\r\nv2\r\n");
+  ExpectResp(c, {"EXISTS", "k1", "nope", "k1"}, ":2\r\n");
+  ExpectResp(c, {"DBSIZE"}, ":4\r\n");
+  ExpectResp(c, {"DEL", "k1", "k2", "nope", "k1"}, ":2\r\n");
+  ExpectResp(c, {"DBSIZE"}, ":2\r\n");
+  ExpectResp(c, {"ECHO", "hi"}, "$2\r\nhi\r\n");
+  ASSERT_TRUE(c.Send(RespCommand({"INFO"})));
+  std::optional<std::string> info = c.ReadResp();
+  ASSERT_TRUE(info);
+  EXPECT_NE(info->find("redis_version:"), std::string::npos);
+  EXPECT_NE(info->find("raft_role:leader"), std::string::npos);
+  ExpectResp(c, {"QUIT"}, "+OK\r\n");
+  EXPECT_EQ(c.ReadUntilClosed(), "");
+}
+
+TEST(TcpServerTest, TextAndRespMixOnOneConnection) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  ASSERT_TRUE(c.Send("SET a 1\n" + RespCommand({"GET", "a"}) + "GET a\n"));
+  EXPECT_EQ(c.ReadLine(), "OK");
+  EXPECT_EQ(c.ReadResp(), "$1\r\n1\r\n");
+  EXPECT_EQ(c.ReadLine(), "1");
+}
+
+// Hundreds of commands in one write: replies in request order, and each GET sees the SET
+// sent before it (even though reads and writes complete on another thread).
+TEST(TcpServerTest, RespPipelineIsAnsweredInOrder) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  std::string batch;
+  std::vector<std::string> want;
+  for (int i = 0; i < 300; ++i) {
+    std::string key = absl::StrCat("k", i % 7);
+    std::string value = absl::StrCat("v", i);
+    batch += RespCommand({"SET", key, value});
+    want.push_back("+OK\r\n");
+    batch += RespCommand({"PING", value});  // immediate: must not overtake the SET
+    want.push_back(absl::StrCat("$", value.size(), "\r\n", value, "\r\n"));
+    batch += RespCommand({"GET", key});
+    want.push_back(absl::StrCat("$", value.size(), "\r\n", value, "\r\n"));
+    batch += RespCommand({"EXISTS", key, "absent"});
+    want.push_back(":1\r\n");
+  }
+  ASSERT_TRUE(c.Send(batch));
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(c.ReadResp(), want[i]) << "reply " << i;
+  }
+}
+
+TEST(TcpServerTest, TextPipelineIsAnsweredInOrder) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  std::string batch;
+  std::vector<std::string> want;
+  for (int i = 0; i < 300; ++i) {
+    batch += absl::StrCat("SET k v", i, "\nGET k\nPING\nDEL k\nGET k\n");
+    for (std::string line : {std::string("OK"), absl::StrCat("v", i), std::string("PONG"),
+                             std::string("OK"), std::string("KEY NOT FOUND")}) {
+      want.push_back(line);
+    }
+  }
+  ASSERT_TRUE(c.Send(batch));
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(c.ReadLine(), want[i]) << "reply " << i;
+  }
+}
+
+// Writes of one connection do not overlap (the Replicator does not promise to keep the order
+// of concurrent writes): with the replicator holding requests, only the first is handed over.
+TEST(TcpServerTest, WritesOfOneConnectionRunOneAtATime) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  f.replicator().Hold(true);
+  ASSERT_TRUE(c.Send("SET a 1\nSET a 2\nSET a 3\n"));
+  EXPECT_EQ(f.replicator().AwaitQueued(1), 1u);
+  // A negative: give a wrong implementation time to hand over a second write.
+  EXPECT_EQ(f.replicator().AwaitQueued(2, absl::Milliseconds(300)), 1u);
+  f.replicator().Hold(false);
+  EXPECT_EQ(c.ReadLine(), "OK");
+  EXPECT_EQ(c.ReadLine(), "OK");
+  EXPECT_EQ(c.ReadLine(), "OK");
+  ExpectLines(c, "GET a\n", {"3"});
+}
+
+TEST(TcpServerTest, ClusterErrorsAreErrLines) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  f.replicator().FailWith(absl::UnavailableError("no leader"));
+  ExpectLines(c, "SET a 1\n", {"ERR no leader"});
+  ExpectLines(c, "GET a\n", {"ERR no leader"});
+  ExpectLines(c, "MGET a b\n", {"ERR no leader"});
+  ExpectResp(c, {"SET", "a", "1"}, "-ERR no leader\r\n");
+  ExpectResp(c, {"MGET", "a", "b"}, "-ERR no leader\r\n");
+  f.replicator().FailWith(absl::OkStatus());
+  ExpectLines(c, "SET a 1\n", {"OK"});
+  ExpectLines(c, "GET a\n", {"1"});
+}
+
+TEST(TcpServerTest, ConnectionsOverTheLimitAreToldAndClosed) {
+  TcpFixture f;
+  f.options.max_connections = 2;
+  uint16_t port = f.Start();
+  TestClient a(port), b(port);
+  ExpectLines(a, "PING\n", {"PONG"});
+  ExpectLines(b, "PING\n", {"PONG"});
+  TestClient over(port);
+  EXPECT_EQ(over.ReadUntilClosed(), "ERR too many connections\r\n");
+  ExpectLines(a, "PING\n", {"PONG"});  // the others are undisturbed
+  a.Close();
+  ASSERT_TRUE(AwaitTrue([&] { return f.server().num_connections() == 1; }));
+  TestClient again(port);
+  ExpectLines(again, "PING\n", {"PONG"});
+}
+
+TEST(TcpServerTest, IdleConnectionIsClosedAfterIdleTimeout) {
+  TcpFixture f;
+  f.options.idle_timeout_ms = 200;
+  uint16_t port = f.Start();
+  TestClient idle(port);
+  ExpectLines(idle, "PING\n", {"PONG"});
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(idle.ReadUntilClosed(), "");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(150));
+  TestClient other(port);
+  ExpectLines(other, "PING\n", {"PONG"});
+}
+
+TEST(TcpServerTest, WaitingForTheClusterIsNotIdle) {
+  TcpFixture f;
+  f.options.idle_timeout_ms = 100;
+  TestClient c(f.Start());
+  f.replicator().Hold(true);
+  ASSERT_TRUE(c.Send("SET a 1\n"));
+  ASSERT_EQ(f.replicator().AwaitQueued(1), 1u);
+  // Twice the idle timeout passes with the request in flight: the connection must stay.
+  EXPECT_EQ(c.ReadLine(/*timeout_ms=*/300), std::nullopt);
+  EXPECT_FALSE(c.eof());
+  f.replicator().Hold(false);
+  EXPECT_EQ(c.ReadLine(), "OK");
+}
+
+// At most max_pending_per_conn requests of a connection are unanswered at a time; the rest
+// wait in the socket until replies drain.
+TEST(TcpServerTest, BackpressureBoundsPendingRequestsPerConnection) {
+  TcpFixture f;
+  f.options.max_pending_per_conn = 4;
+  TestClient c(f.Start());
+  f.replicator().Hold(true);
+  std::string batch;
+  for (int i = 0; i < 100; ++i) batch += "GET k\n";
+  ASSERT_TRUE(c.Send(batch));
+  EXPECT_EQ(f.replicator().AwaitQueued(4), 4u);
+  EXPECT_EQ(f.replicator().AwaitQueued(5, absl::Milliseconds(300)), 4u);
+  f.replicator().Hold(false);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(c.ReadLine(), "KEY NOT FOUND") << i;
+  EXPECT_LE(f.replicator().max_queued(), 4u);
+}
+
+TEST(TcpServerTest, StopFinishesInFlightRequestsThenCloses) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  TestClient idle(f.port());
+  ExpectLines(idle, "PING\n", {"PONG"});
+  f.replicator().Hold(true);
+  ASSERT_TRUE(c.Send("SET a 1\n"));
+  ASSERT_EQ(f.replicator().AwaitQueued(1), 1u);
+  std::thread stopper([&] { f.server().Stop(); });
+  EXPECT_EQ(idle.ReadUntilClosed(), "");  // idle connections close at once
+  f.replicator().Hold(false);
+  EXPECT_EQ(c.ReadUntilClosed(), "OK\n");  // the in-flight write is answered, then closed
+  stopper.join();
+  EXPECT_EQ(f.server().num_connections(), 0u);
+  EXPECT_FALSE(CanConnect(f.port()));  // no longer listening
+}
+
+TEST(TcpServerTest, OptionsAreValidated) {
+  TcpServerOptions o;
+  EXPECT_TRUE(o.Validate(1024, 1 << 20).ok());
+  EXPECT_FALSE(o.Validate(1024, 8 << 20).ok());  // a maximal SET would not fit
+  o.max_pending_per_conn = 0;
+  EXPECT_FALSE(o.Validate(1024, 1 << 20).ok());
+}
+
+}  // namespace
+}  // namespace raftkv::server

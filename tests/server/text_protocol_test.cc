@@ -1,0 +1,99 @@
+// The text protocol's line parser, without sockets (text_protocol.h).
+#include "server/text_protocol.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace raftkv::server {
+namespace {
+
+using Args = std::vector<std::string>;
+
+void ExpectParse(std::string_view line, TextVerb verb, Args args) {
+  TextCommand cmd = ParseTextLine(line);
+  EXPECT_EQ(cmd.verb, verb) << "line: " << line;
+  EXPECT_EQ(cmd.args, args) << "line: " << line;
+}
+
+void ExpectInvalid(std::string_view line) { ExpectParse(line, TextVerb::kInvalid, {}); }
+
+TEST(TextProtocolTest, SetValueIsRestOfLineAfterOneSpace) {
+  ExpectParse("SET a hello world", TextVerb::kSet, {"a", "hello world"});
+  ExpectParse("PUT a hello world", TextVerb::kSet, {"a", "hello world"});
+  ExpectParse("SET a  two leading", TextVerb::kSet, {"a", " two leading"});
+  ExpectParse("SET a trailing ", TextVerb::kSet, {"a", "trailing "});
+  ExpectParse("SET a ", TextVerb::kSet, {"a", ""});  // an empty value
+  ExpectParse("SET k\tv x", TextVerb::kSet, {"k\tv", "x"});  // only ' ' separates
+}
+
+TEST(TextProtocolTest, VerbsAreCaseInsensitive) {
+  ExpectParse("set a b", TextVerb::kSet, {"a", "b"});
+  ExpectParse("pUt a b", TextVerb::kSet, {"a", "b"});
+  ExpectParse("get a", TextVerb::kGet, {"a"});
+  ExpectParse("Delete a", TextVerb::kDelete, {"a"});
+  ExpectParse("del a", TextVerb::kDelete, {"a"});
+  ExpectParse("mget a b", TextVerb::kMget, {"a", "b"});
+  ExpectParse("ping", TextVerb::kPing, {});
+  ExpectParse("Quit", TextVerb::kQuit, {});
+}
+
+TEST(TextProtocolTest, KeysAreCaseSensitive) {
+  ExpectParse("GET Key", TextVerb::kGet, {"Key"});
+}
+
+TEST(TextProtocolTest, GetDeleteMget) {
+  ExpectParse("GET a", TextVerb::kGet, {"a"});
+  ExpectParse("GET  a ", TextVerb::kGet, {"a"});
+  ExpectParse("DELETE a", TextVerb::kDelete, {"a"});
+  ExpectParse("MGET k1 k2  k3", TextVerb::kMget, {"k1", "k2", "k3"});
+  ExpectParse("  PING", TextVerb::kPing, {});
+}
+
+TEST(TextProtocolTest, MissingOrExtraArgumentsAreInvalid) {
+  ExpectInvalid("SET");
+  ExpectInvalid("SET ");
+  ExpectInvalid("SET a");      // no value: no space after the key
+  ExpectInvalid("GET");
+  ExpectInvalid("GET a b");    // keys contain no spaces
+  ExpectInvalid("DEL");
+  ExpectInvalid("DELETE a b");
+  ExpectInvalid("MGET");
+  ExpectInvalid("MGET   ");
+  ExpectInvalid("PING x");
+  ExpectInvalid("QUIT now");
+}
+
+TEST(TextProtocolTest, UnknownVerbsAndJunkAreInvalid) {
+  ExpectInvalid("");
+  ExpectInvalid("   ");
+  ExpectInvalid("FLUSHALL");
+  ExpectInvalid("SETX a b");
+  ExpectInvalid("\x01\x02\xff\xfe");
+  ExpectInvalid("GETa");
+}
+
+TEST(TextProtocolTest, NulByteMakesTheLineInvalid) {
+  ExpectInvalid(std::string_view("SET a b\0c", 9));
+  ExpectInvalid(std::string_view("GET a\0", 6));
+  ExpectInvalid(std::string_view("\0", 1));
+}
+
+TEST(TextProtocolTest, ImmediateReplies) {
+  EXPECT_EQ(PrepareTextRequest("PING", false).reply, "PONG\n");
+  // The inline PING of redis-benchmark expects RESP.
+  EXPECT_EQ(PrepareTextRequest("PING", true).reply, "+PONG\r\n");
+  EXPECT_EQ(PrepareTextRequest("BOGUS", false).reply, "INVALID COMMAND\n");
+  EXPECT_EQ(PrepareTextRequest("BOGUS", true).reply, "INVALID COMMAND\r\n");
+  TcpRequest quit = PrepareTextRequest("QUIT", false);
+  EXPECT_TRUE(quit.close_after);
+  EXPECT_EQ(quit.reply, "");
+  EXPECT_EQ(PrepareTextRequest("SET a b", false).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareTextRequest("DEL a", false).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareTextRequest("GET a", false).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareTextRequest("MGET a b", false).kind, RequestKind::kRead);
+}
+
+}  // namespace
+}  // namespace raftkv::server
