@@ -1,0 +1,49 @@
+// Configuration of one Raft node. Every limit has a default; Validate() checks them all.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace raftkv::raft {
+
+struct Config {
+  // This node's id, 1-based (0 means "none" in messages and hard state).
+  uint64_t id = 0;
+  // Every voter, this node included. Ids are 1-based and distinct.
+  std::vector<uint64_t> peers;
+  // A follower that hears nothing from a leader for a random number of ticks in
+  // [election_tick, 2 * election_tick) starts an election. A CheckQuorum leader steps down if
+  // it has not heard from a quorum for election_tick ticks.
+  int election_tick = 10;
+  // A leader sends heartbeats every heartbeat_tick ticks. Must be < election_tick.
+  int heartbeat_tick = 1;
+  // Upper bound on the entry bytes of one MsgApp (one entry is always allowed, so a single
+  // larger entry still replicates).
+  uint64_t max_msg_bytes = 1 << 20;
+  // Upper bound on unacknowledged MsgApps per follower in the replicate state.
+  size_t max_inflight_msgs = 256;
+  // Upper bound on the entry bytes in one Ready's committed_entries (at least one entry).
+  uint64_t max_apply_bytes = 64 << 20;
+  // PreVote (Raft thesis §9.6): a node first asks whether it could win before bumping its
+  // term, so a partitioned node rejoining does not depose a healthy leader.
+  bool pre_vote = true;
+  // CheckQuorum: a leader steps down without contact with a quorum for election_tick ticks,
+  // and followers that heard from a leader within election_tick ignore vote requests.
+  bool check_quorum = true;
+  // Seed of the generator that randomizes election timeouts (mixed with id).
+  uint64_t seed = 0;
+  // On restart: the last index the state machine has applied (entries after it are handed
+  // out again as committed entries).
+  uint64_t applied = 0;
+  // Run CheckInvariants() after every Step/Tick/Advance (tests and the simulator enable it;
+  // it aborts on a broken invariant).
+  bool check_invariants = false;
+
+  // kInvalidArgument naming the first bad field.
+  absl::Status Validate() const;
+};
+
+}  // namespace raftkv::raft

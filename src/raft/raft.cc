@@ -1,0 +1,873 @@
+#include "raft/raft.h"
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace raftkv::raft {
+
+using raftpb::Message;
+using raftpb::MessageType;
+
+namespace {
+
+MessageType VoteResponseType(MessageType t) {
+  return t == raftpb::MSG_PRE_VOTE ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP;
+}
+
+// Read rounds travel in heartbeat contexts as 8 little-endian bytes.
+std::string EncodeRound(uint64_t round) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((round >> (8 * i)) & 0xff);
+  return s;
+}
+
+std::optional<uint64_t> DecodeRound(const std::string& s) {
+  if (s.size() != 8) return std::nullopt;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
+  return v;
+}
+
+absl::Status NotLeader(uint64_t lead) {
+  absl::Status s = absl::UnavailableError(
+      lead == 0 ? std::string("not leader; no leader known")
+                : absl::StrCat("not leader; leader is ", lead));
+  if (lead != 0) s.SetPayload(kLeaderHintPayload, absl::Cord(absl::StrCat(lead)));
+  return s;
+}
+
+}  // namespace
+
+const char* RoleName(Role r) {
+  switch (r) {
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "pre-candidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
+  }
+  return "?";
+}
+
+std::optional<uint64_t> LeaderHint(const absl::Status& status) {
+  absl::optional<absl::Cord> p = status.GetPayload(kLeaderHintPayload);
+  uint64_t id = 0;
+  if (!p || !absl::SimpleAtoi(std::string(*p), &id) || id == 0) return std::nullopt;
+  return id;
+}
+
+absl::StatusOr<std::unique_ptr<Raft>> Raft::Create(const Config& config,
+                                                   const LogStorage* storage) {
+  absl::Status s = config.Validate();
+  if (!s.ok()) return s;
+  const raftpb::HardState hs = storage->hard_state();
+  if (hs.commit() > storage->LastIndex()) {
+    return absl::InvalidArgumentError(absl::StrCat("hard state commit ", hs.commit(),
+                                                   " past last index ", storage->LastIndex()));
+  }
+  if (config.applied > std::max(hs.commit(), storage->FirstIndex() - 1)) {
+    return absl::InvalidArgumentError("config.applied is past the commit index");
+  }
+  return std::unique_ptr<Raft>(new Raft(config, storage));
+}
+
+Raft::Raft(const Config& config, const LogStorage* storage)
+    : config_(config),
+      storage_(storage),
+      log_(storage, config.applied),
+      rng_(config.seed * 0x9e3779b97f4a7c15ULL + config.id) {
+  const raftpb::HardState hs = storage->hard_state();
+  term_ = hs.term();
+  vote_ = hs.vote();
+  prev_hard_state_ = hs;
+  BecomeFollower(term_, 0);
+  inv_term_ = term_;
+  inv_vote_ = vote_;
+  inv_commit_ = log_.committed();
+  inv_applied_ = log_.applied();
+}
+
+// ---------------------------------------------------------------- roles
+
+void Raft::ResetRandomizedElectionTimeout() {
+  randomized_election_timeout_ =
+      config_.election_tick + static_cast<int>(rng_() % config_.election_tick);
+}
+
+void Raft::Reset(uint64_t term) {
+  if (term != term_) {
+    term_ = term;
+    vote_ = 0;  // a new term: no vote cast yet
+  }
+  lead_ = 0;
+  election_elapsed_ = 0;
+  heartbeat_elapsed_ = 0;
+  ResetRandomizedElectionTimeout();
+  votes_.clear();
+  progress_.clear();
+  for (uint64_t p : config_.peers) {
+    auto [it, _] = progress_.emplace(p, Progress(log_.LastIndex() + 1, config_.max_inflight_msgs));
+    if (p == config_.id) it->second.set_recent_active(true);
+  }
+  // Pending reads die with the leadership that would have confirmed them (callers time out).
+  pending_reads_.clear();
+  reads_waiting_for_commit_.clear();
+  read_acks_.clear();
+  confirmed_round_ = read_round_;
+}
+
+void Raft::BecomeFollower(uint64_t term, uint64_t lead) {
+  Reset(term);
+  role_ = Role::kFollower;
+  lead_ = lead;
+}
+
+void Raft::BecomePreCandidate() {
+  RAFTKV_CHECK(role_ != Role::kLeader);
+  // Neither term nor vote changes: a pre-vote is only a question.
+  role_ = Role::kPreCandidate;
+  votes_.clear();
+  lead_ = 0;
+}
+
+void Raft::BecomeCandidate() {
+  RAFTKV_CHECK(role_ != Role::kLeader);
+  Reset(term_ + 1);
+  vote_ = config_.id;
+  role_ = Role::kCandidate;
+}
+
+void Raft::BecomeLeader() {
+  RAFTKV_CHECK(role_ == Role::kCandidate);
+  Reset(term_);
+  role_ = Role::kLeader;
+  lead_ = config_.id;
+  Progress& self = progress_.at(config_.id);
+  self.BecomeReplicate();
+  // The leader counts itself only for what it has persisted.
+  self.MaybeUpdate(log_.StableLastIndex());
+  // A no-op of the new term lets earlier-term entries commit (Raft §5.4.2, §8).
+  AppendEntry(raftpb::Entry());
+  BroadcastAppend();
+}
+
+bool Raft::Promotable() const {
+  // A node with a snapshot not yet installed may not lead: its log is in flux.
+  return progress_.count(config_.id) > 0 && !log_.UnstableSnapshot().has_value();
+}
+
+void Raft::Campaign(bool pre_vote) {
+  MessageType type;
+  uint64_t term;
+  if (pre_vote) {
+    BecomePreCandidate();
+    type = raftpb::MSG_PRE_VOTE;
+    term = term_ + 1;  // the term we would campaign in; ours stays unchanged
+  } else {
+    BecomeCandidate();
+    type = raftpb::MSG_VOTE;
+    term = term_;
+  }
+  if (Poll(config_.id, true) > 0) {
+    // Single-node cluster: won already.
+    if (pre_vote) {
+      Campaign(false);
+    } else {
+      BecomeLeader();
+    }
+    return;
+  }
+  for (uint64_t p : config_.peers) {
+    if (p == config_.id) continue;
+    Message m;
+    m.set_type(type);
+    m.set_to(p);
+    m.set_term(term);
+    m.set_index(log_.LastIndex());
+    m.set_log_term(log_.LastTerm());
+    Send(std::move(m));
+  }
+}
+
+int Raft::Poll(uint64_t id, bool granted) {
+  votes_.emplace(id, granted);  // the first answer of a voter counts
+  size_t yes = 0, no = 0;
+  for (const auto& [_, g] : votes_) (g ? yes : no)++;
+  if (yes >= Quorum()) return 1;
+  if (no > config_.peers.size() - Quorum()) return -1;
+  return 0;
+}
+
+// ---------------------------------------------------------------- inputs
+
+void Raft::Tick() {
+  if (role_ == Role::kLeader) {
+    ++heartbeat_elapsed_;
+    ++election_elapsed_;
+    if (election_elapsed_ >= config_.election_tick) {
+      election_elapsed_ = 0;
+      if (config_.check_quorum) {
+        // CheckQuorum: without contact with a quorum for an election timeout, a leader
+        // steps down rather than serve (possibly stale) reads and accept doomed writes.
+        if (!QuorumActive()) {
+          BecomeFollower(term_, 0);
+          if (config_.check_invariants) CheckInvariants();
+          return;
+        }
+        for (auto& [id, pr] : progress_) {
+          if (id != config_.id) pr.set_recent_active(false);
+        }
+      }
+    }
+    if (heartbeat_elapsed_ >= config_.heartbeat_tick) {
+      heartbeat_elapsed_ = 0;
+      BroadcastHeartbeat();
+    }
+  } else {
+    ++election_elapsed_;
+    if (Promotable() && election_elapsed_ >= randomized_election_timeout_) {
+      election_elapsed_ = 0;
+      Campaign(config_.pre_vote);
+    }
+  }
+  if (config_.check_invariants) CheckInvariants();
+}
+
+void Raft::Step(const Message& m) {
+  StepInner(m);
+  if (config_.check_invariants) CheckInvariants();
+}
+
+void Raft::StepInner(const Message& m) {
+  if (progress_.count(m.from()) == 0 && std::find(config_.peers.begin(), config_.peers.end(),
+                                                  m.from()) == config_.peers.end()) {
+    return;  // not a member
+  }
+  if (m.from() == config_.id) return;
+
+  if (m.term() == 0) {
+    // Local messages and forwarded read requests carry no term.
+  } else if (m.term() > term_) {
+    if (m.type() == raftpb::MSG_VOTE || m.type() == raftpb::MSG_PRE_VOTE) {
+      // CheckQuorum lease: a follower that heard from a live leader within the minimum
+      // election timeout does not help depose it (Raft thesis §4.2.3).
+      const bool in_lease = config_.check_quorum && lead_ != 0 &&
+                            election_elapsed_ < config_.election_tick;
+      if (in_lease) return;
+    }
+    if (m.type() == raftpb::MSG_PRE_VOTE) {
+      // Answering a pre-vote never changes our term.
+    } else if (m.type() == raftpb::MSG_PRE_VOTE_RESP && !m.reject()) {
+      // A granted pre-vote carries the term we asked about, not a newer leader's term.
+    } else if (m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT ||
+               m.type() == raftpb::MSG_SNAP) {
+      BecomeFollower(m.term(), m.from());
+    } else {
+      BecomeFollower(m.term(), 0);
+    }
+  } else if (m.term() < term_) {
+    if ((config_.check_quorum || config_.pre_vote) &&
+        (m.type() == raftpb::MSG_HEARTBEAT || m.type() == raftpb::MSG_APP)) {
+      // A stale leader (e.g. healed from a partition) learns our term and steps down;
+      // without this, with PreVote/CheckQuorum it could keep us from ever electing.
+      Message resp;
+      resp.set_type(raftpb::MSG_APP_RESP);
+      resp.set_to(m.from());
+      Send(std::move(resp));
+    } else if (m.type() == raftpb::MSG_PRE_VOTE) {
+      Message resp;
+      resp.set_type(raftpb::MSG_PRE_VOTE_RESP);
+      resp.set_to(m.from());
+      resp.set_term(term_);
+      resp.set_reject(true);
+      Send(std::move(resp));
+    }
+    return;  // everything else from a stale term is ignored
+  }
+
+  if (m.type() == raftpb::MSG_VOTE || m.type() == raftpb::MSG_PRE_VOTE) {
+    HandleVoteRequest(m);
+    return;
+  }
+  switch (role_) {
+    case Role::kLeader:
+      StepLeader(m);
+      break;
+    case Role::kPreCandidate:
+    case Role::kCandidate:
+      StepCandidate(m);
+      break;
+    case Role::kFollower:
+      StepFollower(m);
+      break;
+  }
+}
+
+void Raft::HandleVoteRequest(const Message& m) {
+  // We may vote if we already voted for this candidate (a retry), or have voted for no one
+  // and know no leader of this term; a pre-vote for a later term is always answerable.
+  const bool can_vote = vote_ == m.from() || (vote_ == 0 && lead_ == 0) ||
+                        (m.type() == raftpb::MSG_PRE_VOTE && m.term() > term_);
+  Message resp;
+  resp.set_type(VoteResponseType(m.type()));
+  resp.set_to(m.from());
+  // Election restriction (Raft §5.4.1): only a candidate whose log is at least as up to date.
+  if (can_vote && log_.IsUpToDate(m.index(), m.log_term())) {
+    resp.set_term(m.term());
+    if (m.type() == raftpb::MSG_VOTE) {
+      election_elapsed_ = 0;
+      vote_ = m.from();  // persisted (Ready::hard_state) before this answer is sent
+    }
+  } else {
+    resp.set_term(term_);
+    resp.set_reject(true);
+  }
+  Send(std::move(resp));
+}
+
+void Raft::StepLeader(const Message& m) {
+  switch (m.type()) {
+    case raftpb::MSG_READ_INDEX:
+      LeaderReadIndex(m.context(), m.from());
+      return;
+    default:
+      break;
+  }
+  auto it = progress_.find(m.from());
+  if (it == progress_.end()) return;
+  Progress& pr = it->second;
+  switch (m.type()) {
+    case raftpb::MSG_APP_RESP:
+      HandleAppendResponse(m, pr);
+      break;
+    case raftpb::MSG_HEARTBEAT_RESP:
+      HandleHeartbeatResponse(m, pr);
+      break;
+    case raftpb::MSG_SNAP_STATUS:
+      if (pr.state() != Progress::State::kSnapshot) return;
+      if (m.reject()) {
+        pr.SnapshotFailed();
+      } else {
+        // Wait for the follower's answer (or a heartbeat response) before sending more.
+        pr.BecomeProbe();
+        pr.PauseProbe();
+      }
+      break;
+    case raftpb::MSG_UNREACHABLE:
+      // Pipelined messages were probably lost; probe until it answers again.
+      if (pr.state() == Progress::State::kReplicate) pr.BecomeProbe();
+      break;
+    default:
+      break;
+  }
+}
+
+void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
+  pr.set_recent_active(true);
+  if (m.reject()) {
+    // Fast backoff: skip every entry of a term the follower cannot match in one round trip.
+    uint64_t hint = m.reject_hint();
+    if (m.hint_term() > 0) hint = log_.FindConflictByTerm(m.reject_hint(), m.hint_term());
+    if (pr.MaybeDecrTo(m.index(), hint)) {
+      if (pr.state() == Progress::State::kReplicate) pr.BecomeProbe();
+      MaybeSendAppend(m.from(), true);
+    }
+    return;
+  }
+  const bool old_paused = pr.IsPaused();
+  if (pr.MaybeUpdate(m.index()) ||
+      (pr.match() == m.index() && pr.state() == Progress::State::kProbe)) {
+    if (pr.state() == Progress::State::kProbe) {
+      pr.BecomeReplicate();
+    } else if (pr.state() == Progress::State::kSnapshot && pr.match() + 1 >= log_.FirstIndex()) {
+      // The follower has caught up past what we compacted: replicate normally.
+      pr.BecomeProbe();
+      pr.BecomeReplicate();
+    }
+    if (MaybeCommit()) {
+      BroadcastAppend();  // tell followers the new commit index
+    } else if (old_paused) {
+      MaybeSendAppend(m.from(), true);
+    }
+    while (MaybeSendAppend(m.from(), false)) {
+    }
+  }
+}
+
+void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
+  pr.set_recent_active(true);
+  pr.OnHeartbeatResponse();
+  if (pr.match() < log_.LastIndex()) MaybeSendAppend(m.from(), true);
+  OnReadAck(m.from(), m.context());
+}
+
+void Raft::StepCandidate(const Message& m) {
+  const MessageType my_resp =
+      role_ == Role::kPreCandidate ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP;
+  switch (m.type()) {
+    // A leader of our term exists (we lost the election): follow it.
+    case raftpb::MSG_APP:
+      BecomeFollower(m.term(), m.from());
+      HandleAppendEntries(m);
+      return;
+    case raftpb::MSG_HEARTBEAT:
+      BecomeFollower(m.term(), m.from());
+      HandleHeartbeat(m);
+      return;
+    case raftpb::MSG_SNAP:
+      BecomeFollower(m.term(), m.from());
+      HandleSnapshot(m);
+      return;
+    default:
+      break;
+  }
+  if (m.type() != my_resp) return;
+  const int result = Poll(m.from(), !m.reject());
+  if (result > 0) {
+    if (role_ == Role::kPreCandidate) {
+      Campaign(false);
+    } else {
+      BecomeLeader();
+    }
+  } else if (result < 0) {
+    BecomeFollower(term_, 0);
+  }
+}
+
+void Raft::StepFollower(const Message& m) {
+  switch (m.type()) {
+    case raftpb::MSG_APP:
+      election_elapsed_ = 0;
+      lead_ = m.from();
+      HandleAppendEntries(m);
+      break;
+    case raftpb::MSG_HEARTBEAT:
+      election_elapsed_ = 0;
+      lead_ = m.from();
+      HandleHeartbeat(m);
+      break;
+    case raftpb::MSG_SNAP:
+      election_elapsed_ = 0;
+      lead_ = m.from();
+      HandleSnapshot(m);
+      break;
+    case raftpb::MSG_READ_INDEX_RESP:
+      read_states_.push_back(ReadState{m.context(), m.index()});
+      break;
+    default:
+      break;
+  }
+}
+
+void Raft::HandleAppendEntries(const Message& m) {
+  Message resp;
+  resp.set_type(raftpb::MSG_APP_RESP);
+  resp.set_to(m.from());
+  if (m.index() < log_.committed()) {
+    // Everything up to commit already matches (Log Matching); say how far we are.
+    resp.set_index(log_.committed());
+    Send(std::move(resp));
+    return;
+  }
+  std::vector<raftpb::Entry> entries(m.entries().begin(), m.entries().end());
+  if (std::optional<uint64_t> last_new =
+          log_.MaybeAppend(m.index(), m.log_term(), m.commit(), entries)) {
+    resp.set_index(*last_new);
+    Send(std::move(resp));
+    return;
+  }
+  // Consistency check failed (Raft §5.3). Hint the largest index where we may agree with the
+  // leader: at most our last index, and no entry of a term newer than the leader's there.
+  uint64_t hint = std::min(m.index(), log_.LastIndex());
+  hint = log_.FindConflictByTerm(hint, m.log_term());
+  resp.set_index(m.index());
+  resp.set_reject(true);
+  resp.set_reject_hint(hint);
+  resp.set_hint_term(log_.TermOrZero(hint));
+  Send(std::move(resp));
+}
+
+void Raft::HandleHeartbeat(const Message& m) {
+  // The leader sends min(our match, its commit), so every index it names is in our log.
+  log_.CommitTo(m.commit());
+  Message resp;
+  resp.set_type(raftpb::MSG_HEARTBEAT_RESP);
+  resp.set_to(m.from());
+  resp.set_context(m.context());
+  Send(std::move(resp));
+}
+
+void Raft::HandleSnapshot(const Message& m) {
+  const raftpb::SnapshotMetadata& meta = m.snapshot().metadata();
+  Message resp;
+  resp.set_type(raftpb::MSG_APP_RESP);
+  resp.set_to(m.from());
+  if (meta.index() <= log_.committed()) {
+    // Old news: we already hold everything it covers.
+    resp.set_index(log_.committed());
+  } else if (log_.MatchTerm(meta.index(), meta.term())) {
+    // Our log already contains the snapshot's last entry: keep the log, fast-forward commit.
+    log_.CommitTo(meta.index());
+    resp.set_index(log_.committed());
+  } else {
+    // Discard the whole (conflicting or too short) log; the caller installs the snapshot.
+    log_.Restore(m.snapshot());
+    snapshot_ = m.snapshot();
+    resp.set_index(log_.LastIndex());
+  }
+  Send(std::move(resp));
+}
+
+// ---------------------------------------------------------------- replication
+
+void Raft::AppendEntry(raftpb::Entry e) {
+  e.set_term(term_);
+  e.set_index(log_.LastIndex() + 1);
+  log_.Append({std::move(e)});
+  // The leader's own match advances when the caller reports the entry persisted (Advance).
+}
+
+absl::StatusOr<EntryId> Raft::Propose(std::string data) {
+  if (role_ != Role::kLeader) return NotLeader(lead_);
+  raftpb::Entry e;
+  e.set_type(raftpb::ENTRY_NORMAL);
+  e.set_data(std::move(data));
+  AppendEntry(std::move(e));
+  BroadcastAppend();
+  if (config_.check_invariants) CheckInvariants();
+  return EntryId{log_.LastIndex(), term_};
+}
+
+bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty) {
+  Progress& pr = progress_.at(to);
+  if (pr.IsPaused()) return false;
+  const uint64_t prev = pr.next() - 1;
+  absl::StatusOr<uint64_t> prev_term = log_.Term(prev);
+  absl::StatusOr<std::vector<raftpb::Entry>> entries =
+      prev_term.ok() ? log_.Entries(pr.next(), log_.LastIndex() + 1, config_.max_msg_bytes)
+                     : absl::StatusOr<std::vector<raftpb::Entry>>(prev_term.status());
+  Message m;
+  m.set_to(to);
+  if (prev_term.ok() && entries.ok()) {
+    if (entries->empty() && !send_if_empty) return false;
+    m.set_type(raftpb::MSG_APP);
+    m.set_index(prev);
+    m.set_log_term(*prev_term);
+    m.set_commit(log_.committed());
+    if (!entries->empty()) {
+      pr.SentEntries(entries->back().index());
+    } else if (pr.state() == Progress::State::kProbe) {
+      pr.PauseProbe();
+    }
+    for (raftpb::Entry& e : *entries) *m.add_entries() = std::move(e);
+    Send(std::move(m));
+    return true;
+  }
+  // The follower needs entries we compacted: send a snapshot instead.
+  if (!pr.recent_active()) return false;  // don't stream to a node that seems down
+  raftpb::Snapshot snap;
+  const raftpb::SnapshotMetadata stored = storage_->snapshot_metadata();
+  if (snapshot_ && snapshot_->metadata().index() >= stored.index()) {
+    snap = *snapshot_;
+  } else {
+    // No SetSnapshot covering the compaction point (e.g. just restarted): name the storage's
+    // snapshot with an empty handle; the transport locates it by index.
+    *snap.mutable_metadata() = stored;
+  }
+  RAFTKV_CHECK_MSG(snap.metadata().index() > 0, "log compacted without a snapshot");
+  pr.BecomeSnapshot(snap.metadata().index());
+  m.set_type(raftpb::MSG_SNAP);
+  *m.mutable_snapshot() = std::move(snap);
+  Send(std::move(m));
+  return true;
+}
+
+void Raft::BroadcastAppend() {
+  for (const auto& [id, _] : progress_) {
+    if (id != config_.id) MaybeSendAppend(id, true);
+  }
+}
+
+void Raft::BroadcastHeartbeat() {
+  for (const auto& [id, _] : progress_) {
+    if (id != config_.id) SendHeartbeat(id);
+  }
+}
+
+void Raft::SendHeartbeat(uint64_t to) {
+  Message m;
+  m.set_type(raftpb::MSG_HEARTBEAT);
+  m.set_to(to);
+  // Only what the follower is known to hold may be committed on it.
+  m.set_commit(std::min(progress_.at(to).match(), log_.committed()));
+  // An unconfirmed read round rides along; the echo confirms our leadership for it.
+  if (read_round_ > confirmed_round_) m.set_context(EncodeRound(read_round_));
+  Send(std::move(m));
+}
+
+bool Raft::MaybeCommit() {
+  std::vector<uint64_t> matches;
+  matches.reserve(progress_.size());
+  for (const auto& [_, pr] : progress_) matches.push_back(pr.match());
+  std::sort(matches.begin(), matches.end(), std::greater<uint64_t>());
+  const uint64_t quorum_index = matches[Quorum() - 1];
+  // Raft §5.4.2 (Figure 8): only an entry of the current term commits by counting replicas;
+  // earlier entries commit with it.
+  if (quorum_index <= log_.committed() || log_.TermOrZero(quorum_index) != term_) return false;
+  log_.CommitTo(quorum_index);
+  ReleaseReadsWaitingForCommit();
+  return true;
+}
+
+bool Raft::QuorumActive() const {
+  size_t active = 0;
+  for (const auto& [id, pr] : progress_) {
+    if (id == config_.id || pr.recent_active()) ++active;
+  }
+  return active >= Quorum();
+}
+
+bool Raft::CommittedInCurrentTerm() const { return log_.TermOrZero(log_.committed()) == term_; }
+
+// ---------------------------------------------------------------- ReadIndex
+
+absl::Status Raft::ReadIndex(std::string context) {
+  absl::Status s;
+  if (role_ == Role::kLeader) {
+    LeaderReadIndex(std::move(context), config_.id);
+  } else if (lead_ == 0) {
+    s = NotLeader(0);
+  } else {
+    Message m;
+    m.set_type(raftpb::MSG_READ_INDEX);
+    m.set_to(lead_);
+    m.set_context(std::move(context));
+    Send(std::move(m));
+  }
+  if (config_.check_invariants) CheckInvariants();
+  return s;
+}
+
+void Raft::LeaderReadIndex(std::string context, uint64_t from) {
+  PendingRead r;
+  r.context = std::move(context);
+  r.from = from;
+  // Until an entry of our term commits we may not know the true commit index (Raft §8).
+  if (!CommittedInCurrentTerm()) {
+    reads_waiting_for_commit_.push_back(std::move(r));
+    return;
+  }
+  r.index = log_.committed();
+  if (config_.peers.size() == 1) {
+    AnswerRead(r);
+    return;
+  }
+  if (read_round_ > confirmed_round_) {
+    // A round is in flight whose heartbeats may predate this request: take the next one,
+    // started when the current one completes.
+    r.round = read_round_ + 1;
+    pending_reads_.push_back(std::move(r));
+  } else {
+    r.round = read_round_ + 1;
+    pending_reads_.push_back(std::move(r));
+    StartReadRound();
+  }
+}
+
+void Raft::StartReadRound() {
+  ++read_round_;
+  BroadcastHeartbeat();
+}
+
+void Raft::OnReadAck(uint64_t from, const std::string& context) {
+  std::optional<uint64_t> round = DecodeRound(context);
+  if (!round || *round > read_round_) return;
+  uint64_t& acked = read_acks_[from];
+  acked = std::max(acked, *round);
+  std::vector<uint64_t> acks;
+  acks.push_back(read_round_);  // self
+  for (const auto& [id, r] : read_acks_) {
+    if (id != config_.id) acks.push_back(r);
+  }
+  if (acks.size() < Quorum()) return;
+  std::sort(acks.begin(), acks.end(), std::greater<uint64_t>());
+  const uint64_t confirmed = acks[Quorum() - 1];
+  if (confirmed <= confirmed_round_) return;
+  confirmed_round_ = confirmed;
+  ReleaseReads(confirmed);
+  if (!pending_reads_.empty() && read_round_ == confirmed_round_) StartReadRound();
+}
+
+void Raft::ReleaseReads(uint64_t confirmed_round) {
+  std::vector<PendingRead> rest;
+  for (PendingRead& r : pending_reads_) {
+    if (r.round <= confirmed_round) {
+      AnswerRead(r);
+    } else {
+      rest.push_back(std::move(r));
+    }
+  }
+  pending_reads_ = std::move(rest);
+}
+
+void Raft::AnswerRead(const PendingRead& r) {
+  if (r.from == config_.id) {
+    read_states_.push_back(ReadState{r.context, r.index});
+    return;
+  }
+  Message m;
+  m.set_type(raftpb::MSG_READ_INDEX_RESP);
+  m.set_to(r.from);
+  m.set_index(r.index);
+  m.set_context(r.context);
+  Send(std::move(m));
+}
+
+void Raft::ReleaseReadsWaitingForCommit() {
+  if (reads_waiting_for_commit_.empty() || !CommittedInCurrentTerm()) return;
+  std::vector<PendingRead> waiting = std::move(reads_waiting_for_commit_);
+  reads_waiting_for_commit_.clear();
+  for (PendingRead& r : waiting) LeaderReadIndex(std::move(r.context), r.from);
+}
+
+// ---------------------------------------------------------------- output
+
+void Raft::Send(Message m) {
+  m.set_from(config_.id);
+  // Votes and their answers carry an explicit term; read requests are term-less like local
+  // messages; everything else carries ours.
+  if (m.term() == 0 && m.type() != raftpb::MSG_READ_INDEX) m.set_term(term_);
+  msgs_.push_back(std::move(m));
+}
+
+raftpb::HardState Raft::CurrentHardState() const {
+  raftpb::HardState hs;
+  hs.set_term(term_);
+  hs.set_vote(vote_);
+  hs.set_commit(log_.committed());
+  return hs;
+}
+
+bool Raft::HasReady() const {
+  if (ready_outstanding_) return false;
+  const raftpb::HardState hs = CurrentHardState();
+  return !msgs_.empty() || !read_states_.empty() || !log_.UnstableEntries().empty() ||
+         log_.UnstableSnapshot().has_value() || log_.HasNextCommittedEntries() ||
+         hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote() ||
+         hs.commit() != prev_hard_state_.commit();
+}
+
+Ready Raft::GetReady() {
+  RAFTKV_CHECK_MSG(!ready_outstanding_, "GetReady before Advance of the previous Ready");
+  Ready rd;
+  rd.entries = log_.UnstableEntries();
+  rd.snapshot = log_.UnstableSnapshot();
+  rd.committed_entries = log_.NextCommittedEntries(config_.max_apply_bytes);
+  rd.messages = std::move(msgs_);
+  msgs_.clear();
+  rd.read_states = std::move(read_states_);
+  read_states_.clear();
+  const raftpb::HardState hs = CurrentHardState();
+  const bool term_or_vote_changed =
+      hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote();
+  if (term_or_vote_changed || hs.commit() != prev_hard_state_.commit()) rd.hard_state = hs;
+  rd.must_sync = !rd.entries.empty() || term_or_vote_changed || rd.snapshot.has_value();
+  ready_outstanding_ = true;
+  return rd;
+}
+
+void Raft::Advance(const Ready& rd) {
+  RAFTKV_CHECK_MSG(ready_outstanding_, "Advance without GetReady");
+  ready_outstanding_ = false;
+  if (rd.hard_state) prev_hard_state_ = *rd.hard_state;
+  if (rd.snapshot) {
+    log_.StableSnapTo(rd.snapshot->metadata().index());
+    log_.AppliedTo(rd.snapshot->metadata().index());
+  }
+  if (!rd.entries.empty()) log_.StableTo(rd.entries.back().index(), rd.entries.back().term());
+  if (!rd.committed_entries.empty()) log_.AppliedTo(rd.committed_entries.back().index());
+  if (role_ == Role::kLeader) {
+    // The caller has persisted our own entries: now they count toward the quorum.
+    if (progress_.at(config_.id).MaybeUpdate(log_.StableLastIndex()) && MaybeCommit()) {
+      BroadcastAppend();
+    }
+  }
+  if (config_.check_invariants) CheckInvariants();
+}
+
+// ---------------------------------------------------------------- snapshots, status
+
+void Raft::SetSnapshot(const raftpb::Snapshot& snap) {
+  RAFTKV_CHECK_MSG(snap.metadata().index() <= log_.applied(),
+                   "SetSnapshot beyond the applied index");
+  if (!snapshot_ || snapshot_->metadata().index() <= snap.metadata().index()) snapshot_ = snap;
+}
+
+void Raft::ReportSnapshot(uint64_t id, bool ok) {
+  Message m;
+  m.set_type(raftpb::MSG_SNAP_STATUS);
+  m.set_from(id);
+  m.set_reject(!ok);
+  Step(m);
+}
+
+void Raft::ReportUnreachable(uint64_t id) {
+  Message m;
+  m.set_type(raftpb::MSG_UNREACHABLE);
+  m.set_from(id);
+  Step(m);
+}
+
+RaftStatus Raft::Status() const {
+  RaftStatus s;
+  s.id = config_.id;
+  s.role = role_;
+  s.term = term_;
+  s.vote = vote_;
+  s.lead = lead_;
+  s.commit = log_.committed();
+  s.applied = log_.applied();
+  s.last_index = log_.LastIndex();
+  if (role_ == Role::kLeader) {
+    for (const auto& [id, pr] : progress_) {
+      s.progress.push_back(ProgressStatus{id, pr.match(), pr.next(),
+                                          Progress::StateName(pr.state()), pr.recent_active(),
+                                          pr.inflight()});
+    }
+  }
+  return s;
+}
+
+void Raft::CheckInvariants() {
+  RAFTKV_CHECK_MSG(term_ >= inv_term_, "term went down");
+  if (term_ == inv_term_ && inv_vote_ != 0) {
+    RAFTKV_CHECK_MSG(vote_ == inv_vote_, "vote changed within a term");
+  }
+  RAFTKV_CHECK_MSG(log_.committed() >= inv_commit_, "commit went down");
+  RAFTKV_CHECK_MSG(log_.applied() >= inv_applied_, "applied went down");
+  RAFTKV_CHECK(log_.applied() <= log_.committed());
+  RAFTKV_CHECK(log_.committed() <= log_.LastIndex());
+  RAFTKV_CHECK(vote_ == 0 || std::find(config_.peers.begin(), config_.peers.end(), vote_) !=
+                                 config_.peers.end());
+  if (role_ == Role::kLeader) {
+    RAFTKV_CHECK(lead_ == config_.id);
+    RAFTKV_CHECK_MSG(vote_ == config_.id, "a leader voted for itself in its term");
+    RAFTKV_CHECK_MSG(progress_.at(config_.id).match() <= log_.StableLastIndex(),
+                     "leader counts unpersisted entries");
+    for (const auto& [id, pr] : progress_) RAFTKV_CHECK(pr.match() < pr.next());
+  }
+  inv_term_ = term_;
+  inv_vote_ = vote_;
+  inv_commit_ = log_.committed();
+  inv_applied_ = log_.applied();
+}
+
+}  // namespace raftkv::raft

@@ -1,0 +1,259 @@
+// Raft: the consensus core as a deterministic state machine (etcd-raft's RawNode shape).
+// No threads, clocks, sockets or files: time enters as Tick(), network input as Step(),
+// client input as Propose()/ReadIndex(); everything the caller must do leaves as a Ready.
+//
+// CALLER CONTRACT (the raft loop, src/server; the simulator in tests/raft/sim):
+//   loop {
+//     Tick() every tick interval; Step() each message received; Propose()/ReadIndex().
+//     if (HasReady()) {
+//       Ready rd = GetReady();
+//       1. persist: storage.ApplySnapshot(rd.snapshot->metadata()) and install the state
+//          machine from it (if set); storage.Append(rd.entries);
+//          storage.SetHardState(*rd.hard_state) (if set); storage.Sync() if rd.must_sync.
+//       2. send rd.messages (only after step 1 is durable: votes and acks depend on it).
+//          Exception allowed to a leader: MSG_APP/MSG_HEARTBEAT/MSG_SNAP may go out while
+//          its own fsync runs, because a leader counts itself in a commit quorum only for
+//          entries it has reported persisted (step 4).
+//       3. apply rd.committed_entries in order (after the snapshot, if any); serve
+//          rd.read_states once the applied index reaches their index.
+//       4. Advance(rd): tells the core that rd.entries are durable (the leader's own match
+//          index advances here, and only here) and that rd.committed_entries are applied.
+//     }
+//   }
+// GetReady() may not be called again before Advance() of the previous Ready; Tick/Step/
+// Propose/ReadIndex may be called in between.
+//
+// Snapshots: the caller reports each state-machine snapshot with SetSnapshot() (metadata +
+// opaque handle) and then may compact its LogStorage up to that index. A follower that needs
+// compacted entries gets MSG_SNAP carrying that Snapshot; the transport streams the data and
+// reports the outcome with ReportSnapshot(). A follower receiving MSG_SNAP returns it in
+// Ready::snapshot (its conflicting log is discarded; install it before applying entries).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "raft.pb.h"
+#include "raft/config.h"
+#include "raft/progress.h"
+#include "raft/raft_log.h"
+#include "raft/storage.h"
+
+namespace raftkv::raft {
+
+enum class Role { kFollower, kPreCandidate, kCandidate, kLeader };
+const char* RoleName(Role r);
+
+// A confirmed read index: once the local state machine has applied `index`, a read for the
+// request identified by `context` is linearizable.
+struct ReadState {
+  std::string context;
+  uint64_t index = 0;
+};
+
+struct Ready {
+  // Set when term, vote or commit changed: persist before sending messages.
+  std::optional<raftpb::HardState> hard_state;
+  // Entries to append to storage (they may replace a stale suffix) before sending messages.
+  std::vector<raftpb::Entry> entries;
+  // A snapshot received from the leader: install before applying committed_entries.
+  std::optional<raftpb::Snapshot> snapshot;
+  // Entries known committed, to apply in order after persisting.
+  std::vector<raftpb::Entry> committed_entries;
+  // Messages to send after persisting (see the contract above).
+  std::vector<raftpb::Message> messages;
+  // Confirmed reads (for ReadIndex calls made on this node).
+  std::vector<ReadState> read_states;
+  // Whether step 1 needs an fsync (entries or a changed term/vote were written).
+  bool must_sync = false;
+};
+
+struct ProgressStatus {
+  uint64_t id = 0;
+  uint64_t match = 0;
+  uint64_t next = 0;
+  const char* state = "";
+  bool recent_active = false;
+  size_t inflight = 0;
+};
+
+struct RaftStatus {
+  uint64_t id = 0;
+  Role role = Role::kFollower;
+  uint64_t term = 0;
+  uint64_t vote = 0;
+  uint64_t lead = 0;  // 0 = unknown
+  uint64_t commit = 0;
+  uint64_t applied = 0;
+  uint64_t last_index = 0;
+  std::vector<ProgressStatus> progress;  // leader only: one per peer, self included
+};
+
+// Where a proposal landed: it is committed iff the entry at `index` has `term` when applied.
+struct EntryId {
+  uint64_t index = 0;
+  uint64_t term = 0;
+};
+
+// The type URL of the payload a kUnavailable "not leader" status carries: the decimal id of
+// the leader this node knows of (absent when it knows none).
+inline constexpr char kLeaderHintPayload[] = "raftkv/leader_hint";
+// The leader hint of a Propose/ReadIndex error, if any.
+std::optional<uint64_t> LeaderHint(const absl::Status& status);
+
+class Raft {
+ public:
+  // `storage` holds what was persisted before (hard state, snapshot, entries) and must
+  // outlive the node; the node only reads it. Errors: kInvalidArgument from Config::Validate.
+  static absl::StatusOr<std::unique_ptr<Raft>> Create(const Config& config,
+                                                      const LogStorage* storage);
+
+  // Advances logical time by one tick (elections, heartbeats, CheckQuorum).
+  void Tick();
+  // Processes a message from a peer (or a local one: MSG_SNAP_STATUS, MSG_UNREACHABLE).
+  // Messages from stale terms and unknown peers are ignored; never fails.
+  void Step(const raftpb::Message& m);
+  // Appends `data` as a new entry if this node is the leader.
+  // Errors: kUnavailable "not leader" carrying the leader hint (see LeaderHint()).
+  absl::StatusOr<EntryId> Propose(std::string data);
+  // Requests a linearizable read index for `context` (an id unique among pending reads). The
+  // answer arrives as a ReadState in a later Ready, possibly never (leader change, lost
+  // message): callers time out. Reads are batched: one heartbeat round confirms every read
+  // that was waiting for it. Works on a follower (forwarded to the leader).
+  // Errors: kUnavailable when no leader is known (with the hint payload absent).
+  absl::Status ReadIndex(std::string context);
+
+  bool HasReady() const;
+  // REQUIRES: no Ready outstanding (Advance called on the previous one).
+  Ready GetReady();
+  // REQUIRES: `rd` is the outstanding Ready, fully persisted and applied.
+  void Advance(const Ready& rd);
+
+  // The state machine holds a snapshot at snap.metadata().index() (<= applied). It becomes
+  // the snapshot sent to followers that need compacted entries; afterwards the caller may
+  // compact its storage up to that index.
+  void SetSnapshot(const raftpb::Snapshot& snap);
+  // The transport finished (ok) or failed (!ok) to stream a snapshot to `id`.
+  void ReportSnapshot(uint64_t id, bool ok);
+  // The transport could not reach `id`: stop pipelining to it until it answers.
+  void ReportUnreachable(uint64_t id);
+
+  RaftStatus Status() const;
+  uint64_t id() const { return config_.id; }
+  Role role() const { return role_; }
+  uint64_t term() const { return term_; }
+  uint64_t lead() const { return lead_; }
+  uint64_t vote() const { return vote_; }
+  const RaftLog& log() const { return log_; }
+
+  // Aborts if a local invariant is broken: term, commit and applied never decrease; the vote
+  // of a term never changes; applied <= commit <= last index; a leader leads its own term.
+  // Runs after every Step/Tick/Advance when config.check_invariants is set.
+  void CheckInvariants();
+
+ private:
+  Raft(const Config& config, const LogStorage* storage);
+
+  // ---- Roles ----
+  void BecomeFollower(uint64_t term, uint64_t lead);
+  void BecomePreCandidate();
+  void BecomeCandidate();
+  void BecomeLeader();
+  void Reset(uint64_t term);
+  void Campaign(bool pre_vote);
+  bool Promotable() const;
+  void ResetRandomizedElectionTimeout();
+
+  // ---- Message handling ----
+  void StepInner(const raftpb::Message& m);
+  void StepLeader(const raftpb::Message& m);
+  void StepCandidate(const raftpb::Message& m);
+  void StepFollower(const raftpb::Message& m);
+  void HandleAppendEntries(const raftpb::Message& m);
+  void HandleHeartbeat(const raftpb::Message& m);
+  void HandleSnapshot(const raftpb::Message& m);
+  void HandleVoteRequest(const raftpb::Message& m);
+  void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
+  void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
+  // Counts a vote; returns how the election stands (+1 won, -1 lost, 0 pending).
+  int Poll(uint64_t id, bool granted);
+
+  // ---- Replication (leader) ----
+  void AppendEntry(raftpb::Entry e);
+  // Sends the next MsgApp (or MSG_SNAP) to `to` unless paused; with !send_if_empty only when
+  // there are entries to send. Returns whether a message was sent.
+  bool MaybeSendAppend(uint64_t to, bool send_if_empty);
+  void BroadcastAppend();
+  void BroadcastHeartbeat();
+  void SendHeartbeat(uint64_t to);
+  // Commit rule (Raft §5.4.2): the highest index a quorum has persisted, if its entry is of
+  // the current term. Returns whether commit advanced.
+  bool MaybeCommit();
+  bool QuorumActive() const;
+  size_t Quorum() const { return config_.peers.size() / 2 + 1; }
+  bool CommittedInCurrentTerm() const;
+
+  // ---- ReadIndex (leader) ----
+  struct PendingRead {
+    std::string context;
+    uint64_t from = 0;   // requesting node (self or a follower)
+    uint64_t index = 0;  // commit index when the request arrived
+    uint64_t round = 0;  // heartbeat round whose quorum acknowledgement confirms it
+  };
+  void LeaderReadIndex(std::string context, uint64_t from);
+  void StartReadRound();
+  void OnReadAck(uint64_t from, const std::string& context);
+  void ReleaseReads(uint64_t confirmed_round);
+  void AnswerRead(const PendingRead& r);
+  void ReleaseReadsWaitingForCommit();
+
+  void Send(raftpb::Message m);
+  raftpb::HardState CurrentHardState() const;
+
+  const Config config_;
+  const LogStorage* storage_;
+  RaftLog log_;
+  std::mt19937_64 rng_;
+
+  // Persistent state (Figure 2), persisted by the caller via Ready::hard_state.
+  uint64_t term_ = 0;
+  uint64_t vote_ = 0;
+
+  Role role_ = Role::kFollower;
+  uint64_t lead_ = 0;
+  int election_elapsed_ = 0;   // ticks since the last election reset / leader contact
+  int heartbeat_elapsed_ = 0;  // leader: ticks since the last heartbeat broadcast
+  int randomized_election_timeout_ = 0;
+  std::map<uint64_t, bool> votes_;  // candidate: id -> granted (this election)
+  std::map<uint64_t, Progress> progress_;  // leader: every peer, self included
+
+  // ReadIndex state (leader). Round numbers are unique for the life of the node.
+  uint64_t read_round_ = 0;            // highest heartbeat round started
+  uint64_t confirmed_round_ = 0;       // highest round acknowledged by a quorum
+  std::map<uint64_t, uint64_t> read_acks_;  // peer -> highest round it acknowledged
+  std::vector<PendingRead> pending_reads_;  // in arrival order
+  // Reads that arrived before this leader committed an entry of its term.
+  std::vector<PendingRead> reads_waiting_for_commit_;
+
+  std::optional<raftpb::Snapshot> snapshot_;  // latest snapshot to send (SetSnapshot)
+
+  // Output accumulated for the next Ready.
+  std::vector<raftpb::Message> msgs_;
+  std::vector<ReadState> read_states_;
+  raftpb::HardState prev_hard_state_;  // last hard state handed out in a Ready
+  bool ready_outstanding_ = false;
+
+  // For CheckInvariants.
+  uint64_t inv_term_ = 0;
+  uint64_t inv_vote_ = 0;
+  uint64_t inv_commit_ = 0;
+  uint64_t inv_applied_ = 0;
+};
+
+}  // namespace raftkv::raft
