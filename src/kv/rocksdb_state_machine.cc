@@ -402,6 +402,102 @@ absl::StatusOr<RangeResult> RocksDbStateMachine::Range(std::string_view key,
   return result;
 }
 
+absl::Status RocksDbStateMachine::Export(ExportSink& sink) const {
+  const std::string& path = options_.db_path;
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot.snapshot();
+  // A full scan should not evict the working set from the block cache.
+  ro.fill_cache = false;
+
+  std::string applied_value;
+  rocksdb::Status s =
+      db_->Get(ro, meta_cf_, std::string(coding::kMetaAppliedKey), &applied_value);
+  if (!s.ok()) return FromRocks(s, "read applied record", path);
+  absl::StatusOr<coding::AppliedRecord> applied = coding::DecodeAppliedRecord(applied_value);
+  if (!applied.ok()) return WithContext(applied.status(), path);
+  if (absl::Status b = sink.OnBegin(applied->applied_index, applied->applied_term,
+                                    applied->revision);
+      !b.ok()) {
+    return b;
+  }
+
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, data_cf_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view key(it->key().data(), it->key().size());
+      absl::StatusOr<coding::KeyRecord> rec =
+          coding::DecodeKeyRecord(std::string_view(it->value().data(), it->value().size()));
+      if (!rec.ok()) {
+        return WithContext(rec.status(), absl::StrFormat("%s key \"%s\"", path, EscapeKey(key)));
+      }
+      if (absl::Status k = sink.OnKeyValue(ToKeyValue(std::string(key), std::move(*rec)));
+          !k.ok()) {
+        return k;
+      }
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
+  }
+
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_cf_));
+  const std::string prefix(1, coding::kMetaSessionPrefix);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    SessionEntry entry;
+    if (!coding::ParseSessionKey(std::string_view(it->key().data(), it->key().size()),
+                                 &entry.client_id)) {
+      continue;  // not a session key (none exist today; future meta records may start with 's')
+    }
+    absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(
+        std::string_view(it->value().data(), it->value().size()));
+    if (!rec.ok()) return WithContext(rec.status(), path);
+    entry.last_sequence = rec->last_sequence;
+    entry.last_index = rec->last_index;
+    if (absl::Status e = sink.OnSession(entry); !e.ok()) return e;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
+                                              const std::vector<SessionEntry>& sessions) {
+  RAFTKV_CHECK(applied_index() == 0);
+  rocksdb::WriteBatch batch;
+  for (const KeyValue& kv : kvs) {
+    batch.Put(data_cf_, kv.key,
+              coding::EncodeKeyRecord(coding::KeyRecord{kv.create_revision, kv.mod_revision,
+                                                        kv.version, kv.value}));
+  }
+  for (const SessionEntry& e : sessions) {
+    batch.Put(meta_cf_, coding::SessionKey(e.client_id),
+              coding::EncodeSessionRecord(coding::SessionRecord{e.last_sequence, e.last_index}));
+  }
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // FinishImport flushes; an unfinished import is thrown away
+  rocksdb::Status s = db_->Write(wo, &batch);
+  if (!s.ok()) return FromRocks(s, "import", options_.db_path);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStateMachine::FinishImport(uint64_t applied_index, uint64_t applied_term,
+                                               int64_t revision) {
+  RAFTKV_CHECK(this->applied_index() == 0);
+  if (revision < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("import revision %d < 1", revision));
+  }
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_cf_, std::string(coding::kMetaAppliedKey),
+            coding::EncodeAppliedRecord(coding::AppliedRecord{applied_index, applied_term, revision}));
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  rocksdb::Status s = db_->Write(wo, &batch);
+  if (!s.ok()) return FromRocks(s, "import", options_.db_path);
+  if (absl::Status f = Flush(); !f.ok()) return f;
+  revision_.store(revision, std::memory_order_release);
+  applied_term_.store(applied_term, std::memory_order_release);
+  applied_index_.store(applied_index, std::memory_order_release);
+  return absl::OkStatus();
+}
+
 absl::Status RocksDbStateMachine::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;

@@ -68,8 +68,20 @@ class RocksDbStateMachine final : public StateMachine {
 
   absl::Status Flush() override;
 
+  absl::Status Export(ExportSink& sink) const override;
+
   // The session record of client_id, if any (tests and snapshots).
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) const;
+
+  // Snapshot restore. REQUIRES: a store just created by OpenRocksDb (applied_index() == 0),
+  // with no concurrent readers or appliers; the caller builds it in a scratch directory and
+  // renames it into place only after FinishImport succeeded.
+  // ImportBatch writes kvs and sessions as given (no revision logic, RocksDB WAL skipped);
+  // FinishImport records (applied_index, applied_term, revision) and flushes everything to
+  // SST files, so on success the store is durable and complete.
+  absl::Status ImportBatch(const std::vector<KeyValue>& kvs,
+                           const std::vector<SessionEntry>& sessions);
+  absl::Status FinishImport(uint64_t applied_index, uint64_t applied_term, int64_t revision);
 
  private:
   RocksDbStateMachine(StateMachineOptions options, std::unique_ptr<rocksdb::DB> db,

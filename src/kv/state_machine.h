@@ -59,6 +59,27 @@ struct RangeResult {
   int64_t revision = 0;          // store revision the read saw
 };
 
+// One row of the client-session table (exactly-once retries, see kvpb::Command).
+struct SessionEntry {
+  uint64_t client_id = 0;
+  uint64_t last_sequence = 0;    // highest sequence applied for this client
+  uint64_t last_index = 0;       // log index of the entry that applied it
+};
+
+// Receives a point-in-time copy of the whole store from StateMachine::Export (snapshots).
+// Any error a callback returns stops the export and is returned by Export.
+class ExportSink {
+ public:
+  virtual ~ExportSink() = default;
+  // Called once, first: the entry boundary the copy is at.
+  virtual absl::Status OnBegin(uint64_t applied_index, uint64_t applied_term,
+                               int64_t revision) = 0;
+  // Every key, in ascending (unsigned bytewise) key order.
+  virtual absl::Status OnKeyValue(const KeyValue& kv) = 0;
+  // Every session, after the last key.
+  virtual absl::Status OnSession(const SessionEntry& session) = 0;
+};
+
 struct StateMachineOptions {
   std::string db_path;           // RocksDB directory, created if missing
   // true: every Apply/ApplyEmpty fsyncs RocksDB's WAL before returning, so an acknowledged
@@ -96,6 +117,13 @@ class StateMachine {
 
   // Flushes memtables so everything applied so far survives a crash (before log compaction).
   virtual absl::Status Flush() = 0;
+
+  // Streams one consistent copy of the applied state (data, applied index/term, revision and
+  // session table, all at one entry boundary) into sink. May run on any thread; concurrent
+  // Applies are neither blocked nor seen. Used by the SQLite snapshot writer (sqlite_snapshot.h).
+  virtual absl::Status Export(ExportSink& sink) const {
+    return absl::UnimplementedError("this state machine cannot export");
+  }
 };
 
 }  // namespace raftkv::kv
