@@ -6,7 +6,7 @@
 #   node i listens on client port 5000+i (text + RESP) and gRPC port 6000+i (etcd API).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nodes=${RAFTKV_NODES:-1}
+nodes=${RAFTKV_NODES:-3}
 data=./cluster-data
 bin=./build/bin
 extra=()
@@ -63,7 +63,17 @@ for ((i = 0; i < nodes; i++)); do
     sleep 0.1
   done
 done
-"$bin/kvctl" --endpoints "$(seq -s, -f '127.0.0.1:%g' 6000 $((6000 + nodes - 1)))" status || true
+endpoints=$(seq -s, -f '127.0.0.1:%g' 6000 $((6000 + nodes - 1)))
+# Wait (bounded) until the nodes have elected a leader.
+until "$bin/kvctl" --endpoints "$endpoints" --output json status 2>/dev/null |
+      grep -q '"leader":[0-9]'; do
+  if [ $SECONDS -ge $deadline ]; then
+    echo "local-cluster: no leader elected within 30 s; see $data/node*.log" >&2
+    stop_all
+  fi
+  sleep 0.1
+done
+"$bin/kvctl" --endpoints "$endpoints" status || true
 
 cat <<EOT
 

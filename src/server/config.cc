@@ -22,9 +22,11 @@ absl::StatusOr<std::vector<NodeAddress>> ParseClusterJson(const std::string& jso
   auto status = google::protobuf::util::JsonStringToMessage(
       absl::StrCat("{\"nodes\": ", json, "}"), &file, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ": not a JSON array of {\"ip\", \"port\", \"grpc_port\"}: ",
-                     std::string(status.message())));
+    // The parser's message may span lines (it draws a caret); errors here are one line.
+    std::string why(status.message());
+    why = why.substr(0, why.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": not a JSON array of {\"ip\", \"port\", \"grpc_port\"}: ", why));
   }
   if (file.nodes_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(source_name, ": no nodes"));

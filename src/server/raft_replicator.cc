@@ -325,7 +325,7 @@ void RaftReplicator::ProcessReady() {
 }
 
 void RaftReplicator::ApplyEntry(const raftpb::Entry& e) {
-  absl::StatusOr<kv::ApplyResult> result;
+  absl::StatusOr<kv::ApplyResult> result = kv::ApplyResult{};
   if (e.data().empty()) {
     absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
     if (!s.ok()) result = s;

@@ -192,6 +192,9 @@ class TextClient:
     def close(self):
         self.sock.close()
 
+    def __del__(self):
+        self.sock.close()
+
 
 def run(args, timeout_s=30, env=None):
     """Runs a client command; returns (exit code, stdout, stderr)."""

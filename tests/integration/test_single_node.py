@@ -6,13 +6,14 @@ import signal
 import subprocess
 import unittest
 
-from harness import KVCTL, KVD, TempCluster, TextClient, run, wait_until
+from harness import KVCTL, KVD, TempCluster, TextClient, run, wait_for_leader
 
 
 class SingleNodeTest(unittest.TestCase):
     def setUp(self):
         self.cluster = TempCluster(1)
         self.node = self.cluster.nodes[0].start()
+        wait_for_leader([self.node])
 
     def tearDown(self):
         self.cluster.__exit__(None, None, None)
@@ -98,6 +99,7 @@ class SingleNodeTest(unittest.TestCase):
         # SIGKILL: no clean shutdown; acknowledged writes must still be there.
         self.node.kill()
         self.node.start()
+        wait_for_leader([self.node])
         c = TextClient(self.node.port)
         for i in range(200):
             self.assertEqual(c.cmd(f"GET key{i}"), "KEY NOT FOUND" if i == 7 else f"value {i}")
@@ -107,6 +109,7 @@ class SingleNodeTest(unittest.TestCase):
         self.assertEqual(c.cmd("SET a 1"), "OK")
         self.assertEqual(self.node.stop(signal.SIGTERM), 0)
         self.node.start()
+        wait_for_leader([self.node])
         self.assertEqual(TextClient(self.node.port).cmd("GET a"), "1")
         self.assertEqual(self.node.stop(signal.SIGINT), 0)
 
