@@ -102,8 +102,8 @@ void TcpConnection::ProcessInput() {
     bool crlf = nl > 0 && buf[nl - 1] == '\r';
     size_t len = crlf ? nl - 1 : nl;
     if (len > opts_.max_line_bytes) {
-      Enqueue(TcpRequest::Immediate(crlf ? "ERR line too long\r\n" : "ERR line too long\n",
-                                    /*close_after=*/true));
+      // "\r\n" as above: whether the '\n' was in the buffer yet must not change the reply.
+      Enqueue(TcpRequest::Immediate("ERR line too long\r\n", /*close_after=*/true));
       off = in_.size();
       break;
     }
