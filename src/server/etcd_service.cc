@@ -137,8 +137,6 @@ class Shared {
             absl::StrAppend(&message, " (leader: node ", peer.id, " at ", peer.grpc_address, ")");
           }
         }
-      } else if (status.leader_id < 0) {
-        absl::StrAppend(&message, " (no leader known)");
       }
     }
     return grpc::Status(static_cast<grpc::StatusCode>(s.code()), message);

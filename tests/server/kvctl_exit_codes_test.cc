@@ -1,23 +1,17 @@
 // Runs the built kvctl binary against an in-process single-node server (etcd_fakes.h) and
 // against nothing: output, failover and exit codes (0 ok, 1 not found, 2 usage, 3
 // unavailable).
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "etcd_fakes.h"
+#include "etcd_spawn.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
 
 namespace raftkv::server {
 namespace {
@@ -27,6 +21,8 @@ using ::testing::HasSubstr;
 using testing::Ctx;
 using testing::EtcdTestServer;
 using testing::EtcdTestServerOptions;
+using testing::RunProcess;
+using testing::RunResult;
 
 std::string KvctlPath() {
 #ifdef KVCTL_PATH
@@ -37,49 +33,7 @@ std::string KvctlPath() {
 #endif
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-RunResult RunKvctl(std::vector<std::string> args) {
-  const std::string out_path = ::testing::TempDir() + "/kvctl_out_" + std::to_string(getpid());
-  const std::string err_path = ::testing::TempDir() + "/kvctl_err_" + std::to_string(getpid());
-  std::vector<std::string> argv_storage = {KvctlPath()};
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_storage) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0600);
-  pid_t pid;
-  RunResult result;
-  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot run " << argv[0] << ": " << strerror(rc);
-    return result;
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadFile(out_path);
-  result.err = ReadFile(err_path);
-  return result;
-}
+RunResult RunKvctl(std::vector<std::string> args) { return RunProcess(KvctlPath(), args); }
 
 // A port that refuses connections for as long as this object lives: bound, not listening.
 class ClosedPort {
