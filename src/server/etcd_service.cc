@@ -219,12 +219,25 @@ class KvImpl final : public pb::KV::Service {
     if (req->key().empty()) return InvalidArgument("key is not provided");
     if (req->limit() < 0) return InvalidArgument("limit must not be negative");
     const bool full_scan = NeedsFullScan(*req);
+    const bool reads_kvs = full_scan || !req->count_only();
+    // A sorted/filtered range is read whole (limit applies afterwards). Either way read at
+    // most max_range_keys + 1 so an over-large answer is refused without loading all of it.
+    const int64_t max_keys = s_->options().max_range_keys;
+    int64_t read_limit = full_scan ? 0 : req->limit();
+    if (reads_kvs && (read_limit == 0 || read_limit > max_keys)) read_limit = max_keys + 1;
     absl::StatusOr<kv::RangeResult> result =
         s_->Await<kv::RangeResult>(context, [&](KvService::Done<kv::RangeResult> done) {
-          s_->kv()->Range(req->key(), req->range_end(), full_scan ? 0 : req->limit(),
-                          req->keys_only(), req->count_only() && !full_scan, std::move(done));
+          s_->kv()->Range(req->key(), req->range_end(), read_limit, req->keys_only(),
+                          !reads_kvs, std::move(done));
         });
     if (!result.ok()) return s_->ToGrpc(result.status());
+    if (reads_kvs && result->kvs.size() > static_cast<size_t>(max_keys)) {
+      return grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrFormat("range holds %d keys, more than one response may carry (%d, "
+                          "max_range_keys); set a limit or narrow the range",
+                          result->count, max_keys));
+    }
     if (req->revision() > 0 && req->revision() != result->revision) {
       if (req->revision() > result->revision) {
         return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,

@@ -6,6 +6,7 @@
 //                   sort, min/max mod/create revision filters. Always linearizable (the
 //                   serializable flag is accepted and ignored: reads go through the read
 //                   barrier). revision must be 0 or the current revision: no history is kept.
+//                   At most max_range_keys key-values per response.
 //   KV.Put          prev_kv. lease / ignore_value / ignore_lease: UNIMPLEMENTED.
 //   KV.DeleteRange  deleted count; prev_kv for a single key (not for a range: UNIMPLEMENTED,
 //                   because the state machine reports one previous record per op).
@@ -45,6 +46,9 @@ struct EtcdServiceOptions {
   // Longest a handler waits for a write or read to complete when the client set no shorter
   // deadline; after it the answer is DEADLINE_EXCEEDED (a write's outcome is then unknown).
   int64_t request_timeout_ms = 10000;
+  // Most key-values one Range may return, and most a sorted or revision-filtered Range may
+  // read; a request needing more fails with RESOURCE_EXHAUSTED (count_only is unaffected).
+  int64_t max_range_keys = 100000;
   // Reported as StatusResponse.version. etcdctl prints it; clients that check versions want
   // an etcd release number, so this is the etcd API version we mimic.
   std::string version = "3.4.0";

@@ -447,6 +447,46 @@ TEST(EtcdServiceLimitsTest, ValueOverLimitIsRejected) {
   EXPECT_THAT(s.error_message(), HasSubstr("value too large"));
 }
 
+TEST(EtcdServiceLimitsTest, RangeOverMaxRangeKeysIsRefusedUnlessLimitedOrCounted) {
+  EtcdTestServerOptions options;
+  options.etcd.max_range_keys = 3;
+  EtcdTestServer server(options);
+  auto kv = server.Kv();
+  for (const char* key : {"r1", "r2", "r3", "r4"}) {
+    pb::PutRequest put;
+    put.set_key(key);
+    put.set_value("v");
+    pb::PutResponse put_resp;
+    ASSERT_TRUE(kv->Put(Ctx().get(), put, &put_resp).ok());
+  }
+  pb::RangeRequest req;
+  req.set_key("r");
+  req.set_range_end("s");
+  pb::RangeResponse resp;
+  grpc::Status s = kv->Range(Ctx().get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("max_range_keys"));
+
+  req.set_limit(3);
+  pb::RangeResponse limited;
+  ASSERT_TRUE(kv->Range(Ctx().get(), req, &limited).ok());
+  EXPECT_EQ(limited.kvs_size(), 3);
+  EXPECT_TRUE(limited.more());
+  EXPECT_EQ(limited.count(), 4);
+
+  req.set_sort_order(pb::RangeRequest::DESCEND);  // needs the whole range: refused
+  pb::RangeResponse sorted;
+  EXPECT_EQ(kv->Range(Ctx().get(), req, &sorted).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  req.set_sort_order(pb::RangeRequest::NONE);
+  req.set_limit(0);
+  req.set_count_only(true);
+  pb::RangeResponse counted;
+  ASSERT_TRUE(kv->Range(Ctx().get(), req, &counted).ok());
+  EXPECT_EQ(counted.count(), 4);
+}
+
 TEST_F(EtcdServiceTest, ConcurrentPutsGetDistinctRevisions) {
   constexpr int kThreads = 8, kPutsPerThread = 25;
   std::vector<std::vector<int64_t>> revisions(kThreads);
