@@ -46,6 +46,9 @@ class NoSyncEnv final : public WalEnv {
   }
   absl::Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
   absl::Status SyncDir(const std::string&) override { return absl::OkStatus(); }
+  absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& p) override {
+    return base_->LockFile(p);
+  }
 
  private:
   class File final : public WalFile {

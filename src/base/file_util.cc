@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +92,21 @@ absl::Status TruncateAndSync(const std::string& path, uint64_t size_bytes) {
   }
   ::close(fd);
   return s;
+}
+
+absl::StatusOr<int> LockFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError("open", path, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " is locked: another process (or WAL instance) is using it"));
+    }
+    return IoError("flock", path, err);
+  }
+  return fd;
 }
 
 absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {

@@ -39,6 +39,12 @@ absl::Status TruncateAndSync(const std::string& path, uint64_t size_bytes);
 // Writes `data` fully to fd (retrying short writes and EINTR).
 absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& path);
 
+// Takes an exclusive advisory lock (flock) on `path`, creating the file if needed. Returns the
+// open fd that holds the lock; closing it releases the lock (as does process exit).
+// Errors: kFailedPrecondition if another open file description (another process, or another
+// open in this process) holds it; kInternal for I/O errors.
+absl::StatusOr<int> LockFile(const std::string& path);
+
 // Parent directory of `path` ("." if none).
 std::string DirName(const std::string& path);
 

@@ -30,6 +30,15 @@ class PosixWalFile final : public WalFile {
   const std::string path_;
 };
 
+class PosixFileLock final : public FileLock {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }  // releases the flock
+
+ private:
+  const int fd_;
+};
+
 class PosixWalEnv final : public WalEnv {
  public:
   absl::Status CreateDirIfMissing(const std::string& dir) override {
@@ -60,6 +69,11 @@ class PosixWalEnv final : public WalEnv {
     return absl::OkStatus();
   }
   absl::Status SyncDir(const std::string& dir) override { return base::SyncDir(dir); }
+  absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
+    absl::StatusOr<int> fd = base::LockFile(path);
+    if (!fd.ok()) return fd.status();
+    return std::unique_ptr<FileLock>(new PosixFileLock(*fd));
+  }
 };
 
 }  // namespace

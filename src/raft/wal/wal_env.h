@@ -29,6 +29,12 @@ class WalFile {
   virtual absl::Status Sync() = 0;
 };
 
+// Holds an exclusive lock on a file until destroyed.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
 class WalEnv {
  public:
   virtual ~WalEnv() = default;
@@ -53,6 +59,9 @@ class WalEnv {
   virtual absl::Status RemoveFile(const std::string& path) = 0;
   // fsync of the directory: makes creates, renames and removes in it durable.
   virtual absl::Status SyncDir(const std::string& dir) = 0;
+  // Exclusive lock on `path` (created if missing) for as long as the result lives.
+  // Errors: kFailedPrecondition if it is already held.
+  virtual absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) = 0;
 };
 
 }  // namespace raftkv::raft::wal

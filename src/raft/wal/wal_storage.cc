@@ -58,31 +58,27 @@ std::string WalStorage::PathOf(uint64_t seq) const {
 
 absl::Status WalStorage::Recover() {
   if (absl::Status s = env_->CreateDirIfMissing(dir_); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<FileLock>> lock = env_->LockFile(absl::StrCat(dir_, "/LOCK"));
+  if (!lock.ok()) return lock.status();
+  lock_ = std::move(*lock);
   absl::StatusOr<std::vector<std::string>> names = env_->ListDir(dir_);
   if (!names.ok()) return names.status();
 
-  // A *.tmp file is a segment whose creation did not finish; it never held acknowledged data.
   std::vector<uint64_t> seqs;
-  bool removed_tmp = false;
+  std::vector<std::string> tmp_files;
   for (const std::string& name : *names) {
     if (absl::EndsWith(name, kTmpSuffix)) {
-      if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
-      removed_tmp = true;
+      tmp_files.push_back(name);
     } else if (std::optional<uint64_t> seq = ParseSegmentFileName(name)) {
       seqs.push_back(*seq);  // names are sorted and fixed-width, so seqs ascend
     }
   }
-  if (removed_tmp) {
-    if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
-  }
-  if (seqs.empty()) {
-    // A new log: empty hard state, starting after index 0.
-    if (absl::Status s = RollSegment(RecordType::kCompact); !s.ok()) return s;
-    recovery_ = RecoveryReport{};
-    return absl::OkStatus();
-  }
 
+  // Replay everything first; nothing on disk changes unless the whole log is sound (a WAL
+  // refused with kDataLoss is left exactly as found).
   LogReplayer replay;
+  ParsedSegment newest;
+  uint64_t newest_file_bytes = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const std::string name = SegmentFileName(seqs[i]);
     if (i > 0 && seqs[i] != seqs[i - 1] + 1) {
@@ -92,8 +88,8 @@ absl::Status WalStorage::Recover() {
     }
     absl::StatusOr<std::string> data = env_->ReadFile(PathOf(seqs[i]));
     if (!data.ok()) return data.status();
-    const bool newest = i + 1 == seqs.size();
-    absl::StatusOr<ParsedSegment> seg = ParseSegment(*data, name, newest);
+    const bool is_newest = i + 1 == seqs.size();
+    absl::StatusOr<ParsedSegment> seg = ParseSegment(*data, name, is_newest);
     if (!seg.ok()) return seg.status();
     if (seg->seq != seqs[i]) {
       return absl::DataLossError(absl::StrCat("wal: segment ", name, " has seq ", seg->seq,
@@ -109,33 +105,47 @@ absl::Status WalStorage::Recover() {
     segments_.push_back(Segment{seqs[i], max_entry_index});
     ++recovery_.segments;
     recovery_.records += seg->records.size();
-
-    if (!newest) continue;
-    if (seg->torn) {
-      // The tail of the newest segment was being written when we stopped: never synced,
-      // never acknowledged. Cut it off durably so the next append starts at a record boundary.
-      if (absl::Status s = env_->TruncateFile(PathOf(seqs[i]), seg->valid_bytes); !s.ok()) {
-        return s;
-      }
-      recovery_.truncated_torn_tail = true;
-      recovery_.truncated_file = name;
-      recovery_.truncated_at_offset = seg->valid_bytes;
-      recovery_.dropped_bytes = data->size() - seg->valid_bytes;
+    if (is_newest) {
+      newest_file_bytes = data->size();
+      newest = *std::move(seg);
+      newest.records.clear();  // their payload views die with `data`
     }
-    if (absl::Status s = replay.Finish(); !s.ok()) return s;
-    hard_state_ = replay.hard_state();
-    snapshot_ = replay.snapshot();
-    entries_ = std::move(replay.entries());
-    if (seg->sealed) {
-      // Stopped between sealing this segment and creating the next: create it now.
-      return RollSegment(RecordType::kCompact);
-    }
-    absl::StatusOr<std::unique_ptr<WalFile>> file =
-        env_->OpenForAppend(PathOf(seqs[i]), /*truncate=*/false);
-    if (!file.ok()) return file.status();
-    file_ = std::move(*file);
-    segment_bytes_ = seg->valid_bytes;
   }
+  if (absl::Status s = replay.Finish(); !s.ok()) return s;
+  hard_state_ = replay.hard_state();
+  snapshot_ = replay.snapshot();
+  entries_ = std::move(replay.entries());
+
+  // Repairs. A *.tmp file is a segment whose creation did not finish: it never held
+  // acknowledged data.
+  for (const std::string& name : tmp_files) {
+    if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
+  }
+  if (!tmp_files.empty()) {
+    if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
+  }
+  if (seqs.empty()) {
+    // A new log: empty hard state, starting after index 0.
+    return RollSegment(RecordType::kCompact);
+  }
+  const uint64_t seq = seqs.back();
+  if (newest.torn) {
+    // The tail of the newest segment was being written when we stopped: never synced, never
+    // acknowledged. Cut it off durably so the next append starts at a record boundary.
+    if (absl::Status s = env_->TruncateFile(PathOf(seq), newest.valid_bytes); !s.ok()) return s;
+    recovery_.truncated_torn_tail = true;
+    recovery_.truncated_file = SegmentFileName(seq);
+    recovery_.truncated_at_offset = newest.valid_bytes;
+    recovery_.dropped_bytes = newest_file_bytes - newest.valid_bytes;
+  }
+  if (newest.sealed) {
+    // Stopped between sealing the newest segment and creating the next: create it now.
+    return RollSegment(RecordType::kCompact);
+  }
+  absl::StatusOr<std::unique_ptr<WalFile>> file = env_->OpenForAppend(PathOf(seq), false);
+  if (!file.ok()) return file.status();
+  file_ = std::move(*file);
+  segment_bytes_ = newest.valid_bytes;
   return absl::OkStatus();
 }
 

@@ -68,8 +68,10 @@ class WalStorage final : public LogStorage {
  public:
   // Opens (creating if missing) the WAL in `dir` and recovers it: replays every segment,
   // truncates a torn tail of the newest segment (fsynced), removes leftover *.tmp files.
-  // Errors: kInvalidArgument (options), kDataLoss (corruption, see wal_format.h),
-  // kInternal (I/O).
+  // Holds an exclusive lock on <dir>/LOCK while open.
+  // Errors: kInvalidArgument (options), kFailedPrecondition (the directory is locked by
+  // another process or WalStorage), kDataLoss (corruption, see wal_format.h; the files are
+  // left untouched), kInternal (I/O).
   static absl::StatusOr<std::unique_ptr<WalStorage>> Open(const std::string& dir,
                                                           const WalOptions& options);
   ~WalStorage() override;
@@ -135,6 +137,7 @@ class WalStorage final : public LogStorage {
   std::string buffer_;              // records not yet written to file_
   bool unsynced_ = false;           // bytes written or buffered since the last fsync
 
+  std::unique_ptr<FileLock> lock_;  // on <dir>/LOCK: one WalStorage per directory
   absl::Status error_;  // sticky: set by the first failed I/O, returned by every later write
   uint64_t fsync_count_ = 0;
   RecoveryReport recovery_;

@@ -30,7 +30,8 @@ std::unique_ptr<WalStorage> OpenOk(const std::string& dir, WalOptions opts = {})
 std::vector<std::string> SegmentFiles(const std::string& dir) {
   std::vector<std::string> out;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    out.push_back(e.path().filename().string());
+    const std::string name = e.path().filename().string();
+    if (name != "LOCK") out.push_back(name);  // segments and *.tmp files
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -42,18 +43,43 @@ std::vector<uint64_t> Terms(const WalStorage& w) {
   return out;
 }
 
-// Everything observable through LogStorage, for equality checks across reopen.
-void ExpectSameLog(const WalStorage& a, const WalStorage& b) {
-  EXPECT_EQ(a.hard_state().SerializeAsString(), b.hard_state().SerializeAsString());
-  EXPECT_EQ(a.snapshot_metadata().SerializeAsString(), b.snapshot_metadata().SerializeAsString());
-  ASSERT_EQ(a.FirstIndex(), b.FirstIndex());
-  ASSERT_EQ(a.LastIndex(), b.LastIndex());
-  auto ea = a.Entries(a.FirstIndex(), a.LastIndex() + 1, ~0ull);
-  auto eb = b.Entries(b.FirstIndex(), b.LastIndex() + 1, ~0ull);
-  ASSERT_TRUE(ea.ok() && eb.ok());
-  for (size_t i = 0; i < ea->size(); ++i) {
-    EXPECT_EQ((*ea)[i].SerializeAsString(), (*eb)[i].SerializeAsString()) << "entry " << i;
+// Everything observable through LogStorage, captured so it can be compared after a reopen
+// (the directory lock allows one open WalStorage at a time).
+struct LogImage {
+  std::string hard_state, snapshot;
+  uint64_t first = 0, last = 0;
+  std::vector<std::string> entries;
+};
+
+LogImage Capture(const WalStorage& w) {
+  LogImage img{w.hard_state().SerializeAsString(), w.snapshot_metadata().SerializeAsString(),
+               w.FirstIndex(), w.LastIndex(), {}};
+  auto e = w.Entries(w.FirstIndex(), w.LastIndex() + 1, ~0ull);
+  EXPECT_TRUE(e.ok());
+  if (e.ok()) {
+    for (const raftpb::Entry& x : *e) img.entries.push_back(x.SerializeAsString());
   }
+  return img;
+}
+
+void ExpectSameLog(const LogImage& want, const WalStorage& got) {
+  const LogImage g = Capture(got);
+  EXPECT_EQ(want.hard_state, g.hard_state);
+  EXPECT_EQ(want.snapshot, g.snapshot);
+  EXPECT_EQ(want.first, g.first);
+  EXPECT_EQ(want.last, g.last);
+  EXPECT_EQ(want.entries, g.entries);
+}
+
+// Closes `w` (like a crash: its unsynced writes are lost), reopens `dir`, and checks that the
+// reopened log shows exactly what `w` showed. Callers Sync first.
+std::unique_ptr<WalStorage> ReopenSame(std::unique_ptr<WalStorage>& w, const std::string& dir,
+                                       WalOptions opts = {}) {
+  const LogImage before = Capture(*w);
+  w.reset();
+  auto r = OpenOk(dir, opts);
+  if (r != nullptr) ExpectSameLog(before, *r);
+  return r;
 }
 
 TEST(WalStorageTest, NewDirectoryStartsEmptyWithOneSegment) {
@@ -98,9 +124,8 @@ TEST(WalStorageTest, ConflictTruncationIsDurable) {
   ASSERT_TRUE(w->Append(MakeEntries(4, 6, 2)).ok());  // replaces 4..10 with 4..5
   ASSERT_TRUE(w->Sync().ok());
   EXPECT_EQ(5u, w->LastIndex());
-  auto r = OpenOk(tmp.wal());
+  auto r = ReopenSame(w, tmp.wal());
   EXPECT_EQ((std::vector<uint64_t>{1, 1, 1, 2, 2}), Terms(*r));
-  ExpectSameLog(*w, *r);
 }
 
 TEST(WalStorageTest, OneFsyncPerBatch) {
@@ -139,9 +164,9 @@ TEST(WalStorageTest, RolloverAndReopenAcrossSegments) {
     // Each segment is at most one record past the limit.
     EXPECT_LE(std::filesystem::file_size(tmp.wal() + "/" + f), 4096u + 300u) << f;
   }
-  auto r = OpenOk(tmp.wal(), opts);
-  ExpectSameLog(*w, *r);
-  EXPECT_EQ(w->segment_count(), r->recovery_report().segments);
+  const size_t segments = w->segment_count();
+  auto r = ReopenSame(w, tmp.wal(), opts);
+  EXPECT_EQ(segments, r->recovery_report().segments);
 }
 
 TEST(WalStorageTest, ConflictTruncationAcrossSegments) {
@@ -155,6 +180,7 @@ TEST(WalStorageTest, ConflictTruncationAcrossSegments) {
   ASSERT_GT(w->segment_count(), 3u);
   ASSERT_TRUE(w->Append(MakeEntries(5, 8, 2)).ok());  // entry 5 lives in the first segment
   ASSERT_TRUE(w->Sync().ok());
+  w.reset();
   auto r = OpenOk(tmp.wal(), opts);
   EXPECT_EQ(7u, r->LastIndex());
   EXPECT_EQ((std::vector<uint64_t>{1, 1, 1, 1, 2, 2, 2}), Terms(*r));
@@ -190,8 +216,7 @@ TEST(WalStorageTest, CompactDeletesWholeSegmentsAndReopenKnowsTheStart) {
   EXPECT_EQ(dir_syncs + 1, env.dir_syncs());  // deletions made durable
 
   // The compaction marker was synced before deleting, so a crash now keeps the right start.
-  auto r = OpenOk(tmp.wal(), opts);
-  ExpectSameLog(*w, *r);
+  auto r = ReopenSame(w, tmp.wal(), opts);
   EXPECT_EQ(46u, r->FirstIndex());
   EXPECT_EQ(2u, *r->Term(45));
   EXPECT_EQ(55u, r->hard_state().commit());
@@ -200,8 +225,7 @@ TEST(WalStorageTest, CompactDeletesWholeSegmentsAndReopenKnowsTheStart) {
   ASSERT_TRUE(r->Append(MakeEntries(61, 70, 3)).ok());
   ASSERT_TRUE(r->Compact(69).ok());
   ASSERT_TRUE(r->Sync().ok());
-  auto r2 = OpenOk(tmp.wal(), opts);
-  ExpectSameLog(*r, *r2);
+  auto r2 = ReopenSame(r, tmp.wal(), opts);
   EXPECT_EQ(70u, r2->FirstIndex());
   EXPECT_EQ(69u, r2->LastIndex());
   EXPECT_EQ(3u, *r2->Term(69));
@@ -235,7 +259,7 @@ TEST(WalStorageTest, ApplySnapshotIsDurableOnReturnAndDeletesOldSegments) {
   EXPECT_EQ(100u, r->hard_state().commit());
   ASSERT_TRUE(r->Append(MakeEntries(101, 103, 4)).ok());
   ASSERT_TRUE(r->Sync().ok());
-  auto r2 = OpenOk(tmp.wal(), opts);
+  auto r2 = ReopenSame(r, tmp.wal(), opts);
   EXPECT_EQ(102u, r2->LastIndex());
 }
 
@@ -267,8 +291,16 @@ TEST(WalStorageTest, CrashAfterSealBeforeNextSegmentRecovers) {
             SegmentFiles(tmp.wal()));
   ASSERT_TRUE(r->Append({MakeEntry(appended + 1, 1)}).ok());
   ASSERT_TRUE(r->Sync().ok());
-  auto r2 = OpenOk(tmp.wal(), {.max_segment_bytes = 4096});
-  ExpectSameLog(*r, *r2);
+  auto r2 = ReopenSame(r, tmp.wal(), {.max_segment_bytes = 4096});
+}
+
+TEST(WalStorageTest, DirectoryIsLockedWhileOpen) {
+  TempDir tmp;
+  auto w = OpenOk(tmp.wal());
+  absl::StatusOr<std::unique_ptr<WalStorage>> second = WalStorage::Open(tmp.wal(), {});
+  EXPECT_EQ(absl::StatusCode::kFailedPrecondition, second.status().code()) << second.status();
+  w.reset();
+  EXPECT_TRUE(WalStorage::Open(tmp.wal(), {}).ok());
 }
 
 TEST(WalStorageTest, MissingMiddleSegmentIsDataLoss) {
@@ -287,6 +319,24 @@ TEST(WalStorageTest, MissingMiddleSegmentIsDataLoss) {
   absl::StatusOr<std::unique_ptr<WalStorage>> r = WalStorage::Open(tmp.wal(), opts);
   EXPECT_EQ(absl::StatusCode::kDataLoss, r.status().code());
   EXPECT_NE(std::string::npos, r.status().message().find(files[1])) << r.status();
+}
+
+// Deleting the oldest segment leaves no hole in the sequence numbers, but its entries were
+// not compacted: the start records of the next segment reveal the gap.
+TEST(WalStorageTest, MissingOldestUncompactedSegmentIsDataLoss) {
+  TempDir tmp;
+  WalOptions opts;
+  opts.max_segment_bytes = 4096;
+  auto w = OpenOk(tmp.wal(), opts);
+  for (uint64_t i = 1; i <= 30; ++i) {
+    ASSERT_TRUE(w->Append({MakeEntry(i, 1, std::string(300, 'o'))}).ok());
+  }
+  ASSERT_TRUE(w->Sync().ok());
+  w.reset();
+  std::filesystem::remove(tmp.wal() + "/" + SegmentFileName(1));
+  absl::StatusOr<std::unique_ptr<WalStorage>> r = WalStorage::Open(tmp.wal(), opts);
+  EXPECT_EQ(absl::StatusCode::kDataLoss, r.status().code());
+  EXPECT_NE(std::string::npos, r.status().message().find("missing")) << r.status();
 }
 
 TEST(WalStorageTest, RenamedSegmentWithWrongSeqIsDataLoss) {
@@ -390,8 +440,7 @@ TEST(WalStorageTest, SmallWriteBufferStillSyncsCorrectly) {
   auto w = OpenOk(tmp.wal(), opts);
   ASSERT_TRUE(w->Append(MakeEntries(1, 50, 1)).ok());
   ASSERT_TRUE(w->Sync().ok());
-  auto r = OpenOk(tmp.wal(), opts);
-  ExpectSameLog(*w, *r);
+  ReopenSame(w, tmp.wal(), opts);
 }
 
 }  // namespace

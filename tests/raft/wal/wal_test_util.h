@@ -78,6 +78,9 @@ class FaultEnv final : public WalEnv {
     return base_->RenameFile(from, to);
   }
   absl::Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
+    return base_->LockFile(path);
+  }
   absl::Status SyncDir(const std::string& dir) override {
     ++dir_syncs_;
     if (Trip(&fail_dir_sync_in_)) return absl::InternalError("injected: fsync dir " + dir);
