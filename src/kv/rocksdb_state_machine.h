@@ -34,6 +34,9 @@
 //
 // Reads: Range reads from one RocksDB snapshot and takes the revision from the "applied"
 // record of that same snapshot, so kvs and revision always belong to one entry boundary.
+// applied_index()/applied_term()/revision() are published right after the entry's write
+// succeeded, so a read started after applied_index() returned X sees entry X or later (what a
+// ReadIndex wait needs); a concurrent Range may be one entry ahead of the accessors.
 #pragma once
 
 #include <atomic>
