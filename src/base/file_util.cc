@@ -38,6 +38,10 @@ std::string DirName(const std::string& path) {
 
 absl::Status CreateDirIfMissing(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0755) == 0) return SyncDir(DirName(dir));
+  if (errno == ENOENT && DirName(dir) != dir) {
+    if (absl::Status s = CreateDirIfMissing(DirName(dir)); !s.ok()) return s;
+    if (::mkdir(dir.c_str(), 0755) == 0) return SyncDir(DirName(dir));
+  }
   if (errno != EEXIST) return IoError("mkdir", dir, errno);
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return IoError("stat", dir, errno);

@@ -24,7 +24,8 @@ absl::Status IoError(const std::string& op, const std::string& path, int err);
 // fsync() of the directory itself, making creates/renames/deletes in it durable.
 absl::Status SyncDir(const std::string& dir);
 
-// Creates `dir` (one level) if it does not exist and, if it was created, fsyncs its parent.
+// Creates `dir` (and missing parents) if it does not exist; fsyncs the parent of every
+// directory it creates.
 absl::Status CreateDirIfMissing(const std::string& dir);
 
 // The names (not paths) of the entries of `dir`, without "." and "..", sorted.

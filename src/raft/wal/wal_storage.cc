@@ -146,6 +146,7 @@ absl::Status WalStorage::Recover() {
   if (!file.ok()) return file.status();
   file_ = std::move(*file);
   segment_bytes_ = newest.valid_bytes;
+  DCheckInvariants();
   return absl::OkStatus();
 }
 
@@ -180,6 +181,17 @@ absl::StatusOr<std::vector<raftpb::Entry>> WalStorage::Entries(uint64_t lo, uint
     out.push_back(e);
   }
   return out;
+}
+
+void WalStorage::DCheckInvariants() const {
+#ifndef NDEBUG
+  // Append and Recover only build consecutive runs, so the ends decide it (O(1) per call).
+  if (!entries_.empty()) {
+    RAFTKV_CHECK(entries_.front().index() == FirstIndex());
+    RAFTKV_CHECK(entries_.back().index() == LastIndex());
+  }
+  RAFTKV_CHECK(!segments_.empty() && file_ != nullptr);
+#endif
 }
 
 absl::Status WalStorage::Fail(const absl::Status& s) {
@@ -285,6 +297,7 @@ absl::Status WalStorage::Append(const std::vector<raftpb::Entry>& entries) {
   }
   entries_.resize(first - FirstIndex());
   entries_.insert(entries_.end(), entries.begin(), entries.end());
+  DCheckInvariants();
   return absl::OkStatus();
 }
 
@@ -319,6 +332,7 @@ absl::Status WalStorage::Compact(uint64_t index) {
   if (absl::Status s = AddRecord(RecordType::kCompact, Serialize(marker)); !s.ok()) return s;
   entries_.erase(entries_.begin(), entries_.begin() + (index - FirstIndex() + 1));
   snapshot_ = std::move(marker);
+  DCheckInvariants();
 
   // Whole segments holding only compacted entries can go, once the marker is durable (else a
   // crash could leave a log whose start is unknown).

@@ -120,6 +120,8 @@ class WalStorage final : public LogStorage {
   absl::Status RollSegment(RecordType marker);
   // Deletes segments_[0, count) and fsyncs the directory.
   absl::Status RemoveOldestSegments(size_t count);
+  // Debug builds: the in-memory log is consecutive from FirstIndex().
+  void DCheckInvariants() const;
   // Records a failed I/O call as the sticky error and returns it.
   absl::Status Fail(const absl::Status& s);
 

@@ -95,6 +95,13 @@ TEST(WalStorageTest, NewDirectoryStartsEmptyWithOneSegment) {
   EXPECT_FALSE(again->recovery_report().truncated_torn_tail);
 }
 
+TEST(WalStorageTest, CreatesMissingParentDirectories) {
+  TempDir tmp;
+  auto w = OpenOk(tmp.path() + "/data/node1/wal");
+  ASSERT_NE(nullptr, w);
+  EXPECT_TRUE(std::filesystem::exists(tmp.path() + "/data/node1/wal/" + SegmentFileName(1)));
+}
+
 TEST(WalStorageTest, ReopenPreservesSyncedStateAndDropsUnsynced) {
   TempDir tmp;
   auto w = OpenOk(tmp.wal());
