@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "kv/command_eval.h"
 #include "rocksdb/options.h"
 #include "rocksdb/snapshot.h"
 #include "rocksdb/write_batch.h"
@@ -18,10 +19,6 @@ namespace raftkv::kv {
 namespace {
 
 constexpr char kMetaColumnFamily[] = "meta";
-
-bool IsAllKeysEnd(std::string_view range_end) {
-  return range_end.size() == 1 && range_end[0] == '\0';
-}
 
 // Maps a RocksDB failure to the error tiers of style.md: corruption is kDataLoss, transient
 // or I/O trouble kUnavailable, everything else kInternal. The message names the path.
@@ -56,11 +53,44 @@ KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
   return kv;
 }
 
-// The keys an entry has touched so far, with their state after the ops applied so far
-// (nullopt = deleted). Later ops read through it, so ops see each other in order.
-using Overlay = std::map<std::string, std::optional<coding::KeyRecord>, std::less<>>;
-
 }  // namespace
+
+// The store as the apply thread sees it (latest state; nobody else writes).
+class RocksDbStateMachine::LiveView final : public StoreView {
+ public:
+  explicit LiveView(RocksDbStateMachine* sm) : sm_(sm) {}
+
+  absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
+    std::string value;
+    rocksdb::Status s = sm_->db_->Get(rocksdb::ReadOptions(), sm_->data_cf_, key, &value);
+    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
+    if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
+    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
+    if (!rec.ok()) {
+      return WithContext(rec.status(),
+                         absl::StrFormat("%s key \"%s\"", sm_->options_.db_path, EscapeKey(key)));
+    }
+    return std::optional<coding::KeyRecord>(std::move(*rec));
+  }
+
+  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
+                          const std::function<void(std::string)>& fn) override {
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice upper(end);
+    if (!to_end) ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->data_cf_));
+    for (it->Seek(begin); it->Valid(); it->Next()) fn(it->key().ToString());
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
+    return sm_->GetSession(client_id);
+  }
+
+ private:
+  RocksDbStateMachine* sm_;
+};
 
 absl::StatusOr<std::unique_ptr<StateMachine>> StateMachine::Open(
     const StateMachineOptions& options) {
@@ -210,115 +240,33 @@ absl::Status RocksDbStateMachine::ApplyEmpty(uint64_t index, uint64_t term) {
 
 absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t term,
                                                        const kvpb::Command& cmd) {
-  ApplyResult result;
   if (index <= applied_index()) {
+    ApplyResult result;
     result.revision = revision();
     result.duplicate = true;
     return result;
   }
   if (absl::Status s = CheckNext(index); !s.ok()) return s;
-  const std::string& path = options_.db_path;
-  rocksdb::WriteBatch batch;
-
-  if (cmd.client_id() != 0) {
-    absl::StatusOr<std::optional<coding::SessionRecord>> session = GetSession(cmd.client_id());
-    if (!session.ok()) return session.status();
-    if (session->has_value() && cmd.sequence() <= (*session)->last_sequence) {
-      result.revision = revision();
-      result.duplicate = true;
-      if (absl::Status s = Commit(&batch, index, term, revision()); !s.ok()) return s;
-      return result;
-    }
-    batch.Put(meta_cf_, coding::SessionKey(cmd.client_id()),
-              coding::EncodeSessionRecord(coding::SessionRecord{cmd.sequence(), index}));
-  }
-
-  const int64_t new_revision = revision() + 1;
-  bool changed = false;
-  Overlay overlay;
   // Reads go to the live DB: only this (the apply) thread writes it.
-  auto lookup = [&](const std::string& key) -> absl::StatusOr<std::optional<coding::KeyRecord>> {
-    if (auto it = overlay.find(key); it != overlay.end()) return it->second;
-    std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), data_cf_, key, &value);
-    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
-    if (!s.ok()) return FromRocks(s, "get", path);
-    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
-    if (!rec.ok()) {
-      return WithContext(rec.status(), absl::StrFormat("%s key \"%s\"", path, EscapeKey(key)));
-    }
-    return std::optional<coding::KeyRecord>(std::move(*rec));
-  };
+  LiveView view(this);
+  absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, index, revision(), cmd);
+  if (!effect.ok()) return effect.status();
 
-  result.ops.reserve(cmd.ops_size());
-  for (const kvpb::Op& op : cmd.ops()) {
-    OpResult& out = result.ops.emplace_back();
-    if (op.has_put()) {
-      const kvpb::Put& put = op.put();
-      absl::StatusOr<std::optional<coding::KeyRecord>> prev = lookup(put.key());
-      if (!prev.ok()) return prev.status();
-      coding::KeyRecord rec;
-      rec.value = put.value();
-      rec.mod_revision = new_revision;
-      if (prev->has_value()) {
-        rec.create_revision = (*prev)->create_revision;
-        rec.version = (*prev)->version + 1;
-        out.prev = ToKeyValue(put.key(), std::move(**prev));
-      } else {
-        rec.create_revision = new_revision;
-        rec.version = 1;
-      }
-      overlay[put.key()] = std::move(rec);
-      changed = true;
-    } else if (op.has_delete_()) {
-      const kvpb::Delete& del = op.delete_();
-      if (del.range_end().empty()) {
-        absl::StatusOr<std::optional<coding::KeyRecord>> prev = lookup(del.key());
-        if (!prev.ok()) return prev.status();
-        if (prev->has_value()) {
-          out.deleted = 1;
-          out.prev = ToKeyValue(del.key(), std::move(**prev));
-          overlay[del.key()] = std::nullopt;
-        }
-      } else {
-        const bool to_end = IsAllKeysEnd(del.range_end());
-        if (!to_end && del.range_end() <= del.key()) continue;  // empty range
-        auto in_range = [&](std::string_view k) {
-          return k >= std::string_view(del.key()) &&
-                 (to_end || k < std::string_view(del.range_end()));
-        };
-        std::vector<std::string> doomed;
-        rocksdb::ReadOptions ro;
-        rocksdb::Slice upper(del.range_end());
-        if (!to_end) ro.iterate_upper_bound = &upper;
-        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, data_cf_));
-        for (it->Seek(del.key()); it->Valid(); it->Next()) {
-          std::string k = it->key().ToString();
-          if (!overlay.contains(k)) doomed.push_back(std::move(k));  // overlay keys: below
-        }
-        if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
-        for (auto o = overlay.lower_bound(del.key()); o != overlay.end() && in_range(o->first);
-             ++o) {
-          if (o->second.has_value()) doomed.push_back(o->first);
-        }
-        for (std::string& k : doomed) overlay[std::move(k)] = std::nullopt;
-        out.deleted = static_cast<int64_t>(doomed.size());
-      }
-      if (out.deleted > 0) changed = true;
-    }
-  }
-
-  for (const auto& [key, rec] : overlay) {
+  rocksdb::WriteBatch batch;
+  for (const auto& [key, rec] : effect->writes) {
     if (rec.has_value()) {
       batch.Put(data_cf_, key, coding::EncodeKeyRecord(*rec));
     } else {
       batch.Delete(data_cf_, key);
     }
   }
-  const int64_t revision_after = changed ? new_revision : revision();
-  if (absl::Status s = Commit(&batch, index, term, revision_after); !s.ok()) return s;
-  result.revision = revision_after;
-  return result;
+  if (effect->session.has_value()) {
+    const SessionEntry& e = *effect->session;
+    batch.Put(meta_cf_, coding::SessionKey(e.client_id),
+              coding::EncodeSessionRecord(coding::SessionRecord{e.last_sequence, e.last_index}));
+  }
+  if (absl::Status s = Commit(&batch, index, term, effect->result.revision); !s.ok()) return s;
+  return std::move(effect->result);
 }
 
 absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSession(

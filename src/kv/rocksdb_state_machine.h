@@ -87,6 +87,8 @@ class RocksDbStateMachine final : public StateMachine {
   absl::Status FinishImport(uint64_t applied_index, uint64_t applied_term, int64_t revision);
 
  private:
+  class LiveView;
+
   RocksDbStateMachine(StateMachineOptions options, std::unique_ptr<rocksdb::DB> db,
                       std::vector<rocksdb::ColumnFamilyHandle*> handles);
 

@@ -1,0 +1,48 @@
+// The apply semantics of one committed entry, separated from any storage engine, so the
+// RocksDB state machine and the SQLite backup (sqlite_backup.h) compute the very same effect
+// from the same command. The rules are documented in rocksdb_state_machine.h.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+#include "kv/record_coding.h"
+#include "kv/state_machine.h"
+
+namespace raftkv::kv {
+
+// Read access to a store as it was before the entry being evaluated.
+class StoreView {
+ public:
+  virtual ~StoreView() = default;
+  virtual absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) = 0;
+  // Calls fn for every stored key k with begin <= k and (to_end or k < end), ascending.
+  virtual absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
+                                  const std::function<void(std::string)>& fn) = 0;
+  virtual absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) = 0;
+};
+
+struct EntryEffect {
+  ApplyResult result;  // what Apply returns; result.revision is the store revision after
+  // Keys the entry changed, ascending: the new record, or nullopt for a deletion.
+  std::map<std::string, std::optional<coding::KeyRecord>, std::less<>> writes;
+  // The session record to store (commands with client_id != 0 that are not duplicates).
+  std::optional<SessionEntry> session;
+};
+
+// Evaluates cmd as the committed entry `index` against `view`, whose store revision is
+// `revision`. Deterministic: a function of the view's contents and the arguments only.
+absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int64_t revision,
+                                            const kvpb::Command& cmd);
+
+// True for etcd's "\0" range_end (every key >= key).
+inline bool IsAllKeysEnd(std::string_view range_end) {
+  return range_end.size() == 1 && range_end[0] == '\0';
+}
+
+}  // namespace raftkv::kv
