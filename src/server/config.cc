@@ -103,6 +103,7 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--max-pending-writes", raft.max_pending_writes},
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
                             Positive{"--wal-segment-bytes", raft.wal_segment_bytes},
+                            Positive{"--max-range-keys", max_range_keys},
                             Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
     if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));
   }

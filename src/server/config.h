@@ -41,6 +41,11 @@ struct NodeConfig {
   RaftReplicatorOptions raft;         // raft loop tuning (cluster, node_index and wal_dir
                                       // are filled in from the fields above at start)
   uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
+  uint64_t max_range_keys = 100000;   // --max-range-keys: keys in one etcd Range answer
+  // On SIGTERM: how long in-flight gRPC calls may take before they are cancelled. Peer
+  // streams never end by themselves, so this also bounds how long a stopping leader keeps
+  // heartbeating (the rest of the cluster elects a new one only after it stops).
+  uint32_t shutdown_grpc_grace_ms = 1000;  // --shutdown-grpc-grace-ms
 
   const NodeAddress& self() const { return cluster.at(id); }
   // Checks every field and their combinations. Errors: kInvalidArgument, one line.

@@ -67,6 +67,10 @@ int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
   add("--request-timeout-ms", &config->raft.request_timeout_ms,
       "A write or linearizable read not done in this time fails (a write's outcome is then "
       "unknown)", limits);
+  add("--max-range-keys", &config->max_range_keys,
+      "Most keys one etcd Range may return (count_only is exempt)", limits);
+  add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,
+      "On SIGTERM, how long in-flight gRPC calls may finish before they are cancelled", limits);
   add("--grpc-max-message-bytes", &config->grpc_max_message_bytes,
       "Largest gRPC message accepted or sent", limits);
 

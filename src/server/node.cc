@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
 
   EtcdServiceOptions etcd_options;
   etcd_options.request_timeout_ms = config.raft.request_timeout_ms;
+  etcd_options.max_range_keys = config.max_range_keys;
   node->etcd_ = std::make_unique<EtcdServices>(node->kv_.get(), node->replicator_.get(),
                                                raft_options.cluster_id, EtcdMemberId(config.id),
                                                etcd_options);
@@ -89,7 +90,8 @@ void Node::Shutdown(const std::string& reason) {
   // the store.
   if (tcp_) tcp_->Stop();
   if (grpc_server_) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(config_.shutdown_grpc_grace_ms));
   }
   if (replicator_) replicator_->Stop();
   tcp_.reset();
