@@ -144,6 +144,21 @@ TEST(PreVoteTest, WithoutPreVoteTheRejoiningNodeDisruptsTheLeader) {
   EXPECT_GT(h.raft(1).term(), term);  // the old leader was forced into a new term
 }
 
+TEST(PreVoteTest, BridgePartitionDoesNotCauseEndlessElections) {
+  // 1 leads; 1 and 3 cannot see each other, 2 sees both. 3 keeps timing out, but its
+  // pre-votes fail (2 hears the leader), so terms stay put and writes still commit via 2.
+  Harness h(3);
+  h.Campaign(1);
+  const uint64_t term = h.raft(1).term();
+  h.CutBoth(1, 3);
+  h.TickAll(100);
+  EXPECT_EQ(h.raft(1).role(), Role::kLeader);
+  for (uint64_t id : {1, 2, 3}) EXPECT_EQ(h.raft(id).term(), term) << id;
+  ASSERT_TRUE(h.raft(1).Propose("via-bridge").ok());
+  h.Stabilize();
+  EXPECT_EQ(h.node(2).applied.back().data(), "via-bridge");
+}
+
 TEST(CheckQuorumTest, IsolatedLeaderStepsDown) {
   Harness h(3);
   h.Campaign(1);

@@ -37,6 +37,10 @@ struct SimNode {
   uint64_t applied = 0;  // the state machine's applied index
   std::map<uint64_t, Proposal> proposals;      // index -> proposal awaiting apply
   std::map<std::string, PendingRead> reads;    // context -> read
+  // A leader's Ready whose fsync is still "running" (its appends already went out): the rest
+  // (sync, other messages, apply, Advance) completes later; a crash meanwhile loses it.
+  std::optional<Ready> deferred;
+  std::vector<raftpb::Message> deferred_msgs;
 };
 
 struct CommittedEntry {
@@ -77,6 +81,8 @@ class Simulation {
   void Deliver(const raftpb::Message& m);
   void Send(raftpb::Message m);
   void ProcessReady(SimNode& n);
+  // Steps 1 (sync) to 4 of a Ready whose writes were issued.
+  void CompleteReady(SimNode& n, const Ready& rd, std::vector<raftpb::Message> later);
   void Apply(SimNode& n, const raftpb::Entry& e);
   void MaybeSnapshot(SimNode& n);
 
@@ -255,6 +261,8 @@ void Simulation::Crash(SimNode& n, const char* why) {
   n.storage = n.storage->DurableCopy();  // unsynced writes are lost
   n.proposals.clear();  // outcome unknown to those clients
   n.reads.clear();
+  n.deferred.reset();
+  n.deferred_msgs.clear();
 }
 
 void Simulation::MaybeCrashOrRestart() {
@@ -334,7 +342,11 @@ void Simulation::Deliver(const raftpb::Message& m) {
   if (ok) {
     if (stats_) ++stats_->messages_delivered;
     to.raft->Step(m);
-    ProcessReady(to);
+    if (to.deferred && faults_on_ && Chance(0.02)) {
+      Crash(to, "leader before its fsync completed");
+    } else {
+      ProcessReady(to);
+    }
   }
   if (m.type() == raftpb::MSG_SNAP && from.up) {
     // The transport streamed (or failed to stream) the snapshot: tell the sender.
@@ -349,9 +361,19 @@ void Simulation::Deliver(const raftpb::Message& m) {
 // ---------------------------------------------------------------- the raft loop
 
 void Simulation::ProcessReady(SimNode& n) {
-  while (n.up && n.raft->HasReady() && !failure_) {
+  while (n.up && !failure_) {
+    if (n.deferred) {
+      // The background fsync completes at a random later point (at the latest at the end of
+      // the tick).
+      if (faults_on_ && !Chance(0.3)) return;
+      Ready rd = std::move(*n.deferred);
+      n.deferred.reset();
+      CompleteReady(n, rd, std::move(n.deferred_msgs));
+      continue;
+    }
+    if (!n.raft->HasReady()) return;
     Ready rd = n.raft->GetReady();
-    // 1. Persist.
+    // 1. Persist (issue the writes; the fsync follows).
     if (rd.snapshot) {
       const raftpb::SnapshotMetadata& meta = rd.snapshot->metadata();
       if (!n.storage->ApplySnapshot(meta).ok()) return Fail("ApplySnapshot failed");
@@ -372,7 +394,7 @@ void Simulation::ProcessReady(SimNode& n) {
       return Fail("SetHardState failed");
     }
     // 2. Send. A leader may send its appends and heartbeats before its own fsync; model that
-    // (and a crash right after it, losing the unsynced entries) sometimes.
+    // sometimes, with the fsync finishing later (deferred) or a crash before it finishes.
     const bool leader_early = n.raft->role() == Role::kLeader && Chance(0.5);
     std::vector<raftpb::Message> later;
     for (raftpb::Message& m : rd.messages) {
@@ -384,39 +406,49 @@ void Simulation::ProcessReady(SimNode& n) {
         later.push_back(std::move(m));
       }
     }
-    if (leader_early && faults_on_ && !rd.entries.empty() && Chance(0.02)) {
-      Crash(n, "leader after sending, before fsync");
-      return;
-    }
-    if (rd.must_sync && !n.storage->Sync().ok()) return Fail("Sync failed");
-    if (!rd.must_sync) n.storage->Sync().IgnoreError();  // the hard state's commit
-    for (raftpb::Message& m : later) Send(std::move(m));
-    // 3. Apply.
-    for (const raftpb::Entry& e : rd.committed_entries) Apply(n, e);
-    if (failure_) return;
-    for (const ReadState& rs : rd.read_states) {
-      auto it = n.reads.find(rs.context);
-      if (it == n.reads.end() || it->second.index) continue;  // duplicate answer
-      if (rs.index < it->second.required) {
-        return Fail(absl::StrCat("node ", n.id, " read ", rs.context, " confirmed at index ",
-                                 rs.index, " but write at ", it->second.required,
-                                 " was acknowledged before the read started"));
+    if (leader_early && faults_on_ && !rd.entries.empty()) {
+      if (Chance(0.02)) {
+        Crash(n, "leader after sending, before fsync");
+        return;
       }
-      it->second.index = rs.index;
-    }
-    // 4. Advance.
-    n.raft->Advance(rd);
-    // Reads are served once the state machine caught up with their index.
-    for (auto it = n.reads.begin(); it != n.reads.end();) {
-      if (it->second.index && *it->second.index <= n.applied) {
-        if (stats_) ++stats_->reads_served;
-        it = n.reads.erase(it);
-      } else {
-        ++it;
+      if (Chance(0.5)) {
+        n.deferred = std::move(rd);
+        n.deferred_msgs = std::move(later);
+        return;
       }
     }
-    MaybeSnapshot(n);
+    CompleteReady(n, rd, std::move(later));
   }
+}
+
+void Simulation::CompleteReady(SimNode& n, const Ready& rd, std::vector<raftpb::Message> later) {
+  if (!n.storage->Sync().ok()) return Fail("Sync failed");
+  for (raftpb::Message& m : later) Send(std::move(m));
+  // 3. Apply.
+  for (const raftpb::Entry& e : rd.committed_entries) Apply(n, e);
+  if (failure_) return;
+  for (const ReadState& rs : rd.read_states) {
+    auto it = n.reads.find(rs.context);
+    if (it == n.reads.end() || it->second.index) continue;  // duplicate answer
+    if (rs.index < it->second.required) {
+      return Fail(absl::StrCat("node ", n.id, " read ", rs.context, " confirmed at index ",
+                               rs.index, " but write at ", it->second.required,
+                               " was acknowledged before the read started"));
+    }
+    it->second.index = rs.index;
+  }
+  // 4. Advance.
+  n.raft->Advance(rd);
+  // Reads are served once the state machine caught up with their index.
+  for (auto it = n.reads.begin(); it != n.reads.end();) {
+    if (it->second.index && *it->second.index <= n.applied) {
+      if (stats_) ++stats_->reads_served;
+      it = n.reads.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  MaybeSnapshot(n);
 }
 
 void Simulation::Apply(SimNode& n, const raftpb::Entry& e) {
@@ -542,6 +574,16 @@ void Simulation::Tick() {
     if (!n.up) continue;
     n.raft->Tick();
     ProcessReady(n);
+  }
+  DeliverDue();
+  // Background fsyncs finish by the end of the tick.
+  for (SimNode& n : nodes_) {
+    if (n.up && n.deferred) {
+      Ready rd = std::move(*n.deferred);
+      n.deferred.reset();
+      CompleteReady(n, rd, std::move(n.deferred_msgs));
+      ProcessReady(n);
+    }
   }
   DeliverDue();
   CheckLeaders();
