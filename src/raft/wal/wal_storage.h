@@ -118,7 +118,7 @@ class WalStorage final : public LogStorage {
   // Seals and fsyncs the current segment (if any) and durably creates the next one, whose
   // start records are the current hard state and `marker` (kCompact or kSnapshot).
   absl::Status RollSegment(RecordType marker);
-  // Deletes segments_[0, count) and fsyncs the directory.
+  // Deletes segments_[0, count), oldest first, fsyncing the directory after each.
   absl::Status RemoveOldestSegments(size_t count);
   // Debug builds: the in-memory log is consecutive from FirstIndex().
   void DCheckInvariants() const;
