@@ -59,7 +59,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   node->etcd_ = std::make_unique<EtcdServices>(node->kv_.get(), node->replicator_.get(),
                                                raft_options.cluster_id, EtcdMemberId(config.id),
                                                etcd_options);
-  node->peer_service_ = std::make_unique<RaftPeerService>(node->replicator_.get());
+  node->peer_service_ = std::make_unique<RaftPeerService>(
+      node->replicator_.get(), (data_dir / "snapshots" / "received").string());
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(self.grpc_address(), grpc::InsecureServerCredentials(), &grpc_port);

@@ -7,13 +7,24 @@
 #include "server/forwarder.h"
 #include "server/grpc_status.h"
 #include "server/raft_replicator.h"
+#include "server/snapshot_receiver.h"
 
 namespace raftkv::server {
 
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
   // REQUIRES: replicator outlives the service (the gRPC server is shut down first).
-  explicit RaftPeerService(RaftReplicator* replicator) : replicator_(replicator) {}
+  // Received snapshots are written under `snapshot_dir`.
+  RaftPeerService(RaftReplicator* replicator, std::string snapshot_dir)
+      : replicator_(replicator),
+        receiver_(std::move(snapshot_dir),
+                  [replicator](raftpb::Message m) { replicator->Deliver(std::move(m)); }) {}
+
+  grpc::Status InstallSnapshot(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override {
+    return receiver_.Serve(context, stream);
+  }
 
   // Every message of every inbound stream goes to the raft loop's inbox, in stream order.
   grpc::Status Send(grpc::ServerContext* context,
@@ -48,6 +59,7 @@ class RaftPeerService final : public raftpb::RaftPeer::Service {
 
  private:
   RaftReplicator* replicator_;
+  SnapshotReceiver receiver_;
 };
 
 }  // namespace raftkv::server

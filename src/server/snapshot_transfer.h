@@ -1,0 +1,67 @@
+// Streaming a snapshot file to a follower (RaftPeer.InstallSnapshot), resumable and
+// checksummed.
+//
+// Protocol on one bidirectional stream:
+//   1. the sender opens with a header chunk: metadata, file name, total_size, no data;
+//   2. the receiver answers next_offset: how much of this very snapshot (same name, index
+//      and size) it already holds from an earlier, broken attempt (0 for none);
+//   3. the sender streams chunks from there, each with the CRC32C of its data; the receiver
+//      appends each one after checking offset and CRC and acknowledges the new next_offset;
+//   4. after the chunk marked `last`, the receiver fsyncs the file, verifies it end to end as
+//      a snapshot (kv::VerifySnapshot), renames it into place, fsyncs the directory, hands the
+//      MSG_SNAP to its raft loop (which installs it), and answers done.
+// A broken stream is retried with backoff, resuming at the receiver's next_offset. Any
+// rejected chunk or failed verification is an error ack; the partial file is discarded.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "raft.pb.h"
+
+namespace raftkv::server {
+
+struct SnapshotTransferOptions {
+  uint64_t chunk_bytes = 1 << 20;            // --snapshot-chunk-bytes
+  uint64_t rate_bytes_per_sec = 0;           // --snapshot-rate-bytes-per-sec, 0 = unlimited
+  uint32_t max_attempts = 10;                // stream (re)starts before giving up
+  uint32_t backoff_ms = 200;                 // first retry delay; doubles, capped at 5 s
+};
+
+// Leader side. One transfer at a time per follower, each on its own thread.
+class SnapshotSender {
+ public:
+  // `peer_addresses`: core id -> "ip:grpc_port". `on_done(peer, ok)` runs on the transfer's
+  // thread when it ends; it must not block.
+  SnapshotSender(std::map<uint64_t, std::string> peer_addresses,
+                 SnapshotTransferOptions options, std::function<void(uint64_t, bool)> on_done);
+  ~SnapshotSender();  // Stop()s.
+
+  // Streams the file at `path` for the MSG_SNAP `msg` (msg.to() is the follower). Returns
+  // false (and does nothing) if a transfer to that follower is still running.
+  bool Start(const raftpb::Message& msg, const std::string& path);
+  // Cancels running transfers (reported as failed) and joins their threads. Idempotent.
+  void Stop();
+
+ private:
+  struct Transfer;
+  void Run(Transfer* t);
+
+  const std::map<uint64_t, std::string> addresses_;
+  const SnapshotTransferOptions options_;
+  const std::function<void(uint64_t, bool)> on_done_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;                                 // guarded by mu_
+  std::map<uint64_t, std::unique_ptr<Transfer>> running_;  // guarded by mu_; by follower
+};
+
+}  // namespace raftkv::server
