@@ -1,0 +1,328 @@
+#include "kv/sqlite_backup.h"
+
+#include <sqlite3.h>
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "base/file_util.h"
+#include "kv/command_eval.h"
+#include "kv/row_hash.h"
+#include "kv/sqlite_util.h"
+
+namespace raftkv::kv {
+
+using sqlite_internal::ColumnBytes;
+using sqlite_internal::DbPtr;
+using sqlite_internal::Exec;
+using sqlite_internal::FsyncFile;
+using sqlite_internal::SqlError;
+using sqlite_internal::StmtPtr;
+
+namespace {
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Creates an empty backup file (the snapshot of an empty store) at `path`, durably.
+absl::Status CreateEmpty(const std::string& path, const std::string& members) {
+  const std::string tmp = path + ".tmp";
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  {
+    sqlite3* raw = nullptr;
+    int rc = sqlite3_open_v2(tmp.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                             nullptr);
+    DbPtr db(raw);
+    if (rc != SQLITE_OK) return SqlError(raw, rc, tmp, "create", false);
+    const std::string setup = absl::StrFormat(
+        "PRAGMA application_id=%d; PRAGMA user_version=%d; BEGIN; %s", kSnapshotApplicationId,
+        kSnapshotFormatVersion, sqlite_internal::kSchema);
+    if (absl::Status s = Exec(db.get(), setup.c_str(), tmp, false); !s.ok()) return s;
+    SnapshotMeta meta;
+    meta.format_version = kSnapshotFormatVersion;
+    meta.revision = 1;
+    meta.members = members;
+    meta.created_at_unix_ms = NowUnixMs();
+    if (absl::Status s = sqlite_internal::WriteMeta(db.get(), meta, tmp); !s.ok()) return s;
+    if (absl::Status s = Exec(db.get(), "COMMIT", tmp, false); !s.ok()) return s;
+    rc = sqlite3_close(db.release());
+    if (rc != SQLITE_OK) return SqlError(nullptr, rc, tmp, "close", false);
+  }
+  if (absl::Status s = FsyncFile(tmp); !s.ok()) return s;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return base::IoError("rename", tmp, errno);
+  return base::SyncDir(base::DirName(path));
+}
+
+}  // namespace
+
+struct SqliteBackup::Statements {
+  StmtPtr get_kv, scan_to_end, scan_range, get_session, put_kv, delete_kv, put_session;
+};
+
+// The backup's state inside the open transaction (earlier entries of the same Apply call are
+// visible to later ones, as in the state machine).
+class SqliteBackup::View final : public StoreView {
+ public:
+  explicit View(SqliteBackup* b) : b_(b) {}
+
+  absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
+    sqlite3_stmt* st = b_->st_->get_kv.get();
+    sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    std::optional<coding::KeyRecord> rec;
+    if (rc == SQLITE_ROW) {
+      rec.emplace();
+      rec->value = std::string(ColumnBytes(st, 0));
+      rec->create_revision = sqlite3_column_int64(st, 1);
+      rec->mod_revision = sqlite3_column_int64(st, 2);
+      rec->version = sqlite3_column_int64(st, 3);
+      rc = sqlite3_step(st);  // key is the primary key: at most one row
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "read kv", true);
+    return rec;
+  }
+
+  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
+                          const std::function<void(std::string)>& fn) override {
+    sqlite3_stmt* st = to_end ? b_->st_->scan_to_end.get() : b_->st_->scan_range.get();
+    sqlite3_bind_blob64(st, 1, begin.data(), begin.size(), SQLITE_STATIC);
+    if (!to_end) sqlite3_bind_blob64(st, 2, end.data(), end.size(), SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) fn(std::string(ColumnBytes(st, 0)));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "scan kv", true);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
+    sqlite3_stmt* st = b_->st_->get_session.get();
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(client_id));
+    int rc = sqlite3_step(st);
+    std::optional<coding::SessionRecord> rec;
+    if (rc == SQLITE_ROW) {
+      rec = coding::SessionRecord{static_cast<uint64_t>(sqlite3_column_int64(st, 0)),
+                                  static_cast<uint64_t>(sqlite3_column_int64(st, 1))};
+      rc = sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "read session", true);
+    return rec;
+  }
+
+ private:
+  SqliteBackup* b_;
+};
+
+absl::StatusOr<std::unique_ptr<SqliteBackup>> SqliteBackup::Open(const BackupOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::exists(options.path, ec)) {
+    if (absl::Status s = CreateEmpty(options.path, options.members); !s.ok()) return s;
+  }
+  // No size check: in WAL mode the main file legitimately lags the header until a checkpoint.
+  absl::StatusOr<DbPtr> db =
+      sqlite_internal::OpenChecked(options.path, SQLITE_OPEN_READWRITE, /*check_size=*/false);
+  if (!db.ok()) return db.status();
+  // WAL: readers (sqlite3, CopyTo) never block the writer. FULL: a commit is durable.
+  if (absl::Status s = Exec(db->get(), "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                            options.path, false);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<SnapshotMeta> meta = sqlite_internal::ReadMeta(db->get(), options.path);
+  if (!meta.ok()) return meta.status();
+  std::unique_ptr<SqliteBackup> b(new SqliteBackup(options, db->release(), std::move(*meta)));
+  if (absl::Status s = b->Prepare(); !s.ok()) return s;
+  return b;
+}
+
+absl::StatusOr<std::unique_ptr<SqliteBackup>> SqliteBackup::CreateFrom(
+    const StateMachine& sm, const BackupOptions& options) {
+  // The old file's WAL must not be replayed over the new file.
+  std::error_code ec;
+  std::filesystem::remove(options.path + "-wal", ec);
+  std::filesystem::remove(options.path + "-shm", ec);
+  absl::StatusOr<SnapshotMeta> meta = WriteSnapshot(sm, options.path, {.members = options.members});
+  if (!meta.ok()) return meta.status();
+  return Open(options);
+}
+
+SqliteBackup::SqliteBackup(BackupOptions options, sqlite3* db, SnapshotMeta meta)
+    : options_(std::move(options)), db_(db), meta_(std::move(meta)) {}
+
+SqliteBackup::~SqliteBackup() {
+  st_.reset();  // statements first, or close fails with SQLITE_BUSY
+  sqlite3_close_v2(db_);
+}
+
+absl::Status SqliteBackup::Prepare() {
+  st_ = std::make_unique<Statements>();
+  const std::string& path = options_.path;
+  struct {
+    StmtPtr* out;
+    const char* sql;
+  } all[] = {
+      {&st_->get_kv,
+       "SELECT value, create_revision, mod_revision, version FROM kv WHERE key = ?1"},
+      {&st_->scan_to_end, "SELECT key FROM kv WHERE key >= ?1 ORDER BY key"},
+      {&st_->scan_range, "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key"},
+      {&st_->get_session, "SELECT last_sequence, last_index FROM sessions WHERE client_id = ?1"},
+      {&st_->put_kv,
+       "INSERT OR REPLACE INTO kv (key, value, create_revision, mod_revision, version) "
+       "VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&st_->delete_kv, "DELETE FROM kv WHERE key = ?1"},
+      {&st_->put_session,
+       "INSERT OR REPLACE INTO sessions (client_id, last_sequence, last_index) "
+       "VALUES (?1, ?2, ?3)"},
+  };
+  for (auto& s : all) {
+    absl::StatusOr<StmtPtr> stmt = sqlite_internal::Prepare(db_, s.sql, path, false);
+    if (!stmt.ok()) return stmt.status();
+    *s.out = std::move(*stmt);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteBackup::ApplyOne(View& view, const BackupEntry& entry) {
+  const std::string& path = options_.path;
+  auto step = [&](sqlite3_stmt* st, std::string_view what) -> absl::Status {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return SqlError(db_, rc, path, what, false);
+    return absl::OkStatus();
+  };
+  if (entry.command != nullptr) {
+    absl::StatusOr<EntryEffect> effect =
+        EvaluateCommand(view, entry.index, meta_.revision, *entry.command);
+    if (!effect.ok()) return effect.status();
+    for (const auto& [key, rec] : effect->writes) {
+      absl::StatusOr<std::optional<coding::KeyRecord>> old = view.GetRecord(key);
+      if (!old.ok()) return old.status();
+      if (old->has_value()) {
+        const coding::KeyRecord& o = **old;
+        meta_.kv_checksum -= RowHash(key, o.value, o.create_revision, o.mod_revision, o.version);
+        meta_.kv_count--;
+      }
+      if (rec.has_value()) {
+        sqlite3_stmt* st = st_->put_kv.get();
+        sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
+        sqlite3_bind_blob64(st, 2, rec->value.data(), rec->value.size(), SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, rec->create_revision);
+        sqlite3_bind_int64(st, 4, rec->mod_revision);
+        sqlite3_bind_int64(st, 5, rec->version);
+        if (absl::Status s = step(st, "write kv"); !s.ok()) return s;
+        meta_.kv_checksum +=
+            RowHash(key, rec->value, rec->create_revision, rec->mod_revision, rec->version);
+        meta_.kv_count++;
+      } else if (old->has_value()) {
+        sqlite3_stmt* st = st_->delete_kv.get();
+        sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
+        if (absl::Status s = step(st, "delete kv"); !s.ok()) return s;
+      }
+    }
+    if (effect->session.has_value()) {
+      const SessionEntry& e = *effect->session;
+      absl::StatusOr<std::optional<coding::SessionRecord>> old = view.GetSession(e.client_id);
+      if (!old.ok()) return old.status();
+      if (old->has_value()) {
+        meta_.sessions_checksum -=
+            SessionHash(e.client_id, (*old)->last_sequence, (*old)->last_index);
+        meta_.sessions_count--;
+      }
+      sqlite3_stmt* st = st_->put_session.get();
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(e.client_id));
+      sqlite3_bind_int64(st, 2, static_cast<int64_t>(e.last_sequence));
+      sqlite3_bind_int64(st, 3, static_cast<int64_t>(e.last_index));
+      if (absl::Status s = step(st, "write session"); !s.ok()) return s;
+      meta_.sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index);
+      meta_.sessions_count++;
+    }
+    meta_.revision = effect->result.revision;
+  }
+  meta_.applied_index = entry.index;
+  meta_.applied_term = entry.term;
+  return absl::OkStatus();
+}
+
+absl::Status SqliteBackup::Apply(const std::vector<BackupEntry>& entries) {
+  const std::string& path = options_.path;
+  const SnapshotMeta committed = meta_;
+  if (absl::Status s = Exec(db_, "BEGIN IMMEDIATE", path, false); !s.ok()) return s;
+  View view(this);
+  absl::Status status;
+  for (const BackupEntry& e : entries) {
+    if (e.index <= meta_.applied_index) continue;
+    if (e.index != meta_.applied_index + 1) {
+      status = absl::FailedPreconditionError(absl::StrFormat(
+          "backup %s: entry %d applied out of order (backup has applied %d)", path, e.index,
+          meta_.applied_index));
+      break;
+    }
+    status = ApplyOne(view, e);
+    if (!status.ok()) break;
+  }
+  if (status.ok()) {
+    meta_.members = options_.members;
+    status = sqlite_internal::WriteMeta(db_, meta_, path);
+  }
+  if (status.ok()) status = Exec(db_, "COMMIT", path, false);
+  if (!status.ok()) {
+    Exec(db_, "ROLLBACK", path, false).IgnoreError();  // fails harmlessly if COMMIT did not start
+    meta_ = committed;
+  }
+  return status;
+}
+
+absl::StatusOr<SnapshotMeta> SqliteBackup::CopyTo(const std::string& path) const {
+  const std::string tmp = path + ".tmp";
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  auto fail = [&](absl::Status s) {
+    std::filesystem::remove(tmp, ec);
+    return s;
+  };
+  SnapshotMeta meta;
+  {
+    sqlite3* raw = nullptr;
+    int rc = sqlite3_open_v2(tmp.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                             nullptr);
+    DbPtr dst(raw);
+    if (rc != SQLITE_OK) return fail(SqlError(raw, rc, tmp, "create", false));
+    sqlite3_backup* copy = sqlite3_backup_init(dst.get(), "main", db_, "main");
+    if (copy == nullptr) {
+      return fail(SqlError(dst.get(), sqlite3_errcode(dst.get()), tmp, "backup init", false));
+    }
+    // One step copies every page under one read transaction: a commit-consistent copy.
+    sqlite3_backup_step(copy, -1);
+    rc = sqlite3_backup_finish(copy);
+    if (rc != SQLITE_OK) return fail(SqlError(dst.get(), rc, tmp, "backup copy", false));
+    // A standalone file: rollback journal (no -wal/-shm companions), its own creation time.
+    if (absl::Status s = Exec(dst.get(), "PRAGMA journal_mode=DELETE", tmp, false); !s.ok()) {
+      return fail(s);
+    }
+    absl::StatusOr<SnapshotMeta> m = sqlite_internal::ReadMeta(dst.get(), tmp);
+    if (!m.ok()) return fail(m.status());
+    meta = std::move(*m);
+    meta.created_at_unix_ms = NowUnixMs();
+    if (absl::Status s = sqlite_internal::WriteMeta(dst.get(), meta, tmp); !s.ok()) {
+      return fail(s);
+    }
+    rc = sqlite3_close(dst.release());
+    if (rc != SQLITE_OK) return fail(SqlError(nullptr, rc, tmp, "close", false));
+  }
+  if (absl::Status s = FsyncFile(tmp); !s.ok()) return fail(s);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail(base::IoError("rename", tmp, errno));
+  if (absl::Status s = base::SyncDir(base::DirName(path)); !s.ok()) return s;
+  return meta;
+}
+
+}  // namespace raftkv::kv

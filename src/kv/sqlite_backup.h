@@ -1,0 +1,85 @@
+// The backup that follows the log (design.md "Snapshots to SQLite"; issue 4): an SQLite file
+// in the snapshot format of sqlite_snapshot.h, kept in WAL mode so `sqlite3` can read it while
+// the node writes it, trailing the state machine by applying the same committed entries.
+//
+// Apply runs the entries through EvaluateCommand (command_eval.h), the code the RocksDB state
+// machine uses, so both stores compute the same effect. Each Apply call is one SQLite
+// transaction that also updates meta (applied index/term, revision, counts and checksums,
+// maintained incrementally: subtract the old row's hash, add the new one), committed with
+// synchronous=FULL: on return the backup's applied_index() is durable, so the caller may
+// compact the Raft log up to it. Its cost follows the entries applied, not the data size.
+//
+// Threading: one thread at a time (the backup thread); other processes may read the file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+#include "kv/sqlite_snapshot.h"
+#include "kv/state_machine.h"
+
+struct sqlite3;
+
+namespace raftkv::kv {
+
+struct BackupOptions {
+  std::string path;     // the backup file, e.g. <data-dir>/backup.db
+  std::string members;  // stored as meta "members" at every commit (opaque here)
+};
+
+// One committed log entry for the backup. command == nullptr: an entry that carries no
+// command (leader no-op, configuration change): only the applied index/term move.
+struct BackupEntry {
+  uint64_t index = 0;
+  uint64_t term = 0;
+  const kvpb::Command* command = nullptr;
+};
+
+class SqliteBackup {
+ public:
+  // Opens the backup at options.path, creating an empty one (applied index 0, revision 1) if
+  // there is no file. Errors as ReadSnapshotMeta for a file that is not a valid backup.
+  static absl::StatusOr<std::unique_ptr<SqliteBackup>> Open(const BackupOptions& options);
+  // Replaces options.path with a copy of sm (WriteSnapshot) and opens it: for a node whose
+  // log no longer holds the entries after the backup's applied index (first start on an
+  // existing store, after InstallSnapshot). REQUIRES: no SqliteBackup open on options.path.
+  static absl::StatusOr<std::unique_ptr<SqliteBackup>> CreateFrom(const StateMachine& sm,
+                                                                  const BackupOptions& options);
+  ~SqliteBackup();
+  SqliteBackup(const SqliteBackup&) = delete;
+  SqliteBackup& operator=(const SqliteBackup&) = delete;
+
+  uint64_t applied_index() const { return meta_.applied_index; }
+  uint64_t applied_term() const { return meta_.applied_term; }
+  int64_t revision() const { return meta_.revision; }
+  const SnapshotMeta& meta() const { return meta_; }
+
+  // Applies entries in one transaction. Entries at or below applied_index() are skipped; the
+  // others must be consecutive from applied_index() + 1 (kFailedPrecondition otherwise).
+  // On any error nothing of the call is committed and applied_index() is unchanged.
+  absl::Status Apply(const std::vector<BackupEntry>& entries);
+
+  // A standalone snapshot file at `path` (SQLite online backup API, then journal_mode DELETE
+  // and created_at set to now), written to path + ".tmp", fsynced, renamed, directory
+  // fsynced: the Raft snapshot of design.md. Returns its meta.
+  absl::StatusOr<SnapshotMeta> CopyTo(const std::string& path) const;
+
+ private:
+  class View;
+  struct Statements;
+
+  SqliteBackup(BackupOptions options, sqlite3* db, SnapshotMeta meta);
+  absl::Status Prepare();
+  absl::Status ApplyOne(View& view, const BackupEntry& entry);
+
+  const BackupOptions options_;
+  sqlite3* db_;  // owned; closed in the destructor
+  SnapshotMeta meta_;  // as last committed (restored from a copy if a transaction fails)
+  std::unique_ptr<Statements> st_;
+};
+
+}  // namespace raftkv::kv
