@@ -115,7 +115,10 @@ absl::Status CheckHeader(const std::string& path, bool check_size) {
     return absl::DataLossError(
         absl::StrFormat("snapshot %s: corrupt SQLite header (page size %d)", path, page_bytes));
   }
-  if (check_size && pages_valid && size != pages * page_bytes) {
+  // A WAL-mode file (read/write versions 2 at offsets 18/19, as a live backup.db) may hold
+  // newer pages in its -wal companion: its main file need not match the header yet.
+  const bool wal_mode = h[18] == 2 || h[19] == 2;
+  if (check_size && !wal_mode && pages_valid && size != pages * page_bytes) {
     return absl::DataLossError(absl::StrFormat(
         "snapshot %s: file is %d bytes but its header says %d pages of %d bytes (%d bytes): "
         "truncated or corrupt",

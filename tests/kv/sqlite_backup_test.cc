@@ -239,6 +239,24 @@ TEST_F(SqliteBackupTest, ReadableBySqliteWhileOpenAndCopyRestores) {
   EXPECT_EQ((*copy)->revision(), sm_->revision());
 }
 
+// design.md: --restore-from accepts a snapshot or a backup file, live or closed.
+TEST_F(SqliteBackupTest, BackupFileItselfVerifiesAndRestores) {
+  History history(13);
+  Generate(history, 30);
+  std::unique_ptr<SqliteBackup> b = MustOpen();
+  ASSERT_TRUE(b->Apply(Entries(1, 30)).ok());
+  absl::StatusOr<SnapshotMeta> live = VerifySnapshot(Options().path);  // while open (WAL)
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(live->applied_index, 30u);
+  b.reset();
+  absl::StatusOr<SnapshotMeta> closed = VerifySnapshot(Options().path);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(closed->kv_checksum, live->kv_checksum);
+  absl::StatusOr<SnapshotMeta> r = RestoreSnapshot(Options().path, dir_.Sub("restored"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->revision, sm_->revision());
+}
+
 TEST_F(SqliteBackupTest, ForeignFileIsRefused) {
   std::ofstream(Options().path) << std::string(8192, 'x');
   absl::StatusOr<std::unique_ptr<SqliteBackup>> b = SqliteBackup::Open(Options());
