@@ -42,10 +42,15 @@ struct TcpServerShared {
   asio::ip::tcp::acceptor acceptor{io};
   asio::steady_timer accept_retry_timer{io};
   bool accepting = false;  // on accept_strand
+  // Keeps the io threads in run() until Stop() has closed every connection; then they return
+  // once the last handler (the cancelled operations of closed sockets) has run, so no handler
+  // holding a connection is left behind in the queue.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
 
   absl::Mutex mu;
   absl::flat_hash_map<uint64_t, std::weak_ptr<TcpConnection>> conns ABSL_GUARDED_BY(mu);
   uint64_t next_conn_id ABSL_GUARDED_BY(mu) = 1;
+  int threads_running ABSL_GUARDED_BY(mu) = 0;
 
   void Remove(uint64_t id) {
     absl::MutexLock lock(&mu);

@@ -135,12 +135,18 @@ absl::Status TcpServer::Start(const std::string& host, uint16_t port) {
   started_ = true;
   shared_->accepting = true;  // before any thread runs
   DoAccept(shared_);
-  // The io threads exit only when Stop() stops the io_context.
+  // The io threads exit when Stop() has released `work` and the queue is empty.
   auto* s = shared_.get();
+  s->work.emplace(asio::make_work_guard(s->io));
+  {
+    absl::MutexLock lock(&s->mu);
+    s->threads_running = options_.num_io_threads;
+  }
   for (int i = 0; i < options_.num_io_threads; ++i) {
     threads_.emplace_back([s] {
-      auto guard = asio::make_work_guard(s->io);
       s->io.run();
+      absl::MutexLock lock(&s->mu);
+      --s->threads_running;
     });
   }
   spdlog::info("text/RESP server listening on {}:{}", host, port_);
@@ -190,8 +196,20 @@ void TcpServer::Stop() {
     s->mu.AwaitWithTimeout(absl::Condition(&all_closed), absl::Seconds(5));
   }
 
-  // 3. Stop the threads.
-  s->io.stop();
+  // 3. Let the threads run what is left (cancelled operations of closed sockets) and return.
+  // If something still holds the io_context busy, stop it: handlers left in the queue then
+  // keep their connections (and this state) alive; a leak, only after a forced stop.
+  s->work.reset();
+  auto threads_done = [&s]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->threads_running == 0; };
+  bool finished;
+  {
+    absl::MutexLock lock(&s->mu);
+    finished = s->mu.AwaitWithTimeout(absl::Condition(&threads_done), absl::Seconds(5));
+  }
+  if (!finished) {
+    spdlog::warn("tcp server: io threads still busy after stop; stopping them");
+    s->io.stop();
+  }
   for (std::thread& t : threads_) t.join();
   threads_.clear();
 }
