@@ -863,7 +863,12 @@ void Raft::CheckInvariants() {
     RAFTKV_CHECK_MSG(progress_.at(config_.id).match() <= log_.StableLastIndex(),
                      "leader counts unpersisted entries");
     for (const auto& [id, pr] : progress_) RAFTKV_CHECK(pr.match() < pr.next());
+    if (inv_role_ == Role::kLeader && inv_term_ == term_ && log_.committed() > inv_commit_) {
+      RAFTKV_CHECK_MSG(log_.TermOrZero(log_.committed()) == term_,
+                       "a leader committed an entry of an earlier term by counting replicas");
+    }
   }
+  inv_role_ = role_;
   inv_term_ = term_;
   inv_vote_ = vote_;
   inv_commit_ = log_.committed();

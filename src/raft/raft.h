@@ -153,7 +153,8 @@ class Raft {
   const RaftLog& log() const { return log_; }
 
   // Aborts if a local invariant is broken: term, commit and applied never decrease; the vote
-  // of a term never changes; applied <= commit <= last index; a leader leads its own term.
+  // of a term never changes; applied <= commit <= last index; a leader leads its own term and
+  // moves commit only onto an entry of its own term (Figure 8).
   // Runs after every Step/Tick/Advance when config.check_invariants is set.
   void CheckInvariants();
 
@@ -250,6 +251,7 @@ class Raft {
   bool ready_outstanding_ = false;
 
   // For CheckInvariants.
+  Role inv_role_ = Role::kFollower;
   uint64_t inv_term_ = 0;
   uint64_t inv_vote_ = 0;
   uint64_t inv_commit_ = 0;

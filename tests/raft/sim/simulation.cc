@@ -114,6 +114,9 @@ class Simulation {
   int heartbeat_tick_ = 1;
   uint64_t snapshot_every_ = 20;  // entries between snapshots (0: never)
   uint64_t retain_entries_ = 5;   // log tail kept after compaction
+  // Harsh runs change faults every few ticks and crash often: many short terms with partly
+  // replicated logs (where commit-rule and leader-completeness bugs show).
+  bool harsh_ = false;
 
   std::vector<SimNode> nodes_;
   std::vector<InFlight> pool_;
@@ -191,7 +194,7 @@ uint64_t Simulation::CurrentLeader() const {
 // ---------------------------------------------------------------- faults
 
 void Simulation::ChangeFaults() {
-  next_fault_change_ = now_ + Uniform(10, 40);
+  next_fault_change_ = now_ + (harsh_ ? Uniform(3, 12) : Uniform(10, 40));
   blocked_.clear();
   drop_prob_ = dup_prob_ = delay_prob_ = 0;
   max_delay_ = 0;
@@ -204,9 +207,11 @@ void Simulation::ChangeFaults() {
   dup_prob_ = Chance(0.3) ? 0.05 : 0;
   if (Chance(0.5)) {
     delay_prob_ = 0.3;
-    max_delay_ = Uniform(1, 4);
+    // Harsh runs sometimes delay messages past an election timeout.
+    max_delay_ = harsh_ && Chance(0.3) ? Uniform(5, 15) : Uniform(1, 4);
   }
   PartitionKind kind = static_cast<PartitionKind>(Uniform(0, 4));
+  if (harsh_ && Chance(0.4)) kind = PartitionKind::kLeaderIsolated;
   std::vector<uint64_t> ids;
   for (int i = 1; i <= n_; ++i) ids.push_back(i);
   std::shuffle(ids.begin(), ids.end(), rng_);
@@ -272,7 +277,7 @@ void Simulation::MaybeCrashOrRestart() {
       StartNode(n);
     }
   }
-  if (faults_on_ && Chance(0.01)) {
+  if (faults_on_ && Chance(harsh_ ? 0.04 : 0.01)) {
     SimNode& n = node(Uniform(1, n_));
     if (n.up) Crash(n, "between steps");
   }
@@ -601,10 +606,11 @@ absl::Status Simulation::Run() {
   heartbeat_tick_ = static_cast<int>(Uniform(1, 3));
   snapshot_every_ = Chance(0.7) ? Uniform(5, 40) : 0;
   retain_entries_ = Uniform(0, 10);
+  harsh_ = Chance(0.3);
   Log(absl::StrFormat("seed=%d n=%d pre_vote=%d check_quorum=%d max_msg_bytes=%d "
-                      "max_inflight=%d heartbeat_tick=%d snapshot_every=%d retain=%d",
+                      "max_inflight=%d heartbeat_tick=%d snapshot_every=%d retain=%d harsh=%d",
                       opt_.seed, n_, pre_vote_, check_quorum_, max_msg_bytes_, max_inflight_,
-                      heartbeat_tick_, snapshot_every_, retain_entries_));
+                      heartbeat_tick_, snapshot_every_, retain_entries_, harsh_));
   nodes_.resize(n_);
   for (int i = 0; i < n_; ++i) {
     nodes_[i].id = i + 1;
