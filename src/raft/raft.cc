@@ -541,7 +541,9 @@ absl::StatusOr<EntryId> Raft::Propose(std::string data) {
   e.set_type(raftpb::ENTRY_NORMAL);
   e.set_data(std::move(data));
   AppendEntry(std::move(e));
-  BroadcastAppend();
+  // Replication is sent at the next GetReady, so proposals made between two Readies travel
+  // in one MsgApp per follower (batching; the caller drains its proposal queue first).
+  broadcast_pending_ = true;
   if (config_.check_invariants) CheckInvariants();
   return EntryId{log_.LastIndex(), term_};
 }
@@ -759,7 +761,7 @@ raftpb::HardState Raft::CurrentHardState() const {
 bool Raft::HasReady() const {
   if (ready_outstanding_) return false;
   const raftpb::HardState hs = CurrentHardState();
-  return !msgs_.empty() || !read_states_.empty() || !log_.UnstableEntries().empty() ||
+  return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() || !log_.UnstableEntries().empty() ||
          log_.UnstableSnapshot().has_value() || log_.HasNextCommittedEntries() ||
          hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote() ||
          hs.commit() != prev_hard_state_.commit();
@@ -767,6 +769,10 @@ bool Raft::HasReady() const {
 
 Ready Raft::GetReady() {
   RAFTKV_CHECK_MSG(!ready_outstanding_, "GetReady before Advance of the previous Ready");
+  if (broadcast_pending_) {
+    broadcast_pending_ = false;
+    if (role_ == Role::kLeader) BroadcastAppend();
+  }
   Ready rd;
   rd.entries = log_.UnstableEntries();
   rd.snapshot = log_.UnstableSnapshot();

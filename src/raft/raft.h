@@ -249,6 +249,7 @@ class Raft {
   std::vector<ReadState> read_states_;
   raftpb::HardState prev_hard_state_;  // last hard state handed out in a Ready
   bool ready_outstanding_ = false;
+  bool broadcast_pending_ = false;  // proposals appended since the last GetReady
 
   // For CheckInvariants.
   Role inv_role_ = Role::kFollower;
