@@ -10,7 +10,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "base/file_util.h"
 #include "kv/command_eval.h"
+#include "kv/sqlite_snapshot.h"
 #include "rocksdb/options.h"
 #include "rocksdb/snapshot.h"
 #include "rocksdb/write_batch.h"
@@ -85,7 +87,7 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
-    return sm_->GetSession(client_id);
+    return sm_->GetSessionUnlocked(client_id);
   }
 
  private:
@@ -100,17 +102,48 @@ absl::StatusOr<std::unique_ptr<StateMachine>> StateMachine::Open(
   return std::unique_ptr<StateMachine>(std::move(*sm));
 }
 
+namespace {
+
+// Finishes or undoes an InstallSnapshot that a crash interrupted (see InstallSnapshot):
+//   <db>.old and <db>.install, no <db>: the swap had begun, so <db>.install is complete: use it;
+//   <db>.old alone, no <db>: put it back;
+//   <db> present: any <db>.install is unfinished or was never swapped in, any <db>.old is
+//   the store a finished swap replaced: remove both.
+absl::Status RecoverInterruptedInstall(const std::string& db_path) {
+  const std::string install = db_path + ".install";
+  const std::string old = db_path + ".old";
+  std::error_code ec;
+  if (!std::filesystem::exists(db_path, ec) && std::filesystem::exists(old, ec)) {
+    const std::string& from = std::filesystem::exists(install, ec) ? install : old;
+    if (::rename(from.c_str(), db_path.c_str()) != 0) return base::IoError("rename", from, errno);
+    if (absl::Status s = base::SyncDir(base::DirName(db_path)); !s.ok()) return s;
+  }
+  for (const std::string& leftover : {install, old}) {
+    std::filesystem::remove_all(leftover, ec);
+    if (ec) return base::IoError("remove", leftover, ec.value());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> RocksDbStateMachine::OpenRocksDb(
     const StateMachineOptions& options) {
   if (options.db_path.empty()) return absl::InvalidArgumentError("state machine db_path is empty");
+  if (absl::Status s = RecoverInterruptedInstall(options.db_path); !s.ok()) return s;
+  std::unique_ptr<RocksDbStateMachine> sm(new RocksDbStateMachine(options));
+  if (absl::Status s = sm->OpenDb(); !s.ok()) return s;
+  return sm;
+}
+
+absl::Status RocksDbStateMachine::OpenDb() {
+  const std::string& path = options_.db_path;
   std::error_code ec;
-  std::filesystem::create_directories(options.db_path, ec);
+  std::filesystem::create_directories(path, ec);
   if (ec) {
     return absl::UnavailableError(
-        absl::StrFormat("cannot create state machine directory %s: %s", options.db_path,
-                        ec.message()));
+        absl::StrFormat("cannot create state machine directory %s: %s", path, ec.message()));
   }
-
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -125,31 +158,68 @@ absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> RocksDbStateMachine::OpenRo
       {rocksdb::kDefaultColumnFamilyName, cf_options}, {kMetaColumnFamily, cf_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.db_path, descriptors, &handles, &raw);
-  if (!s.ok()) return FromRocks(s, "open", options.db_path);
-  std::unique_ptr<RocksDbStateMachine> sm(
-      new RocksDbStateMachine(options, std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
-  if (absl::Status init = sm->Init(); !init.ok()) return init;
-  return sm;
-}
-
-RocksDbStateMachine::RocksDbStateMachine(StateMachineOptions options,
-                                         std::unique_ptr<rocksdb::DB> db,
-                                         std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(std::move(options)), db_(std::move(db)), handles_(std::move(handles)) {
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, descriptors, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "open", path);
+  db_.reset(raw);
+  handles_ = std::move(handles);
   RAFTKV_CHECK(handles_.size() == 2);
   data_cf_ = handles_[0];
   meta_cf_ = handles_[1];
+  return Init();
 }
 
-RocksDbStateMachine::~RocksDbStateMachine() {
+void RocksDbStateMachine::CloseDb() {
+  if (!db_) return;
   // A clean close makes everything applied durable, whatever sync_writes says. Best effort:
   // there is no one to report a failure to, and the Raft log still holds the entries.
   db_->SyncWAL().PermitUncheckedError();
   for (rocksdb::ColumnFamilyHandle* h : handles_) {
     db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   }
+  handles_.clear();
+  data_cf_ = meta_cf_ = nullptr;
   db_->Close().PermitUncheckedError();
+  db_.reset();
+}
+
+RocksDbStateMachine::RocksDbStateMachine(StateMachineOptions options)
+    : options_(std::move(options)) {}
+
+RocksDbStateMachine::~RocksDbStateMachine() { CloseDb(); }
+
+absl::Status RocksDbStateMachine::CheckOpen() const {
+  if (db_) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "state machine at %s is closed after a failed snapshot install", options_.db_path));
+}
+
+absl::Status RocksDbStateMachine::InstallSnapshot(const std::string& path) {
+  const std::string& db_path = options_.db_path;
+  const std::string install = db_path + ".install";
+  const std::string old = db_path + ".old";
+  std::error_code ec;
+  std::filesystem::remove_all(install, ec);
+  if (ec) return base::IoError("remove", install, ec.value());
+  // Verified row by row and flushed before anything of the live store changes.
+  absl::StatusOr<SnapshotMeta> meta = RestoreSnapshot(path, install);
+  if (!meta.ok()) return meta.status();
+
+  absl::WriterMutexLock lock(&mu_);
+  CloseDb();
+  // Two renames; RecoverInterruptedInstall finishes the job if we crash between them.
+  if (::rename(db_path.c_str(), old.c_str()) != 0) {
+    absl::Status s = base::IoError("rename", db_path, errno);
+    if (absl::Status r = OpenDb(); !r.ok()) CloseDb();  // back to the old store if possible
+    return s;
+  }
+  if (::rename(install.c_str(), db_path.c_str()) != 0) return base::IoError("rename", install, errno);
+  if (absl::Status s = base::SyncDir(base::DirName(db_path)); !s.ok()) return s;
+  std::filesystem::remove_all(old, ec);  // best effort; Open removes it otherwise
+  if (absl::Status s = OpenDb(); !s.ok()) {
+    CloseDb();
+    return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RocksDbStateMachine::Init() {
@@ -232,6 +302,8 @@ absl::Status RocksDbStateMachine::Commit(rocksdb::WriteBatch* batch, uint64_t in
 }
 
 absl::Status RocksDbStateMachine::ApplyEmpty(uint64_t index, uint64_t term) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   if (index <= applied_index()) return absl::OkStatus();
   if (absl::Status s = CheckNext(index); !s.ok()) return s;
   rocksdb::WriteBatch batch;
@@ -240,6 +312,8 @@ absl::Status RocksDbStateMachine::ApplyEmpty(uint64_t index, uint64_t term) {
 
 absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t term,
                                                        const kvpb::Command& cmd) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   if (index <= applied_index()) {
     ApplyResult result;
     result.revision = revision();
@@ -271,6 +345,13 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
 
 absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSession(
     uint64_t client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
+  return GetSessionUnlocked(client_id);
+}
+
+absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSessionUnlocked(
+    uint64_t client_id) const {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, coding::SessionKey(client_id), &value);
   if (s.IsNotFound()) return std::optional<coding::SessionRecord>();
@@ -281,6 +362,8 @@ absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSes
 }
 
 absl::StatusOr<std::optional<KeyValue>> RocksDbStateMachine::Get(std::string_view key) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<KeyValue>();
@@ -296,6 +379,8 @@ absl::StatusOr<std::optional<KeyValue>> RocksDbStateMachine::Get(std::string_vie
 absl::StatusOr<RangeResult> RocksDbStateMachine::Range(std::string_view key,
                                                        std::string_view range_end, int64_t limit,
                                                        bool keys_only, bool count_only) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   const std::string& path = options_.db_path;
   rocksdb::ManagedSnapshot snapshot(db_.get());
   rocksdb::ReadOptions ro;
@@ -351,6 +436,8 @@ absl::StatusOr<RangeResult> RocksDbStateMachine::Range(std::string_view key,
 }
 
 absl::Status RocksDbStateMachine::Export(ExportSink& sink) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   const std::string& path = options_.db_path;
   rocksdb::ManagedSnapshot snapshot(db_.get());
   rocksdb::ReadOptions ro;
@@ -408,6 +495,8 @@ absl::Status RocksDbStateMachine::Export(ExportSink& sink) const {
 
 absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
                                               const std::vector<SessionEntry>& sessions) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   RAFTKV_CHECK(applied_index() == 0);
   rocksdb::WriteBatch batch;
   for (const KeyValue& kv : kvs) {
@@ -428,6 +517,8 @@ absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
 
 absl::Status RocksDbStateMachine::FinishImport(uint64_t applied_index, uint64_t applied_term,
                                                int64_t revision) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
   RAFTKV_CHECK(this->applied_index() == 0);
   if (revision < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("import revision %d < 1", revision));
@@ -439,7 +530,7 @@ absl::Status RocksDbStateMachine::FinishImport(uint64_t applied_index, uint64_t 
   wo.disableWAL = true;
   rocksdb::Status s = db_->Write(wo, &batch);
   if (!s.ok()) return FromRocks(s, "import", options_.db_path);
-  if (absl::Status f = Flush(); !f.ok()) return f;
+  if (absl::Status f = FlushUnlocked(); !f.ok()) return f;
   revision_.store(revision, std::memory_order_release);
   applied_term_.store(applied_term, std::memory_order_release);
   applied_index_.store(applied_index, std::memory_order_release);
@@ -447,6 +538,12 @@ absl::Status RocksDbStateMachine::FinishImport(uint64_t applied_index, uint64_t 
 }
 
 absl::Status RocksDbStateMachine::Flush() {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
+  return FlushUnlocked();
+}
+
+absl::Status RocksDbStateMachine::FlushUnlocked() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   rocksdb::Status s = db_->Flush(fo, {data_cf_, meta_cf_});

@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "kv/record_coding.h"
 #include "kv/state_machine.h"
 #include "rocksdb/db.h"
@@ -70,6 +71,7 @@ class RocksDbStateMachine final : public StateMachine {
   int64_t revision() const override { return revision_.load(std::memory_order_acquire); }
 
   absl::Status Flush() override;
+  absl::Status InstallSnapshot(const std::string& path) override;
 
   absl::Status Export(ExportSink& sink) const override;
 
@@ -89,17 +91,29 @@ class RocksDbStateMachine final : public StateMachine {
  private:
   class LiveView;
 
-  RocksDbStateMachine(StateMachineOptions options, std::unique_ptr<rocksdb::DB> db,
-                      std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  explicit RocksDbStateMachine(StateMachineOptions options);
 
-  // Loads (or, for a new store, writes) the format and applied records.
+  // Opens options_.db_path into db_/handles_ and loads (or, for a new store, writes) the
+  // format and applied records. REQUIRES: db_ closed; exclusive access.
+  absl::Status OpenDb();
   absl::Status Init();
+  // Closes db_ (no-op if closed). REQUIRES: exclusive access.
+  void CloseDb();
+  // kFailedPrecondition once a failed InstallSnapshot left the store closed.
+  absl::Status CheckOpen() const;
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSessionUnlocked(
+      uint64_t client_id) const;
+  absl::Status FlushUnlocked();
   // Writes `batch` plus the applied record, then publishes the new index/term/revision.
   absl::Status Commit(rocksdb::WriteBatch* batch, uint64_t index, uint64_t term,
                       int64_t revision);
   absl::Status CheckNext(uint64_t index) const;
 
   const StateMachineOptions options_;
+  // Shared by every operation that uses db_; exclusive while InstallSnapshot swaps the store.
+  // (absl::Mutex, not std::shared_mutex: glibc's rwlock lets a steady stream of readers
+  // starve the writer.)
+  mutable absl::Mutex mu_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in the destructor
   rocksdb::ColumnFamilyHandle* data_cf_ = nullptr;     // "default"

@@ -118,6 +118,17 @@ class StateMachine {
   // Flushes memtables so everything applied so far survives a crash (before log compaction).
   virtual absl::Status Flush() = 0;
 
+  // Replaces the whole state (data, applied index/term, revision, sessions) with the snapshot
+  // file at `path` (kv/sqlite_snapshot.h), e.g. after Raft InstallSnapshot. The file is
+  // verified row by row before anything changes; readers see the old state or the new one;
+  // a crash leaves the old or the new store for the next Open. Apply thread only.
+  // Errors: the file's (RestoreSnapshot: kNotFound, kInvalidArgument, kDataLoss, ...) with the
+  // store unchanged; an I/O error during the swap may leave the store closed (every later
+  // call returns kFailedPrecondition): the caller must stop and restart.
+  virtual absl::Status InstallSnapshot(const std::string& path) {
+    return absl::UnimplementedError("this state machine cannot install snapshots");
+  }
+
   // Streams one consistent copy of the applied state (data, applied index/term, revision and
   // session table, all at one entry boundary) into sink. May run on any thread; concurrent
   // Applies are neither blocked nor seen. Used by the SQLite snapshot writer (sqlite_snapshot.h).
