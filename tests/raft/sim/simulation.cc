@@ -88,6 +88,7 @@ class Simulation {
 
   // ---- checks ----
   void CheckLeaders();
+  void BridgePhase();
   void CheckLogMatching();
   void Fail(std::string what);
 
@@ -595,6 +596,45 @@ void Simulation::Tick() {
   if (now_ % 10 == 0) CheckLogMatching();
 }
 
+void Simulation::BridgePhase() {
+  faults_on_ = false;  // also restarts crashed nodes
+  blocked_.clear();
+  std::vector<uint64_t> ids;
+  for (int i = 1; i <= n_; ++i) ids.push_back(i);
+  std::shuffle(ids.begin(), ids.end(), rng_);
+  const size_t half = 1 + (ids.size() - 1) / 2;
+  for (size_t i = 1; i < half; ++i) {
+    for (size_t j = half; j < ids.size(); ++j) {
+      blocked_.insert({ids[i], ids[j]});
+      blocked_.insert({ids[j], ids[i]});
+    }
+  }
+  Log(absl::StrCat("bridge phase, bridge node ", ids[0]));
+  const int kSettleTicks = 100, kStableTicks = 100;
+  for (int t = 0; t < kSettleTicks && !failure_; ++t) Tick();
+  auto max_term = [&] {
+    uint64_t m = 0;
+    for (const SimNode& n : nodes_) m = std::max(m, n.raft->term());
+    return m;
+  };
+  // A node cut off from the leader may sit at a higher term it reached before the lease
+  // held, but no term may grow once settled, and the leader must stay.
+  const uint64_t term_before = max_term();
+  const uint64_t leader_before = CurrentLeader();
+  const uint64_t leader_term = leader_before ? node(leader_before).raft->term() : 0;
+  for (int t = 0; t < kStableTicks && !failure_; ++t) Tick();
+  if (failure_) return;
+  const uint64_t l = CurrentLeader();
+  if (leader_before == 0 || l != leader_before || node(l).raft->term() != leader_term ||
+      max_term() != term_before) {
+    Fail(absl::StrCat("bridge partition: no stable leader (leader ", leader_before, "@",
+                      leader_term, " -> ", l, ", max term ", term_before, " -> ", max_term(),
+                      ")"));
+  }
+  blocked_.clear();
+  faults_on_ = true;
+}
+
 absl::Status Simulation::Run() {
   n_ = opt_.nodes > 0 ? opt_.nodes : (Chance(0.5) ? 3 : 5);
   pre_vote_ = Chance(0.8);
@@ -620,6 +660,10 @@ absl::Status Simulation::Run() {
   committed_.resize(1);
 
   for (int t = 0; t < opt_.chaos_ticks && !failure_; ++t) Tick();
+
+  // With PreVote and CheckQuorum, a stable bridge partition (one node sees both halves, the
+  // halves not each other) must settle: a leader, and no more elections.
+  if (pre_vote_ && check_quorum_ && Chance(0.3) && !failure_) BridgePhase();
 
   // Heal: no faults, everyone up. Liveness: a leader all nodes follow, then a new write
   // applied everywhere, within the bound.
