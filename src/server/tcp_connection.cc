@@ -236,7 +236,7 @@ void TcpConnection::ArmTimer() {
     deadline = linger_deadline_;
   } else if (partial_since_ && opts_.partial_request_timeout_ms > 0) {
     deadline = After(*partial_since_, opts_.partial_request_timeout_ms);
-  } else if (pending_.empty() && !writing_ && opts_.idle_timeout_ms > 0) {
+  } else if (Idle() && opts_.idle_timeout_ms > 0) {
     deadline = After(last_activity_, opts_.idle_timeout_ms);
   }
   if (deadline == armed_deadline_) return;
@@ -266,7 +266,7 @@ void TcpConnection::OnTimer() {
                   opts_.partial_request_timeout_ms);
     Close();
     return;
-  } else if (pending_.empty() && !writing_ && opts_.idle_timeout_ms > 0 &&
+  } else if (Idle() && opts_.idle_timeout_ms > 0 &&
              now >= After(last_activity_, opts_.idle_timeout_ms)) {
     spdlog::debug("tcp conn {}: idle for {} ms, closing", id_, opts_.idle_timeout_ms);
     Close();

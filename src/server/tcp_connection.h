@@ -86,6 +86,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void OnReply(uint64_t seq, std::string reply);
   void MaybeWrite();
   void MaybeRead();
+  // Nothing of this connection is with the cluster. Then the idle timeout runs from the last
+  // byte read or written: it also ends a client that stopped reading its replies (our write
+  // makes no progress) while it has requests queued.
+  bool Idle() const { return inflight_reads_ + inflight_writes_ == 0; }
   void ArmTimer();
   void OnTimer();
   // After the last reply: FIN, discard input until the peer closes (so unread input does not

@@ -207,12 +207,17 @@ TEST_F(TcpBadInputTest, TricklingBytesDoesNotExtendThePartialTimeout) {
 
 TEST_F(TcpBadInputTest, ClientDisconnectingMidRequest) {
   Start();
+  // Each client first gets a PONG, so the server has surely accepted it before it goes.
   {
     TestClient c(f_.port());
+    ASSERT_TRUE(c.Send("PING\n"));
+    ASSERT_EQ(c.ReadLine(), "PONG");
     ASSERT_TRUE(c.Send("SET x 1\nSET y 2"));  // the second line never completes
   }
   {
     TestClient c(f_.port());
+    ASSERT_TRUE(c.Send("PING\n"));
+    ASSERT_EQ(c.ReadLine(), "PONG");
     ASSERT_TRUE(c.Send(RespCommand({"SET", "y", "2"}).substr(0, 20)));
   }
   // Once the server has closed both, the complete request was applied and the partial not.

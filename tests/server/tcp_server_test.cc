@@ -225,6 +225,25 @@ TEST(TcpServerTest, WaitingForTheClusterIsNotIdle) {
   EXPECT_EQ(c.ReadLine(), "OK");
 }
 
+// A client that sends requests but never reads the replies: once our writes make no progress
+// for idle_timeout_ms, the connection is closed (its buffers and slots are not held forever).
+TEST(TcpServerTest, ClientThatNeverReadsIsClosedAfterIdleTimeout) {
+  TcpFixture f;
+  f.options.idle_timeout_ms = 300;
+  f.options.max_pending_per_conn = 8;
+  TestClient c(f.Start());
+  std::string big(1 << 20, 'b');
+  ASSERT_TRUE(c.Send(RespCommand({"SET", "big", big})));
+  ASSERT_EQ(c.ReadResp(), "+OK\r\n");
+  std::string gets;
+  for (int i = 0; i < 64; ++i) gets += "GET big\n";  // 64 MiB of replies, far over the buffers
+  ASSERT_TRUE(c.Send(gets));
+  ASSERT_TRUE(AwaitTrue([&] { return f.server().num_connections() == 0; }));
+  EXPECT_TRUE(c.ReadUntilClosed().has_value());
+  TestClient other(f.port());
+  ExpectLines(other, "PING\n", {"PONG"});
+}
+
 // At most max_pending_per_conn requests of a connection are unanswered at a time; the rest
 // wait in the socket until replies drain.
 TEST(TcpServerTest, BackpressureBoundsPendingRequestsPerConnection) {
