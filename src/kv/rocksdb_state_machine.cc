@@ -108,7 +108,7 @@ namespace {
 //   <db>.old and <db>.install, no <db>: the swap had begun, so <db>.install is complete: use it;
 //   <db>.old alone, no <db>: put it back;
 //   <db> present: any <db>.install is unfinished or was never swapped in, any <db>.old is
-//   the store a finished swap replaced: remove both.
+//   the store a finished swap replaced: remove both (and RestoreSnapshot's scratch dir).
 absl::Status RecoverInterruptedInstall(const std::string& db_path) {
   const std::string install = db_path + ".install";
   const std::string old = db_path + ".old";
@@ -118,7 +118,7 @@ absl::Status RecoverInterruptedInstall(const std::string& db_path) {
     if (::rename(from.c_str(), db_path.c_str()) != 0) return base::IoError("rename", from, errno);
     if (absl::Status s = base::SyncDir(base::DirName(db_path)); !s.ok()) return s;
   }
-  for (const std::string& leftover : {install, old}) {
+  for (const std::string& leftover : {install, old, install + ".restore-tmp"}) {
     std::filesystem::remove_all(leftover, ec);
     if (ec) return base::IoError("remove", leftover, ec.value());
   }

@@ -15,6 +15,9 @@
 //
 // Threading: Apply* from one thread only (the apply thread); reads (Get/Range/accessors)
 // from any thread, concurrently with Apply.
+//
+// The exact apply rules (multi-op commands, sessions, replays, range deletes) are written
+// down in kv/rocksdb_state_machine.h and implemented once, in kv/command_eval.h.
 #pragma once
 
 #include <cstdint>

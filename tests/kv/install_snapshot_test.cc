@@ -147,10 +147,12 @@ TEST_F(InstallSnapshotTest, CrashBeforeSwapKeepsTheOldStore) {
   // An install directory that may be complete or half-written: never swapped in.
   ASSERT_TRUE(RestoreSnapshot(snap, DbPath() + ".install").ok());
   std::filesystem::create_directories(DbPath() + ".install/partial");
+  std::filesystem::create_directories(DbPath() + ".install.restore-tmp/partial");
   Reopen();
   EXPECT_EQ(sm_->applied_index(), 1u);
   ExpectAllValues(*sm_, "old");
   EXPECT_FALSE(std::filesystem::exists(DbPath() + ".install"));
+  EXPECT_FALSE(std::filesystem::exists(DbPath() + ".install.restore-tmp"));
 }
 
 TEST_F(InstallSnapshotTest, CrashAfterSwapRemovesTheOldStore) {
