@@ -28,6 +28,9 @@ absl::Status Config::Validate() const {
     return absl::InvalidArgumentError("raft config: max_inflight_msgs = 0");
   }
   if (max_apply_bytes == 0) return absl::InvalidArgumentError("raft config: max_apply_bytes = 0");
+  if (max_uncommitted_bytes == 0) {
+    return absl::InvalidArgumentError("raft config: max_uncommitted_bytes = 0");
+  }
   return absl::OkStatus();
 }
 

@@ -27,6 +27,10 @@ struct Config {
   size_t max_inflight_msgs = 256;
   // Upper bound on the entry bytes in one Ready's committed_entries (at least one entry).
   uint64_t max_apply_bytes = 64 << 20;
+  // A leader refuses proposals (kResourceExhausted) while the data of its uncommitted
+  // proposals exceeds this (one proposal is always accepted), so a leader cut off from its
+  // followers does not grow its log without bound.
+  uint64_t max_uncommitted_bytes = 64 << 20;
   // PreVote (Raft thesis §9.6): a node first asks whether it could win before bumping its
   // term, so a partitioned node rejoining does not depose a healthy leader.
   bool pre_vote = true;

@@ -110,6 +110,7 @@ void Raft::Reset(uint64_t term) {
   lead_ = 0;
   election_elapsed_ = 0;
   heartbeat_elapsed_ = 0;
+  uncommitted_bytes_ = 0;
   ResetRandomizedElectionTimeout();
   votes_.clear();
   progress_.clear();
@@ -537,6 +538,11 @@ void Raft::AppendEntry(raftpb::Entry e) {
 
 absl::StatusOr<EntryId> Raft::Propose(std::string data) {
   if (role_ != Role::kLeader) return NotLeader(lead_);
+  if (uncommitted_bytes_ > 0 && uncommitted_bytes_ + data.size() > config_.max_uncommitted_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many uncommitted proposals (", uncommitted_bytes_, " bytes)"));
+  }
+  uncommitted_bytes_ += data.size();
   raftpb::Entry e;
   e.set_type(raftpb::ENTRY_NORMAL);
   e.set_data(std::move(data));
@@ -800,6 +806,9 @@ void Raft::Advance(const Ready& rd) {
   }
   if (!rd.entries.empty()) log_.StableTo(rd.entries.back().index(), rd.entries.back().term());
   if (!rd.committed_entries.empty()) log_.AppliedTo(rd.committed_entries.back().index());
+  for (const raftpb::Entry& e : rd.committed_entries) {
+    uncommitted_bytes_ -= std::min<uint64_t>(uncommitted_bytes_, e.data().size());
+  }
   if (role_ == Role::kLeader) {
     // The caller has persisted our own entries: now they count toward the quorum.
     if (progress_.at(config_.id).MaybeUpdate(log_.StableLastIndex()) && MaybeCommit()) {

@@ -120,7 +120,8 @@ class Raft {
   // Messages from stale terms and unknown peers are ignored; never fails.
   void Step(const raftpb::Message& m);
   // Appends `data` as a new entry if this node is the leader.
-  // Errors: kUnavailable "not leader" carrying the leader hint (see LeaderHint()).
+  // Errors: kUnavailable "not leader" carrying the leader hint (see LeaderHint());
+  // kResourceExhausted when uncommitted proposals exceed config.max_uncommitted_bytes.
   absl::StatusOr<EntryId> Propose(std::string data);
   // Requests a linearizable read index for `context` (an id unique among pending reads). The
   // answer arrives as a ReadState in a later Ready, possibly never (leader change, lost
@@ -250,6 +251,9 @@ class Raft {
   raftpb::HardState prev_hard_state_;  // last hard state handed out in a Ready
   bool ready_outstanding_ = false;
   bool broadcast_pending_ = false;  // proposals appended since the last GetReady
+  // Leader: data bytes proposed in this term and not yet handed out as committed (an
+  // estimate: reduced by the committed entries of each Ready, never below 0).
+  uint64_t uncommitted_bytes_ = 0;
 
   // For CheckInvariants.
   Role inv_role_ = Role::kFollower;

@@ -106,6 +106,25 @@ TEST(ProposeTest, LeaderCountsItselfOnlyAfterPersisting) {
   EXPECT_EQ(h.raft(1).log().committed(), id->index);
 }
 
+TEST(ProposeTest, UncommittedProposalsAreBounded) {
+  Harness h(3, [](Config& c) { c.max_uncommitted_bytes = 100; });
+  h.Campaign(1);
+  h.Isolate(1);
+  int accepted = 0;
+  absl::StatusOr<EntryId> r;
+  for (int i = 0; i < 20; ++i) {
+    r = h.raft(1).Propose(std::string(30, 'x'));
+    if (!r.ok()) break;
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 3);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  // Once they commit, proposals are accepted again.
+  h.Heal();
+  h.TickAll(2);
+  EXPECT_TRUE(h.raft(1).Propose(std::string(30, 'x')).ok());
+}
+
 TEST(ProposeTest, SingleNodeCommitsAfterAdvance) {
   Harness h(1);
   h.Campaign(1);
