@@ -38,8 +38,9 @@ std::string EncodeKeyRecord(const KeyRecord& r) {
 
 absl::StatusOr<KeyRecord> DecodeKeyRecord(std::string_view data, bool keys_only) {
   if (data.size() < kKeyRecordHeaderBytes) {
-    return absl::DataLossError(absl::StrFormat("key record is %d bytes, shorter than its %d-byte header",
-                                               data.size(), kKeyRecordHeaderBytes));
+    return absl::DataLossError(
+        absl::StrFormat("key record is %d bytes, shorter than its %d-byte header", data.size(),
+                        kKeyRecordHeaderBytes));
   }
   if (absl::Status s = CheckFormatByte(data, "key"); !s.ok()) return s;
   KeyRecord r;

@@ -40,7 +40,8 @@ absl::Status WithContext(const absl::Status& s, std::string_view context) {
 // A key for an error message: C-escaped, at most 64 bytes of it.
 std::string EscapeKey(std::string_view key) {
   constexpr size_t kMaxBytes = 64;
-  std::string out = absl::CHexEscape(absl::string_view(key.data(), std::min(key.size(), kMaxBytes)));
+  std::string out =
+      absl::CHexEscape(absl::string_view(key.data(), std::min(key.size(), kMaxBytes)));
   if (key.size() > kMaxBytes) out += "...";
   return out;
 }
@@ -212,7 +213,9 @@ absl::Status RocksDbStateMachine::InstallSnapshot(const std::string& path) {
     if (absl::Status r = OpenDb(); !r.ok()) CloseDb();  // back to the old store if possible
     return s;
   }
-  if (::rename(install.c_str(), db_path.c_str()) != 0) return base::IoError("rename", install, errno);
+  if (::rename(install.c_str(), db_path.c_str()) != 0) {
+    return base::IoError("rename", install, errno);
+  }
   if (absl::Status s = base::SyncDir(base::DirName(db_path)); !s.ok()) return s;
   std::filesystem::remove_all(old, ec);  // best effort; Open removes it otherwise
   if (absl::Status s = OpenDb(); !s.ok()) {
@@ -226,7 +229,8 @@ absl::Status RocksDbStateMachine::Init() {
   const std::string& path = options_.db_path;
   std::string format_value;
   rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), meta_cf_, std::string(coding::kMetaFormatKey), &format_value);
+      db_->Get(rocksdb::ReadOptions(), meta_cf_, std::string(coding::kMetaFormatKey),
+               &format_value);
   if (s.IsNotFound()) {
     // A new store, unless something is already in it (a foreign RocksDB, or a lost record).
     std::string applied_value;
@@ -353,7 +357,8 @@ absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSes
 absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSessionUnlocked(
     uint64_t client_id) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, coding::SessionKey(client_id), &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_cf_, coding::SessionKey(client_id), &value);
   if (s.IsNotFound()) return std::optional<coding::SessionRecord>();
   if (!s.ok()) return FromRocks(s, "get session", options_.db_path);
   absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(value);
@@ -365,7 +370,8 @@ absl::StatusOr<std::optional<KeyValue>> RocksDbStateMachine::Get(std::string_vie
   absl::ReaderMutexLock lock(&mu_);
   if (absl::Status open = CheckOpen(); !open.ok()) return open;
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<KeyValue>();
   if (!s.ok()) return FromRocks(s, "get", options_.db_path);
   absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
@@ -525,7 +531,8 @@ absl::Status RocksDbStateMachine::FinishImport(uint64_t applied_index, uint64_t 
   }
   rocksdb::WriteBatch batch;
   batch.Put(meta_cf_, std::string(coding::kMetaAppliedKey),
-            coding::EncodeAppliedRecord(coding::AppliedRecord{applied_index, applied_term, revision}));
+            coding::EncodeAppliedRecord(
+                coding::AppliedRecord{applied_index, applied_term, revision}));
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;
   rocksdb::Status s = db_->Write(wo, &batch);

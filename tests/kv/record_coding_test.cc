@@ -39,7 +39,8 @@ TEST(RecordCodingTest, KeyRecordEmptyValueAndKeysOnly) {
 }
 
 TEST(RecordCodingTest, KeyRecordRejectsShortUnknownFormatAndImpossibleRevisions) {
-  std::string enc = EncodeKeyRecord({.create_revision = 2, .mod_revision = 3, .version = 1, .value = ""});
+  std::string enc =
+      EncodeKeyRecord({.create_revision = 2, .mod_revision = 3, .version = 1, .value = ""});
   for (size_t n = 0; n < kKeyRecordHeaderBytes; ++n) {
     EXPECT_EQ(DecodeKeyRecord(enc.substr(0, n)).status().code(), absl::StatusCode::kDataLoss)
         << "length " << n;

@@ -164,7 +164,9 @@ TEST_F(StateMachineTest, ConcurrentReadsSeeOneRevision) {
   constexpr int kEntries = 1000;
   auto entry = [&](int revision) {
     kvpb::Command cmd;
-    for (int k = 0; k < kKeys; ++k) AddPut(cmd, "key" + std::to_string(k), std::to_string(revision));
+    for (int k = 0; k < kKeys; ++k) {
+      AddPut(cmd, "key" + std::to_string(k), std::to_string(revision));
+    }
     return cmd;
   };
   ASSERT_EQ(Next(entry(2)).revision, 2);
