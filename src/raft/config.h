@@ -42,9 +42,13 @@ struct Config {
   // On restart: the last index the state machine has applied (entries after it are handed
   // out again as committed entries).
   uint64_t applied = 0;
-  // Run CheckInvariants() after every Step/Tick/Advance (tests and the simulator enable it;
-  // it aborts on a broken invariant).
+  // Run CheckInvariants() after every Step/Tick/Advance (aborts on a broken invariant). On by
+  // default in debug builds; tests and the simulator turn it on in every build.
+#ifdef NDEBUG
   bool check_invariants = false;
+#else
+  bool check_invariants = true;
+#endif
 
   // kInvalidArgument naming the first bad field.
   absl::Status Validate() const;

@@ -253,6 +253,7 @@ void Raft::StepInner(const Message& m) {
     return;  // not a member
   }
   if (m.from() == config_.id) return;
+  if (m.to() != 0 && m.to() != config_.id) return;  // misrouted
 
   if (m.term() == 0) {
     // Local messages and forwarded read requests carry no term.
