@@ -255,6 +255,9 @@ absl::Status SqliteBackup::ApplyOne(View& view, const BackupEntry& entry) {
 
 absl::Status SqliteBackup::Apply(const std::vector<BackupEntry>& entries) {
   const std::string& path = options_.path;
+  bool any_new = false;
+  for (const BackupEntry& e : entries) any_new = any_new || e.index > meta_.applied_index;
+  if (!any_new) return absl::OkStatus();  // all replays: no transaction, no fsync
   const SnapshotMeta committed = meta_;
   if (absl::Status s = Exec(db_, "BEGIN IMMEDIATE", path, false); !s.ok()) return s;
   View view(this);
