@@ -278,6 +278,23 @@ TEST(TcpServerTest, StopFinishesInFlightRequestsThenCloses) {
   EXPECT_FALSE(CanConnect(f.port()));  // no longer listening
 }
 
+TEST(TcpServerTest, StartErrors) {
+  TcpFixture f;
+  uint16_t port = f.Start();
+  KvService kv(&f.replicator(), &f.state_machine(), KvLimits{});
+  TcpServer same_port(&kv, TcpServerOptions{});
+  EXPECT_EQ(same_port.Start("127.0.0.1", port).code(), absl::StatusCode::kUnavailable);
+  TcpServer bad_host(&kv, TcpServerOptions{});
+  EXPECT_EQ(bad_host.Start("not-an-address", 0).code(), absl::StatusCode::kInvalidArgument);
+  TcpServerOptions too_small;
+  too_small.max_request_bytes = 1000;  // a 1 MiB value could never be SET
+  TcpServer bad_options(&kv, too_small);
+  EXPECT_EQ(bad_options.Start("127.0.0.1", 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(f.server().Start("127.0.0.1", 0).code(), absl::StatusCode::kFailedPrecondition);
+  TestClient c(port);  // the first server is undisturbed
+  ExpectLines(c, "PING\n", {"PONG"});
+}
+
 TEST(TcpServerTest, OptionsAreValidated) {
   TcpServerOptions o;
   EXPECT_TRUE(o.Validate(1024, 1 << 20).ok());
