@@ -10,7 +10,8 @@
 //   a text line over max_line_bytes       -> "ERR line too long", close
 //   a RESP request over max_request_bytes -> "-ERR Protocol error: ...", close
 //   more than max_connections open        -> "ERR too many connections", close
-//   no request for idle_timeout_ms        -> close
+//   nothing read or written for idle_timeout_ms while no request of the connection is with
+//   the cluster (an idle client, or one that stopped reading its replies) -> close
 //   an unfinished request for partial_request_timeout_ms (since its first byte) -> close
 //   max_pending_per_conn requests unanswered -> stop reading until replies drain
 #pragma once
@@ -47,7 +48,7 @@ struct TcpServerOptions {
   int listen_backlog = 1024;
 
   // InvalidArgument naming the field if a value is out of range, or if a RESP SET of a
-  // maximal key and value (per `kv_limits`) would not fit in max_request_bytes.
+  // maximal key and value (the KvLimits passed in) would not fit in max_request_bytes.
   absl::Status Validate(size_t max_key_bytes, size_t max_value_bytes) const;
 };
 
