@@ -161,6 +161,10 @@ TEST_F(SqliteBackupTest, ReopenResumesAndReplaysAreSkipped) {
   }
   std::unique_ptr<SqliteBackup> b = MustOpen();
   EXPECT_EQ(b->applied_index(), 30u);
+  const uint64_t checksum = b->meta().kv_checksum;
+  ASSERT_TRUE(b->Apply(Entries(1, 30)).ok());  // all replays
+  EXPECT_EQ(b->applied_index(), 30u);
+  EXPECT_EQ(b->meta().kv_checksum, checksum);
   // Overlapping batch: 20..30 are skipped, 31..50 applied.
   ASSERT_TRUE(b->Apply(Entries(20, 50)).ok());
   ExpectSameState(*b);
