@@ -1,5 +1,7 @@
 #include "base/file_util.h"
 
+#include <filesystem>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -124,6 +126,21 @@ absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& pat
     n -= static_cast<size_t>(w);
   }
   return absl::OkStatus();
+}
+
+absl::Status CopyFileDurably(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp";
+  std::error_code ec;
+  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return IoError("copy " + from + " to", tmp, ec.value());
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("open", tmp, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return IoError("fsync", tmp, err);
+  if (::rename(tmp.c_str(), to.c_str()) != 0) return IoError("rename", tmp, errno);
+  return SyncDir(DirName(to));
 }
 
 }  // namespace raftkv::base

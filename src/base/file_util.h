@@ -46,6 +46,9 @@ absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& pat
 // open in this process) holds it; kInternal for I/O errors.
 absl::StatusOr<int> LockFile(const std::string& path);
 
+// Copies `from` to `to` durably: to + ".tmp", fsync, rename over `to`, fsync of the directory.
+absl::Status CopyFileDurably(const std::string& from, const std::string& to);
+
 // Parent directory of `path` ("." if none).
 std::string DirName(const std::string& path);
 

@@ -104,6 +104,10 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
                             Positive{"--wal-segment-bytes", raft.wal_segment_bytes},
                             Positive{"--max-range-keys", max_range_keys},
+                            Positive{"--backup-interval-ms", raft.backup_interval_ms},
+                            Positive{"--snapshot-entries", raft.snapshot_entries},
+                            Positive{"--snapshots-retained", raft.snapshots_retained},
+                            Positive{"--snapshot-chunk-bytes", raft.snapshot_chunk_bytes},
                             Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
     if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));
   }

@@ -34,6 +34,7 @@ struct NodeConfig {
   std::vector<NodeAddress> cluster;   // from --config, or DefaultCluster()
   std::string data_dir = "./data";    // --data-dir
   std::string log_level = "info";     // --log-level
+  std::string restore_from;           // --restore-from: snapshot or backup file (new cluster)
 
   // Each part's options carry their own defaults; flags overwrite them.
   KvLimits kv;                        // key/value/op-count limits (every protocol)

@@ -37,6 +37,11 @@ int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
   app.add_option("--data-dir", config->data_dir,
                  "Directory for this node's data (created if missing)")
       ->capture_default_str();
+  app.add_option("--restore-from", config->restore_from,
+                 "Disaster recovery: start this node (in a new, empty --data-dir) from a "
+                 "snapshot or backup file; start every node of the new cluster from the same "
+                 "file")
+      ->check(CLI::ExistingFile);
   app.add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
 
@@ -88,6 +93,20 @@ int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
       "Messages queued for one peer before new ones to it are dropped", raft);
   add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
       "Size at which the write-ahead log rolls to a new segment file", raft);
+  const char* snap = "Backup and snapshots";
+  add("--backup-path", &config->raft.backup_path,
+      "SQLite backup that follows the log (default <data-dir>/backup.db)", snap);
+  add("--backup-interval-ms", &config->raft.backup_interval_ms,
+      "The backup trails the state machine by at most this long", snap);
+  add("--snapshot-entries", &config->raft.snapshot_entries,
+      "Entries between Raft snapshots (copies of the backup in <data-dir>/snapshots)", snap);
+  add("--snapshots-retained", &config->raft.snapshots_retained, "Snapshot files kept", snap);
+  add("--log-retained-entries", &config->raft.log_retained_entries,
+      "Log entries kept before the newest snapshot, for followers a little behind", snap);
+  add("--snapshot-chunk-bytes", &config->raft.snapshot_chunk_bytes,
+      "Chunk size when streaming a snapshot to a follower", snap);
+  add("--snapshot-rate-bytes-per-sec", &config->raft.snapshot_rate_bytes_per_sec,
+      "Cap on snapshot streaming to one follower (0 = no cap)", snap);
   add("--tcp-io-threads", &config->tcp.num_io_threads, "Threads serving the client port",
       "Tuning");
 

@@ -5,7 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
+#include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
+#include "base/file_util.h"
+#include "server/backup_worker.h"
 #include "server/etcd_service.h"
 #include "server/kv_service.h"
 #include "server/peer_service.h"
@@ -33,12 +36,36 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   }
   kv::StateMachineOptions sm_options;
   sm_options.db_path = (data_dir / "db").string();
+  if (!config.restore_from.empty()) {
+    if (std::filesystem::exists(sm_options.db_path) || std::filesystem::exists(data_dir / "wal")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--restore-from needs a new data dir, but ", config.data_dir, " already holds a store"));
+    }
+    spdlog::info("node {}: restoring from {}", config.id, config.restore_from);
+    auto meta = kv::RestoreSnapshot(config.restore_from, sm_options.db_path);
+    if (!meta.ok()) return meta.status();
+    spdlog::info("node {}: restored {} keys at index {} (term {}, revision {})", config.id,
+                 meta->kv_count, meta->applied_index, meta->applied_term, meta->revision);
+
+  }
   // No RocksDB fsync: the Raft WAL is the source of truth and entries after the store's
   // applied index are replayed from it on start-up.
   sm_options.sync_writes = false;
   auto sm = kv::StateMachine::Open(sm_options);
   if (!sm.ok()) return sm.status();
   node->sm_ = *std::move(sm);
+  if (!config.restore_from.empty()) {
+    // This node's first snapshot, for peers that need one before it cuts its own. Written
+    // from the restored store (the file given may be a live backup with a -wal companion).
+    const std::string snapshot_dir = (data_dir / "snapshots").string();
+    absl::Status s = base::CreateDirIfMissing(snapshot_dir);
+    if (!s.ok()) return s;
+    auto written = kv::WriteSnapshot(
+        *node->sm_, absl::StrCat(snapshot_dir, "/",
+                                 SnapshotFileName(node->sm_->applied_index(),
+                                                  node->sm_->applied_term())));
+    if (!written.ok()) return written.status();
+  }
   spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config.id,
                sm_options.db_path, node->sm_->applied_index(), node->sm_->revision());
 
@@ -47,6 +74,11 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   raft_options.cluster = config.cluster;
   raft_options.cluster_id = ClusterIdOf(config.cluster);
   raft_options.wal_dir = (data_dir / "wal").string();
+  if (raft_options.backup_path.empty()) {
+    raft_options.backup_path = (data_dir / "backup.db").string();
+  }
+  raft_options.snapshot_dir = (data_dir / "snapshots").string();
+  raft_options.restored = !config.restore_from.empty();
   auto replicator = RaftReplicator::Start(node->sm_.get(), raft_options);
   if (!replicator.ok()) return replicator.status();
   node->replicator_ = *std::move(replicator);

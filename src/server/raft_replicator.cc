@@ -7,8 +7,12 @@
 #include "absl/strings/str_format.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
+#include "base/file_util.h"
+#include "kv/sqlite_snapshot.h"
+#include "server/backup_worker.h"
 #include "server/forwarder.h"
 #include "server/peer_transport.h"
+#include "server/snapshot_transfer.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
@@ -27,6 +31,32 @@ absl::Status NotLeaderError(std::optional<uint64_t> hint) {
   std::_Exit(70);
 }
 
+std::string MembersJson(const std::vector<NodeAddress>& cluster) {
+  std::string out = "[";
+  for (size_t i = 0; i < cluster.size(); ++i) {
+    absl::StrAppend(&out, i ? "," : "", "{\"ip\":\"", cluster[i].ip, "\",\"port\":",
+                    cluster[i].port, ",\"grpc_port\":", cluster[i].grpc_port, "}");
+  }
+  return out + "]";
+}
+
+// The newest readable snapshot file in `dir` at or below `max_index`, if any.
+std::optional<std::pair<kv::SnapshotMeta, std::string>> NewestSnapshot(const std::string& dir,
+                                                                       uint64_t max_index) {
+  auto names = base::ListDir(dir);
+  if (!names.ok()) return std::nullopt;
+  for (auto it = names->rbegin(); it != names->rend(); ++it) {
+    if (it->rfind("snap-", 0) != 0 || it->size() < 3 ||
+        it->compare(it->size() - 3, 3, ".db") != 0) {
+      continue;
+    }
+    std::string path = absl::StrCat(dir, "/", *it);
+    absl::StatusOr<kv::SnapshotMeta> meta = kv::ReadSnapshotMeta(path);
+    if (meta.ok() && meta->applied_index <= max_index) return std::make_pair(*meta, path);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 RaftReplicator::RaftReplicator(kv::StateMachine* sm, RaftReplicatorOptions options)
@@ -43,6 +73,24 @@ absl::StatusOr<std::unique_ptr<RaftReplicator>> RaftReplicator::Start(
   if (!wal.ok()) return wal.status();
   r->wal_ = *std::move(wal);
 
+  if (o.restored) {
+    if (r->wal_->LastIndex() != 0 || r->wal_->hard_state().term() != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--restore-from needs a new data dir, but ", o.wal_dir, " holds a log"));
+    }
+    // The log starts after the restored store, as if it had installed a snapshot there.
+    raftpb::SnapshotMetadata meta;
+    meta.set_index(sm->applied_index());
+    meta.set_term(sm->applied_term());
+    for (size_t i = 0; i < o.cluster.size(); ++i) meta.mutable_conf_state()->add_voters(i + 1);
+    raftpb::HardState hs;
+    hs.set_term(sm->applied_term());
+    hs.set_commit(sm->applied_index());
+    absl::Status s = r->wal_->ApplySnapshot(meta);
+    if (s.ok()) s = r->wal_->SetHardState(hs);
+    if (s.ok()) s = r->wal_->Sync();
+    if (!s.ok()) return s;
+  }
   const uint64_t commit = r->wal_->hard_state().commit();
   if (sm->applied_index() > commit) {
     // The state machine can only have applied what the WAL recorded as committed; more
@@ -80,6 +128,43 @@ absl::StatusOr<std::unique_ptr<RaftReplicator>> RaftReplicator::Start(
       r->self_id_, peers, transport_options,
       [self](uint64_t peer) { self->Post(UnreachableEvent{peer}); });
   r->forwarder_ = std::make_unique<Forwarder>(peers);
+  SnapshotTransferOptions transfer_options;
+  transfer_options.chunk_bytes = o.snapshot_chunk_bytes;
+  transfer_options.rate_bytes_per_sec = o.snapshot_rate_bytes_per_sec;
+  r->snapshot_sender_ = std::make_unique<SnapshotSender>(
+      peers, transfer_options,
+      [self](uint64_t peer, bool ok) { self->Post(SnapshotSentEvent{peer, ok}); });
+
+  // The backup follows the state machine; entries the store applied but the backup lacks
+  // are still in the log (it is never compacted past the backup).
+  BackupWorkerOptions backup_options;
+  backup_options.backup_path = o.backup_path;
+  backup_options.snapshot_dir = o.snapshot_dir;
+  backup_options.interval_ms = o.backup_interval_ms;
+  backup_options.snapshot_entries = o.snapshot_entries;
+  backup_options.snapshots_retained = o.snapshots_retained;
+  backup_options.members = MembersJson(o.cluster);
+  auto backup = BackupWorker::Start(
+      sm, backup_options, r->wal_->FirstIndex(), [self](SnapshotReport report) {
+        self->Post(SnapshotMadeEvent{std::make_shared<SnapshotReport>(std::move(report))});
+      });
+  if (!backup.ok()) return backup.status();
+  r->backup_ = *std::move(backup);
+  if (r->backup_->applied_index() < sm->applied_index()) {
+    auto missing = r->wal_->Entries(r->backup_->applied_index() + 1, sm->applied_index() + 1,
+                                    UINT64_MAX);
+    if (!missing.ok()) return missing.status();
+    for (const raftpb::Entry& e : *missing) r->backup_->Enqueue(e.index(), e.term(), e.data());
+  }
+  // Followers that need compacted entries get the newest snapshot this node holds.
+  if (auto snap = NewestSnapshot(o.snapshot_dir, sm->applied_index())) {
+    raftpb::Snapshot s;
+    s.mutable_metadata()->set_index(snap->first.applied_index);
+    s.mutable_metadata()->set_term(snap->first.applied_term);
+    for (uint64_t id : config.peers) s.mutable_metadata()->mutable_conf_state()->add_voters(id);
+    s.set_handle(snap->second);
+    r->raft_->SetSnapshot(s);
+  }
 
   spdlog::info("raft: node {} (core id {}) recovered: term {}, commit {}, log [{}, {}], "
                "applied {}",
@@ -103,6 +188,8 @@ void RaftReplicator::Stop() {
   // deadline of request_timeout_ms).
   while (forwards_in_flight_.load() > 0) absl::SleepFor(absl::Milliseconds(5));
   if (transport_) transport_->Stop();
+  if (snapshot_sender_) snapshot_sender_->Stop();
+  if (backup_) backup_->Stop();  // applies what it has queued
   // Anything posted after the loop ended (forward replies) fails now.
   std::vector<Event> rest;
   {
@@ -214,6 +301,10 @@ void RaftReplicator::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     } else {
       writes_waiting_apply_.emplace(a->index, std::move(*a));
     }
+  } else if (auto* made = std::get_if<SnapshotMadeEvent>(&e)) {
+    OnSnapshotMade(*made->report);
+  } else if (auto* sent = std::get_if<SnapshotSentEvent>(&e)) {
+    raft_->ReportSnapshot(sent->peer, sent->ok);
   }
 }
 
@@ -284,18 +375,13 @@ void RaftReplicator::ProcessReady() {
                          m.type() == raftpb::MSG_SNAP;
       (replication && m.term() == raft_->term() ? now : after_persist).push_back(std::move(m));
     }
-    transport_->Send(std::move(now));
+    SendMessages(std::move(now));
   } else {
     after_persist = std::move(rd.messages);
   }
 
   // 2. Persist: entries and hard state, one fsync for the whole batch.
-  if (rd.snapshot) {
-    // Snapshots arrive with issue 4; until then no node compacts, so none is ever sent.
-    spdlog::critical("raft: received a snapshot at index {}, which this build cannot install",
-                     rd.snapshot->metadata().index());
-    std::_Exit(70);
-  }
+  if (rd.snapshot) InstallSnapshot(*rd.snapshot);
   if (!rd.entries.empty()) {
     if (absl::Status s = wal_->Append(rd.entries); !s.ok()) FatalStorageError(s);
   }
@@ -307,7 +393,7 @@ void RaftReplicator::ProcessReady() {
   }
 
   // 3. Send what depended on the persisted state (votes, acks).
-  transport_->Send(std::move(after_persist));
+  SendMessages(std::move(after_persist));
 
   // 4. Apply, answer writers, release reads.
   for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
@@ -348,6 +434,7 @@ void RaftReplicator::ApplyEntry(const raftpb::Entry& e) {
     spdlog::shutdown();
     std::_Exit(70);
   }
+  backup_->Enqueue(e.index(), e.term(), e.data());
   auto it = pending_writes_.find(e.index());
   if (it == pending_writes_.end()) return;
   PendingWrite w = std::move(it->second);
@@ -363,6 +450,64 @@ void RaftReplicator::ApplyEntry(const raftpb::Entry& e) {
   } else {
     std::move(w.done)(ForwardResult{e.index(), *std::move(result)});
   }
+}
+
+void RaftReplicator::SendMessages(std::vector<raftpb::Message> msgs) {
+  std::vector<raftpb::Message> plain;
+  plain.reserve(msgs.size());
+  for (raftpb::Message& m : msgs) {
+    if (m.type() != raftpb::MSG_SNAP) {
+      plain.push_back(std::move(m));
+      continue;
+    }
+    // Snapshots are streamed as files (snapshot_transfer.h); the follower's core gets the
+    // MSG_SNAP only once the file is complete and verified.
+    if (m.snapshot().handle().empty()) {
+      raft_->ReportSnapshot(m.to(), false);
+    } else {
+      snapshot_sender_->Start(m, m.snapshot().handle());  // false: one already running
+    }
+  }
+  transport_->Send(std::move(plain));
+}
+
+void RaftReplicator::InstallSnapshot(const raftpb::Snapshot& snap) {
+  const std::string& path = snap.handle();
+  spdlog::info("raft: installing snapshot {} (index {}, term {})", path,
+               snap.metadata().index(), snap.metadata().term());
+  // The state machine first: if we crash after it, the WAL still describes an older log,
+  // the store is ahead of it, and the leader resends; the reverse order could leave a log
+  // that starts after a store that never got the snapshot.
+  if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
+    spdlog::critical("raft: installing snapshot {} failed: {}", path, s.ToString());
+    spdlog::shutdown();
+    std::_Exit(70);
+  }
+  if (absl::Status s = wal_->ApplySnapshot(snap.metadata()); !s.ok()) FatalStorageError(s);
+  if (absl::Status s = backup_->ResetFrom(path); !s.ok()) {
+    spdlog::error("backup: resetting from snapshot {} failed: {}", path, s.ToString());
+  }
+}
+
+void RaftReplicator::OnSnapshotMade(const SnapshotReport& report) {
+  raftpb::Snapshot snap;
+  snap.mutable_metadata()->set_index(report.meta.applied_index);
+  snap.mutable_metadata()->set_term(report.meta.applied_term);
+  for (size_t i = 0; i < options_.cluster.size(); ++i) {
+    snap.mutable_metadata()->mutable_conf_state()->add_voters(i + 1);
+  }
+  snap.set_handle(report.path);
+  raft_->SetSnapshot(snap);
+  // Compact: never past the snapshot, what RocksDB has flushed, or the backup; keep a tail
+  // for followers that are only a little behind.
+  uint64_t safe = std::min({report.meta.applied_index, report.flushed_index,
+                            backup_->applied_index()});
+  if (safe <= options_.log_retained_entries) return;
+  uint64_t compact_to = safe - options_.log_retained_entries;
+  if (compact_to < wal_->FirstIndex()) return;
+  if (absl::Status s = wal_->Compact(compact_to); !s.ok()) FatalStorageError(s);
+  spdlog::info("raft: log compacted through index {} (snapshot at {})", compact_to,
+               report.meta.applied_index);
 }
 
 void RaftReplicator::ReleaseApplied() {

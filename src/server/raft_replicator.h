@@ -45,9 +45,12 @@ class WalStorage;
 
 namespace raftkv::server {
 
+class BackupWorker;
 class Forwarder;
 class PeerTransport;
+class SnapshotSender;
 struct ForwardResult;
+struct SnapshotReport;
 
 struct RaftReplicatorOptions {
   uint32_t node_index = 0;            // position in `cluster` (the core id is this + 1)
@@ -63,6 +66,20 @@ struct RaftReplicatorOptions {
   size_t max_pending_writes = 100000; // --max-pending-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
+
+  // Backup and snapshots (design.md "Snapshots to SQLite").
+  std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
+  std::string snapshot_dir;           // <data-dir>/snapshots
+  uint32_t backup_interval_ms = 2000; // --backup-interval-ms
+  uint64_t snapshot_entries = 10000;  // --snapshot-entries
+  uint32_t snapshots_retained = 3;    // --snapshots-retained
+  uint64_t log_retained_entries = 5000;  // --log-retained-entries: kept before a snapshot
+  uint64_t snapshot_chunk_bytes = 1 << 20;        // --snapshot-chunk-bytes
+  uint64_t snapshot_rate_bytes_per_sec = 0;       // --snapshot-rate-bytes-per-sec (0: none)
+
+  // The state machine was just restored from a snapshot file (kvd --restore-from) and the
+  // WAL is new: start the log after the store's applied index.
+  bool restored = false;
 };
 
 class RaftReplicator : public Replicator {
@@ -107,8 +124,17 @@ class RaftReplicator : public Replicator {
     kv::ApplyResult result;
     WriteDone done;
   };
+  // The backup worker cut a snapshot: hand it to the core, compact the log.
+  struct SnapshotMadeEvent {
+    std::shared_ptr<SnapshotReport> report;
+  };
+  // A snapshot stream to a follower ended.
+  struct SnapshotSentEvent {
+    uint64_t peer = 0;
+    bool ok = false;
+  };
   using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
-                             AppliedElsewhereEvent>;
+                             AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent>;
 
   RaftReplicator(kv::StateMachine* sm, RaftReplicatorOptions options);
   void Post(Event e);
@@ -118,6 +144,9 @@ class RaftReplicator : public Replicator {
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void ApplyEntry(const raftpb::Entry& e);
+  void InstallSnapshot(const raftpb::Snapshot& snap);
+  void OnSnapshotMade(const SnapshotReport& report);
+  void SendMessages(std::vector<raftpb::Message> msgs);
   void ReleaseApplied();
   void ExpireRequests(absl::Time now);
   void OnTermOrRoleChange();
@@ -156,6 +185,8 @@ class RaftReplicator : public Replicator {
 
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<SnapshotSender> snapshot_sender_;
+  std::unique_ptr<BackupWorker> backup_;
 
   // ---- Shared with other threads ----
   absl::Mutex mu_;

@@ -1,0 +1,161 @@
+"""Snapshots, log compaction, follower catch-up by InstallSnapshot, the SQLite backup and
+disaster recovery with --restore-from (issue 4), on real kvd processes."""
+import glob
+import os
+import shutil
+import sqlite3
+import subprocess
+import unittest
+
+from harness import KVD, TempCluster, TextClient, kvctl_status, run, wait_for_leader, wait_until
+from test_cluster import FAST, check_keys, write_keys
+
+SNAP = FAST + ["--snapshot-entries=500", "--log-retained-entries=100",
+               "--backup-interval-ms=200", "--wal-segment-bytes=65536"]
+
+
+def backup_count(path):
+    """Rows in the kv table of a live backup (read-only, as an operator's sqlite3 would)."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        n = con.execute("select count(*) from kv").fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return -1
+
+
+def dir_bytes(path):
+    return sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "*")) if os.path.isfile(f))
+
+
+class SnapshotTest(unittest.TestCase):
+    def start(self, extra=()):
+        self.cluster = TempCluster(3, extra_args=SNAP + list(extra))
+        for n in self.cluster.nodes:
+            n.start()
+        self.leader = wait_for_leader(self.cluster.nodes)
+        self.follower = next(n for n in self.cluster.nodes if n is not self.leader)
+
+    def tearDown(self):
+        self.cluster.__exit__(None, None, None)
+
+    def test_lagging_follower_catches_up_by_snapshot(self):
+        self.start()
+        value = lambda k: f"val-{k}"
+        self.follower.kill()
+        keys = write_keys(self.leader.port, [f"s{i}" for i in range(3000)], value)
+        # The leader compacted its log past what the follower has.
+        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        self.follower.start()
+        wait_for_leader(self.cluster.nodes)
+        check_keys(self.follower.port, keys, value)
+        self.assertIn("installing snapshot", self.follower.read_log())
+
+    def test_backup_follows_the_log_and_sqlite3_reads_it(self):
+        self.start()
+        value = lambda k: f"b-{k}"
+        keys = write_keys(self.leader.port, [f"b{i}" for i in range(1234)], value)
+        for n in self.cluster.nodes:
+            path = os.path.join(n.data_dir, "backup.db")
+            wait_until(lambda: backup_count(path) == len(keys), timeout_s=20,
+                       what=f"backup of node {n.id} to hold {len(keys)} keys")
+            if shutil.which("sqlite3"):
+                out = subprocess.run(["sqlite3", path, "select count(*) from kv"],
+                                     capture_output=True, text=True, timeout=30).stdout
+                self.assertEqual(out.strip(), str(len(keys)))
+
+    def test_compaction_keeps_the_wal_bounded(self):
+        self.start()
+        sizes = []
+        for r in range(6):
+            write_keys(self.leader.port, [f"w{r}-{i}" for i in range(1000)], lambda k: "x" * 100)
+            wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+            sizes.append(dir_bytes(os.path.join(self.leader.data_dir, "wal")))
+        # 6000 entries of ~130 bytes would be ~800 KB uncompacted; with snapshots every 500
+        # entries and 64 KiB segments the WAL stays within a few segments.
+        print(f"\nWAL bytes after each round of 1000 writes: {sizes}")
+        self.assertLess(max(sizes[2:]), 8 * 65536, sizes)
+        snaps = glob.glob(os.path.join(self.leader.data_dir, "snapshots", "snap-*.db"))
+        self.assertLessEqual(len(snaps), 3)  # --snapshots-retained default
+
+    def test_follower_killed_during_install_restarts_and_completes(self):
+        # A slow stream (64 KiB/s) of a ~1 MB snapshot leaves time to kill the receiver.
+        self.start(extra=["--snapshot-rate-bytes-per-sec=65536", "--snapshot-chunk-bytes=16384"])
+        value = lambda k: "v" * 300
+        self.follower.kill()
+        keys = write_keys(self.leader.port, [f"i{i}" for i in range(3000)], value)
+        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        self.follower.start()
+        received = os.path.join(self.follower.data_dir, "snapshots", "received")
+        wait_until(lambda: any(os.path.getsize(p) > 0
+                               for p in glob.glob(os.path.join(received, "*.part"))),
+                   timeout_s=30, what="a partly received snapshot")
+        self.follower.kill()
+        self.follower.start()
+        wait_until(lambda: "installing snapshot" in self.follower.read_log(), timeout_s=60,
+                   what="the snapshot to be installed after the restart")
+        self.assertIn("resuming", self.follower.read_log())
+        wait_for_leader(self.cluster.nodes)
+        check_keys(self.follower.port, keys, value)
+
+    def test_restore_a_new_cluster_from_one_backup_file(self):
+        self.start()
+        value = lambda k: f"r-{k}"
+        keys = write_keys(self.leader.port, [f"r{i}" for i in range(700)], value)
+        backup = os.path.join(self.leader.data_dir, "backup.db")
+        wait_until(lambda: backup_count(backup) == len(keys), what="the backup")
+        saved = os.path.join(self.cluster.tmp.name, "saved.db")
+        con = sqlite3.connect(backup)  # an operator's copy: sqlite3's online backup
+        dst = sqlite3.connect(saved)
+        con.backup(dst)
+        dst.close()
+        con.close()
+        for n in self.cluster.nodes:  # every node lost
+            n.kill()
+            shutil.rmtree(n.data_dir)
+        for n in self.cluster.nodes:
+            n.extra_args = n.extra_args + ["--restore-from", saved]
+            n.start()
+        wait_for_leader(self.cluster.nodes)
+        for n in self.cluster.nodes:
+            check_keys(n.port, keys, value)
+        self.assertEqual(TextClient(self.cluster.nodes[0].port).cmd("SET after-restore 1"), "OK")
+
+    def test_restore_refuses_bad_files_and_changes_nothing(self):
+        self.start()
+        tmp = self.cluster.tmp.name
+        bad = {"truncated": None, "corrupt": None, "foreign": None}
+        write_keys(self.leader.port, [f"z{i}" for i in range(200)], lambda k: "z")
+        backup = os.path.join(self.leader.data_dir, "backup.db")
+        wait_until(lambda: backup_count(backup) == 200, what="the backup")
+        good = os.path.join(tmp, "good.db")
+        con, dst = sqlite3.connect(backup), sqlite3.connect(good)
+        con.backup(dst)
+        dst.close()
+        con.close()
+        data = open(good, "rb").read()
+        bad["truncated"] = data[: len(data) // 2]
+        corrupt = bytearray(data)
+        for i in range(len(corrupt) // 2, len(corrupt) // 2 + 64):
+            corrupt[i] ^= 0xFF
+        bad["corrupt"] = bytes(corrupt)
+        foreign = os.path.join(tmp, "foreign.db")
+        c = sqlite3.connect(foreign)
+        c.execute("create table t (x)")
+        c.commit()
+        c.close()
+        bad["foreign"] = open(foreign, "rb").read()
+        for name, content in bad.items():
+            path = os.path.join(tmp, f"{name}.db")
+            with open(path, "wb") as f:
+                f.write(content)
+            data_dir = os.path.join(tmp, f"restore-{name}")
+            code, out, err = run([KVD, "--data-dir", data_dir, "--restore-from", path])
+            self.assertNotEqual(code, 0, f"{name}: accepted")
+            self.assertIn(path, err, f"{name}: the error should name the file: {err}")
+            self.assertFalse(os.path.exists(os.path.join(data_dir, "db")), name)
+
+
+if __name__ == "__main__":
+    unittest.main()
