@@ -428,7 +428,9 @@ void Simulation::ProcessReady(SimNode& n) {
 }
 
 void Simulation::CompleteReady(SimNode& n, const Ready& rd, std::vector<raftpb::Message> later) {
-  if (!n.storage->Sync().ok()) return Fail("Sync failed");
+  // A Ready that only moved the commit index needs no fsync; skipping it sometimes means a
+  // crash can lose the commit index (and compactions) since the last sync.
+  if ((rd.must_sync || Chance(0.5)) && !n.storage->Sync().ok()) return Fail("Sync failed");
   for (raftpb::Message& m : later) Send(std::move(m));
   // 3. Apply.
   for (const raftpb::Entry& e : rd.committed_entries) Apply(n, e);
