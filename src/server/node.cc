@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
@@ -52,6 +53,17 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   // applied index are replayed from it on start-up.
   sm_options.sync_writes = false;
   auto sm = kv::StateMachine::Open(sm_options);
+  if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
+      std::filesystem::exists(data_dir / "wal")) {
+    // A corrupt store is rebuilt from the newest snapshot plus the log (the replicator
+    // loads the snapshot when the store is behind the log). Keep the corrupt copy aside.
+    const std::string aside = absl::StrCat(sm_options.db_path, ".corrupt-", absl::ToUnixSeconds(absl::Now()));
+    spdlog::error("node {}: {}; moving it to {} and rebuilding from snapshot + log", config.id,
+                  sm.status().ToString(), aside);
+    std::filesystem::rename(sm_options.db_path, aside, ec);
+    if (ec) return sm.status();
+    sm = kv::StateMachine::Open(sm_options);
+  }
   if (!sm.ok()) return sm.status();
   node->sm_ = *std::move(sm);
   if (!config.restore_from.empty()) {

@@ -91,6 +91,20 @@ absl::StatusOr<std::unique_ptr<RaftReplicator>> RaftReplicator::Start(
     if (s.ok()) s = r->wal_->Sync();
     if (!s.ok()) return s;
   }
+  if (sm->applied_index() + 1 < r->wal_->FirstIndex()) {
+    // The store lacks entries the log no longer has (it was lost, wiped or found corrupt):
+    // load the newest snapshot that reaches the log, then replay the log after it.
+    auto snap = NewestSnapshot(o.snapshot_dir, UINT64_MAX);
+    if (!snap || snap->first.applied_index + 1 < r->wal_->FirstIndex()) {
+      return absl::DataLossError(absl::StrFormat(
+          "the state machine is at index %d, the log in %s starts at %d, and no snapshot in "
+          "%s bridges the gap",
+          sm->applied_index(), o.wal_dir, r->wal_->FirstIndex(), o.snapshot_dir));
+    }
+    spdlog::warn("raft: state machine at index {} but the log starts at {}: loading snapshot {}",
+                 sm->applied_index(), r->wal_->FirstIndex(), snap->second);
+    if (absl::Status s = sm->InstallSnapshot(snap->second); !s.ok()) return s;
+  }
   const uint64_t commit = r->wal_->hard_state().commit();
   if (sm->applied_index() > commit) {
     // The state machine can only have applied what the WAL recorded as committed; more

@@ -52,6 +52,18 @@ class SnapshotTest(unittest.TestCase):
         check_keys(self.follower.port, keys, value)
         self.assertIn("installing snapshot", self.follower.read_log())
 
+    def test_node_that_lost_its_store_rebuilds_from_snapshot_and_log(self):
+        self.start()
+        value = lambda k: f"l-{k}"
+        keys = write_keys(self.leader.port, [f"l{i}" for i in range(2000)], value)
+        wait_until(lambda: "log compacted" in self.follower.read_log(), what="compaction")
+        self.follower.kill()
+        shutil.rmtree(os.path.join(self.follower.data_dir, "db"))
+        self.follower.start()
+        wait_for_leader(self.cluster.nodes)
+        self.assertIn("loading snapshot", self.follower.read_log())
+        check_keys(self.follower.port, keys, value)
+
     def test_backup_follows_the_log_and_sqlite3_reads_it(self):
         self.start()
         value = lambda k: f"b-{k}"
