@@ -18,5 +18,6 @@ run load --db "$work/db" --keys "$keys" --keys-per-entry 1
 run snapshot --db "$work/db" --snap "$work/snap.db"
 run verify --snap "$work/snap.db"
 run restore --snap "$work/snap.db" --db "$work/restored"
+run install --db "$work/restored" --snap "$work/snap.db"
 run backup --db "$work/db" --backup "$work/backup.db" --keys "$keys" --rounds 3
 du -sm "$work/db" "$work/restored" | sed 's/^/disk_mib /'
