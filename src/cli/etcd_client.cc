@@ -37,6 +37,7 @@ class EtcdClient::Impl {
     grpc::ChannelArguments args;
     // gRPC honours http_proxy even for loopback addresses (build-notes.md).
     args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+    args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_message_bytes));
     for (const std::string& endpoint : options_.endpoints) {
       auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
       endpoints_.push_back(Endpoint{endpoint, pb::KV::NewStub(channel),
@@ -99,6 +100,70 @@ class EtcdClient::Impl {
     return out;
   }
 
+  // One endpoint's snapshot stream into `sink`. grpc::Status so Failover can judge it; a
+  // sink error comes back as ABORTED carrying the sink's message (final, not retried),
+  // with the original code in *sink_error.
+  grpc::Status SnapshotFrom(Endpoint& endpoint, SnapshotSink* sink, SnapshotDownload* out,
+                            absl::Status* sink_error) {
+    if (absl::Status s = sink->Begin(); !s.ok()) {
+      *sink_error = s;
+      return grpc::Status(grpc::StatusCode::ABORTED, std::string(s.message()));
+    }
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(options_.snapshot_timeout_ms));
+    auto reader = endpoint.maintenance->Snapshot(&context, pb::SnapshotRequest());
+    pb::SnapshotResponse resp;
+    bool any = false;
+    uint64_t expected_remaining = 0;
+    uint64_t received = 0;
+    while (reader->Read(&resp)) {
+      const uint64_t blob_size = resp.blob().size();
+      if (any && (blob_size > expected_remaining ||
+                  resp.remaining_bytes() != expected_remaining - blob_size)) {
+        context.TryCancel();
+        reader->Finish();
+        // UNAVAILABLE so the next endpoint is tried.
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            absl::StrCat("snapshot stream inconsistent: ", blob_size,
+                                         " bytes with remaining_bytes ", resp.remaining_bytes(),
+                                         " after ", expected_remaining, " were announced"));
+      }
+      if (!any) {
+        out->revision = resp.header().revision();
+        out->raft_term = resp.header().raft_term();
+      }
+      any = true;
+      expected_remaining = resp.remaining_bytes();
+      received += blob_size;
+      if (absl::Status s = sink->Append(resp.blob()); !s.ok()) {
+        context.TryCancel();
+        reader->Finish();
+        *sink_error = s;
+        return grpc::Status(grpc::StatusCode::ABORTED, std::string(s.message()));
+      }
+    }
+    grpc::Status s = reader->Finish();
+    if (!s.ok()) {
+      // A stream broken after some bytes is worth retrying elsewhere, whatever the code.
+      if (any && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            absl::StrCat("snapshot stream broke after ", received,
+                                         " bytes: ", s.error_message(), " [gRPC code ",
+                                         static_cast<int>(s.error_code()), "]"));
+      }
+      return s;
+    }
+    if (!any || expected_remaining != 0) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          absl::StrCat("snapshot stream ended after ", received, " bytes with ",
+                                       expected_remaining, " bytes still announced"));
+    }
+    out->endpoint = endpoint.address;
+    out->size_bytes = received;
+    return grpc::Status::OK;
+  }
+
   ClientOptions options_;
   std::vector<Endpoint> endpoints_;
 };
@@ -159,6 +224,18 @@ std::vector<EndpointStatus> EtcdClient::StatusAll() {
   std::vector<EndpointStatus> out;
   for (Impl::Endpoint& endpoint : impl_->endpoints_) out.push_back(impl_->StatusOf(endpoint));
   return out;
+}
+
+absl::StatusOr<SnapshotDownload> EtcdClient::Snapshot(SnapshotSink* sink) {
+  SnapshotDownload download;
+  absl::Status sink_error;
+  // A snapshot is a read: after DEADLINE_EXCEEDED the next endpoint may do better.
+  absl::StatusOr<size_t> served = impl_->Failover(true, [&](Impl::Endpoint& e) {
+    return impl_->SnapshotFrom(e, sink, &download, &sink_error);
+  });
+  if (!sink_error.ok()) return sink_error;
+  if (!served.ok()) return served.status();
+  return download;
 }
 
 }  // namespace raftkv::cli

@@ -9,11 +9,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace raftkv::cli {
@@ -21,6 +23,28 @@ namespace raftkv::cli {
 struct ClientOptions {
   std::vector<std::string> endpoints;  // host:port of kvd gRPC ports, tried in order
   int64_t timeout_ms = 5000;           // per attempt (per endpoint)
+  // Deadline of one whole Maintenance.Snapshot stream (writing and sending the full data).
+  int64_t snapshot_timeout_ms = 600000;
+  // Largest gRPC message the client accepts (a snapshot chunk is up to 1 MiB by default).
+  int64_t max_receive_message_bytes = 16 << 20;
+};
+
+// Where Snapshot() puts the bytes. Begin() is called before each endpoint's stream
+// (discarding anything an earlier, failed endpoint delivered), then Append() for each chunk
+// in order. An error from either ends the download with that error.
+class SnapshotSink {
+ public:
+  virtual ~SnapshotSink() = default;
+  virtual absl::Status Begin() = 0;
+  virtual absl::Status Append(const std::string& bytes) = 0;
+};
+
+// What Snapshot() received.
+struct SnapshotDownload {
+  std::string endpoint;   // the endpoint that served it
+  uint64_t size_bytes = 0;
+  int64_t revision = 0;   // from the response header
+  uint64_t raft_term = 0;
 };
 
 struct KeyValue {
@@ -69,6 +93,12 @@ class EtcdClient {
   absl::StatusOr<std::vector<Member>> Members();
   // Asks every endpoint (not just the first that answers); never fails as a whole.
   std::vector<EndpointStatus> StatusAll();
+  // Streams Maintenance.Snapshot into `sink` from the first endpoint that answers (UNAVAILABLE
+  // or a broken stream moves on to the next; the sink is restarted with Begin()). A stream
+  // whose remaining_bytes do not add up, or that ends before remaining_bytes reaches 0, is
+  // kDataLoss from that endpoint and also moves on. Errors as for Put; UNIMPLEMENTED from a
+  // server without snapshot support is final.
+  absl::StatusOr<SnapshotDownload> Snapshot(SnapshotSink* sink);
 
  private:
   class Impl;

@@ -2,7 +2,8 @@
 // The only file of kvctl that includes CLI11 (it is slow to compile).
 //
 // Exit codes: 0 success, 1 key not found, 2 usage error (including arguments the server
-// rejects as invalid), 3 cluster unavailable or any other failure.
+// rejects as invalid; for snapshot status: the file does not exist), 3 cluster unavailable
+// or any other failure, 4 a snapshot file failed verification.
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/etcd_client.h"
 #include "cli/json.h"
+#include "cli/snapshot_file.h"
 
 namespace raftkv::cli {
 namespace {
@@ -25,6 +27,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitNotFound = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnavailable = 3;
+constexpr int kExitInvalidSnapshot = 4;
 
 struct Flags {
   std::string endpoints = "127.0.0.1:6000";
@@ -33,6 +36,8 @@ struct Flags {
   std::string key;
   std::string value;
   std::vector<std::string> keys;
+  std::string file;
+  int64_t snapshot_timeout_ms = 600000;
 };
 
 bool Json(const Flags& f) { return f.output == "json"; }
@@ -180,13 +185,81 @@ int RunMembers(EtcdClient& client, const Flags& f) {
   return kExitOk;
 }
 
+std::string MetaJson(const kv::SnapshotMeta& m) {
+  return absl::StrFormat(
+      "\"format_version\":%d,\"applied_index\":%d,\"applied_term\":%d,\"revision\":%d,"
+      "\"members\":%s,\"created_at\":%s,\"created_at_unix_ms\":%d,\"kv_count\":%d,"
+      "\"sessions_count\":%d",
+      m.format_version, m.applied_index, m.applied_term, m.revision, JsonString(m.members),
+      JsonString(IsoTimeUtc(m.created_at_unix_ms)), m.created_at_unix_ms, m.kv_count,
+      m.sessions_count);
+}
+
+int RunSnapshotSave(EtcdClient& client, const Flags& f) {
+  SaveResult result;
+  SaveError error;
+  if (!SaveSnapshot(&client, f.file, &result, &error)) {
+    std::cerr << "kvctl snapshot save: " << error.status.message() << "\n";
+    if (error.stage == SaveStage::kVerify) return kExitInvalidSnapshot;
+    if (error.status.code() == absl::StatusCode::kInvalidArgument) return kExitUsage;
+    return kExitUnavailable;
+  }
+  const kv::SnapshotMeta& m = result.meta;
+  if (Json(f)) {
+    std::cout << absl::StrFormat(
+        "{\"file\":%s,\"endpoint\":%s,\"applied_index\":%d,\"applied_term\":%d,"
+        "\"revision\":%d,\"kv_count\":%d,\"size_bytes\":%d}\n",
+        JsonString(f.file), JsonString(result.download.endpoint), m.applied_index,
+        m.applied_term, m.revision, m.kv_count, result.download.size_bytes);
+  } else {
+    std::cout << absl::StrFormat(
+        "Snapshot saved to %s from %s\napplied index: %d\napplied term: %d\nrevision: %d\n"
+        "keys: %d\nsize: %d bytes\n",
+        f.file, result.download.endpoint, m.applied_index, m.applied_term, m.revision,
+        m.kv_count, result.download.size_bytes);
+  }
+  return kExitOk;
+}
+
+// Needs no cluster: a full check of a local file.
+int RunSnapshotStatus(const Flags& f) {
+  absl::StatusOr<kv::SnapshotMeta> meta = kv::VerifySnapshot(f.file);
+  if (!meta.ok()) {
+    const bool missing = meta.status().code() == absl::StatusCode::kNotFound;
+    std::cerr << "kvctl snapshot status: " << (missing ? "" : "invalid snapshot: ")
+              << meta.status().message() << "\n";
+    if (Json(f)) {
+      std::cout << absl::StrFormat("{\"file\":%s,\"valid\":false,\"error\":%s}\n",
+                                   JsonString(f.file), JsonString(std::string(meta.status().message())));
+    }
+    return missing ? kExitUsage : kExitInvalidSnapshot;
+  }
+  const kv::SnapshotMeta& m = *meta;
+  const int64_t size_bytes = FileSizeBytes(f.file);
+  if (Json(f)) {
+    std::cout << absl::StrFormat("{\"file\":%s,\"valid\":true,%s,\"size_bytes\":%d,"
+                                 "\"checksum_ok\":true}\n",
+                                 JsonString(f.file), MetaJson(m), size_bytes);
+  } else {
+    std::cout << absl::StrFormat(
+        "file: %s\nformat version: %d\napplied index: %d\napplied term: %d\nrevision: %d\n"
+        "members: %s\ncreated at: %s\nkeys: %d\nsessions: %d\nsize: %d bytes\n"
+        "checksum: ok\n",
+        f.file, m.format_version, m.applied_index, m.applied_term, m.revision,
+        m.members.empty() ? "(none)" : m.members, IsoTimeUtc(m.created_at_unix_ms), m.kv_count,
+        m.sessions_count, size_bytes);
+  }
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   Flags f;
   CLI::App app{
       "kvctl: client for raftkv over its etcd-compatible gRPC API.\n"
       "Endpoints are tried in order; one that is unreachable or not serving (UNAVAILABLE)\n"
-      "is skipped. Exit codes: 0 success, 1 key not found, 2 usage error, 3 cluster\n"
-      "unavailable (or any other failure)."};
+      "is skipped. Exit codes: 0 success, 1 key not found, 2 usage error (snapshot status:\n"
+      "the file does not exist), 3 cluster unavailable (or any other failure), 4 a snapshot\n"
+      "file failed verification (snapshot save: the received file; snapshot status: FILE)."};
   app.option_defaults()->always_capture_default();
   app.add_option("--endpoints", f.endpoints, "comma-separated host:port gRPC endpoints");
   app.add_option("--output", f.output, "output format")
@@ -210,6 +283,22 @@ int Main(int argc, char** argv) {
   CLI::App* status = app.add_subcommand(
       "status", "ask every endpoint for its raft status (exit 3 if none answers)");
   CLI::App* members = app.add_subcommand("members", "list the cluster members");
+  CLI::App* snapshot = app.add_subcommand("snapshot", "save or check SQLite snapshot files");
+  snapshot->require_subcommand(1);
+  CLI::App* snapshot_save = snapshot->add_subcommand(
+      "save",
+      "fetch a fresh consistent snapshot from the first endpoint that answers into FILE "
+      "(written as FILE.part, fsynced, verified, renamed); exit 3 if no endpoint serves it, "
+      "4 if the received file fails verification");
+  snapshot_save->add_option("file", f.file, "destination file")->required();
+  snapshot_save->add_option("--snapshot-timeout-ms", f.snapshot_timeout_ms,
+                            "deadline of the whole transfer from one endpoint")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
+  CLI::App* snapshot_status = snapshot->add_subcommand(
+      "status",
+      "verify FILE in full (a snapshot or a live backup.db) and print its meta; exit 4 if "
+      "it is invalid, 2 if it does not exist");
+  snapshot_status->add_option("file", f.file, "snapshot file")->required();
 
   try {
     app.parse(argc, argv);
@@ -217,6 +306,8 @@ int Main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }
+
+  if (snapshot_status->parsed()) return RunSnapshotStatus(f);
 
   ClientOptions options;
   for (absl::string_view e : absl::StrSplit(f.endpoints, ',', absl::SkipWhitespace())) {
@@ -227,6 +318,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   options.timeout_ms = f.timeout_ms;
+  options.snapshot_timeout_ms = f.snapshot_timeout_ms;
   EtcdClient client(std::move(options));
 
   if (put->parsed()) return RunPut(client, f);
@@ -235,6 +327,7 @@ int Main(int argc, char** argv) {
   if (mget->parsed()) return RunMget(client, f);
   if (status->parsed()) return RunStatus(client, f);
   if (members->parsed()) return RunMembers(client, f);
+  if (snapshot_save->parsed()) return RunSnapshotSave(client, f);
   return kExitUsage;
 }
 

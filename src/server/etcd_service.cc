@@ -1,8 +1,14 @@
 #include "server/etcd_service.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -18,6 +24,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "etcd/rpc.grpc.pb.h"
+#include "kv/sqlite_snapshot.h"
 #include "server/kv_service.h"
 #include "server/replicator.h"
 
@@ -403,8 +410,106 @@ class MaintenanceImpl final : public pb::Maintenance::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Snapshot(grpc::ServerContext* context, const pb::SnapshotRequest*,
+                        grpc::ServerWriter<pb::SnapshotResponse>* writer) override {
+    const EtcdServiceOptions& o = s_->options();
+    if (!o.make_snapshot) return Unimplemented("Snapshot is not enabled on this server");
+    SnapshotSlot slot(&in_progress_);
+    if (slot.count() > o.max_concurrent_snapshots) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrFormat("%d snapshots are already being streamed "
+                                          "(max_concurrent_snapshots); retry later",
+                                          o.max_concurrent_snapshots));
+    }
+    absl::StatusOr<std::string> path = o.make_snapshot();
+    if (!path.ok()) return s_->ToGrpc(path.status());
+    RemoveOnExit remove(*path);
+    absl::StatusOr<kv::SnapshotMeta> meta = kv::ReadSnapshotMeta(*path);
+    if (!meta.ok()) return s_->ToGrpc(meta.status());
+    return StreamFile(context, *path, *meta, writer);
+  }
+
  private:
+  // Counts this call in `counter` for its lifetime; count() includes it.
+  class SnapshotSlot {
+   public:
+    explicit SnapshotSlot(std::atomic<int64_t>* counter)
+        : counter_(counter), count_(counter->fetch_add(1) + 1) {}
+    ~SnapshotSlot() { counter_->fetch_sub(1); }
+    int64_t count() const { return count_; }
+
+   private:
+    std::atomic<int64_t>* counter_;
+    int64_t count_;
+  };
+
+  // The exported file is a temporary copy: it goes whatever the outcome.
+  class RemoveOnExit {
+   public:
+    explicit RemoveOnExit(std::string path) : path_(std::move(path)) {}
+    ~RemoveOnExit() { ::unlink(path_.c_str()); }
+
+   private:
+    std::string path_;
+  };
+
+  // Sends the file at `path` in chunks of at most snapshot_chunk_bytes. The file is private
+  // to this call, so its size cannot change while it is read; a short read is an error.
+  grpc::Status StreamFile(grpc::ServerContext* context, const std::string& path,
+                          const kv::SnapshotMeta& meta,
+                          grpc::ServerWriter<pb::SnapshotResponse>* writer) const {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("cannot open snapshot ", path, ": ", std::strerror(errno)));
+    }
+    struct CloseOnExit {
+      int fd;
+      ~CloseOnExit() { ::close(fd); }
+    } close_fd{fd};
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("cannot stat snapshot ", path, ": ", std::strerror(errno)));
+    }
+    uint64_t remaining = static_cast<uint64_t>(st.st_size);
+    const uint64_t chunk_max =
+        static_cast<uint64_t>(std::max<int64_t>(1, s_->options().snapshot_chunk_bytes));
+    std::string buffer;
+    bool first = true;
+    while (first || remaining > 0) {
+      if (context->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled the snapshot");
+      }
+      const size_t want = static_cast<size_t>(std::min(remaining, chunk_max));
+      buffer.resize(want);
+      size_t got = 0;
+      while (got < want) {
+        ssize_t n = ::read(fd, buffer.data() + got, want - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          return grpc::Status(grpc::StatusCode::INTERNAL,
+                              absl::StrCat("cannot read snapshot ", path, ": ",
+                                           n < 0 ? std::strerror(errno) : "unexpected end"));
+        }
+        got += static_cast<size_t>(n);
+      }
+      remaining -= want;
+      pb::SnapshotResponse resp;
+      s_->FillHeader(meta.revision, meta.applied_term, resp.mutable_header());
+      first = false;
+      resp.set_remaining_bytes(remaining);
+      resp.set_blob(std::move(buffer));
+      buffer = std::string();
+      if (!writer->Write(resp)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "client went away during the snapshot");
+      }
+    }
+    return grpc::Status::OK;
+  }
+
   const Shared* s_;
+  std::atomic<int64_t> in_progress_{0};  // Snapshot calls running now
 };
 
 class ClusterImpl final : public pb::Cluster::Service {

@@ -15,6 +15,12 @@
 //                   compares is UNIMPLEMENTED: evaluating them here and then writing would not
 //                   be atomic, and the state machine has no compare ops.
 //   Maintenance.Status, Cluster.MemberList.
+//   Maintenance.Snapshot  when EtcdServiceOptions::make_snapshot is set: a fresh consistent
+//                   SQLite snapshot file (kv/sqlite_snapshot.h format, not etcd's bbolt) streamed
+//                   in chunks of at most snapshot_chunk_bytes, each with remaining_bytes = the
+//                   bytes still to come after it (0 on the last). The header's revision and
+//                   raft_term are the snapshot's. The file is deleted after streaming (also
+//                   when the client goes away). Unset: UNIMPLEMENTED.
 // Every other method of these services, and the Watch/Lease/Auth services, answer
 // UNIMPLEMENTED.
 //
@@ -30,8 +36,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+
+#include "absl/status/statusor.h"
 
 namespace grpc {
 class ServerBuilder;
@@ -52,6 +61,16 @@ struct EtcdServiceOptions {
   // Reported as StatusResponse.version. etcdctl prints it; clients that check versions want
   // an etcd release number, so this is the etcd API version we mimic.
   std::string version = "3.4.0";
+  // Maintenance.Snapshot: writes a fresh consistent snapshot file and returns its path; the
+  // handler owns the file from then on and deletes it after streaming. Each call must return
+  // a new path (concurrent requests each get their own file). Called on a gRPC handler
+  // thread. Unset: Maintenance.Snapshot answers UNIMPLEMENTED.
+  std::function<absl::StatusOr<std::string>()> make_snapshot;
+  // Largest blob one SnapshotResponse carries (must stay below the gRPC message limits).
+  int64_t snapshot_chunk_bytes = 1 << 20;
+  // Most Maintenance.Snapshot calls in progress at once (each writes a full copy of the
+  // data to disk); more answer RESOURCE_EXHAUSTED.
+  int64_t max_concurrent_snapshots = 2;
 };
 
 // etcd member id for config position `node_id` (never 0).

@@ -1,5 +1,6 @@
 #include "server/node.h"
 
+#include <atomic>
 #include <filesystem>
 #include <system_error>
 
@@ -100,6 +101,18 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   EtcdServiceOptions etcd_options;
   etcd_options.request_timeout_ms = config.raft.request_timeout_ms;
   etcd_options.max_range_keys = config.max_range_keys;
+  // Maintenance.Snapshot (kvctl snapshot save): a fresh copy per request, removed by the
+  // handler after streaming. The sequence number keeps same-millisecond requests apart.
+  etcd_options.make_snapshot = [sm = node->sm_.get(), dir = (data_dir / "snapshots").string(),
+                                seq = std::make_shared<std::atomic<uint64_t>>(0)]()
+      -> absl::StatusOr<std::string> {
+    if (absl::Status s = base::CreateDirIfMissing(dir); !s.ok()) return s;
+    std::string path = absl::StrCat(dir, "/export-", absl::ToUnixMillis(absl::Now()), "-",
+                                    seq->fetch_add(1), ".db");
+    auto written = kv::WriteSnapshot(*sm, path);
+    if (!written.ok()) return written.status();
+    return path;
+  };
   node->etcd_ = std::make_unique<EtcdServices>(node->kv_.get(), node->replicator_.get(),
                                                raft_options.cluster_id, EtcdMemberId(config.id),
                                                etcd_options);
