@@ -396,7 +396,8 @@ void Simulation::ProcessReady(SimNode& n) {
       if (stats_) ++stats_->snapshots_installed;
     }
     if (!n.storage->Append(rd.entries).ok()) return Fail("storage Append failed");
-    if (rd.hard_state && !n.storage->SetHardState(*rd.hard_state).ok()) {
+    if (rd.hard_state && opt_.bug != SimOptions::Bug::kForgetVotes &&
+        !n.storage->SetHardState(*rd.hard_state).ok()) {
       return Fail("SetHardState failed");
     }
     // 2. Send. A leader may send its appends and heartbeats before its own fsync; model that
@@ -430,7 +431,10 @@ void Simulation::ProcessReady(SimNode& n) {
 void Simulation::CompleteReady(SimNode& n, const Ready& rd, std::vector<raftpb::Message> later) {
   // A Ready that only moved the commit index needs no fsync; skipping it sometimes means a
   // crash can lose the commit index (and compactions) since the last sync.
-  if ((rd.must_sync || Chance(0.5)) && !n.storage->Sync().ok()) return Fail("Sync failed");
+  if (opt_.bug != SimOptions::Bug::kNoFsync && (rd.must_sync || Chance(0.5)) &&
+      !n.storage->Sync().ok()) {
+    return Fail("Sync failed");
+  }
   for (raftpb::Message& m : later) Send(std::move(m));
   // 3. Apply.
   for (const raftpb::Entry& e : rd.committed_entries) Apply(n, e);
@@ -438,12 +442,14 @@ void Simulation::CompleteReady(SimNode& n, const Ready& rd, std::vector<raftpb::
   for (const ReadState& rs : rd.read_states) {
     auto it = n.reads.find(rs.context);
     if (it == n.reads.end() || it->second.index) continue;  // duplicate answer
-    if (rs.index < it->second.required) {
+    const uint64_t index =
+        opt_.bug == SimOptions::Bug::kReadTooEarly ? rs.index / 2 : rs.index;
+    if (index < it->second.required) {
       return Fail(absl::StrCat("node ", n.id, " read ", rs.context, " confirmed at index ",
-                               rs.index, " but write at ", it->second.required,
+                               index, " but write at ", it->second.required,
                                " was acknowledged before the read started"));
     }
-    it->second.index = rs.index;
+    it->second.index = index;
   }
   // 4. Advance.
   n.raft->Advance(rd);

@@ -29,6 +29,14 @@ struct SimOptions {
   // After healing: ticks allowed for a leader to emerge and a write to reach every node.
   int liveness_ticks = 200;
   bool verbose = false;   // print events to stderr
+  // Deliberate caller bugs, to show the checks catch them (tests of the simulator itself).
+  enum class Bug {
+    kNone,
+    kNoFsync,        // never fsync: a crash loses acknowledged entries and votes
+    kForgetVotes,    // never persist the hard state: a restarted node may vote twice
+    kReadTooEarly,   // serve reads at half the confirmed read index
+  };
+  Bug bug = Bug::kNone;
 };
 
 struct SimStats {
