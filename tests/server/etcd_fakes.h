@@ -7,7 +7,9 @@
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -18,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "etcd/rpc.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
 #include "server/etcd_service.h"
 #include "server/kv_service.h"
@@ -146,6 +149,11 @@ struct EtcdTestServerOptions {
   EtcdServiceOptions etcd;
   uint64_t cluster_id = 7;
   uint64_t node_id = 0;
+  // Sets etcd.make_snapshot (unless already set) to what kvd does: kv::WriteSnapshot of the
+  // state machine into snapshot_dir()/export-<n>.db. `after_write`, if set, runs on each
+  // written file before it is returned (tests corrupt it there).
+  bool serve_snapshots = false;
+  std::function<void(const std::string& path)> after_write;
 };
 
 // The whole single-node stack behind a gRPC server on 127.0.0.1:<ephemeral>.
@@ -166,6 +174,19 @@ class EtcdTestServer {
     local_ = std::make_unique<LocalReplicator>(sm_.get(), repl_options);
     replicator_ = std::make_unique<InjectingReplicator>(local_.get());
     kv_ = std::make_unique<KvService>(replicator_.get(), sm_.get(), options.limits);
+    if (options.serve_snapshots && !options.etcd.make_snapshot) {
+      snapshot_dir_ = dir_ + "/snapshots";
+      std::filesystem::create_directories(snapshot_dir_);
+      options.etcd.make_snapshot = [this, after_write = options.after_write]()
+          -> absl::StatusOr<std::string> {
+        std::string path =
+            absl::StrCat(snapshot_dir_, "/export-", snapshot_seq_.fetch_add(1), ".db");
+        auto written = kv::WriteSnapshot(*sm_, path);
+        if (!written.ok()) return written.status();
+        if (after_write) after_write(path);
+        return path;
+      };
+    }
     services_ = std::make_unique<EtcdServices>(kv_.get(), replicator_.get(), options.cluster_id,
                                                EtcdMemberId(options.node_id), options.etcd);
     grpc::ServerBuilder builder;
@@ -196,6 +217,8 @@ class EtcdTestServer {
   }
 
   const std::string& address() const { return address_; }
+  // Where serve_snapshots puts its files (empty without it).
+  const std::string& snapshot_dir() const { return snapshot_dir_; }
   InjectingReplicator* replicator() { return replicator_.get(); }
   std::unique_ptr<etcdserverpb::KV::Stub> Kv() { return etcdserverpb::KV::NewStub(channel_); }
   std::unique_ptr<etcdserverpb::Maintenance::Stub> Maintenance() {
@@ -207,6 +230,8 @@ class EtcdTestServer {
 
  private:
   std::string dir_;
+  std::string snapshot_dir_;
+  std::atomic<uint64_t> snapshot_seq_{0};
   std::unique_ptr<kv::StateMachine> sm_;
   std::unique_ptr<LocalReplicator> local_;
   std::unique_ptr<InjectingReplicator> replicator_;
