@@ -21,7 +21,12 @@
 //     }
 //   }
 // GetReady() may not be called again before Advance() of the previous Ready; Tick/Step/
-// Propose/ReadIndex may be called in between.
+// Propose/ReadIndex may be called in between. Replication of proposals is emitted at the next
+// GetReady(), so a caller that drains its queue of proposals first sends them batched.
+//
+// Outputs besides Ready: Propose() on a non-leader fails with kUnavailable carrying the
+// leader's id as a status payload (LeaderHint()); lead() says the same. ReadIndex(ctx) is
+// answered by a ReadState{ctx, index} in a later Ready of the node it was called on.
 //
 // Snapshots: the caller reports each state-machine snapshot with SetSnapshot() (metadata +
 // opaque handle) and then may compact its LogStorage up to that index. A follower that needs
@@ -138,7 +143,9 @@ class Raft {
 
   // The state machine holds a snapshot at snap.metadata().index() (<= applied). It becomes
   // the snapshot sent to followers that need compacted entries; afterwards the caller may
-  // compact its storage up to that index.
+  // compact its storage up to that index. Call it again after a restart: without it, a
+  // needed MSG_SNAP carries the storage's snapshot metadata and an empty handle.
+  // A follower that installed a received snapshot uses that one until told otherwise.
   void SetSnapshot(const raftpb::Snapshot& snap);
   // The transport finished (ok) or failed (!ok) to stream a snapshot to `id`.
   void ReportSnapshot(uint64_t id, bool ok);
