@@ -175,6 +175,29 @@ class Shared {
     return std::move(state->result);
   }
 
+  // Blocks until replicator->ReadBarrier answers (then the local state machine holds every
+  // write acknowledged before this call), with the same deadline rule as Await.
+  absl::Status AwaitReadBarrier(grpc::ServerContext* context) const {
+    struct State {
+      absl::Notification notification;
+      absl::Status result;
+    };
+    auto state = std::make_shared<State>();
+    replicator_->ReadBarrier([state](absl::Status result) mutable {
+      state->result = std::move(result);
+      state->notification.Notify();
+    });
+    auto remaining = context->deadline() - std::chrono::system_clock::now();
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
+    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
+    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "read barrier did not complete within its deadline (at most %d ms)",
+          options_.request_timeout_ms));
+    }
+    return state->result;
+  }
+
   // The etcd view of the members: ids, names, URLs.
   void FillMember(const PeerStatus& peer, pb::Member* member) const {
     member->set_id(EtcdMemberId(peer.id));
@@ -421,6 +444,9 @@ class MaintenanceImpl final : public pb::Maintenance::Service {
                                           "(max_concurrent_snapshots); retry later",
                                           o.max_concurrent_snapshots));
     }
+    // Fresh, not just consistent: the copy holds every write acknowledged before this call
+    // (a follower that cannot serve the barrier answers UNAVAILABLE; clients try the next).
+    if (absl::Status s = s_->AwaitReadBarrier(context); !s.ok()) return s_->ToGrpc(s);
     absl::StatusOr<std::string> path = o.make_snapshot();
     if (!path.ok()) return s_->ToGrpc(path.status());
     RemoveOnExit remove(*path);

@@ -16,11 +16,12 @@
 //                   be atomic, and the state machine has no compare ops.
 //   Maintenance.Status, Cluster.MemberList.
 //   Maintenance.Snapshot  when EtcdServiceOptions::make_snapshot is set: a fresh consistent
-//                   SQLite snapshot file (kv/sqlite_snapshot.h format, not etcd's bbolt) streamed
-//                   in chunks of at most snapshot_chunk_bytes, each with remaining_bytes = the
-//                   bytes still to come after it (0 on the last). The header's revision and
-//                   raft_term are the snapshot's. The file is deleted after streaming (also
-//                   when the client goes away). Unset: UNIMPLEMENTED.
+//                   SQLite snapshot file (kv/sqlite_snapshot.h format, not etcd's bbolt),
+//                   taken after a read barrier (it holds every write acknowledged before the
+//                   request), streamed in chunks of at most snapshot_chunk_bytes, each with
+//                   remaining_bytes = the bytes still to come after it (0 on the last). The
+//                   header's revision and raft_term are the snapshot's. The file is deleted
+//                   after streaming (also when the client goes away). Unset: UNIMPLEMENTED.
 // Every other method of these services, and the Watch/Lease/Auth services, answer
 // UNIMPLEMENTED.
 //

@@ -171,6 +171,21 @@ TEST_F(KvctlSnapshotTest, SaveFailsOverPastAnUnreachableEndpoint) {
   EXPECT_THAT(save.out, HasSubstr("keys: 5\n"));
 }
 
+// A node that is not the leader (its read barrier fails UNAVAILABLE) is skipped.
+TEST_F(KvctlSnapshotTest, SaveSkipsANodeThatCannotServeAFreshSnapshot) {
+  EtcdTestServerOptions options;
+  options.serve_snapshots = true;
+  EtcdTestServer follower(options);
+  follower.replicator()->FailWith(absl::UnavailableError("not the leader"));
+  EtcdTestServer leader(options);
+  PutKeys(leader, 7);
+  const std::string file = dir_ + "/s.db";
+  RunResult save = Save(follower.address() + "," + leader.address(), file);
+  ASSERT_EQ(save.exit_code, 0) << save.err;
+  EXPECT_THAT(save.out, HasSubstr("from " + leader.address()));
+  EXPECT_THAT(save.out, HasSubstr("keys: 7\n"));
+}
+
 TEST_F(KvctlSnapshotTest, SaveWithNoEndpointExitsThreeAndLeavesNoFile) {
   RefusingPort a, b;
   const std::string file = dir_ + "/s.db";
