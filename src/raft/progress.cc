@@ -92,6 +92,15 @@ void Progress::SentEntries(uint64_t last_index) {
   }
 }
 
+void Progress::ResetAfterDataLoss(uint64_t follower_last_index) {
+  match_ = 0;
+  state_ = State::kProbe;
+  next_ = follower_last_index + 1;
+  probe_sent_ = false;
+  pending_snapshot_ = 0;
+  inflights_.clear();
+}
+
 void Progress::OnHeartbeatResponse() {
   probe_sent_ = false;
   // Lost MsgApps would otherwise keep a full window closed forever.

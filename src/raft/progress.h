@@ -54,6 +54,10 @@ class Progress {
   void PauseProbe() { probe_sent_ = true; }
   // A heartbeat response arrived: the follower is alive; let one more message go.
   void OnHeartbeatResponse();
+  // The follower lost entries it had acknowledged (its data dir was wiped or its log
+  // truncated by an operator): forget its match and probe again from its last index.
+  // Lowering match is always safe: commit only ever counts matches.
+  void ResetAfterDataLoss(uint64_t follower_last_index);
 
  private:
   uint64_t match_ = 0;  // highest index known replicated on the follower

@@ -406,6 +406,7 @@ void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
 
 void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
   pr.set_recent_active(true);
+  if (m.reject() && m.reject_hint() < pr.match()) pr.ResetAfterDataLoss(m.reject_hint());
   pr.OnHeartbeatResponse();
   if (pr.match() < log_.LastIndex()) MaybeSendAppend(m.from(), true);
   OnReadAck(m.from(), m.context());
@@ -498,12 +499,19 @@ void Raft::HandleAppendEntries(const Message& m) {
 }
 
 void Raft::HandleHeartbeat(const Message& m) {
-  // The leader sends min(our match, its commit), so every index it names is in our log.
-  log_.CommitTo(m.commit());
   Message resp;
   resp.set_type(raftpb::MSG_HEARTBEAT_RESP);
   resp.set_to(m.from());
   resp.set_context(m.context());
+  // The leader sends min(our match, its commit), so every index it names is in our log --
+  // unless this node lost entries it had acknowledged (data dir wiped, log truncated by an
+  // operator). Then commit only what we have and tell the leader where our log ends, so it
+  // replicates to us (or sends a snapshot) again instead of trusting the old match.
+  if (m.commit() > log_.LastIndex()) {
+    resp.set_reject(true);
+    resp.set_reject_hint(log_.LastIndex());
+  }
+  log_.CommitTo(std::min(m.commit(), log_.LastIndex()));
   Send(std::move(resp));
 }
 

@@ -144,6 +144,12 @@ void Harness::SnapshotAndCompact(uint64_t id) {
   ASSERT_TRUE(n.storage->Sync().ok());
 }
 
+void Harness::Wipe(uint64_t id) {
+  node(id).storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+  node(id).storage->Sync();
+  Restart(id);
+}
+
 void Harness::Restart(uint64_t id) {
   HarnessNode& n = node(id);
   n.storage = n.storage->DurableCopy();

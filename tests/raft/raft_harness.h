@@ -51,6 +51,8 @@ class Harness {
   void SnapshotAndCompact(uint64_t id);
   // Crash: the node's storage reverts to its last Sync() and the core restarts from it.
   void Restart(uint64_t id);
+  // An operator wiped the node's data: it restarts with an empty log and no hard state.
+  void Wipe(uint64_t id);
 
   // Network control: links are directed.
   void Cut(uint64_t from, uint64_t to) { cut_.insert({from, to}); }

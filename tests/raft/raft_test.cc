@@ -495,6 +495,31 @@ TEST(SnapshotTest, FailedSnapshotIsRetried) {
   EXPECT_EQ(h.node(3).applied_index, h.node(1).applied_index);
 }
 
+TEST(SnapshotTest, WipedFollowerIsDetectedAndCatchesUpBySnapshot) {
+  Harness h(3);
+  h.Campaign(1);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(h.raft(1).Propose("v" + std::to_string(i)).ok());
+  h.Stabilize();
+  h.SnapshotAndCompact(1);
+  ASSERT_GT(h.node(1).storage->FirstIndex(), 1u);
+  ASSERT_EQ(h.raft(1).Status().progress.size(), 3u);
+  // Node 3 acknowledged everything, then lost its whole data dir.
+  h.Wipe(3);
+  ASSERT_EQ(h.raft(3).log().LastIndex(), 0u);
+  h.ClearSent();
+  // Heartbeats name a commit index node 3 no longer has: it says so (instead of aborting),
+  // the leader forgets its match and sends the snapshot.
+  h.TickAll(3);
+  EXPECT_TRUE(std::any_of(h.sent().begin(), h.sent().end(), [](const raftpb::Message& m) {
+    return m.type() == raftpb::MSG_HEARTBEAT_RESP && m.reject() && m.from() == 3;
+  }));
+  EXPECT_EQ(h.node(3).snapshots_installed, 1u);
+  EXPECT_EQ(h.node(3).applied_index, h.node(1).applied_index);
+  ASSERT_TRUE(h.raft(1).Propose("after").ok());
+  h.Stabilize();
+  EXPECT_EQ(h.node(3).applied.back().data(), "after");
+}
+
 TEST(RestartTest, RestartedNodeRecoversCommittedLog) {
   Harness h(3);
   h.Campaign(1);
