@@ -2,8 +2,8 @@
 //
 // Front ends never write to the state machine themselves: every write goes through
 // Replicator::Write, and every linearizable read waits for Replicator::ReadBarrier before it
-// reads the local state machine. Implementations: LocalReplicator (one node, no Raft; issue 5)
-// and RaftReplicator (the raft loop; issue 3).
+// reads the local state machine. Implementation: RaftReplicator (the raft loop, any cluster
+// size); tests use doubles (tests/server/fakes.h, tests/server/local_replicator.h).
 #pragma once
 
 #include <cstdint>
