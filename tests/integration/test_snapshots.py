@@ -52,6 +52,22 @@ class SnapshotTest(unittest.TestCase):
         check_keys(self.follower.port, keys, value)
         self.assertIn("installing snapshot", self.follower.read_log())
 
+    def test_wiped_follower_catches_up_by_snapshot(self):
+        self.start()
+        value = lambda k: f"w-{k}"
+        keys = write_keys(self.leader.port, [f"w{i}" for i in range(2000)], value)
+        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        # An operator wipes the follower's whole data dir (it had acknowledged everything).
+        self.follower.kill()
+        shutil.rmtree(self.follower.data_dir)
+        self.follower.start()
+        wait_for_leader(self.cluster.nodes)
+        check_keys(self.follower.port, keys, value)
+        self.assertIn("installing snapshot", self.follower.read_log())
+        # And it keeps replicating afterwards.
+        self.assertEqual(TextClient(self.leader.port).cmd("SET after-wipe 1"), "OK")
+        self.assertEqual(TextClient(self.follower.port).cmd("GET after-wipe"), "1")
+
     def test_node_that_lost_its_store_rebuilds_from_snapshot_and_log(self):
         self.start()
         value = lambda k: f"l-{k}"
