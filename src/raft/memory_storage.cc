@@ -31,22 +31,10 @@ absl::StatusOr<uint64_t> MemoryStorage::Term(uint64_t index) const {
 
 absl::StatusOr<std::vector<raftpb::Entry>> MemoryStorage::Entries(uint64_t lo, uint64_t hi,
                                                                  uint64_t max_bytes) const {
-  if (lo < FirstIndex()) {
-    return absl::OutOfRangeError(absl::StrCat("entries from compacted index ", lo));
-  }
-  if (hi > LastIndex() + 1 || lo > hi) {
-    return absl::OutOfRangeError(
-        absl::StrCat("entries [", lo, ",", hi, ") past last index ", LastIndex()));
-  }
+  if (absl::Status s = CheckEntriesBounds(lo, hi, FirstIndex(), LastIndex()); !s.ok()) return s;
   std::vector<raftpb::Entry> out;
   uint64_t bytes = 0;
-  for (uint64_t i = lo; i < hi; ++i) {
-    const raftpb::Entry& e = entries_[Offset(i)];
-    bytes += e.ByteSizeLong();
-    // Always at least one entry, so a single oversized entry still makes progress.
-    if (!out.empty() && bytes > max_bytes) break;
-    out.push_back(e);
-  }
+  AppendEntriesLimited(entries_, Offset(lo), Offset(hi), max_bytes, &bytes, &out);
   return out;
 }
 

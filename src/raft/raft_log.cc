@@ -69,13 +69,7 @@ bool RaftLog::IsUpToDate(uint64_t last_index, uint64_t last_term) const {
 
 absl::StatusOr<std::vector<raftpb::Entry>> RaftLog::Entries(uint64_t lo, uint64_t hi,
                                                            uint64_t max_bytes) const {
-  if (lo < FirstIndex()) {
-    return absl::OutOfRangeError(absl::StrCat("entries from compacted index ", lo));
-  }
-  if (hi > LastIndex() + 1 || lo > hi) {
-    return absl::OutOfRangeError(
-        absl::StrCat("entries [", lo, ",", hi, ") past last index ", LastIndex()));
-  }
+  if (absl::Status s = CheckEntriesBounds(lo, hi, FirstIndex(), LastIndex()); !s.ok()) return s;
   std::vector<raftpb::Entry> out;
   if (lo == hi) return out;
   uint64_t bytes = 0;
@@ -88,11 +82,9 @@ absl::StatusOr<std::vector<raftpb::Entry>> RaftLog::Entries(uint64_t lo, uint64_
     // Storage stopped early on the byte limit: done.
     if (out.size() < std::min(hi, offset_) - lo) return out;
   }
-  for (uint64_t i = std::max(lo, offset_); i < hi; ++i) {
-    const raftpb::Entry& e = unstable_[i - offset_];
-    bytes += e.ByteSizeLong();
-    if (!out.empty() && bytes > max_bytes) break;
-    out.push_back(e);
+  if (hi > offset_) {
+    AppendEntriesLimited(unstable_, std::max(lo, offset_) - offset_, hi - offset_, max_bytes,
+                         &bytes, &out);
   }
   return out;
 }

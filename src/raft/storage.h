@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "raft.pb.h"
 
 namespace raftkv::raft {
@@ -60,5 +61,30 @@ class LogStorage {
   // meta.index()+1. Durable on return.
   virtual absl::Status ApplySnapshot(const raftpb::SnapshotMetadata& meta) = 0;
 };
+
+// The bounds rule of LogStorage::Entries for a log holding [first, last]: OK iff
+// first <= lo <= hi <= last + 1, else kOutOfRange saying which end.
+inline absl::Status CheckEntriesBounds(uint64_t lo, uint64_t hi, uint64_t first, uint64_t last) {
+  if (lo < first) return absl::OutOfRangeError(absl::StrCat("entries from compacted index ", lo));
+  if (hi > last + 1 || lo > hi) {
+    return absl::OutOfRangeError(
+        absl::StrCat("entries [", lo, ",", hi, ") past last index ", last));
+  }
+  return absl::OkStatus();
+}
+
+// Appends entries[from, to) of a random-access container to *out while their encoded size,
+// counted from *bytes (updated), stays within max_bytes -- but always at least one entry in
+// *out, so a single oversized entry still makes progress. Returns false if it stopped early.
+template <typename Container>
+bool AppendEntriesLimited(const Container& entries, size_t from, size_t to, uint64_t max_bytes,
+                          uint64_t* bytes, std::vector<raftpb::Entry>* out) {
+  for (size_t i = from; i < to; ++i) {
+    *bytes += entries[i].ByteSizeLong();
+    if (!out->empty() && *bytes > max_bytes) return false;
+    out->push_back(entries[i]);
+  }
+  return true;
+}
 
 }  // namespace raftkv::raft

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -68,5 +69,16 @@ inline RunResult RunProcess(const std::string& path, const std::vector<std::stri
   unlink(err_path.c_str());
   return result;
 }
+
+// The kvctl binary built beside the tests (both land in <build>/bin).
+inline std::string KvctlPath() {
+#ifdef KVCTL_PATH
+  return KVCTL_PATH;
+#else
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvctl";
+#endif
+}
+
+inline RunResult RunKvctl(std::vector<std::string> args) { return RunProcess(KvctlPath(), args); }
 
 }  // namespace raftkv::server::testing

@@ -22,18 +22,9 @@ using testing::Ctx;
 using testing::EtcdTestServer;
 using testing::EtcdTestServerOptions;
 using testing::RunProcess;
+using testing::RunKvctl;
 using testing::RunResult;
 
-std::string KvctlPath() {
-#ifdef KVCTL_PATH
-  return KVCTL_PATH;
-#else
-  // Both binaries land in <build>/bin.
-  return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvctl";
-#endif
-}
-
-RunResult RunKvctl(std::vector<std::string> args) { return RunProcess(KvctlPath(), args); }
 
 // A port that refuses connections for as long as this object lives: bound, not listening.
 class ClosedPort {
