@@ -22,6 +22,17 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$bin/kvd" ] || { echo "local-cluster: $bin/kvd not built (run scripts/build.sh)" >&2; exit 2; }
 
+# Refuse to start over ports another process holds: a node that cannot bind would exit while
+# the stranger answers in its place.
+for ((i = 0; i < nodes; i++)); do
+  for port in $((5000 + i)) $((6000 + i)); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+      echo "local-cluster: port $port on 127.0.0.1 is in use (another kvd?); stop it first" >&2
+      exit 2
+    fi
+  done
+done
+
 mkdir -p "$data"
 config="$data/node_config.json"
 {
@@ -72,6 +83,13 @@ until "$bin/kvctl" --endpoints "$endpoints" --output json status 2>/dev/null |
     stop_all
   fi
   sleep 0.1
+done
+for ((i = 0; i < nodes; i++)); do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    echo "local-cluster: node $i exited; its log ($data/node$i.log):" >&2
+    tail -n 20 "$data/node$i.log" >&2
+    stop_all
+  fi
 done
 "$bin/kvctl" --endpoints "$endpoints" status || true
 
