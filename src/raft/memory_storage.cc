@@ -39,17 +39,9 @@ absl::StatusOr<std::vector<raftpb::Entry>> MemoryStorage::Entries(uint64_t lo, u
 }
 
 absl::Status MemoryStorage::Append(const std::vector<raftpb::Entry>& entries) {
+  if (absl::Status s = CheckAppend(entries, FirstIndex(), LastIndex()); !s.ok()) return s;
   if (entries.empty()) return absl::OkStatus();
   const uint64_t first = entries.front().index();
-  if (first < FirstIndex() || first > LastIndex() + 1) {
-    return absl::InvalidArgumentError(absl::StrCat("append at ", first, " outside [",
-                                                   FirstIndex(), ",", LastIndex() + 1, "]"));
-  }
-  for (size_t i = 1; i < entries.size(); ++i) {
-    if (entries[i].index() != first + i) {
-      return absl::InvalidArgumentError("append: entry indexes are not consecutive");
-    }
-  }
   // A conflicting (or merely overlapping) suffix is replaced.
   entries_.resize(Offset(first));
   entries_.insert(entries_.end(), entries.begin(), entries.end());

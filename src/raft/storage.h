@@ -73,6 +73,24 @@ inline absl::Status CheckEntriesBounds(uint64_t lo, uint64_t hi, uint64_t first,
   return absl::OkStatus();
 }
 
+// The precondition of LogStorage::Append for a log holding [first, last]: entries start in
+// [first, last + 1] and their indexes are consecutive. kInvalidArgument otherwise.
+inline absl::Status CheckAppend(const std::vector<raftpb::Entry>& entries, uint64_t first,
+                                uint64_t last) {
+  if (entries.empty()) return absl::OkStatus();
+  const uint64_t start = entries.front().index();
+  if (start < first || start > last + 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("append at ", start, " outside [", first, ",", last + 1, "]"));
+  }
+  for (size_t i = 1; i < entries.size(); ++i) {
+    if (entries[i].index() != start + i) {
+      return absl::InvalidArgumentError("append: entry indexes are not consecutive");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Appends entries[from, to) of a random-access container to *out while their encoded size,
 // counted from *bytes (updated), stays within max_bytes -- but always at least one entry in
 // *out, so a single oversized entry still makes progress. Returns false if it stopped early.

@@ -261,16 +261,10 @@ absl::Status WalStorage::RemoveOldestSegments(size_t count) {
 
 absl::Status WalStorage::Append(const std::vector<raftpb::Entry>& entries) {
   if (!error_.ok()) return error_;
+  if (absl::Status s = CheckAppend(entries, FirstIndex(), LastIndex()); !s.ok()) return s;
   if (entries.empty()) return absl::OkStatus();
   const uint64_t first = entries.front().index();
-  if (first < FirstIndex() || first > LastIndex() + 1) {
-    return absl::InvalidArgumentError(absl::StrCat("append at ", first, " outside [",
-                                                   FirstIndex(), ",", LastIndex() + 1, "]"));
-  }
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (entries[i].index() != first + i) {
-      return absl::InvalidArgumentError("append: entry indexes are not consecutive");
-    }
     if (RecordBytes(entries[i].ByteSizeLong()) > options_.max_record_bytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("append: entry ", entries[i].index(), " is larger than max_record_bytes ",
