@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "etcd/rpc.grpc.pb.h"
 #include "kv/sqlite_snapshot.h"
+#include "server/grpc_status.h"
 #include "server/kv_service.h"
 #include "server/replicator.h"
 
@@ -32,21 +33,6 @@ namespace raftkv::server {
 namespace {
 
 namespace pb = etcdserverpb;
-
-// absl::StatusCode and grpc::StatusCode both follow google.rpc.Code, so the mapping at the
-// edge is a cast; these asserts keep it honest.
-static_assert(static_cast<int>(absl::StatusCode::kInvalidArgument) ==
-              static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
-static_assert(static_cast<int>(absl::StatusCode::kDeadlineExceeded) ==
-              static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
-static_assert(static_cast<int>(absl::StatusCode::kResourceExhausted) ==
-              static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
-static_assert(static_cast<int>(absl::StatusCode::kUnavailable) ==
-              static_cast<int>(grpc::StatusCode::UNAVAILABLE));
-static_assert(static_cast<int>(absl::StatusCode::kDataLoss) ==
-              static_cast<int>(grpc::StatusCode::DATA_LOSS));
-static_assert(static_cast<int>(absl::StatusCode::kUnauthenticated) ==
-              static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
 
 void FillKv(const kv::KeyValue& in, mvccpb::KeyValue* out) {
   out->set_key(in.key);
@@ -146,7 +132,7 @@ class Shared {
         }
       }
     }
-    return grpc::Status(static_cast<grpc::StatusCode>(s.code()), message);
+    return ToGrpcStatus(absl::Status(s.code(), message));
   }
 
   // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)
