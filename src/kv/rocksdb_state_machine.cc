@@ -22,8 +22,9 @@ namespace {
 
 constexpr char kMetaColumnFamily[] = "meta";
 
-// Maps a RocksDB failure to the error tiers of style.md: corruption is kDataLoss, transient
-// or I/O trouble kUnavailable, everything else kInternal. The message names the path.
+// Maps a RocksDB failure to the error tiers (docs/architecture.md, "Errors"): corruption is
+// kDataLoss, transient or I/O trouble kUnavailable, everything else kInternal. The message names
+// the path.
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what, const std::string& path) {
   std::string msg = absl::StrFormat("rocksdb %s at %s: %s", what, path, s.ToString());
   if (s.IsCorruption()) return absl::DataLossError(msg);
@@ -548,6 +549,20 @@ absl::Status RocksDbStateMachine::Flush() {
   absl::ReaderMutexLock lock(&mu_);
   if (absl::Status open = CheckOpen(); !open.ok()) return open;
   return FlushUnlocked();
+}
+
+uint64_t RocksDbStateMachine::ApproximateSizeBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (!CheckOpen().ok()) return 0;
+  uint64_t total = 0;
+  for (rocksdb::ColumnFamilyHandle* cf : {data_cf_, meta_cf_}) {
+    for (const char* property :
+         {"rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"}) {
+      uint64_t value = 0;
+      if (db_->GetIntProperty(cf, property, &value)) total += value;
+    }
+  }
+  return total;
 }
 
 absl::Status RocksDbStateMachine::FlushUnlocked() {

@@ -71,6 +71,7 @@ class RocksDbStateMachine final : public StateMachine {
   int64_t revision() const override { return revision_.load(std::memory_order_acquire); }
 
   absl::Status Flush() override;
+  uint64_t ApproximateSizeBytes() const override;
   absl::Status InstallSnapshot(const std::string& path) override;
 
   absl::Status Export(ExportSink& sink) const override;

@@ -6,7 +6,7 @@
 // Every applied entry is ONE WriteBatch holding the data change, the applied index and term,
 // the new store revision and any session record, so the store is always at an entry boundary.
 // RocksDB writes are not fsynced here: the Raft WAL is the source of truth and the caller
-// replays the log after applied_index() on start-up (see design.md, State machine).
+// replays the log after applied_index() on start-up (docs/architecture.md, "Start-up").
 //
 // Revisions follow etcd: the store revision starts at 1 and grows by one for every entry
 // that changes at least one key; every key changed by that entry gets mod_revision = the new
@@ -120,6 +120,10 @@ class StateMachine {
 
   // Flushes memtables so everything applied so far survives a crash (before log compaction).
   virtual absl::Status Flush() = 0;
+
+  // About how many bytes the store takes (on disk and in memory tables): etcd's dbSize.
+  // Cheap (no I/O); 0 when unknown. Any thread.
+  virtual uint64_t ApproximateSizeBytes() const { return 0; }
 
   // Replaces the whole state (data, applied index/term, revision, sessions) with the snapshot
   // file at `path` (kv/sqlite_snapshot.h), e.g. after Raft InstallSnapshot. The file is
