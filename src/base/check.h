@@ -1,5 +1,5 @@
-// Invariant checks. A broken invariant is a bug: print where and abort (style.md, tier 3).
-// abseil 20220623 has no CHECK macros, so we carry these few.
+// Invariant checks. A broken invariant is a bug: print where and abort (the third error tier of
+// docs/architecture.md, "Errors"). abseil 20220623 has no CHECK macros, so we carry these few.
 #pragma once
 
 #include <cstdio>

@@ -1,6 +1,6 @@
 // POSIX file helpers for durable on-disk state (WAL, snapshots).
 //
-// Durability rules these helpers serve (design.md, style.md #5): data is durable only after
+// Durability rules these helpers serve (docs/wal-format.md): data is durable only after
 // fsync/fdatasync of the file; a file's existence or name is durable only after fsync of its
 // directory; a failed fsync is fatal (callers must not retry: the kernel may have dropped the
 // dirty pages and a later fsync could report success for data that was never written).

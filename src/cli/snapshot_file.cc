@@ -91,7 +91,7 @@ bool SaveSnapshot(EtcdClient* client, const std::string& path, SaveResult* resul
     ::close(fd);
     return fail(sink.failed() ? SaveStage::kWrite : SaveStage::kFetch, download.status());
   }
-  // The file is durable before it gets its final name (style.md #5).
+  // The file is durable before it gets its final name (see base/file_util.h).
   if (::fsync(fd) != 0) {
     int err = errno;
     ::close(fd);

@@ -1,6 +1,6 @@
-// The backup that follows the log (design.md "Snapshots to SQLite"; issue 4): an SQLite file
-// in the snapshot format of sqlite_snapshot.h, kept in WAL mode so `sqlite3` can read it while
-// the node writes it, trailing the state machine by applying the same committed entries.
+// The backup that follows the log (docs/architecture.md, "Backup, snapshots and compaction"): an
+// SQLite file in the snapshot format of sqlite_snapshot.h, kept in WAL mode so `sqlite3` can read
+// it while the node writes it, trailing the state machine by applying the same committed entries.
 //
 // Apply runs the entries through EvaluateCommand (command_eval.h), the code the RocksDB state
 // machine uses, so both stores compute the same effect. Each Apply call is one SQLite
@@ -65,7 +65,7 @@ class SqliteBackup {
 
   // A standalone snapshot file at `path` (SQLite online backup API, then journal_mode DELETE
   // and created_at set to now), written to path + ".tmp", fsynced, renamed, directory
-  // fsynced: the Raft snapshot of design.md. Returns its meta.
+  // fsynced: a Raft snapshot. Returns its meta.
   absl::StatusOr<SnapshotMeta> CopyTo(const std::string& path) const;
 
  private:

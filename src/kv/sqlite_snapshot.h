@@ -1,5 +1,5 @@
-// State-machine snapshots as ordinary SQLite 3 files (design.md "Snapshots to SQLite"), so
-// `sqlite3 snap.db 'select * from kv'` works.
+// State-machine snapshots as ordinary SQLite 3 files (docs/architecture.md, "Backup, snapshots and
+// compaction"), so `sqlite3 snap.db 'select * from kv'` works.
 //
 // File format, version 1 (PRAGMA application_id = kSnapshotApplicationId, user_version = 1):
 //   CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL,
@@ -18,8 +18,9 @@
 //     kv_checksum         sum over kv rows of RowHash (row_hash.h), mod 2^64
 //     sessions_count      rows in sessions
 //     sessions_checksum   sum over sessions rows of SessionHash, mod 2^64
-// The sessions table is not in design.md: a follower restored from a snapshot must skip the
-// same client retries as everyone else, or replicas diverge.
+// The sessions table is beyond the two tables every snapshot reader knows: a follower
+// restored from a snapshot must skip the same client retries as everyone else, or replicas
+// diverge.
 //
 // Errors (all messages name the file): kNotFound if the file does not exist; kInvalidArgument
 // if it is an SQLite file that is not a raftkv snapshot; kFailedPrecondition for a newer

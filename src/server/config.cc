@@ -11,9 +11,6 @@
 
 namespace raftkv::server {
 
-std::string NodeAddress::client_address() const { return absl::StrCat(ip, ":", port); }
-std::string NodeAddress::grpc_address() const { return absl::StrCat(ip, ":", grpc_port); }
-
 absl::StatusOr<std::vector<NodeAddress>> ParseClusterJson(const std::string& json,
                                                           const std::string& source_name) {
   configpb::ClusterFile file;

@@ -9,14 +9,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/kv_service.h"
+#include "server/service/kv_service.h"
 #include "server/node_address.h"
-#include "server/raft_replicator.h"
-#include "server/tcp_server.h"
+#include "server/replication/raft_loop.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 namespace raftkv::server {
 
-// Parses node_config.json (design.md, Configuration): a JSON array of
+// Parses node_config.json (README.md, "Running a node"): a JSON array of
 // {"ip": ..., "port": ..., "grpc_port": ...}; a node's id is its position.
 // Errors: kInvalidArgument naming the file and the problem.
 absl::StatusOr<std::vector<NodeAddress>> ParseClusterJson(const std::string& json,
@@ -39,7 +39,7 @@ struct NodeConfig {
   // Each part's options carry their own defaults; flags overwrite them.
   KvLimits kv;                        // key/value/op-count limits (every protocol)
   TcpServerOptions tcp;               // text + RESP front end limits and timeouts
-  RaftReplicatorOptions raft;         // raft loop tuning (cluster, node_index and wal_dir
+  RaftLoopOptions raft;               // raft loop tuning (cluster, node_index, cluster_id
                                       // are filled in from the fields above at start)
   uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
   uint64_t max_range_keys = 100000;   // --max-range-keys: keys in one etcd Range answer

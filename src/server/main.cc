@@ -1,4 +1,4 @@
-// kvd: one raftkv node. See `kvd --help` and design.md.
+// kvd: one raftkv node. See `kvd --help`, README.md and docs/architecture.md.
 //
 // Start-up order: parse and validate flags (exit 2 on any error), open the state machine,
 // start consensus, then the client front ends. Shutdown on SIGINT/SIGTERM in reverse: stop
@@ -17,10 +17,106 @@
 
 namespace {
 
+using raftkv::server::NodeConfig;
+
+// Adds `flag`, bound to `value`, with its default shown in --help, to `group`.
+template <typename T>
+void AddTuning(CLI::App* app, const char* flag, T* value, const char* help, const char* group) {
+  app->add_option(flag, *value, help)->capture_default_str()->group(group);
+}
+
+void AddNodeFlags(CLI::App* app, NodeConfig* config, std::string* config_path) {
+  app->add_option("--id", config->id, "This node's position in the config file (0-based)")
+      ->capture_default_str();
+  app->add_option("--config", *config_path, "Cluster file (node_config.json); default: one "
+                                            "node on 127.0.0.1:5000/6000");
+  app->add_option("--data-dir", config->data_dir,
+                  "Directory for this node's data (created if missing)")
+      ->capture_default_str();
+  app->add_option("--restore-from", config->restore_from,
+                  "Disaster recovery: start this node (in a new, empty --data-dir) from a "
+                  "snapshot or backup file; start every node of the new cluster from the same "
+                  "file")
+      ->check(CLI::ExistingFile);
+  app->add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
+      ->capture_default_str();
+}
+
+void AddLimitFlags(CLI::App* app, NodeConfig* config) {
+  const char* limits = "Limits (over a limit: a clear error to that client only)";
+  auto add = [&](const char* flag, auto* value, const char* help) {
+    AddTuning(app, flag, value, help, limits);
+  };
+  add("--max-key-bytes", &config->kv.max_key_bytes, "Largest key accepted");
+  add("--max-value-bytes", &config->kv.max_value_bytes, "Largest value accepted");
+  add("--max-ops-per-request", &config->kv.max_ops_per_request,
+      "Most keys in one MGET/MSET/DEL or operations in one etcd Txn");
+  add("--max-line-bytes", &config->tcp.max_line_bytes,
+      "Longest text-protocol line (terminator excluded)");
+  add("--max-request-bytes", &config->tcp.max_request_bytes, "Largest RESP request");
+  add("--max-request-args", &config->tcp.max_request_args,
+      "Most elements in one RESP request array");
+  add("--max-connections", &config->tcp.max_connections,
+      "Most open connections on the client port; more are refused");
+  add("--max-pending-per-conn", &config->tcp.max_pending_per_conn,
+      "Unanswered requests per connection before kvd stops reading from it");
+  add("--idle-timeout-ms", &config->tcp.idle_timeout_ms,
+      "Close a client connection idle this long (0 = never)");
+  add("--partial-request-timeout-ms", &config->tcp.partial_request_timeout_ms,
+      "Close a client that started a request and did not finish it in this time (0 = never)");
+  add("--max-pending-writes", &config->raft.max_pending_writes,
+      "Writes waiting for consensus on this node before new ones are refused");
+  add("--request-timeout-ms", &config->raft.request_timeout_ms,
+      "A write or linearizable read not done in this time fails (a write's outcome is then "
+      "unknown)");
+  add("--max-range-keys", &config->max_range_keys,
+      "Most keys one etcd Range may return (count_only is exempt)");
+  add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,
+      "On SIGTERM, how long in-flight gRPC calls may finish before they are cancelled");
+  add("--grpc-max-message-bytes", &config->grpc_max_message_bytes,
+      "Largest gRPC message accepted or sent");
+}
+
+void AddRaftFlags(CLI::App* app, NodeConfig* config) {
+  auto add = [&](const char* flag, auto* value, const char* help) {
+    AddTuning(app, flag, value, help, "Raft");
+  };
+  add("--tick-ms", &config->raft.tick_ms, "Length of one Raft tick");
+  add("--election-ticks", &config->raft.election_ticks,
+      "Ticks without a leader before an election (randomized in [N, 2N))");
+  add("--heartbeat-ticks", &config->raft.heartbeat_ticks, "Ticks between leader heartbeats");
+  add("--max-append-bytes", &config->raft.max_msg_bytes,
+      "Entry bytes in one AppendEntries message (one entry is always allowed)");
+  add("--max-inflight-msgs", &config->raft.max_inflight_msgs,
+      "AppendEntries messages in flight to one follower");
+  add("--peer-queue-msgs", &config->raft.peer_queue_msgs,
+      "Messages queued for one peer before new ones to it are dropped");
+  add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
+      "Size at which the write-ahead log rolls to a new segment file");
+}
+
+void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
+  auto add = [&](const char* flag, auto* value, const char* help) {
+    AddTuning(app, flag, value, help, "Backup and snapshots");
+  };
+  add("--backup-path", &config->raft.backup_path,
+      "SQLite backup that follows the log (default <data-dir>/backup.db)");
+  add("--backup-interval-ms", &config->raft.backup_interval_ms,
+      "The backup trails the state machine by at most this long");
+  add("--snapshot-entries", &config->raft.snapshot_entries,
+      "Entries between Raft snapshots (copies of the backup in <data-dir>/snapshots)");
+  add("--snapshots-retained", &config->raft.snapshots_retained, "Snapshot files kept");
+  add("--log-retained-entries", &config->raft.log_retained_entries,
+      "Log entries kept before the newest snapshot, for followers a little behind");
+  add("--snapshot-chunk-bytes", &config->raft.snapshot_chunk_bytes,
+      "Chunk size when streaming a snapshot to a follower");
+  add("--snapshot-rate-bytes-per-sec", &config->raft.snapshot_rate_bytes_per_sec,
+      "Cap on snapshot streaming to one follower (0 = no cap)");
+}
+
 // Parses the command line into `config`. Returns an exit code if kvd should exit now
 // (0 after --help, 2 after a usage error), or -1 to go on.
-int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
-  using raftkv::server::NodeConfig;
+int ParseFlags(int argc, char** argv, NodeConfig* config) {
   CLI::App app{
       "kvd: a raftkv node. A Raft-replicated key-value store serving the text protocol and\n"
       "RESP2 (redis-cli) on the client port, and etcd's v3 gRPC API (etcdctl, kvctl) on the\n"
@@ -30,85 +126,12 @@ int ParseFlags(int argc, char** argv, raftkv::server::NodeConfig* config) {
       "([{\"ip\": \"127.0.0.1\", \"port\": 5000, \"grpc_port\": 6000}, ...]).",
       "kvd"};
   std::string config_path;
-  app.add_option("--id", config->id, "This node's position in the config file (0-based)")
-      ->capture_default_str();
-  app.add_option("--config", config_path, "Cluster file (node_config.json); default: one node "
-                                          "on 127.0.0.1:5000/6000");
-  app.add_option("--data-dir", config->data_dir,
-                 "Directory for this node's data (created if missing)")
-      ->capture_default_str();
-  app.add_option("--restore-from", config->restore_from,
-                 "Disaster recovery: start this node (in a new, empty --data-dir) from a "
-                 "snapshot or backup file; start every node of the new cluster from the same "
-                 "file")
-      ->check(CLI::ExistingFile);
-  app.add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
-      ->capture_default_str();
-
-  const char* limits = "Limits (over a limit: a clear error to that client only)";
-  auto add = [&](const char* flag, auto* value, const char* help, const char* group) {
-    app.add_option(flag, *value, help)->capture_default_str()->group(group);
-  };
-  add("--max-key-bytes", &config->kv.max_key_bytes, "Largest key accepted", limits);
-  add("--max-value-bytes", &config->kv.max_value_bytes, "Largest value accepted", limits);
-  add("--max-ops-per-request", &config->kv.max_ops_per_request,
-      "Most keys in one MGET/MSET/DEL or operations in one etcd Txn", limits);
-  add("--max-line-bytes", &config->tcp.max_line_bytes,
-      "Longest text-protocol line (terminator excluded)", limits);
-  add("--max-request-bytes", &config->tcp.max_request_bytes, "Largest RESP request", limits);
-  add("--max-request-args", &config->tcp.max_request_args,
-      "Most elements in one RESP request array", limits);
-  add("--max-connections", &config->tcp.max_connections,
-      "Most open connections on the client port; more are refused", limits);
-  add("--max-pending-per-conn", &config->tcp.max_pending_per_conn,
-      "Unanswered requests per connection before kvd stops reading from it", limits);
-  add("--idle-timeout-ms", &config->tcp.idle_timeout_ms,
-      "Close a client connection idle this long (0 = never)", limits);
-  add("--partial-request-timeout-ms", &config->tcp.partial_request_timeout_ms,
-      "Close a client that started a request and did not finish it in this time (0 = never)",
-      limits);
-  add("--max-pending-writes", &config->raft.max_pending_writes,
-      "Writes waiting for consensus on this node before new ones are refused", limits);
-  add("--request-timeout-ms", &config->raft.request_timeout_ms,
-      "A write or linearizable read not done in this time fails (a write's outcome is then "
-      "unknown)", limits);
-  add("--max-range-keys", &config->max_range_keys,
-      "Most keys one etcd Range may return (count_only is exempt)", limits);
-  add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,
-      "On SIGTERM, how long in-flight gRPC calls may finish before they are cancelled", limits);
-  add("--grpc-max-message-bytes", &config->grpc_max_message_bytes,
-      "Largest gRPC message accepted or sent", limits);
-
-  const char* raft = "Raft";
-  add("--tick-ms", &config->raft.tick_ms, "Length of one Raft tick", raft);
-  add("--election-ticks", &config->raft.election_ticks,
-      "Ticks without a leader before an election (randomized in [N, 2N))", raft);
-  add("--heartbeat-ticks", &config->raft.heartbeat_ticks, "Ticks between leader heartbeats",
-      raft);
-  add("--max-append-bytes", &config->raft.max_msg_bytes,
-      "Entry bytes in one AppendEntries message (one entry is always allowed)", raft);
-  add("--max-inflight-msgs", &config->raft.max_inflight_msgs,
-      "AppendEntries messages in flight to one follower", raft);
-  add("--peer-queue-msgs", &config->raft.peer_queue_msgs,
-      "Messages queued for one peer before new ones to it are dropped", raft);
-  add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
-      "Size at which the write-ahead log rolls to a new segment file", raft);
-  const char* snap = "Backup and snapshots";
-  add("--backup-path", &config->raft.backup_path,
-      "SQLite backup that follows the log (default <data-dir>/backup.db)", snap);
-  add("--backup-interval-ms", &config->raft.backup_interval_ms,
-      "The backup trails the state machine by at most this long", snap);
-  add("--snapshot-entries", &config->raft.snapshot_entries,
-      "Entries between Raft snapshots (copies of the backup in <data-dir>/snapshots)", snap);
-  add("--snapshots-retained", &config->raft.snapshots_retained, "Snapshot files kept", snap);
-  add("--log-retained-entries", &config->raft.log_retained_entries,
-      "Log entries kept before the newest snapshot, for followers a little behind", snap);
-  add("--snapshot-chunk-bytes", &config->raft.snapshot_chunk_bytes,
-      "Chunk size when streaming a snapshot to a follower", snap);
-  add("--snapshot-rate-bytes-per-sec", &config->raft.snapshot_rate_bytes_per_sec,
-      "Cap on snapshot streaming to one follower (0 = no cap)", snap);
-  add("--tcp-io-threads", &config->tcp.num_io_threads, "Threads serving the client port",
-      "Tuning");
+  AddNodeFlags(&app, config, &config_path);
+  AddLimitFlags(&app, config);
+  AddRaftFlags(&app, config);
+  AddSnapshotFlags(&app, config);
+  AddTuning(&app, "--tcp-io-threads", &config->tcp.num_io_threads,
+            "Threads serving the client port", "Tuning");
 
   try {
     app.parse(argc, argv);

@@ -9,135 +9,95 @@
 #include "grpcpp/grpcpp.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
-#include "base/file_util.h"
-#include "server/backup_worker.h"
-#include "server/etcd_service.h"
-#include "server/kv_service.h"
-#include "server/peer_service.h"
-#include "server/raft_replicator.h"
-#include "server/tcp_server.h"
+#include "server/frontend/etcd/etcd_service.h"
+#include "server/frontend/tcp/tcp_server.h"
+#include "server/node_id.h"
+#include "server/peer/peer_service.h"
+#include "server/replication/raft_loop.h"
+#include "server/replication/recovery.h"
+#include "server/service/kv_service.h"
+#include "server/snapshots/snapshot_store.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
 
-Node::Node(NodeConfig config) : config_(std::move(config)) {}
+Node::Node(NodeConfig config)
+    : config_(std::move(config)), data_dir_(config_.data_dir, config_.raft.backup_path) {}
 
 Node::~Node() { Shutdown("destroyed"); }
 
 absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   std::unique_ptr<Node> node(new Node(config));
+  if (absl::Status s = node->OpenData(); !s.ok()) return s;
+  node->kv_ = std::make_unique<KvService>(node->raft_.get(), node->sm_.get(), config.kv);
+  if (absl::Status s = node->StartGrpc(); !s.ok()) return s;
+  node->tcp_ = std::make_unique<TcpServer>(node->kv_.get(), config.tcp);
   const NodeAddress& self = config.self();
-  const std::filesystem::path data_dir(config.data_dir);
+  if (absl::Status s = node->tcp_->Start(self.ip, self.port); !s.ok()) return s;
+  spdlog::info("node {}: serving text/RESP on {}, etcd gRPC and peers on {} ({} node cluster)",
+               config.id, self.client_address(), self.grpc_address(), config.cluster.size());
+  return node;
+}
 
+absl::Status Node::OpenData() {
   std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
+  std::filesystem::create_directories(data_dir_.root(), ec);
   if (ec) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot create data dir ", config.data_dir, ": ", ec.message()));
+        absl::StrCat("cannot create data dir ", data_dir_.root(), ": ", ec.message()));
   }
-  kv::StateMachineOptions sm_options;
-  sm_options.db_path = (data_dir / "db").string();
-  if (!config.restore_from.empty()) {
-    if (std::filesystem::exists(sm_options.db_path) || std::filesystem::exists(data_dir / "wal")) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--restore-from needs a new data dir, but ", config.data_dir, " already holds a store"));
-    }
-    spdlog::info("node {}: restoring from {}", config.id, config.restore_from);
-    auto meta = kv::RestoreSnapshot(config.restore_from, sm_options.db_path);
-    if (!meta.ok()) return meta.status();
-    spdlog::info("node {}: restored {} keys at index {} (term {}, revision {})", config.id,
-                 meta->kv_count, meta->applied_index, meta->applied_term, meta->revision);
-
-  }
-  // No RocksDB fsync: the Raft WAL is the source of truth and entries after the store's
-  // applied index are replayed from it on start-up.
-  sm_options.sync_writes = false;
-  auto sm = kv::StateMachine::Open(sm_options);
-  if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
-      std::filesystem::exists(data_dir / "wal")) {
-    // A corrupt store is rebuilt from the newest snapshot plus the log (the replicator
-    // loads the snapshot when the store is behind the log). Keep the corrupt copy aside.
-    const std::string aside = absl::StrCat(sm_options.db_path, ".corrupt-", absl::ToUnixSeconds(absl::Now()));
-    spdlog::error("node {}: {}; moving it to {} and rebuilding from snapshot + log", config.id,
-                  sm.status().ToString(), aside);
-    std::filesystem::rename(sm_options.db_path, aside, ec);
-    if (ec) return sm.status();
-    sm = kv::StateMachine::Open(sm_options);
-  }
+  auto sm = OpenStateMachine(data_dir_, config_.restore_from);
   if (!sm.ok()) return sm.status();
-  node->sm_ = *std::move(sm);
-  if (!config.restore_from.empty()) {
-    // This node's first snapshot, for peers that need one before it cuts its own. Written
-    // from the restored store (the file given may be a live backup with a -wal companion).
-    const std::string snapshot_dir = (data_dir / "snapshots").string();
-    absl::Status s = base::CreateDirIfMissing(snapshot_dir);
-    if (!s.ok()) return s;
-    auto written = kv::WriteSnapshot(
-        *node->sm_, absl::StrCat(snapshot_dir, "/",
-                                 SnapshotFileName(node->sm_->applied_index(),
-                                                  node->sm_->applied_term())));
-    if (!written.ok()) return written.status();
-  }
-  spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config.id,
-               sm_options.db_path, node->sm_->applied_index(), node->sm_->revision());
+  sm_ = *std::move(sm);
+  spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config_.id,
+               data_dir_.db(), sm_->applied_index(), sm_->revision());
 
-  RaftReplicatorOptions raft_options = config.raft;
-  raft_options.node_index = config.id;
-  raft_options.cluster = config.cluster;
-  raft_options.cluster_id = ClusterIdOf(config.cluster);
-  raft_options.wal_dir = (data_dir / "wal").string();
-  if (raft_options.backup_path.empty()) {
-    raft_options.backup_path = (data_dir / "backup.db").string();
-  }
-  raft_options.snapshot_dir = (data_dir / "snapshots").string();
-  raft_options.restored = !config.restore_from.empty();
-  auto replicator = RaftReplicator::Start(node->sm_.get(), raft_options);
-  if (!replicator.ok()) return replicator.status();
-  node->replicator_ = *std::move(replicator);
+  RaftLoopOptions raft_options = config_.raft;
+  raft_options.node_index = config_.id;
+  raft_options.cluster = config_.cluster;
+  raft_options.cluster_id = ClusterIdOf(config_.cluster);
+  raft_options.restored = !config_.restore_from.empty();
+  auto raft = RaftLoop::Start(sm_.get(), data_dir_, raft_options);
+  if (!raft.ok()) return raft.status();
+  raft_ = *std::move(raft);
+  return absl::OkStatus();
+}
 
-  node->kv_ = std::make_unique<KvService>(node->replicator_.get(), node->sm_.get(), config.kv);
-
+absl::Status Node::StartGrpc() {
   EtcdServiceOptions etcd_options;
-  etcd_options.request_timeout_ms = config.raft.request_timeout_ms;
-  etcd_options.max_range_keys = config.max_range_keys;
+  etcd_options.request_timeout_ms = config_.raft.request_timeout_ms;
+  etcd_options.max_range_keys = config_.max_range_keys;
   // Maintenance.Snapshot (kvctl snapshot save): a fresh copy per request, removed by the
   // handler after streaming. The sequence number keeps same-millisecond requests apart.
-  etcd_options.make_snapshot = [sm = node->sm_.get(), dir = (data_dir / "snapshots").string(),
+  etcd_options.make_snapshot = [sm = sm_.get(), dir = data_dir_,
                                 seq = std::make_shared<std::atomic<uint64_t>>(0)]()
       -> absl::StatusOr<std::string> {
-    if (absl::Status s = base::CreateDirIfMissing(dir); !s.ok()) return s;
-    std::string path = absl::StrCat(dir, "/export-", absl::ToUnixMillis(absl::Now()), "-",
-                                    seq->fetch_add(1), ".db");
+    if (absl::Status s = SnapshotStore(dir.snapshots()).CreateDir(); !s.ok()) return s;
+    std::string path = dir.export_snapshot(absl::ToUnixMillis(absl::Now()), seq->fetch_add(1));
     auto written = kv::WriteSnapshot(*sm, path);
     if (!written.ok()) return written.status();
     return path;
   };
-  node->etcd_ = std::make_unique<EtcdServices>(node->kv_.get(), node->replicator_.get(),
-                                               raft_options.cluster_id, EtcdMemberId(config.id),
-                                               etcd_options);
-  node->peer_service_ = std::make_unique<RaftPeerService>(
-      node->replicator_.get(), (data_dir / "snapshots" / "received").string());
+  etcd_ = std::make_unique<EtcdServices>(kv_.get(), raft_.get(), ClusterIdOf(config_.cluster),
+                                         NodeId::FromPosition(config_.id), etcd_options);
+  peer_service_ =
+      std::make_unique<RaftPeerService>(raft_.get(), data_dir_.received_snapshots());
+  const NodeAddress& self = config_.self();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(self.grpc_address(), grpc::InsecureServerCredentials(), &grpc_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.grpc_max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(config.grpc_max_message_bytes));
-  node->etcd_->Register(&builder);
-  builder.RegisterService(node->peer_service_.get());
-  node->grpc_server_ = builder.BuildAndStart();
-  if (!node->grpc_server_ || grpc_port == 0) {
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.grpc_max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config_.grpc_max_message_bytes));
+  etcd_->Register(&builder);
+  builder.RegisterService(peer_service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (!grpc_server_ || grpc_port == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen for gRPC on ", self.grpc_address(), " (port in use?)"));
   }
-  node->grpc_port_ = static_cast<uint16_t>(grpc_port);
-
-  node->tcp_ = std::make_unique<TcpServer>(node->kv_.get(), config.tcp);
-  if (absl::Status s = node->tcp_->Start(self.ip, self.port); !s.ok()) return s;
-
-  spdlog::info("node {}: serving text/RESP on {}, etcd gRPC and peers on {} ({} node cluster)",
-               config.id, self.client_address(), self.grpc_address(), config.cluster.size());
-  return node;
+  grpc_port_ = static_cast<uint16_t>(grpc_port);
+  return absl::OkStatus();
 }
 
 void Node::Shutdown(const std::string& reason) {
@@ -151,13 +111,13 @@ void Node::Shutdown(const std::string& reason) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() +
                            std::chrono::milliseconds(config_.shutdown_grpc_grace_ms));
   }
-  if (replicator_) replicator_->Stop();
+  if (raft_) raft_->Stop();
   tcp_.reset();
   grpc_server_.reset();
   peer_service_.reset();
   etcd_.reset();
   kv_.reset();
-  replicator_.reset();
+  raft_.reset();
   sm_.reset();  // closes RocksDB
   spdlog::info("node {}: stopped", config_.id);
 }

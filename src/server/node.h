@@ -1,4 +1,6 @@
 // Node: one kvd process's parts, wired together in start-up order and torn down in reverse.
+// The composition root: the only place that knows every room (frontend/tcp, frontend/etcd,
+// service, replication, peer, snapshots).
 #pragma once
 
 #include <memory>
@@ -6,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/config.h"
+#include "server/data_dir.h"
 
 namespace grpc {
 class Server;
@@ -20,7 +23,7 @@ namespace raftkv::server {
 class EtcdServices;
 class KvService;
 class RaftPeerService;
-class RaftReplicator;
+class RaftLoop;
 class TcpServer;
 
 class Node {
@@ -40,10 +43,14 @@ class Node {
 
  private:
   explicit Node(NodeConfig config);
+  // The parts of Start, in order.
+  absl::Status OpenData();
+  absl::Status StartGrpc();
 
-  NodeConfig config_;
+  const NodeConfig config_;
+  const DataDir data_dir_;
   std::unique_ptr<kv::StateMachine> sm_;
-  std::unique_ptr<RaftReplicator> replicator_;
+  std::unique_ptr<RaftLoop> raft_;
   std::unique_ptr<KvService> kv_;
   std::unique_ptr<EtcdServices> etcd_;
   std::unique_ptr<RaftPeerService> peer_service_;

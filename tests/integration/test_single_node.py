@@ -6,7 +6,8 @@ import signal
 import subprocess
 import unittest
 
-from harness import KVCTL, KVD, TempCluster, TextClient, run, wait_for_leader
+from harness import (KVCTL, KVD, TempCluster, TextClient, kvctl_status, run, wait_for_leader,
+                     wait_until)
 
 
 class SingleNodeTest(unittest.TestCase):
@@ -89,6 +90,18 @@ class SingleNodeTest(unittest.TestCase):
         self.assertIn("v v", json.dumps(json.loads(out)))
         self.assertEqual(run([KVCTL] + ep + ["status"])[0], 0)
         self.assertEqual(run([KVCTL, "bogus-command"])[0], 2)
+
+    def test_status_reports_the_store_size(self):
+        # etcd's dbSize (endpoint status, kvctl status): the store's size, not a constant 0.
+        c = TextClient(self.node.port)
+        for i in range(100):
+            self.assertEqual(c.cmd(f"SET size{i} {os.urandom(500).hex()}"), "OK")
+        c.close()
+
+        def size():
+            out = kvctl_status([self.node.grpc_port])
+            return out[0].get("db_size_bytes", 0) if out else 0
+        wait_until(lambda: size() >= 100 * 1000, timeout_s=10, what="db_size_bytes >= 100000")
 
     def test_restart_keeps_acknowledged_writes(self):
         c = TextClient(self.node.port)

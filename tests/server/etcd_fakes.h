@@ -22,10 +22,10 @@
 #include "gtest/gtest.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
-#include "server/etcd_service.h"
-#include "server/kv_service.h"
+#include "server/frontend/etcd/etcd_service.h"
+#include "server/service/kv_service.h"
 #include "server/local_replicator.h"
-#include "server/replicator.h"
+#include "server/service/replicator.h"
 
 namespace raftkv::server::testing {
 
@@ -188,7 +188,7 @@ class EtcdTestServer {
       };
     }
     services_ = std::make_unique<EtcdServices>(kv_.get(), replicator_.get(), options.cluster_id,
-                                               EtcdMemberId(options.node_id), options.etcd);
+                                               NodeId::FromPosition(options.node_id), options.etcd);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     services_->Register(&builder);

@@ -55,7 +55,7 @@ class EtcdServiceTest : public ::testing::Test {
 TEST_F(EtcdServiceTest, PutThenRangeReturnsValueRevisionsAndHeader) {
   pb::PutResponse put = Put("foo", "bar");
   EXPECT_EQ(put.header().cluster_id(), 7u);
-  EXPECT_EQ(put.header().member_id(), EtcdMemberId(0));
+  EXPECT_EQ(put.header().member_id(), NodeId::FromPosition(0).etcd_member_id());
   EXPECT_EQ(put.header().raft_term(), 1u);
   const int64_t rev = put.header().revision();
   EXPECT_GT(rev, 0);
@@ -71,7 +71,7 @@ TEST_F(EtcdServiceTest, PutThenRangeReturnsValueRevisionsAndHeader) {
   EXPECT_EQ(resp.count(), 1);
   EXPECT_FALSE(resp.more());
   EXPECT_EQ(resp.header().revision(), rev);
-  EXPECT_EQ(resp.header().member_id(), EtcdMemberId(0));
+  EXPECT_EQ(resp.header().member_id(), NodeId::FromPosition(0).etcd_member_id());
 
   pb::RangeResponse missing;
   ASSERT_TRUE(Range("nope", "", &missing).ok());
@@ -365,7 +365,7 @@ TEST_F(EtcdServiceTest, StatusReportsLeaderIndexTermAndVersion) {
   const int64_t rev = Put("a", "1").header().revision();
   pb::StatusResponse status;
   ASSERT_TRUE(server_.Maintenance()->Status(Ctx().get(), pb::StatusRequest(), &status).ok());
-  EXPECT_EQ(status.header().member_id(), EtcdMemberId(0));
+  EXPECT_EQ(status.header().member_id(), NodeId::FromPosition(0).etcd_member_id());
   EXPECT_EQ(status.header().cluster_id(), 7u);
   EXPECT_EQ(status.header().revision(), rev);
   EXPECT_EQ(status.leader(), status.header().member_id());
@@ -381,11 +381,11 @@ TEST_F(EtcdServiceTest, MemberListNamesEveryMemberWithUrls) {
       server_.Cluster()->MemberList(Ctx().get(), pb::MemberListRequest(), &members).ok());
   ASSERT_EQ(members.members_size(), 1);
   const pb::Member& m = members.members(0);
-  EXPECT_EQ(m.id(), EtcdMemberId(0));
+  EXPECT_EQ(m.id(), NodeId::FromPosition(0).etcd_member_id());
   EXPECT_EQ(m.name(), "node0");
   EXPECT_THAT(m.clienturls(), ::testing::ElementsAre("http://" + server_.address()));
   EXPECT_THAT(m.peerurls(), ::testing::ElementsAre("http://" + server_.address()));
-  EXPECT_EQ(members.header().member_id(), EtcdMemberId(0));
+  EXPECT_EQ(members.header().member_id(), NodeId::FromPosition(0).etcd_member_id());
 }
 
 TEST_F(EtcdServiceTest, UnavailableNamesTheLeader) {
@@ -401,7 +401,7 @@ TEST_F(EtcdServiceTest, UnavailableNamesTheLeader) {
 
   pb::StatusResponse status;
   ASSERT_TRUE(server_.Maintenance()->Status(Ctx().get(), pb::StatusRequest(), &status).ok());
-  EXPECT_EQ(status.leader(), EtcdMemberId(2));
+  EXPECT_EQ(status.leader(), NodeId::FromPosition(2).etcd_member_id());
 }
 
 TEST_F(EtcdServiceTest, ReplicatorErrorsMapToGrpcCodes) {

@@ -32,9 +32,9 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "kv/state_machine.h"
-#include "server/kv_service.h"
-#include "server/replicator.h"
-#include "server/tcp_server.h"
+#include "server/service/kv_service.h"
+#include "server/service/replicator.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 namespace raftkv::server::testing {
 

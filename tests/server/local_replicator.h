@@ -1,5 +1,5 @@
 // LocalReplicator: a TEST DOUBLE of the Replicator seam for front-end tests (etcd_fakes.h):
-// one node, no Raft. It was kvd's pre-Raft write path; kvd now always uses RaftReplicator,
+// one node, no Raft. It was kvd's pre-Raft write path; kvd now always uses RaftLoop,
 // so it lives under tests/ where no production code can reach it.
 //
 // One apply thread takes queued commands in arrival order and applies each as the next log
@@ -17,7 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "kv/state_machine.h"
-#include "server/replicator.h"
+#include "server/service/replicator.h"
 
 namespace raftkv::server {
 

@@ -1,6 +1,6 @@
 // The RESP2 request parser and the replies known at parse time, without sockets
 // (resp_protocol.h).
-#include "server/resp_protocol.h"
+#include "server/frontend/tcp/resp_protocol.h"
 
 #include <string>
 #include <vector>

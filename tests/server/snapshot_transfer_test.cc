@@ -1,4 +1,4 @@
-// The snapshot stream between two nodes (snapshot_transfer.h, snapshot_receiver.h) over a
+// The snapshot stream between two nodes (peer/snapshot_sender.h, snapshot_receiver.h) over a
 // real gRPC server on 127.0.0.1: a valid file arrives verified and is handed on exactly once;
 // a corrupted file is refused and nothing is handed on; a broken transfer resumes.
 #include <filesystem>
@@ -10,8 +10,9 @@
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
 #include "raft_service.grpc.pb.h"
-#include "server/snapshot_receiver.h"
-#include "server/snapshot_transfer.h"
+#include "server/peer/snapshot_receiver.h"
+#include "server/peer/peer_channels.h"
+#include "server/peer/snapshot_sender.h"
 
 namespace raftkv::server {
 namespace {
@@ -88,7 +89,8 @@ class SnapshotTransferTest : public ::testing::Test {
     options.chunk_bytes = 4096;
     options.max_attempts = 2;
     options.backoff_ms = 10;
-    SnapshotSender sender({{2, "127.0.0.1:" + std::to_string(port_)}}, options,
+    PeerChannels channels({{2, "127.0.0.1:" + std::to_string(port_)}});
+    SnapshotSender sender(&channels, options,
                           [&](uint64_t peer, bool result) {
                             EXPECT_EQ(peer, 2u);
                             ok = result;

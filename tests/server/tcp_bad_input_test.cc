@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/fakes.h"
-#include "server/tcp_server.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 namespace raftkv::server {
 namespace {

@@ -1,7 +1,7 @@
 // The text/RESP front end against a live server on 127.0.0.1 (tcp_server.h): the commands of
 // both protocols, pipelining order, cluster errors, connection limit, idle timeout,
 // backpressure and graceful Stop().
-#include "server/tcp_server.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 #include <string>
 #include <thread>

@@ -1,5 +1,5 @@
 // The text protocol's line parser, without sockets (text_protocol.h).
-#include "server/text_protocol.h"
+#include "server/frontend/tcp/text_protocol.h"
 
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "server/forwarder.h"
+#include "server/peer/forwarder.h"
 
 #include <chrono>
 
@@ -6,6 +6,7 @@
 #include "grpcpp/grpcpp.h"
 #include "raft_service.grpc.pb.h"
 #include "server/grpc_status.h"
+#include "server/peer/peer_channels.h"
 
 namespace raftkv::server {
 
@@ -44,54 +45,38 @@ ForwardResult FromWire(const raftpb::ForwardResponse& wire) {
   return out;
 }
 
-struct Forwarder::Stubs {
-  std::map<uint64_t, std::unique_ptr<raftpb::RaftPeer::Stub>> by_id;
-  std::map<uint64_t, std::string> addresses;
-};
-
-Forwarder::Forwarder(const std::map<uint64_t, std::string>& peer_addresses)
-    : stubs_(std::make_unique<Stubs>()) {
-  for (const auto& [id, address] : peer_addresses) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-    args.SetMaxSendMessageSize(-1);
-    args.SetMaxReceiveMessageSize(-1);
-    stubs_->by_id[id] = raftpb::RaftPeer::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-    stubs_->addresses[id] = address;
-  }
-}
-
-Forwarder::~Forwarder() = default;
-
 void Forwarder::Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms,
-                        std::function<void(absl::StatusOr<ForwardResult>)> done) {
-  auto it = stubs_->by_id.find(leader_id);
-  if (it == stubs_->by_id.end()) {
-    done(absl::UnavailableError(absl::StrCat("leader ", leader_id, " is not a known peer")));
+                        Done done) {
+  raftpb::RaftPeer::Stub* stub = channels_->stub(leader_id);
+  if (stub == nullptr) {
+    std::move(done)(
+        absl::UnavailableError(absl::StrCat("leader ", leader_id, " is not a known peer")));
     return;
   }
-  // Owned by the callback, which gRPC runs exactly once.
+  // Owned by the callback, which gRPC runs exactly once. gRPC wants a copyable callback, so
+  // the (move-only) `done` is shared with it.
   struct Call {
     grpc::ClientContext context;
     raftpb::ForwardRequest request;
     raftpb::ForwardResponse response;
+    Done done;
   };
   auto call = std::make_shared<Call>();
   call->context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::milliseconds(timeout_ms));
   call->request.set_command(std::move(command));
-  std::string address = stubs_->addresses[leader_id];
-  it->second->async()->Forward(
+  call->done = std::move(done);
+  stub->async()->Forward(
       &call->context, &call->request, &call->response,
-      [call, address, done = std::move(done)](grpc::Status status) {
+      [call, address = channels_->address(leader_id)](grpc::Status status) {
         if (!status.ok()) {
           absl::Status s = FromGrpcStatus(status);
-          done(absl::Status(s.code(), absl::StrCat("forwarding to the leader at ", address,
-                                                   ": ", s.message())));
+          std::move(call->done)(absl::Status(
+              s.code(), absl::StrCat("forwarding to the leader at ", address, ": ",
+                                     s.message())));
           return;
         }
-        done(FromWire(call->response));
+        std::move(call->done)(FromWire(call->response));
       });
 }
 

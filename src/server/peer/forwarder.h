@@ -3,11 +3,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
-#include <map>
-#include <memory>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "kv/state_machine.h"
 
@@ -26,21 +24,23 @@ struct ForwardResult {
 void ToWire(uint64_t index, const kv::ApplyResult& result, raftpb::ForwardResponse* out);
 ForwardResult FromWire(const raftpb::ForwardResponse& wire);
 
+class PeerChannels;
+
 class Forwarder {
  public:
-  // `peer_addresses`: core id (1-based) -> "ip:grpc_port".
-  explicit Forwarder(const std::map<uint64_t, std::string>& peer_addresses);
-  ~Forwarder();
+  using Done = absl::AnyInvocable<void(absl::StatusOr<ForwardResult>) &&>;
 
-  // Forwards a serialized kvpb::Command to `leader_id`; `done` runs once, on a gRPC thread.
+  // REQUIRES: channels outlives this object.
+  explicit Forwarder(const PeerChannels* channels) : channels_(channels) {}
+
+  // Forwards a serialized kvpb::Command to `leader_id` (a raft id); `done` runs once, on a
+  // gRPC thread (or at once, for an unknown peer).
   // Errors: kUnavailable (unknown peer, unreachable, or it is not the leader either),
   // kDeadlineExceeded (outcome unknown), others as returned by the leader.
-  void Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms,
-               std::function<void(absl::StatusOr<ForwardResult>)> done);
+  void Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms, Done done);
 
  private:
-  struct Stubs;
-  std::unique_ptr<Stubs> stubs_;
+  const PeerChannels* const channels_;
 };
 
 }  // namespace raftkv::server

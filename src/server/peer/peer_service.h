@@ -1,64 +1,50 @@
-// The receiving side of the peer transport: the RaftPeer gRPC service. Includes gRPC
-// headers, so only the file that builds the gRPC server includes it.
+// The receiving side of the peer links: the RaftPeer gRPC service (Raft message streams,
+// forwarded writes, snapshot streams). Includes gRPC headers, so only the file that builds
+// the gRPC server includes it.
 #pragma once
 
-#include "absl/synchronization/notification.h"
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+#include "raft.pb.h"
 #include "raft_service.grpc.pb.h"
-#include "server/forwarder.h"
-#include "server/grpc_status.h"
-#include "server/raft_replicator.h"
-#include "server/snapshot_receiver.h"
+#include "server/peer/forwarder.h"
+#include "server/peer/snapshot_receiver.h"
 
 namespace raftkv::server {
 
+// What the service hands its work to (the raft loop implements it). Any thread.
+class PeerHandler {
+ public:
+  using ForwardDone = absl::AnyInvocable<void(absl::StatusOr<ForwardResult>) &&>;
+  virtual ~PeerHandler() = default;
+  // A Raft message from a peer.
+  virtual void Deliver(raftpb::Message m) = 0;
+  // A write forwarded by a follower: proposed here only if this node is the leader (never
+  // forwarded again); `done` runs exactly once.
+  virtual void WriteFromPeer(kvpb::Command cmd, ForwardDone done) = 0;
+};
+
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
-  // REQUIRES: replicator outlives the service (the gRPC server is shut down first).
+  // REQUIRES: handler outlives the service (the gRPC server is shut down first).
   // Received snapshots are written under `snapshot_dir`.
-  RaftPeerService(RaftReplicator* replicator, std::string snapshot_dir)
-      : replicator_(replicator),
-        receiver_(std::move(snapshot_dir),
-                  [replicator](raftpb::Message m) { replicator->Deliver(std::move(m)); }) {}
+  RaftPeerService(PeerHandler* handler, std::string snapshot_dir);
 
   grpc::Status InstallSnapshot(
       grpc::ServerContext* context,
-      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override {
-    return receiver_.Serve(context, stream);
-  }
-
-  // Every message of every inbound stream goes to the raft loop's inbox, in stream order.
+      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override;
+  // Every message of every inbound stream goes to the handler, in stream order.
   grpc::Status Send(grpc::ServerContext* context,
                     grpc::ServerReader<raftpb::MessageBatch>* reader,
-                    raftpb::PeerEmpty* response) override {
-    raftpb::MessageBatch batch;
-    while (reader->Read(&batch)) {
-      for (raftpb::Message& m : *batch.mutable_messages()) replicator_->Deliver(std::move(m));
-    }
-    return grpc::Status::OK;
-  }
-
+                    raftpb::PeerEmpty* response) override;
   grpc::Status Forward(grpc::ServerContext* context, const raftpb::ForwardRequest* request,
-                       raftpb::ForwardResponse* response) override {
-    kvpb::Command cmd;
-    if (!cmd.ParseFromString(request->command())) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
-    }
-    absl::Notification done;
-    absl::Status status;
-    replicator_->WriteFromPeer(std::move(cmd), [&](absl::StatusOr<ForwardResult> r) {
-      if (r.ok()) {
-        ToWire(r->index, r->result, response);
-      } else {
-        status = r.status();
-      }
-      done.Notify();
-    });
-    done.WaitForNotification();
-    return ToGrpcStatus(status);
-  }
+                       raftpb::ForwardResponse* response) override;
 
  private:
-  RaftReplicator* replicator_;
+  PeerHandler* const handler_;
   SnapshotReceiver receiver_;
 };
 

@@ -1,10 +1,13 @@
-#include "server/peer_transport.h"
+#include "server/peer/peer_transport.h"
 
-#include <algorithm>
-#include <chrono>
+#include <deque>
+#include <string>
+#include <thread>
 
-#include "grpcpp/grpcpp.h"
-#include "raft_service.grpc.pb.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/peer/peer_channels.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
@@ -12,20 +15,13 @@ namespace raftkv::server {
 // One peer: a bounded queue and a sender thread that owns the stream.
 class PeerTransport::Peer {
  public:
-  Peer(uint64_t self_id, uint64_t peer_id, std::string address,
-       const PeerTransportOptions& options, std::function<void(uint64_t)> on_unreachable)
-      : self_id_(self_id),
-        peer_id_(peer_id),
-        address_(std::move(address)),
+  Peer(uint64_t peer_id, const PeerChannels* channels, const PeerTransportOptions& options,
+       const OnUnreachable* on_unreachable)
+      : peer_id_(peer_id),
+        address_(channels->address(peer_id)),
+        stub_(channels->stub(peer_id)),
         options_(options),
-        on_unreachable_(std::move(on_unreachable)) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // loopback must not go through a proxy
-    args.SetMaxSendMessageSize(-1);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, options_.backoff_min_ms);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, options_.backoff_max_ms);
-    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
-    stub_ = raftpb::RaftPeer::NewStub(channel_);
+        on_unreachable_(on_unreachable) {
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -33,42 +29,35 @@ class PeerTransport::Peer {
 
   void Stop() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (stopping_) return;
       stopping_ = true;
       if (context_) context_->TryCancel();  // unblocks a Write stuck on flow control
     }
-    cv_.notify_all();
     if (thread_.joinable()) thread_.join();
   }
 
   void Enqueue(raftpb::Message m) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (queue_.size() >= options_.max_queue_msgs) {
-        ++stats_.dropped_msgs;
-        return;
-      }
-      queue_.push_back(std::move(m));
-    }
-    cv_.notify_one();
-  }
-
-  PeerStats stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() >= options_.max_queue_msgs) return;  // dropped: Raft retransmits
+    queue_.push_back(std::move(m));
   }
 
  private:
   void Run() {
-    uint32_t backoff_ms = options_.backoff_min_ms;
+    Backoff backoff(absl::Milliseconds(options_.backoff_min_ms),
+                    absl::Milliseconds(options_.backoff_max_ms));
     std::unique_ptr<grpc::ClientWriter<raftpb::MessageBatch>> writer;
     raftpb::PeerEmpty response;
+    bool connected = false;
     for (;;) {
       raftpb::MessageBatch batch;
       {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || !queue_.empty();
+        };
+        mu_.Await(absl::Condition(&ready));
         if (stopping_) break;
         size_t bytes = 0;
         while (!queue_.empty() &&
@@ -83,30 +72,23 @@ class PeerTransport::Peer {
         }
       }
       if (writer->Write(batch)) {
-        std::lock_guard<std::mutex> lock(mu_);
-        stats_.sent_msgs += batch.messages_size();
-        stats_.connected = true;
-        backoff_ms = options_.backoff_min_ms;
+        connected = true;
+        backoff.Reset();
         continue;
       }
       // The stream broke (peer down, restarted, or never up): these messages are lost.
       writer->Finish();
       writer.reset();
-      bool was_connected;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         context_.reset();
-        was_connected = stats_.connected;
-        stats_.connected = false;
-        ++stats_.reconnects;
-        stats_.dropped_msgs += batch.messages_size();
       }
-      if (was_connected) spdlog::warn("peer {}: stream to {} broke", peer_id_, address_);
-      on_unreachable_(peer_id_);
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
-      if (stopping_) break;
-      backoff_ms = std::min(backoff_ms * 2, options_.backoff_max_ms);
+      if (connected) spdlog::warn("peer {}: stream to {} broke", peer_id_, address_);
+      connected = false;
+      (*on_unreachable_)(peer_id_);
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), backoff.Next())) break;
     }
     if (writer) {
       writer->WritesDone();
@@ -114,29 +96,24 @@ class PeerTransport::Peer {
     }
   }
 
-  const uint64_t self_id_;
   const uint64_t peer_id_;
   const std::string address_;
+  raftpb::RaftPeer::Stub* const stub_;  // owned by PeerChannels
   const PeerTransportOptions options_;
-  const std::function<void(uint64_t)> on_unreachable_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<raftpb::RaftPeer::Stub> stub_;
+  const OnUnreachable* const on_unreachable_;  // owned by PeerTransport
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<raftpb::Message> queue_;        // guarded by mu_
-  bool stopping_ = false;                    // guarded by mu_
-  std::unique_ptr<grpc::ClientContext> context_;  // guarded by mu_; the open stream's
-  PeerStats stats_;                          // guarded by mu_
+  absl::Mutex mu_;
+  std::deque<raftpb::Message> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(mu_);  // the open stream's
   std::thread thread_;
 };
 
-PeerTransport::PeerTransport(uint64_t self_id, std::map<uint64_t, std::string> peer_addresses,
-                             PeerTransportOptions options,
-                             std::function<void(uint64_t)> on_unreachable) {
-  for (auto& [id, address] : peer_addresses) {
-    if (id == self_id) continue;
-    peers_[id] = std::make_unique<Peer>(self_id, id, address, options, on_unreachable);
+PeerTransport::PeerTransport(const PeerChannels* channels, PeerTransportOptions options,
+                             OnUnreachable on_unreachable)
+    : on_unreachable_(std::move(on_unreachable)) {
+  for (const auto& [id, address] : channels->addresses()) {
+    peers_[id] = std::make_unique<Peer>(id, channels, options, &on_unreachable_);
   }
 }
 
@@ -151,11 +128,6 @@ void PeerTransport::Send(std::vector<raftpb::Message> msgs) {
 
 void PeerTransport::Stop() {
   for (auto& [id, peer] : peers_) peer->Stop();
-}
-
-PeerStats PeerTransport::stats(uint64_t peer_id) const {
-  auto it = peers_.find(peer_id);
-  return it == peers_.end() ? PeerStats{} : it->second->stats();
 }
 
 }  // namespace raftkv::server

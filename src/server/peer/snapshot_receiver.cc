@@ -1,4 +1,4 @@
-#include "server/snapshot_receiver.h"
+#include "server/peer/snapshot_receiver.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -26,8 +26,7 @@ bool SafeName(const std::string& name) {
   return true;
 }
 
-grpc::Status Reject(grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream,
-                    const std::string& why) {
+grpc::Status Reject(SnapshotReceiver::Stream* stream, const std::string& why) {
   raftpb::SnapshotAck ack;
   ack.set_error(why);
   stream->Write(ack);
@@ -37,9 +36,59 @@ grpc::Status Reject(grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::Snapsh
 
 }  // namespace
 
-grpc::Status SnapshotReceiver::Serve(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) {
+// The partial file of one snapshot: <final name>.<total size>.part. Its name pins the
+// snapshot's identity (the name holds index and term) and size, so a resumed stream only
+// ever continues the very same file. Closed on destruction; Discard() also deletes it.
+class SnapshotReceiver::PartFile {
+ public:
+  PartFile(std::string path, uint64_t total_size)
+      : path_(std::move(path)), total_size_(total_size) {}
+  ~PartFile() { Close(); }
+
+  // Opens (or creates) the file; next() is then how much of it an earlier attempt left.
+  absl::Status Open() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return base::IoError("open", path_, errno);
+    struct stat st;
+    ::fstat(fd_, &st);
+    next_ = static_cast<uint64_t>(st.st_size);
+    if (next_ > total_size_) {
+      ::ftruncate(fd_, 0);
+      next_ = 0;
+    }
+    ::lseek(fd_, static_cast<off_t>(next_), SEEK_SET);
+    return absl::OkStatus();
+  }
+  absl::Status Append(const std::string& data) {
+    absl::Status s = base::WriteAll(fd_, data.data(), data.size(), path_);
+    if (s.ok()) next_ += data.size();
+    return s;
+  }
+  absl::Status Sync() {
+    if (::fsync(fd_) != 0) return base::IoError("fsync", path_, errno);
+    return absl::OkStatus();
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  void Discard() {
+    Close();
+    ::unlink(path_.c_str());
+  }
+
+  const std::string& path() const { return path_; }
+  uint64_t next() const { return next_; }
+  uint64_t total_size() const { return total_size_; }
+
+ private:
+  const std::string path_;
+  const uint64_t total_size_;
+  int fd_ = -1;
+  uint64_t next_ = 0;
+};
+
+grpc::Status SnapshotReceiver::Serve(grpc::ServerContext* context, Stream* stream) {
   raftpb::SnapshotChunk header;
   if (!stream->Read(&header)) return grpc::Status(grpc::StatusCode::CANCELLED, "no header");
   if (header.message().type() != raftpb::MSG_SNAP || !SafeName(header.name()) ||
@@ -49,89 +98,82 @@ grpc::Status SnapshotReceiver::Serve(
   if (absl::Status s = base::CreateDirIfMissing(dir_); !s.ok()) {
     return Reject(stream, std::string(s.message()));
   }
-  // The partial file's name pins the snapshot identity (name includes term and index) and
-  // its size, so a resumed stream only ever continues the very same file.
-  const std::string final_path = absl::StrCat(dir_, "/", header.name());
-  const std::string part_path =
-      absl::StrCat(final_path, ".", header.total_size(), ".part");
-  int fd = ::open(part_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Reject(stream, base::IoError("open", part_path, errno).ToString());
-  struct stat st;
-  ::fstat(fd, &st);
-  uint64_t next = static_cast<uint64_t>(st.st_size);
-  if (next > header.total_size()) {
-    ::ftruncate(fd, 0);
-    next = 0;
+  PartFile part(absl::StrCat(dir_, "/", header.name(), ".", header.total_size(), ".part"),
+                header.total_size());
+  if (absl::Status s = part.Open(); !s.ok()) return Reject(stream, s.ToString());
+  if (part.next() > 0) {
+    spdlog::info("snapshot receive: resuming {} at byte {}", header.name(), part.next());
   }
-  ::lseek(fd, static_cast<off_t>(next), SEEK_SET);
-  if (next > 0) spdlog::info("snapshot receive: resuming {} at byte {}", header.name(), next);
   raftpb::SnapshotAck ack;
-  ack.set_next_offset(next);
+  ack.set_next_offset(part.next());
   stream->Write(ack);
 
-  raftpb::SnapshotChunk chunk;
-  bool complete = false;
-  while (!complete && stream->Read(&chunk)) {
-    if (chunk.offset() != next) {
-      ::close(fd);
-      return Reject(stream, absl::StrCat("chunk at offset ", chunk.offset(), ", expected ", next));
-    }
-    if (base::crc32c::Value(chunk.data().data(), chunk.data().size()) != chunk.crc32c()) {
-      ::close(fd);
-      return Reject(stream, absl::StrCat("checksum mismatch in chunk at offset ", next));
-    }
-    if (next + chunk.data().size() > header.total_size()) {
-      ::close(fd);
-      ::unlink(part_path.c_str());
-      return Reject(stream, "snapshot longer than announced");
-    }
-    if (absl::Status s = base::WriteAll(fd, chunk.data().data(), chunk.data().size(), part_path);
-        !s.ok()) {
-      ::close(fd);
-      return Reject(stream, s.ToString());
-    }
-    next += chunk.data().size();
-    complete = chunk.last();
-    if (complete && next != header.total_size()) {
-      ::close(fd);
-      ::unlink(part_path.c_str());
-      return Reject(stream, "snapshot shorter than announced");
-    }
-    if (!complete) {
-      ack.set_next_offset(next);
-      stream->Write(ack);
-    }
-  }
-  if (!complete) {
-    ::close(fd);  // broken stream: keep the part file for a resumed attempt
-    return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before the last chunk");
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    return Reject(stream, base::IoError("fsync", part_path, err).ToString());
-  }
-  ::close(fd);
-  absl::StatusOr<kv::SnapshotMeta> meta = kv::VerifySnapshot(part_path);
-  if (!meta.ok() || meta->applied_index != header.message().snapshot().metadata().index()) {
-    ::unlink(part_path.c_str());
-    return Reject(stream, meta.ok() ? "snapshot index does not match its metadata"
-                                    : std::string(meta.status().message()));
-  }
-  if (::rename(part_path.c_str(), final_path.c_str()) != 0) {
-    return Reject(stream, base::IoError("rename", part_path, errno).ToString());
-  }
-  if (absl::Status s = base::SyncDir(dir_); !s.ok()) return Reject(stream, s.ToString());
+  if (grpc::Status s = ReceiveChunks(header, &part, stream); !s.ok()) return s;
+  absl::StatusOr<std::string> final_path = Complete(header, &part);
+  if (!final_path.ok()) return Reject(stream, std::string(final_path.status().message()));
 
   raftpb::Message m = header.message();
-  m.mutable_snapshot()->set_handle(final_path);
+  m.mutable_snapshot()->set_handle(*final_path);
   deliver_(std::move(m));
   spdlog::info("snapshot receive: {} complete ({} bytes, index {}), handed to raft",
-               header.name(), next, meta->applied_index);
-  ack.set_next_offset(next);
+               header.name(), part.next(), header.message().snapshot().metadata().index());
+  ack.set_next_offset(part.next());
   ack.set_done(true);
   stream->Write(ack);
   return grpc::Status::OK;
+}
+
+grpc::Status SnapshotReceiver::ReceiveChunks(const raftpb::SnapshotChunk& header,
+                                             PartFile* part, Stream* stream) {
+  raftpb::SnapshotChunk chunk;
+  while (stream->Read(&chunk)) {
+    if (chunk.offset() != part->next()) {
+      part->Close();
+      return Reject(stream, absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
+                                         part->next()));
+    }
+    if (base::crc32c::Value(chunk.data().data(), chunk.data().size()) != chunk.crc32c()) {
+      part->Close();
+      return Reject(stream, absl::StrCat("checksum mismatch in chunk at offset ", part->next()));
+    }
+    if (part->next() + chunk.data().size() > part->total_size()) {
+      part->Discard();
+      return Reject(stream, "snapshot longer than announced");
+    }
+    if (absl::Status s = part->Append(chunk.data()); !s.ok()) {
+      part->Close();
+      return Reject(stream, s.ToString());
+    }
+    if (chunk.last()) {
+      if (part->next() == part->total_size()) return grpc::Status::OK;
+      part->Discard();
+      return Reject(stream, "snapshot shorter than announced");
+    }
+    raftpb::SnapshotAck ack;
+    ack.set_next_offset(part->next());
+    stream->Write(ack);
+  }
+  part->Close();  // broken stream: keep the part file for a resumed attempt
+  return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before the last chunk");
+}
+
+absl::StatusOr<std::string> SnapshotReceiver::Complete(const raftpb::SnapshotChunk& header,
+                                                       PartFile* part) {
+  absl::Status synced = part->Sync();
+  part->Close();
+  if (!synced.ok()) return absl::InternalError(synced.ToString());
+  absl::StatusOr<kv::SnapshotMeta> meta = kv::VerifySnapshot(part->path());
+  if (!meta.ok() || meta->applied_index != header.message().snapshot().metadata().index()) {
+    part->Discard();
+    return absl::InvalidArgumentError(meta.ok() ? "snapshot index does not match its metadata"
+                                                : std::string(meta.status().message()));
+  }
+  const std::string final_path = absl::StrCat(dir_, "/", header.name());
+  if (::rename(part->path().c_str(), final_path.c_str()) != 0) {
+    return absl::InternalError(base::IoError("rename", part->path(), errno).ToString());
+  }
+  if (absl::Status s = base::SyncDir(dir_); !s.ok()) return absl::InternalError(s.ToString());
+  return final_path;
 }
 
 }  // namespace raftkv::server

@@ -1,13 +1,12 @@
-#include "server/snapshot_transfer.h"
+#include "server/peer/snapshot_sender.h"
 
 #include <algorithm>
-#include <chrono>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "base/crc32c.h"
-#include "grpcpp/grpcpp.h"
-#include "raft_service.grpc.pb.h"
+#include "server/node_id.h"
+#include "server/peer/peer_channels.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
@@ -15,21 +14,25 @@ namespace raftkv::server {
 struct SnapshotSender::Transfer {
   raftpb::Message msg;
   std::string path;
+  std::string name;       // the file name the receiver sees
+  std::ifstream file;
+  uint64_t size = 0;
+  absl::Time started;
+  uint64_t bytes_sent = 0;  // over all attempts, for the rate limit
   std::thread thread;
-  std::mutex mu;
-  grpc::ClientContext* context = nullptr;  // guarded by mu: the open stream, for Stop()
-  bool done = false;                       // the thread has finished (guarded by Sender mu_)
+  absl::Mutex mu;
+  grpc::ClientContext* context ABSL_GUARDED_BY(mu) = nullptr;  // the open stream, for Stop()
+  bool done = false;  // the thread has finished (guarded by the sender's mu_)
 };
 
-SnapshotSender::SnapshotSender(std::map<uint64_t, std::string> peer_addresses,
-                               SnapshotTransferOptions options,
-                               std::function<void(uint64_t, bool)> on_done)
-    : addresses_(std::move(peer_addresses)), options_(options), on_done_(std::move(on_done)) {}
+SnapshotSender::SnapshotSender(const PeerChannels* channels, SnapshotTransferOptions options,
+                               OnDone on_done)
+    : channels_(channels), options_(options), on_done_(std::move(on_done)) {}
 
 SnapshotSender::~SnapshotSender() { Stop(); }
 
 bool SnapshotSender::Start(const raftpb::Message& msg, const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (stopping_) return false;
   auto it = running_.find(msg.to());
   if (it != running_.end()) {
@@ -49,116 +52,118 @@ bool SnapshotSender::Start(const raftpb::Message& msg, const std::string& path) 
 void SnapshotSender::Stop() {
   std::map<uint64_t, std::unique_ptr<Transfer>> running;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = true;
     for (auto& [id, t] : running_) {
-      std::lock_guard<std::mutex> tl(t->mu);
+      absl::MutexLock tl(&t->mu);
       if (t->context) t->context->TryCancel();
     }
     running.swap(running_);
   }
-  cv_.notify_all();
   for (auto& [id, t] : running) t->thread.join();
+}
+
+bool SnapshotSender::WaitUntil(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  return !mu_.AwaitWithDeadline(absl::Condition(&stopping), deadline);
 }
 
 void SnapshotSender::Run(Transfer* t) {
   const uint64_t to = t->msg.to();
-  bool ok = false;
+  const std::string follower = NodeId::FromRaftId(to).ToString();
   std::string error;
-  auto addr = addresses_.find(to);
-  std::ifstream file(t->path, std::ios::binary | std::ios::ate);
-  if (addr == addresses_.end()) {
+  t->file.open(t->path, std::ios::binary | std::ios::ate);
+  t->name = t->path.substr(t->path.find_last_of('/') + 1);
+  if (channels_->stub(to) == nullptr) {
     error = "unknown peer";
-  } else if (!file) {
+  } else if (!t->file) {
     error = absl::StrCat("cannot open ", t->path);
-  }
-  const uint64_t size = file ? static_cast<uint64_t>(file.tellg()) : 0;
-  std::string name = t->path.substr(t->path.find_last_of('/') + 1);
-  std::unique_ptr<raftpb::RaftPeer::Stub> stub;
-  if (error.empty()) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-    args.SetMaxSendMessageSize(-1);
-    stub = raftpb::RaftPeer::NewStub(
-        grpc::CreateCustomChannel(addr->second, grpc::InsecureChannelCredentials(), args));
-  }
-  uint32_t backoff_ms = options_.backoff_ms;
-  const auto started = std::chrono::steady_clock::now();
-  uint64_t bytes_sent = 0;
-  for (uint32_t attempt = 0; error.empty() && !ok && attempt < options_.max_attempts;
-       ++attempt) {
-    if (attempt > 0) {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; })) {
-        error = "stopped";
-        break;
-      }
-      backoff_ms = std::min<uint32_t>(backoff_ms * 2, 5000);
-    }
-    grpc::ClientContext context;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) {
-        error = "stopped";
-        break;
-      }
-      std::lock_guard<std::mutex> tl(t->mu);
-      t->context = &context;
-    }
-    auto stream = stub->InstallSnapshot(&context);
-    raftpb::SnapshotChunk header;
-    *header.mutable_message() = t->msg;
-    *header.mutable_metadata() = t->msg.snapshot().metadata();
-    header.set_from(t->msg.from());
-    header.set_term(t->msg.term());
-    header.set_name(name);
-    header.set_total_size(size);
-    raftpb::SnapshotAck ack;
-    bool stream_ok = stream->Write(header) && stream->Read(&ack) && ack.error().empty();
-    uint64_t offset = ack.next_offset();
-    std::string buf;
-    while (stream_ok && !ack.done()) {
-      uint64_t n = std::min<uint64_t>(options_.chunk_bytes, size - offset);
-      buf.resize(n);
-      file.clear();
-      file.seekg(static_cast<std::streamoff>(offset));
-      file.read(buf.data(), static_cast<std::streamsize>(n));
-      if (!file) {
-        error = absl::StrCat("read error in ", t->path);
-        break;
-      }
-      raftpb::SnapshotChunk chunk;
-      chunk.set_offset(offset);
-      chunk.set_crc32c(base::crc32c::Value(buf.data(), buf.size()));
-      chunk.set_data(buf);
-      chunk.set_last(offset + n == size);
-      stream_ok = stream->Write(chunk) && stream->Read(&ack) && ack.error().empty();
-      offset += n;
-      bytes_sent += n;
-      if (options_.rate_bytes_per_sec > 0) {
-        // Rate limit: never run ahead of rate_bytes_per_sec since the transfer started.
-        auto due = started + std::chrono::microseconds(bytes_sent * 1000000 /
-                                                       options_.rate_bytes_per_sec);
-        std::unique_lock<std::mutex> lock(mu_);
-        if (cv_.wait_until(lock, due, [&] { return stopping_; })) stream_ok = false;
-      }
-    }
-    ok = stream_ok && ack.done();
-    if (!ack.error().empty()) error = ack.error();  // the receiver refused: don't retry
-    stream->WritesDone();
-    stream->Finish();
-    std::lock_guard<std::mutex> tl(t->mu);
-    t->context = nullptr;
-  }
-  if (ok) {
-    spdlog::info("snapshot send: {} ({} bytes) to node {} done", name, size, to - 1);
   } else {
-    spdlog::warn("snapshot send: {} to node {} failed: {}", name, to - 1,
+    t->size = static_cast<uint64_t>(t->file.tellg());
+  }
+  Backoff backoff(absl::Milliseconds(options_.backoff_ms), absl::Seconds(5));
+  t->started = absl::Now();
+  Attempt outcome = Attempt::kFailed;
+  for (uint32_t attempt = 0; error.empty() && attempt < options_.max_attempts; ++attempt) {
+    if (attempt > 0 && !WaitUntil(absl::Now() + backoff.Next())) {
+      error = "stopped";
+      break;
+    }
+    outcome = SendOnce(t, &error);
+    if (outcome != Attempt::kBroken) break;
+  }
+  const bool ok = outcome == Attempt::kDone;
+  if (ok) {
+    spdlog::info("snapshot send: {} ({} bytes) to {} done", t->name, t->size, follower);
+  } else {
+    spdlog::warn("snapshot send: {} to {} failed: {}", t->name, follower,
                  error.empty() ? "stream broke too often" : error);
   }
   on_done_(to, ok);
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   t->done = true;
+}
+
+SnapshotSender::Attempt SnapshotSender::SendOnce(Transfer* t, std::string* error) {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      *error = "stopped";
+      return Attempt::kStopped;
+    }
+    absl::MutexLock tl(&t->mu);
+    t->context = &context;
+  }
+  auto stream = channels_->stub(t->msg.to())->InstallSnapshot(&context);
+  raftpb::SnapshotChunk header;
+  *header.mutable_message() = t->msg;
+  *header.mutable_metadata() = t->msg.snapshot().metadata();
+  header.set_from(t->msg.from());
+  header.set_term(t->msg.term());
+  header.set_name(t->name);
+  header.set_total_size(t->size);
+  raftpb::SnapshotAck ack;
+  bool stream_ok = stream->Write(header) && stream->Read(&ack) && ack.error().empty();
+  uint64_t offset = ack.next_offset();  // resume where the receiver is
+  std::string buf;
+  while (stream_ok && !ack.done()) {
+    uint64_t n = std::min<uint64_t>(options_.chunk_bytes, t->size - offset);
+    buf.resize(n);
+    t->file.clear();
+    t->file.seekg(static_cast<std::streamoff>(offset));
+    t->file.read(buf.data(), static_cast<std::streamsize>(n));
+    if (!t->file) {
+      *error = absl::StrCat("read error in ", t->path);
+      break;
+    }
+    raftpb::SnapshotChunk chunk;
+    chunk.set_offset(offset);
+    chunk.set_crc32c(base::crc32c::Value(buf.data(), buf.size()));
+    chunk.set_data(buf);
+    chunk.set_last(offset + n == t->size);
+    stream_ok = stream->Write(chunk) && stream->Read(&ack) && ack.error().empty();
+    offset += n;
+    t->bytes_sent += n;
+    if (options_.rate_bytes_per_sec > 0) {
+      // Rate limit: never run ahead of rate_bytes_per_sec since the transfer started.
+      absl::Time due = t->started + absl::Microseconds(t->bytes_sent * 1000000 /
+                                                       options_.rate_bytes_per_sec);
+      if (!WaitUntil(due)) stream_ok = false;
+    }
+  }
+  const bool done = stream_ok && ack.done();
+  if (!ack.error().empty()) *error = ack.error();  // the receiver refused: don't retry
+  stream->WritesDone();
+  stream->Finish();
+  {
+    absl::MutexLock tl(&t->mu);
+    t->context = nullptr;
+  }
+  if (done) return Attempt::kDone;
+  if (!error->empty()) return Attempt::kFailed;
+  return Attempt::kBroken;
 }
 
 }  // namespace raftkv::server

@@ -14,20 +14,21 @@
 // rejected chunk or failed verification is an error ack; the partial file is discarded.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
-#include "absl/status/status.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "raft.pb.h"
 
 namespace raftkv::server {
+
+class PeerChannels;
 
 struct SnapshotTransferOptions {
   uint64_t chunk_bytes = 1 << 20;            // --snapshot-chunk-bytes
@@ -39,10 +40,12 @@ struct SnapshotTransferOptions {
 // Leader side. One transfer at a time per follower, each on its own thread.
 class SnapshotSender {
  public:
-  // `peer_addresses`: core id -> "ip:grpc_port". `on_done(peer, ok)` runs on the transfer's
-  // thread when it ends; it must not block.
-  SnapshotSender(std::map<uint64_t, std::string> peer_addresses,
-                 SnapshotTransferOptions options, std::function<void(uint64_t, bool)> on_done);
+  using OnDone = absl::AnyInvocable<void(uint64_t peer, bool ok) const>;
+
+  // Streams over `channels` (which must outlive this object). `on_done(peer, ok)` runs on
+  // the transfer's thread when it ends; it must not block.
+  SnapshotSender(const PeerChannels* channels, SnapshotTransferOptions options,
+                 OnDone on_done);
   ~SnapshotSender();  // Stop()s.
 
   // Streams the file at `path` for the MSG_SNAP `msg` (msg.to() is the follower). Returns
@@ -53,15 +56,19 @@ class SnapshotSender {
 
  private:
   struct Transfer;
+  // How one stream attempt ended.
+  enum class Attempt { kDone, kBroken, kStopped, kFailed };
   void Run(Transfer* t);
+  Attempt SendOnce(Transfer* t, std::string* error);
+  // Waits until `deadline`; false if Stop() came first.
+  bool WaitUntil(absl::Time deadline);
 
-  const std::map<uint64_t, std::string> addresses_;
+  const PeerChannels* const channels_;
   const SnapshotTransferOptions options_;
-  const std::function<void(uint64_t, bool)> on_done_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;                                 // guarded by mu_
-  std::map<uint64_t, std::unique_ptr<Transfer>> running_;  // guarded by mu_; by follower
+  const OnDone on_done_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<uint64_t, std::unique_ptr<Transfer>> running_ ABSL_GUARDED_BY(mu_);  // by follower
 };
 
 }  // namespace raftkv::server

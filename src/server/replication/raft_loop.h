@@ -1,27 +1,28 @@
-// RaftReplicator: the raft loop. Implements the Replicator seam with the Raft core, the WAL,
-// the peer transport and the state machine, for any cluster size (one node included).
+// RaftLoop: the raft loop. Implements the Replicator seam (service/replicator.h) with the
+// Raft core, the WAL, the peer links and the state machine, for any cluster size (one node
+// included), and the PeerHandler the RaftPeer service hands inbound work to.
 //
 // One thread (the loop) owns the core, the WAL and the applying of entries. Other threads
-// (front ends, gRPC handlers, the transport) hand it work through an inbox and never touch
-// the core. Each iteration, in this enforced order:
+// (front ends, gRPC handlers, the transport, the backup worker) hand it work through an inbox
+// and never touch the core. Each iteration, in this enforced order:
 //   1. take the inbox: Step() peer messages, Propose() writes, one ReadIndex() for every
 //      read barrier that arrived (batching), report unreachable peers; Tick() when due;
-//   2. if the core has a Ready: a leader sends its replication messages first (its own
-//      fsync runs in parallel with the followers'; the core counts the leader only for
-//      entries it has persisted), then persist entries + hard state with one fsync (group
-//      commit: every proposal taken in step 1 shares it); a failed fsync exits the process;
-//      then send the remaining messages; apply committed entries to the state machine and
-//      answer their writers; release reads whose index is applied; Advance().
+//   2. for each Ready: send the messages the core allows before the persist step (a
+//      leader's replication: its own fsync runs in parallel with the followers'), then
+//      persist entries + hard state with one fsync (group commit: every proposal taken in
+//      step 1 shares it; a failed fsync exits the process), then send the other messages
+//      (votes and acks depend on what was just persisted); apply committed entries to the
+//      state machine and answer their writers; release reads whose index is applied;
+//      Advance().
 //
 // Writes on a follower are forwarded to the leader (Forwarder); the follower answers its
 // client only after it has applied the entry itself, so a read on the same node sees it.
 // Writes and reads not answered within --request-timeout-ms fail with kDeadlineExceeded
-// (outcome unknown for writes).
+// (outcome unknown for writes). The requests waiting live in PendingRequests.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -33,11 +34,17 @@
 #include "absl/time/time.h"
 #include "kv/state_machine.h"
 #include "raft.pb.h"
+#include "server/data_dir.h"
 #include "server/node_address.h"
-#include "server/replicator.h"
+#include "server/node_id.h"
+#include "server/peer/peer_service.h"
+#include "server/replication/pending_requests.h"
+#include "server/service/replicator.h"
+#include "server/snapshots/snapshot_store.h"
 
 namespace raftkv::raft {
 class Raft;
+struct Ready;
 namespace wal {
 class WalStorage;
 }  // namespace wal
@@ -47,16 +54,15 @@ namespace raftkv::server {
 
 class BackupWorker;
 class Forwarder;
+class PeerChannels;
 class PeerTransport;
 class SnapshotSender;
-struct ForwardResult;
 struct SnapshotReport;
 
-struct RaftReplicatorOptions {
-  uint32_t node_index = 0;            // position in `cluster` (the core id is this + 1)
+struct RaftLoopOptions {
+  uint32_t node_index = 0;            // this node's position in `cluster` (NodeId)
   std::vector<NodeAddress> cluster;
   uint64_t cluster_id = 0;
-  std::string wal_dir;
   uint32_t tick_ms = 100;             // --tick-ms
   uint32_t election_ticks = 10;       // --election-ticks
   uint32_t heartbeat_ticks = 1;       // --heartbeat-ticks
@@ -67,9 +73,8 @@ struct RaftReplicatorOptions {
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
 
-  // Backup and snapshots (design.md "Snapshots to SQLite").
+  // Backup and snapshots (docs/architecture.md, "Backup, snapshots and compaction").
   std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
-  std::string snapshot_dir;           // <data-dir>/snapshots
   uint32_t backup_interval_ms = 2000; // --backup-interval-ms
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
   uint32_t snapshots_retained = 3;    // --snapshots-retained
@@ -82,34 +87,34 @@ struct RaftReplicatorOptions {
   bool restored = false;
 };
 
-class RaftReplicator : public Replicator {
+class RaftLoop : public Replicator, public PeerHandler {
  public:
-  // Opens the WAL under options.wal_dir, recovers the core from it, and starts the loop and
-  // the peer transport. REQUIRES: sm outlives the replicator.
-  // Errors: kDataLoss (corrupt WAL), kInvalidArgument, kInternal (I/O), each naming the path.
-  static absl::StatusOr<std::unique_ptr<RaftReplicator>> Start(kv::StateMachine* sm,
-                                                               RaftReplicatorOptions options);
-  ~RaftReplicator() override;  // Stop()s.
+  // Opens the WAL under data_dir.wal(), recovers the core from it (recovery.h), and starts
+  // the loop, the peer links and the backup worker. REQUIRES: sm outlives the loop.
+  // Errors: kDataLoss (corrupt WAL, store and log that cannot agree), kInvalidArgument,
+  // kFailedPrecondition, kInternal (I/O), each naming the path.
+  static absl::StatusOr<std::unique_ptr<RaftLoop>> Start(kv::StateMachine* sm,
+                                                         const DataDir& data_dir,
+                                                         RaftLoopOptions options);
+  ~RaftLoop() override;  // Stop()s.
 
-  // Stops the loop and the transport; pending requests fail with kUnavailable. Idempotent.
+  // Stops the loop and the peer links; pending requests fail with kUnavailable. Idempotent.
   void Stop();
 
-  // Entry points for the peer service (any thread).
-  void Deliver(raftpb::Message m);
-  // A forwarded write: proposed here only if this node is the leader (never re-forwarded).
-  void WriteFromPeer(kvpb::Command cmd,
-                     absl::AnyInvocable<void(absl::StatusOr<ForwardResult>) &&> done);
+  // PeerHandler (any thread).
+  void Deliver(raftpb::Message m) override;
+  void WriteFromPeer(kvpb::Command cmd, ForwardDone done) override;
 
+  // Replicator (any thread).
   void Write(kvpb::Command cmd, WriteDone done) override;
   void ReadBarrier(ReadDone done) override;
   NodeStatus Status() const override;
   std::vector<PeerStatus> Members() const override;
 
  private:
-  using LocalWriteDone = absl::AnyInvocable<void(absl::StatusOr<ForwardResult>) &&>;
   struct WriteEvent {
     kvpb::Command cmd;
-    LocalWriteDone done;
+    PendingRequests::WriteDone done;
     bool may_forward = true;
   };
   struct ReadEvent {
@@ -136,53 +141,46 @@ class RaftReplicator : public Replicator {
   using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
                              AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent>;
 
-  RaftReplicator(kv::StateMachine* sm, RaftReplicatorOptions options);
+  RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options);
+  // The parts of Start, in order.
+  absl::Status CreateCore();
+  void StartPeerLinks();
+  absl::Status StartBackup();
+
   void Post(Event e);
+  // Answers the request an event carries (if any) with `status`: it will not be handled.
+  static void Refuse(Event& e, const absl::Status& status);
   void Loop();
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
+  void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
   void InstallSnapshot(const raftpb::Snapshot& snap);
   void OnSnapshotMade(const SnapshotReport& report);
   void SendMessages(std::vector<raftpb::Message> msgs);
-  void ReleaseApplied();
-  void ExpireRequests(absl::Time now);
   void OnTermOrRoleChange();
-  void FailAll(const absl::Status& status);
   void PublishStatus();
+  // Raft ids of the members (the configuration the core and snapshots record).
+  std::vector<uint64_t> Voters() const;
 
   kv::StateMachine* const sm_;
-  const RaftReplicatorOptions options_;
-  const uint64_t self_id_;  // core id
+  const DataDir data_dir_;
+  const RaftLoopOptions options_;
+  const NodeId self_;
+  const SnapshotStore snapshots_;
 
   // ---- Owned by the loop thread only ----
   std::unique_ptr<raft::wal::WalStorage> wal_;
   std::unique_ptr<raft::Raft> raft_;
-  struct PendingWrite {
-    uint64_t term = 0;        // the proposal's term: committed iff the entry has it
-    absl::Time deadline;
-    LocalWriteDone done;
-  };
-  std::map<uint64_t, PendingWrite> pending_writes_;  // by log index
-  struct PendingRead {
-    absl::Time deadline;
-    std::vector<ReadDone> dones;
-  };
-  std::map<std::string, PendingRead> pending_reads_;  // by ReadIndex context
+  PendingRequests pending_;
   uint64_t next_read_id_ = 1;
-  // Work waiting for the local applied index to reach a point (confirmed reads, writes the
-  // leader applied), by that index.
-  struct WaitingRead {
-    absl::Time deadline;
-    std::vector<ReadDone> dones;
-  };
-  std::multimap<uint64_t, WaitingRead> reads_waiting_apply_;
-  std::multimap<uint64_t, AppliedElsewhereEvent> writes_waiting_apply_;
   uint64_t last_term_ = 0;
   uint64_t last_lead_ = 0;
+  uint64_t db_size_bytes_ = 0;  // refreshed every tick
 
+  std::unique_ptr<PeerChannels> channels_;
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<SnapshotSender> snapshot_sender_;

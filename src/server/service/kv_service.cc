@@ -1,4 +1,4 @@
-#include "server/kv_service.h"
+#include "server/service/kv_service.h"
 
 #include <memory>
 #include <utility>

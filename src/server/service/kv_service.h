@@ -13,7 +13,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "kv/state_machine.h"
-#include "server/replicator.h"
+#include "server/service/replicator.h"
 
 namespace raftkv::server {
 

@@ -2,7 +2,7 @@
 //
 // Front ends never write to the state machine themselves: every write goes through
 // Replicator::Write, and every linearizable read waits for Replicator::ReadBarrier before it
-// reads the local state machine. Implementation: RaftReplicator (the raft loop, any cluster
+// reads the local state machine. Implementation: RaftLoop (the raft loop, any cluster
 // size); tests use doubles (tests/server/fakes.h, tests/server/local_replicator.h).
 #pragma once
 
@@ -26,7 +26,6 @@ struct PeerStatus {
   uint64_t term = 0;
   uint64_t commit_index = 0;
   uint64_t applied_index = 0;
-  bool reachable = true;
 };
 
 struct NodeStatus {

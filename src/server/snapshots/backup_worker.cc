@@ -1,4 +1,4 @@
-#include "server/backup_worker.h"
+#include "server/snapshots/backup_worker.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -13,32 +13,21 @@
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
-namespace {
-
-constexpr char kSnapshotPrefix[] = "snap-";
-constexpr char kSnapshotSuffix[] = ".db";
-
-}  // namespace
-
-std::string SnapshotFileName(uint64_t index, uint64_t term) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%s%020llu-%llu%s", kSnapshotPrefix,
-                static_cast<unsigned long long>(index), static_cast<unsigned long long>(term),
-                kSnapshotSuffix);
-  return buf;
-}
 
 BackupWorker::BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options,
-                           std::function<void(SnapshotReport)> on_snapshot)
-    : sm_(sm), options_(std::move(options)), on_snapshot_(std::move(on_snapshot)) {}
+                           OnSnapshot on_snapshot)
+    : sm_(sm),
+      options_(std::move(options)),
+      snapshots_(options_.snapshot_dir),
+      on_snapshot_(std::move(on_snapshot)) {}
 
 absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
     kv::StateMachine* sm, BackupWorkerOptions options, uint64_t first_log_index,
-    std::function<void(SnapshotReport)> on_snapshot) {
+    OnSnapshot on_snapshot) {
   std::unique_ptr<BackupWorker> w(
       new BackupWorker(sm, std::move(options), std::move(on_snapshot)));
   const BackupWorkerOptions& o = w->options_;
-  if (absl::Status s = base::CreateDirIfMissing(o.snapshot_dir); !s.ok()) return s;
+  if (absl::Status s = w->snapshots_.CreateDir(); !s.ok()) return s;
   kv::BackupOptions backup_options{o.backup_path, o.members};
   auto backup = kv::SqliteBackup::Open(backup_options);
   if (!backup.ok()) return backup.status();
@@ -55,14 +44,7 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
     w->backup_ = *std::move(backup);
     w->applied_index_ = w->backup_->applied_index();
     // The newest snapshot on disk sets where the entry count starts.
-    auto names = base::ListDir(o.snapshot_dir);
-    if (names.ok()) {
-      for (const std::string& n : *names) {
-        if (!absl::StartsWith(n, kSnapshotPrefix) || !absl::EndsWith(n, kSnapshotSuffix)) continue;
-        w->last_snapshot_index_ = std::max<uint64_t>(
-            w->last_snapshot_index_, std::strtoull(n.c_str() + 5, nullptr, 10));
-      }
-    }
+    w->last_snapshot_index_ = w->snapshots_.NewestIndexByName();
   }
   BackupWorker* raw = w.get();
   w->thread_ = std::thread([raw] { raw->Run(); });
@@ -75,12 +57,6 @@ void BackupWorker::Enqueue(uint64_t index, uint64_t term, std::string command) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(Queued{index, term, std::move(command)});
   if (queue_.size() >= options_.max_queued_entries) apply_now_ = true;
-}
-
-void BackupWorker::RequestSnapshot() {
-  absl::MutexLock lock(&mu_);
-  snapshot_requested_ = true;
-  apply_now_ = true;
 }
 
 void BackupWorker::Stop() {
@@ -144,48 +120,20 @@ absl::Status BackupWorker::ApplyQueued() {
 }
 
 absl::Status BackupWorker::MaybeSnapshot() {
-  bool requested;
-  {
-    absl::MutexLock lock(&mu_);
-    requested = snapshot_requested_;
-    snapshot_requested_ = false;
-  }
   const uint64_t index = backup_->applied_index();
   if (index == 0 || index <= last_snapshot_index_) return absl::OkStatus();
-  if (!requested && index - last_snapshot_index_ < options_.snapshot_entries) {
-    return absl::OkStatus();
-  }
-  const std::string path = absl::StrCat(options_.snapshot_dir, "/",
-                                        SnapshotFileName(index, backup_->applied_term()));
+  if (index - last_snapshot_index_ < options_.snapshot_entries) return absl::OkStatus();
+  const std::string path = snapshots_.PathFor(index, backup_->applied_term());
   absl::StatusOr<kv::SnapshotMeta> meta = backup_->CopyTo(path);
   if (!meta.ok()) return meta.status();
   last_snapshot_index_ = index;
-  PruneSnapshots();
+  snapshots_.Prune(options_.snapshots_retained);
   // Everything applied before the flush is durable in RocksDB afterwards.
   const uint64_t flushed = sm_->applied_index();
   if (absl::Status s = sm_->Flush(); !s.ok()) return s;
   spdlog::info("snapshot: {} at index {} ({} keys)", path, meta->applied_index, meta->kv_count);
   on_snapshot_(SnapshotReport{*meta, path, flushed});
   return absl::OkStatus();
-}
-
-void BackupWorker::PruneSnapshots() {
-  auto names = base::ListDir(options_.snapshot_dir);
-  if (!names.ok()) return;
-  std::vector<std::string> snaps;
-  for (const std::string& n : *names) {
-    if (absl::StartsWith(n, kSnapshotPrefix) && absl::EndsWith(n, kSnapshotSuffix)) {
-      snaps.push_back(n);
-    }
-  }
-  std::sort(snaps.begin(), snaps.end());  // by index (zero-padded)
-  bool removed = false;
-  while (snaps.size() > options_.snapshots_retained) {
-    const std::string path = absl::StrCat(options_.snapshot_dir, "/", snaps.front());
-    if (::unlink(path.c_str()) == 0) removed = true;
-    snaps.erase(snaps.begin());
-  }
-  if (removed) (void)base::SyncDir(options_.snapshot_dir);
 }
 
 absl::Status BackupWorker::ResetFrom(const std::string& path) {

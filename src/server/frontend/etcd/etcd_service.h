@@ -1,4 +1,4 @@
-// The etcd v3 client API subset on kvd's gRPC port (design.md "etcd v3 gRPC (subset)"), so
+// The etcd v3 client API subset on kvd's gRPC port (README.md, "Talking to it"), so
 // etcdctl and etcd client libraries work against raftkv.
 //
 // Served:
@@ -25,8 +25,7 @@
 // Every other method of these services, and the Watch/Lease/Auth services, answer
 // UNIMPLEMENTED.
 //
-// Member ids: etcd uses 0 for "no leader / unknown", so a node's etcd member id is its
-// 0-based config position + 1 (EtcdMemberId).
+// Member ids: NodeId::etcd_member_id() (server/node_id.h; etcd uses 0 for "none").
 //
 // Errors from KvService / Replicator are mapped to gRPC codes here, at the edge:
 // kUnavailable -> UNAVAILABLE (message names the leader when known), kInvalidArgument ->
@@ -34,6 +33,9 @@
 // (absl and gRPC share the google.rpc code numbering).
 //
 // Threading: handlers run on gRPC's sync-server threads and block on the KvService callback.
+//
+// One file per service: etcd_kv.*, etcd_maintenance.*, etcd_cluster.*; what they share is
+// etcd_shared.h; the pure filtering and sorting of Range is etcd_range.*.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +44,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/node_id.h"
 
 namespace grpc {
 class ServerBuilder;
@@ -74,14 +77,11 @@ struct EtcdServiceOptions {
   int64_t max_concurrent_snapshots = 2;
 };
 
-// etcd member id for config position `node_id` (never 0).
-inline uint64_t EtcdMemberId(uint64_t node_id) { return node_id + 1; }
-
 class EtcdServices {
  public:
   // `kv` and `replicator` must outlive this object and the gRPC server it is registered
-  // with. `member_id` is normally EtcdMemberId(this node's id).
-  EtcdServices(KvService* kv, Replicator* replicator, uint64_t cluster_id, uint64_t member_id,
+  // with. `self`: this node (its etcd member id goes into every response header).
+  EtcdServices(KvService* kv, Replicator* replicator, uint64_t cluster_id, NodeId self,
                EtcdServiceOptions options = {});
   ~EtcdServices();
   EtcdServices(const EtcdServices&) = delete;

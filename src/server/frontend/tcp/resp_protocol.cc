@@ -1,4 +1,4 @@
-#include "server/resp_protocol.h"
+#include "server/frontend/tcp/resp_protocol.h"
 
 #include <algorithm>
 #include <optional>
@@ -7,7 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/kv_service.h"
+#include "server/service/kv_service.h"
 
 namespace raftkv::server {
 namespace {

@@ -1,4 +1,4 @@
-// RESP2 on the client port (design.md, "RESP2 on the same port"). A request that starts with
+// RESP2 on the client port (README.md, "Talking to it"). A request that starts with
 // '*' is an array of bulk strings: "*<n>\r\n" then n times "$<len>\r\n<len bytes>\r\n".
 // Anything malformed in that framing (non-numeric, negative or over-limit lengths, an
 // element that is not a bulk string, a bulk whose bytes do not end where its length says)
@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-#include "server/tcp_request.h"
+#include "server/frontend/tcp/tcp_request.h"
 
 namespace raftkv::server {
 

@@ -1,9 +1,9 @@
-#include "server/tcp_connection.h"
+#include "server/frontend/tcp/tcp_connection.h"
 
 #include <utility>
 
 #include "base/check.h"
-#include "server/text_protocol.h"
+#include "server/frontend/tcp/text_protocol.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {

@@ -21,9 +21,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "asio.hpp"
-#include "server/resp_protocol.h"
-#include "server/tcp_request.h"
-#include "server/tcp_server.h"
+#include "server/frontend/tcp/resp_protocol.h"
+#include "server/frontend/tcp/tcp_request.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 namespace raftkv::server {
 

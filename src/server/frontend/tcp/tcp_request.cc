@@ -1,4 +1,4 @@
-#include "server/tcp_request.h"
+#include "server/frontend/tcp/tcp_request.h"
 
 namespace raftkv::server {
 

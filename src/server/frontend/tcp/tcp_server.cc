@@ -1,12 +1,12 @@
-#include "server/tcp_server.h"
+#include "server/frontend/tcp/tcp_server.h"
 
 #include <future>
 #include <utility>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "server/kv_service.h"
-#include "server/tcp_connection.h"
+#include "server/service/kv_service.h"
+#include "server/frontend/tcp/tcp_connection.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {

@@ -1,12 +1,12 @@
-// The client TCP front end: the text protocol and RESP2 on one port (design.md, "Client
-// protocols"), on standalone Asio. One io_context run by a small thread pool; each connection
+// The client TCP front end: the text protocol and RESP2 on one port (README.md, "Talking to
+// it"), on standalone Asio. One io_context run by a small thread pool; each connection
 // is served on its own strand, so its state needs no locks.
 //
 // Per request the first byte decides the protocol: '*' starts a RESP array, anything else a
 // text line (text_protocol.h, resp_protocol.h). Requests of one connection are pipelined:
 // parsed ahead, run with the ordering rules of tcp_request.h, answered in request order.
 //
-// Limits (design.md, "Limits"), each enforced per connection:
+// Limits (each a kvd flag, see kvd --help), each enforced per connection:
 //   a text line over max_line_bytes       -> "ERR line too long", close
 //   a RESP request over max_request_bytes -> "-ERR Protocol error: ...", close
 //   more than max_connections open        -> "ERR too many connections", close

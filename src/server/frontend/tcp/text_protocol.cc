@@ -1,11 +1,11 @@
-#include "server/text_protocol.h"
+#include "server/frontend/tcp/text_protocol.h"
 
 #include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "server/kv_service.h"
+#include "server/service/kv_service.h"
 
 namespace raftkv::server {
 namespace {

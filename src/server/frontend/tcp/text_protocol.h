@@ -1,4 +1,4 @@
-// The seed-compatible line protocol (design.md, "Text"): one command per line, verbs
+// The seed-compatible line protocol (README.md, "Text protocol"): one command per line, verbs
 // case-insensitive, keys without spaces, the value of SET/PUT is the rest of the line after
 // one space (so it may contain spaces, and may be empty).
 //
@@ -22,7 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "server/tcp_request.h"
+#include "server/frontend/tcp/tcp_request.h"
 
 namespace raftkv::server {
 

@@ -1,0 +1,197 @@
+#include "server/frontend/etcd/etcd_kv.h"
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "server/frontend/etcd/etcd_range.h"
+
+namespace raftkv::server::etcd {
+namespace {
+
+// Validates one put of a Put or Txn request against what we support.
+grpc::Status CheckPut(const pb::PutRequest& put) {
+  if (put.lease() != 0) return Unimplemented("leases are not supported");
+  if (put.ignore_value() || put.ignore_lease()) {
+    return Unimplemented("ignore_value / ignore_lease are not supported");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CheckDelete(const pb::DeleteRangeRequest& del) {
+  if (del.key().empty()) return InvalidArgument("key is not provided");
+  if (del.prev_kv() && !del.range_end().empty()) {
+    return Unimplemented("prev_kv is supported only for single-key deletes");
+  }
+  return grpc::Status::OK;
+}
+
+void FillDeleteResponse(const pb::DeleteRangeRequest& req, const kv::OpResult& op,
+                        pb::DeleteRangeResponse* resp) {
+  resp->set_deleted(op.deleted);
+  if (req.prev_kv() && op.prev.has_value()) FillKv(*op.prev, resp->add_prev_kvs());
+}
+
+}  // namespace
+
+grpc::Status EtcdKv::Range(grpc::ServerContext* context, const pb::RangeRequest* req,
+                           pb::RangeResponse* resp) {
+  if (req->key().empty()) return InvalidArgument("key is not provided");
+  if (req->limit() < 0) return InvalidArgument("limit must not be negative");
+  const bool full_scan = NeedsFullScan(*req);
+  const bool reads_kvs = full_scan || !req->count_only();
+  // A sorted/filtered range is read whole (limit applies afterwards). Either way read at
+  // most max_range_keys + 1 so an over-large answer is refused without loading all of it.
+  const int64_t max_keys = s_->options().max_range_keys;
+  int64_t read_limit = full_scan ? 0 : req->limit();
+  if (reads_kvs && (read_limit == 0 || read_limit > max_keys)) read_limit = max_keys + 1;
+  absl::StatusOr<kv::RangeResult> result =
+      s_->Await<kv::RangeResult>(context, [&](KvService::Done<kv::RangeResult> done) {
+        s_->kv()->Range(req->key(), req->range_end(), read_limit, req->keys_only(),
+                        !reads_kvs, std::move(done));
+      });
+  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (reads_kvs && result->kvs.size() > static_cast<size_t>(max_keys)) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrFormat("range holds %d keys, more than one response may carry (%d, "
+                        "max_range_keys); set a limit or narrow the range",
+                        result->count, max_keys));
+  }
+  if (req->revision() > 0 && req->revision() != result->revision) {
+    if (req->revision() > result->revision) {
+      return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                          absl::StrFormat("required revision %d is a future revision "
+                                          "(current revision %d)",
+                                          req->revision(), result->revision));
+    }
+    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                        absl::StrFormat("historical reads not supported (requested revision "
+                                        "%d, current revision %d)",
+                                        req->revision(), result->revision));
+  }
+  s_->FillHeader(result->revision, resp->mutable_header());
+  resp->set_count(result->count);
+  if (!full_scan) {
+    resp->set_more(result->more);
+    if (!req->count_only()) {
+      for (const kv::KeyValue& kv : result->kvs) FillKv(kv, resp->add_kvs());
+    }
+    return grpc::Status::OK;
+  }
+  std::vector<kv::KeyValue> kvs = std::move(result->kvs);
+  if (FilterSortLimit(*req, &kvs)) resp->set_more(true);
+  if (!req->count_only()) {
+    for (const kv::KeyValue& kv : kvs) FillKv(kv, resp->add_kvs());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status EtcdKv::Put(grpc::ServerContext* context, const pb::PutRequest* req,
+                         pb::PutResponse* resp) {
+  if (grpc::Status s = CheckPut(*req); !s.ok()) return s;
+  absl::StatusOr<kv::ApplyResult> result =
+      s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
+        s_->kv()->Put(req->key(), req->value(), std::move(done));
+      });
+  if (!result.ok()) return s_->ToGrpc(result.status());
+  s_->FillHeader(result->revision, resp->mutable_header());
+  if (req->prev_kv() && !result->ops.empty() && result->ops[0].prev.has_value()) {
+    FillKv(*result->ops[0].prev, resp->mutable_prev_kv());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status EtcdKv::DeleteRange(grpc::ServerContext* context,
+                                 const pb::DeleteRangeRequest* req,
+                                 pb::DeleteRangeResponse* resp) {
+  if (grpc::Status s = CheckDelete(*req); !s.ok()) return s;
+  absl::StatusOr<kv::ApplyResult> result =
+      s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
+        s_->kv()->Delete(req->key(), req->range_end(), std::move(done));
+      });
+  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (result->ops.size() != 1) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "state machine returned no op result");
+  }
+  s_->FillHeader(result->revision, resp->mutable_header());
+  FillDeleteResponse(*req, result->ops[0], resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EtcdKv::Txn(grpc::ServerContext* context, const pb::TxnRequest* req,
+                         pb::TxnResponse* resp) {
+  if (req->compare_size() > 0) {
+    return Unimplemented(
+        "Txn with compare is not supported: compares are not evaluated inside the state "
+        "machine, so compare-then-write would not be atomic");
+  }
+  // With no compares the success branch always runs.
+  kvpb::Command cmd;
+  std::set<std::string> put_keys;
+  for (const pb::RequestOp& op : req->success()) {
+    if (op.has_request_put()) {
+      const pb::PutRequest& put = op.request_put();
+      if (grpc::Status s = CheckPut(put); !s.ok()) return s;
+      if (!put_keys.insert(put.key()).second) {
+        return InvalidArgument("duplicate key given in txn request");
+      }
+      kvpb::Put* out = cmd.add_ops()->mutable_put();
+      out->set_key(put.key());
+      out->set_value(put.value());
+    } else if (op.has_request_delete_range()) {
+      const pb::DeleteRangeRequest& del = op.request_delete_range();
+      if (grpc::Status s = CheckDelete(del); !s.ok()) return s;
+      kvpb::Delete* out = cmd.add_ops()->mutable_delete_();
+      out->set_key(del.key());
+      out->set_range_end(del.range_end());
+    } else {
+      return Unimplemented("Txn supports only put and delete_range operations");
+    }
+  }
+  // etcd forbids a txn that writes one key twice; a delete range covering a put key counts.
+  for (const pb::RequestOp& op : req->success()) {
+    if (!op.has_request_delete_range()) continue;
+    const pb::DeleteRangeRequest& del = op.request_delete_range();
+    for (const std::string& key : put_keys) {
+      if (InRange(del.key(), del.range_end(), key)) {
+        return InvalidArgument("duplicate key given in txn request");
+      }
+    }
+  }
+  resp->set_succeeded(true);
+  if (cmd.ops_size() == 0) {
+    s_->FillHeader(s_->replicator()->Status().revision, resp->mutable_header());
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<kv::ApplyResult> result =
+      s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
+        s_->kv()->Write(std::move(cmd), std::move(done));
+      });
+  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (result->ops.size() != static_cast<size_t>(req->success_size())) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "state machine returned a result count unlike the op count");
+  }
+  const uint64_t term = s_->replicator()->Status().term;
+  s_->FillHeader(result->revision, term, resp->mutable_header());
+  for (int i = 0; i < req->success_size(); ++i) {
+    const pb::RequestOp& op = req->success(i);
+    const kv::OpResult& op_result = result->ops[i];
+    pb::ResponseOp* out = resp->add_responses();
+    if (op.has_request_put()) {
+      pb::PutResponse* put = out->mutable_response_put();
+      s_->FillHeader(result->revision, term, put->mutable_header());
+      if (op.request_put().prev_kv() && op_result.prev.has_value()) {
+        FillKv(*op_result.prev, put->mutable_prev_kv());
+      }
+    } else {
+      pb::DeleteRangeResponse* del = out->mutable_response_delete_range();
+      s_->FillHeader(result->revision, term, del->mutable_header());
+      FillDeleteResponse(op.request_delete_range(), op_result, del);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace raftkv::server::etcd

@@ -1,0 +1,154 @@
+// What the etcd services (etcd_kv.h, etcd_maintenance.h, etcd_cluster.h) share: the seams,
+// the ids, the error mapping and the blocking wait of a sync-server handler. Internal to
+// frontend/etcd.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "etcd/rpc.grpc.pb.h"
+#include "kv/state_machine.h"
+#include "server/frontend/etcd/etcd_service.h"
+#include "server/grpc_status.h"
+#include "server/node_id.h"
+#include "server/service/kv_service.h"
+#include "server/service/replicator.h"
+
+namespace raftkv::server::etcd {
+
+namespace pb = etcdserverpb;
+
+inline void FillKv(const kv::KeyValue& in, mvccpb::KeyValue* out) {
+  out->set_key(in.key);
+  out->set_value(in.value);
+  out->set_create_revision(in.create_revision);
+  out->set_mod_revision(in.mod_revision);
+  out->set_version(in.version);
+}
+
+inline grpc::Status Unimplemented(std::string what) {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, std::move(what));
+}
+
+inline grpc::Status InvalidArgument(std::string what) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(what));
+}
+
+// What the three services share: the seams, the ids, the error mapping and the blocking wait.
+class Shared {
+ public:
+  Shared(KvService* kv, Replicator* replicator, uint64_t cluster_id, NodeId self,
+         EtcdServiceOptions options)
+      : kv_(kv), replicator_(replicator), cluster_id_(cluster_id),
+        member_id_(self.etcd_member_id()), options_(std::move(options)) {}
+
+  KvService* kv() const { return kv_; }
+  Replicator* replicator() const { return replicator_; }
+  const EtcdServiceOptions& options() const { return options_; }
+
+  void FillHeader(int64_t revision, uint64_t raft_term, pb::ResponseHeader* header) const {
+    header->set_cluster_id(cluster_id_);
+    header->set_member_id(member_id_);
+    header->set_revision(revision);
+    header->set_raft_term(raft_term);
+  }
+  // Header for a response to an operation that saw/produced `revision`.
+  void FillHeader(int64_t revision, pb::ResponseHeader* header) const {
+    FillHeader(revision, replicator_->Status().term, header);
+  }
+
+  grpc::Status ToGrpc(const absl::Status& s) const {
+    std::string message(s.message());
+    if (s.code() == absl::StatusCode::kUnavailable) {
+      NodeStatus status = replicator_->Status();
+      if (status.leader_id >= 0 && static_cast<uint64_t>(status.leader_id) != status.id) {
+        for (const PeerStatus& peer : replicator_->Members()) {
+          if (peer.id != static_cast<uint64_t>(status.leader_id)) continue;
+          if (message.find(peer.grpc_address) == std::string::npos) {
+            absl::StrAppend(&message, " (leader: node ", peer.id, " at ", peer.grpc_address, ")");
+          }
+        }
+      }
+    }
+    return ToGrpcStatus(absl::Status(s.code(), message));
+  }
+
+  // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)
+  // thread until `done` runs, the client's deadline passes, or request_timeout_ms passes.
+  // The callback may outlive the wait, so its state is shared.
+  template <typename T, typename Start>
+  absl::StatusOr<T> Await(grpc::ServerContext* context, Start start) const {
+    struct State {
+      absl::Notification notification;
+      absl::StatusOr<T> result = absl::UnknownError("no result");
+    };
+    auto state = std::make_shared<State>();
+    start(KvService::Done<T>([state](absl::StatusOr<T> result) mutable {
+      state->result = std::move(result);
+      state->notification.Notify();
+    }));
+    auto remaining = context->deadline() - std::chrono::system_clock::now();
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
+    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
+    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "request did not complete within its deadline (at most %d ms); a write's outcome "
+          "is unknown",
+          options_.request_timeout_ms));
+    }
+    return std::move(state->result);
+  }
+
+  // Blocks until replicator->ReadBarrier answers (then the local state machine holds every
+  // write acknowledged before this call), with the same deadline rule as Await.
+  absl::Status AwaitReadBarrier(grpc::ServerContext* context) const {
+    struct State {
+      absl::Notification notification;
+      absl::Status result;
+    };
+    auto state = std::make_shared<State>();
+    replicator_->ReadBarrier([state](absl::Status result) mutable {
+      state->result = std::move(result);
+      state->notification.Notify();
+    });
+    auto remaining = context->deadline() - std::chrono::system_clock::now();
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
+    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
+    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "read barrier did not complete within its deadline (at most %d ms)",
+          options_.request_timeout_ms));
+    }
+    return state->result;
+  }
+
+  // The etcd view of the members: ids, names, URLs.
+  void FillMember(const PeerStatus& peer, pb::Member* member) const {
+    member->set_id(NodeId::FromPosition(peer.id).etcd_member_id());
+    member->set_name(absl::StrCat("node", peer.id));
+    member->add_peerurls(absl::StrCat("http://", peer.grpc_address));
+    member->add_clienturls(absl::StrCat("http://", peer.grpc_address));
+  }
+
+  uint64_t cluster_id() const { return cluster_id_; }
+  uint64_t member_id() const { return member_id_; }
+
+ private:
+  KvService* const kv_;
+  Replicator* const replicator_;
+  const uint64_t cluster_id_;
+  const uint64_t member_id_;
+  const EtcdServiceOptions options_;
+};
+
+}  // namespace raftkv::server::etcd

@@ -1,0 +1,126 @@
+#include "server/replication/pending_requests.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace raftkv::server {
+
+PendingRequests::PendingRequests(absl::Duration timeout)
+    : timeout_(timeout),
+      after_(absl::StrCat(" not answered within ", absl::ToInt64Milliseconds(timeout),
+                          " ms (--request-timeout-ms)")) {}
+
+void PendingRequests::AddWrite(uint64_t index, uint64_t term, absl::Time now, WriteDone done) {
+  // Known gap, kept as it was: a write already pending at this index (a proposal of an
+  // earlier term whose entry was truncated) is replaced here without an answer.
+  writes_[index] = Write{term, now + timeout_, std::move(done)};
+}
+
+void PendingRequests::OnApplied(uint64_t index, uint64_t term,
+                                const absl::StatusOr<kv::ApplyResult>& result) {
+  auto it = writes_.find(index);
+  if (it == writes_.end()) return;
+  Write w = std::move(it->second);
+  writes_.erase(it);
+  if (w.term != term) {
+    // Another leader's entry took this index: our proposal was never committed.
+    std::move(w.done)(absl::UnavailableError(
+        "leadership changed before the write committed; it was not applied"));
+    return;
+  }
+  if (!result.ok()) {
+    std::move(w.done)(result.status());
+  } else {
+    std::move(w.done)(ForwardResult{index, *result});
+  }
+}
+
+void PendingRequests::AddAppliedElsewhere(uint64_t index, kv::ApplyResult result,
+                                          Replicator::WriteDone done) {
+  writes_waiting_apply_.emplace(index, AppliedElsewhere{std::move(result), std::move(done)});
+}
+
+void PendingRequests::AddReads(std::string context, absl::Time now,
+                               std::vector<ReadDone> dones) {
+  reads_[std::move(context)] = Reads{now + timeout_, std::move(dones)};
+}
+
+void PendingRequests::OnReadState(const std::string& context, uint64_t index) {
+  auto it = reads_.find(context);
+  if (it == reads_.end()) return;  // expired meanwhile
+  reads_waiting_apply_.emplace(index, std::move(it->second));
+  reads_.erase(it);
+}
+
+void PendingRequests::ReleaseApplied(uint64_t applied) {
+  while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= applied) {
+    for (ReadDone& d : reads_waiting_apply_.begin()->second.dones) {
+      std::move(d)(absl::OkStatus());
+    }
+    reads_waiting_apply_.erase(reads_waiting_apply_.begin());
+  }
+  while (!writes_waiting_apply_.empty() && writes_waiting_apply_.begin()->first <= applied) {
+    AppliedElsewhere& a = writes_waiting_apply_.begin()->second;
+    std::move(a.done)(std::move(a.result));
+    writes_waiting_apply_.erase(writes_waiting_apply_.begin());
+  }
+}
+
+namespace {
+
+// Fails and removes every entry of `reads` whose deadline is not after `now`.
+template <typename Map>
+void ExpireReads(Map* reads, absl::Time now, const absl::Status& status) {
+  for (auto it = reads->begin(); it != reads->end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    for (auto& d : it->second.dones) std::move(d)(status);
+    it = reads->erase(it);
+  }
+}
+
+}  // namespace
+
+void PendingRequests::Expire(absl::Time now) {
+  for (auto it = writes_.begin(); it != writes_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    std::move(it->second.done)(
+        absl::DeadlineExceededError(absl::StrCat("write", after_, "; outcome unknown")));
+    it = writes_.erase(it);
+  }
+  const absl::Status read_late = absl::DeadlineExceededError(absl::StrCat("read", after_));
+  ExpireReads(&reads_, now, read_late);
+  ExpireReads(&reads_waiting_apply_, now, read_late);
+}
+
+void PendingRequests::OnTermChange() {
+  for (auto& [context, reads] : reads_) {
+    for (ReadDone& d : reads.dones) {
+      std::move(d)(absl::UnavailableError("leader changed while confirming the read; retry"));
+    }
+  }
+  reads_.clear();
+}
+
+void PendingRequests::FailAll(const absl::Status& status) {
+  for (auto& [index, w] : writes_) std::move(w.done)(status);
+  writes_.clear();
+  for (auto& [context, reads] : reads_) {
+    for (ReadDone& d : reads.dones) std::move(d)(status);
+  }
+  reads_.clear();
+  for (auto& [index, reads] : reads_waiting_apply_) {
+    for (ReadDone& d : reads.dones) std::move(d)(status);
+  }
+  reads_waiting_apply_.clear();
+  for (auto& [index, a] : writes_waiting_apply_) std::move(a.done)(status);
+  writes_waiting_apply_.clear();
+}
+
+}  // namespace raftkv::server

@@ -1,0 +1,196 @@
+// PendingRequests (replication/pending_requests.h) with a fake clock: every request is
+// answered exactly once, at the right time, with the right kind of error.
+#include "server/replication/pending_requests.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace raftkv::server {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1000);
+const absl::Duration kTimeout = absl::Milliseconds(500);
+
+// Records how often a callback ran and with what.
+struct WriteOutcome {
+  int calls = 0;
+  absl::StatusOr<ForwardResult> result = absl::UnknownError("never called");
+  PendingRequests::WriteDone Callback() {
+    return [this](absl::StatusOr<ForwardResult> r) {
+      ++calls;
+      result = std::move(r);
+    };
+  }
+};
+
+struct Outcome {
+  int calls = 0;
+  absl::Status status = absl::UnknownError("never called");
+  PendingRequests::ReadDone Callback() {
+    return [this](absl::Status s) {
+      ++calls;
+      status = std::move(s);
+    };
+  }
+  Replicator::WriteDone WriteCallback() {
+    return [this](absl::StatusOr<kv::ApplyResult> r) {
+      ++calls;
+      status = r.status();
+    };
+  }
+};
+
+kv::ApplyResult Result(int64_t revision) {
+  kv::ApplyResult r;
+  r.revision = revision;
+  return r;
+}
+
+std::vector<PendingRequests::ReadDone> Reads(Outcome* a, Outcome* b = nullptr) {
+  std::vector<PendingRequests::ReadDone> out;
+  out.push_back(a->Callback());
+  if (b) out.push_back(b->Callback());
+  return out;
+}
+
+TEST(PendingRequestsTest, WriteAnsweredWhenItsEntryApplies) {
+  PendingRequests p(kTimeout);
+  WriteOutcome w;
+  p.AddWrite(7, 2, kT0, w.Callback());
+  p.OnApplied(6, 2, Result(5));  // another index: not ours
+  EXPECT_EQ(w.calls, 0);
+  p.OnApplied(7, 2, Result(6));
+  ASSERT_EQ(w.calls, 1);
+  ASSERT_TRUE(w.result.ok());
+  EXPECT_EQ(w.result->index, 7u);
+  EXPECT_EQ(w.result->result.revision, 6);
+  EXPECT_EQ(p.writes(), 0u);
+  p.OnApplied(7, 2, Result(6));  // applied twice (replay): no second answer
+  EXPECT_EQ(w.calls, 1);
+}
+
+TEST(PendingRequestsTest, EntryOfAnotherTermMeansTheWriteWasNotApplied) {
+  PendingRequests p(kTimeout);
+  WriteOutcome w;
+  p.AddWrite(7, 2, kT0, w.Callback());
+  p.OnApplied(7, 3, Result(6));
+  ASSERT_EQ(w.calls, 1);
+  EXPECT_EQ(w.result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(w.result.status().message().find("not applied"), std::string::npos);
+}
+
+TEST(PendingRequestsTest, ApplyErrorIsPassedOn) {
+  PendingRequests p(kTimeout);
+  WriteOutcome w;
+  p.AddWrite(3, 1, kT0, w.Callback());
+  p.OnApplied(3, 1, absl::InvalidArgumentError("malformed command"));
+  ASSERT_EQ(w.calls, 1);
+  EXPECT_EQ(w.result.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PendingRequestsTest, WritesAndReadsExpireAtTheirDeadlineOnly) {
+  PendingRequests p(kTimeout);
+  WriteOutcome w;
+  Outcome r1, r2, waiting;
+  p.AddWrite(1, 1, kT0, w.Callback());
+  p.AddReads("ctx", kT0 + absl::Milliseconds(100), Reads(&r1, &r2));
+  p.AddReads("ctx2", kT0, Reads(&waiting));
+  p.OnReadState("ctx2", 50);  // confirmed, now waiting for the apply of 50
+
+  p.Expire(kT0 + kTimeout - absl::Milliseconds(1));
+  EXPECT_EQ(w.calls + r1.calls + r2.calls + waiting.calls, 0);
+
+  p.Expire(kT0 + kTimeout);  // the write and the confirmed read are due, the batch is not
+  ASSERT_EQ(w.calls, 1);
+  EXPECT_EQ(w.result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(w.result.status().message().find("outcome unknown"), std::string::npos);
+  EXPECT_NE(w.result.status().message().find("500 ms"), std::string::npos);
+  ASSERT_EQ(waiting.calls, 1);
+  EXPECT_EQ(waiting.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(r1.calls, 0);
+
+  p.Expire(kT0 + kTimeout + absl::Milliseconds(100));
+  EXPECT_EQ(r1.calls, 1);
+  EXPECT_EQ(r2.calls, 1);
+  EXPECT_EQ(r1.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(p.writes() + p.reads_waiting_index() + p.reads_waiting_apply(), 0u);
+
+  p.Expire(kT0 + absl::Hours(1));  // nothing answered twice
+  EXPECT_EQ(w.calls + r1.calls + r2.calls + waiting.calls, 4);
+}
+
+TEST(PendingRequestsTest, ReadsReleaseInIndexOrderOnceApplied) {
+  PendingRequests p(kTimeout);
+  Outcome early, late;
+  p.AddReads("a", kT0, Reads(&early));
+  p.AddReads("b", kT0, Reads(&late));
+  p.OnReadState("b", 20);
+  p.OnReadState("a", 10);
+  p.OnReadState("unknown", 5);  // expired meanwhile: ignored
+  p.ReleaseApplied(9);
+  EXPECT_EQ(early.calls + late.calls, 0);
+  p.ReleaseApplied(15);
+  EXPECT_EQ(early.calls, 1);
+  EXPECT_TRUE(early.status.ok());
+  EXPECT_EQ(late.calls, 0);
+  p.ReleaseApplied(20);
+  EXPECT_EQ(late.calls, 1);
+  EXPECT_TRUE(late.status.ok());
+}
+
+TEST(PendingRequestsTest, ForwardedWriteAnsweredOnlyOnceAppliedHereAndNeverExpires) {
+  PendingRequests p(kTimeout);
+  Outcome w;
+  p.AddAppliedElsewhere(12, Result(4), w.WriteCallback());
+  p.ReleaseApplied(11);
+  p.Expire(kT0 + absl::Hours(1));  // no deadline of its own here (the leader answered)
+  EXPECT_EQ(w.calls, 0);
+  EXPECT_EQ(p.writes_waiting_apply(), 1u);
+  p.ReleaseApplied(12);
+  EXPECT_EQ(w.calls, 1);
+  EXPECT_TRUE(w.status.ok());
+}
+
+TEST(PendingRequestsTest, TermChangeFailsReadsWaitingForTheirIndexOnly) {
+  PendingRequests p(kTimeout);
+  Outcome unconfirmed, confirmed;
+  WriteOutcome w;
+  p.AddWrite(4, 1, kT0, w.Callback());
+  p.AddReads("u", kT0, Reads(&unconfirmed));
+  p.AddReads("c", kT0, Reads(&confirmed));
+  p.OnReadState("c", 3);
+  p.OnTermChange();
+  ASSERT_EQ(unconfirmed.calls, 1);
+  EXPECT_EQ(unconfirmed.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(confirmed.calls, 0);  // its index was confirmed: still valid
+  EXPECT_EQ(w.calls, 0);
+  p.ReleaseApplied(3);
+  EXPECT_EQ(confirmed.calls, 1);
+  EXPECT_TRUE(confirmed.status.ok());
+}
+
+TEST(PendingRequestsTest, FailAllAnswersEverythingOnce) {
+  PendingRequests p(kTimeout);
+  WriteOutcome w;
+  Outcome r, waiting, forwarded;
+  p.AddWrite(1, 1, kT0, w.Callback());
+  p.AddReads("r", kT0, Reads(&r));
+  p.AddReads("w", kT0, Reads(&waiting));
+  p.OnReadState("w", 9);
+  p.AddAppliedElsewhere(9, Result(1), forwarded.WriteCallback());
+  p.FailAll(absl::UnavailableError("node is shutting down"));
+  for (const absl::Status& s :
+       {w.result.status(), r.status, waiting.status, forwarded.status}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  }
+  EXPECT_EQ(w.calls + r.calls + waiting.calls + forwarded.calls, 4);
+  p.ReleaseApplied(100);
+  p.Expire(kT0 + absl::Hours(1));
+  EXPECT_EQ(w.calls + r.calls + waiting.calls + forwarded.calls, 4);
+}
+
+}  // namespace
+}  // namespace raftkv::server
