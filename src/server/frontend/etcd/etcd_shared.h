@@ -85,51 +85,20 @@ class Shared {
 
   // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)
   // thread until `done` runs, the client's deadline passes, or request_timeout_ms passes.
-  // The callback may outlive the wait, so its state is shared.
   template <typename T, typename Start>
   absl::StatusOr<T> Await(grpc::ServerContext* context, Start start) const {
-    struct State {
-      absl::Notification notification;
-      absl::StatusOr<T> result = absl::UnknownError("no result");
-    };
-    auto state = std::make_shared<State>();
-    start(KvService::Done<T>([state](absl::StatusOr<T> result) mutable {
-      state->result = std::move(result);
-      state->notification.Notify();
-    }));
-    auto remaining = context->deadline() - std::chrono::system_clock::now();
-    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
-    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
-    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "request did not complete within its deadline (at most %d ms); a write's outcome "
-          "is unknown",
-          options_.request_timeout_ms));
-    }
-    return std::move(state->result);
+    return Wait<absl::StatusOr<T>>(
+        context, "request did not complete within its deadline (at most %d ms); a write's "
+                 "outcome is unknown",
+        [&](auto done) { start(KvService::Done<T>(std::move(done))); });
   }
 
   // Blocks until replicator->ReadBarrier answers (then the local state machine holds every
   // write acknowledged before this call), with the same deadline rule as Await.
   absl::Status AwaitReadBarrier(grpc::ServerContext* context) const {
-    struct State {
-      absl::Notification notification;
-      absl::Status result;
-    };
-    auto state = std::make_shared<State>();
-    replicator_->ReadBarrier([state](absl::Status result) mutable {
-      state->result = std::move(result);
-      state->notification.Notify();
-    });
-    auto remaining = context->deadline() - std::chrono::system_clock::now();
-    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
-    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
-    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "read barrier did not complete within its deadline (at most %d ms)",
-          options_.request_timeout_ms));
-    }
-    return state->result;
+    return Wait<absl::Status>(
+        context, "read barrier did not complete within its deadline (at most %d ms)",
+        [&](auto done) { replicator_->ReadBarrier(std::move(done)); });
   }
 
   // The etcd view of the members: ids, names, URLs.
@@ -144,6 +113,32 @@ class Shared {
   uint64_t member_id() const { return member_id_; }
 
  private:
+  // Calls `start(done)` and waits for `done(Result)` until the client's deadline or
+  // request_timeout_ms, whichever comes first; after that, kDeadlineExceeded with
+  // `late_format` (%d: request_timeout_ms). The callback may outlive the wait, so its state
+  // is shared.
+  template <typename Result, typename Start>
+  Result Wait(grpc::ServerContext* context, const absl::FormatSpec<int64_t>& late_format,
+              Start start) const {
+    struct State {
+      absl::Notification notification;
+      Result result = absl::UnknownError("no result");
+    };
+    auto state = std::make_shared<State>();
+    start([state](Result result) mutable {
+      state->result = std::move(result);
+      state->notification.Notify();
+    });
+    auto remaining = context->deadline() - std::chrono::system_clock::now();
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(options_.request_timeout_ms);
+    if (remaining < wait) wait = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
+    if (!state->notification.WaitForNotificationWithTimeout(absl::FromChrono(wait))) {
+      return absl::DeadlineExceededError(
+          absl::StrFormat(late_format, options_.request_timeout_ms));
+    }
+    return std::move(state->result);
+  }
+
   KvService* const kv_;
   Replicator* const replicator_;
   const uint64_t cluster_id_;
