@@ -765,6 +765,17 @@ void Raft::Send(Message m) {
   msgs_.push_back(std::move(m));
 }
 
+bool Raft::MayLeaveBeforePersist(const Message& m) const {
+  // Only a leader's replication of its current term may overtake its own fsync: it promises
+  // nothing about the leader's disk (the leader counts itself only for entries Advance
+  // reported durable). A vote or vote answer promises the persisted term and vote, an append
+  // or heartbeat answer the persisted log, and anything queued before a step-down belongs to
+  // a term this node no longer leads: all of those wait for the persist step.
+  if (role_ != Role::kLeader || m.term() != term_) return false;
+  return m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT ||
+         m.type() == raftpb::MSG_SNAP;
+}
+
 raftpb::HardState Raft::CurrentHardState() const {
   raftpb::HardState hs;
   hs.set_term(term_);
@@ -792,7 +803,9 @@ Ready Raft::GetReady() {
   rd.entries = log_.UnstableEntries();
   rd.snapshot = log_.UnstableSnapshot();
   rd.committed_entries = log_.NextCommittedEntries(config_.max_apply_bytes);
-  rd.messages = std::move(msgs_);
+  for (Message& m : msgs_) {
+    (MayLeaveBeforePersist(m) ? rd.messages_before_persist : rd.messages).push_back(std::move(m));
+  }
   msgs_.clear();
   rd.read_states = std::move(read_states_);
   read_states_.clear();

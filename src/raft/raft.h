@@ -7,13 +7,13 @@
 //     Tick() every tick interval; Step() each message received; Propose()/ReadIndex().
 //     if (HasReady()) {
 //       Ready rd = GetReady();
+//       0. send rd.messages_before_persist: they may leave at once, while step 1 runs
+//          (or not at all, if the process dies first).
 //       1. persist: storage.ApplySnapshot(rd.snapshot->metadata()) and install the state
 //          machine from it (if set); storage.Append(rd.entries);
 //          storage.SetHardState(*rd.hard_state) (if set); storage.Sync() if rd.must_sync.
-//       2. send rd.messages (only after step 1 is durable: votes and acks depend on it).
-//          Exception allowed to a leader: MSG_APP/MSG_HEARTBEAT/MSG_SNAP may go out while
-//          its own fsync runs, because a leader counts itself in a commit quorum only for
-//          entries it has reported persisted (step 4).
+//       2. send rd.messages, only once step 1 is durable: votes, vote answers and append
+//          answers promise what step 1 wrote.
 //       3. apply rd.committed_entries in order (after the snapshot, if any); serve
 //          rd.read_states once the applied index reaches their index.
 //       4. Advance(rd): tells the core that rd.entries are durable (the leader's own match
@@ -71,7 +71,15 @@ struct Ready {
   std::optional<raftpb::Snapshot> snapshot;
   // Entries known committed, to apply in order after persisting.
   std::vector<raftpb::Entry> committed_entries;
-  // Messages to send after persisting (see the contract above).
+  // Messages that may be sent before (or while) this Ready is persisted: exactly a leader's
+  // MSG_APP, MSG_HEARTBEAT and MSG_SNAP of its current term. Sending them early is safe
+  // because they promise nothing about the leader's own disk: the leader counts itself in a
+  // commit quorum only for entries reported durable by Advance (Raft thesis §10.2.1), and
+  // followers answer only after persisting what they received.
+  std::vector<raftpb::Message> messages_before_persist;
+  // Every other message (votes, vote answers, append and heartbeat answers, read-index
+  // traffic, a stepped-down leader's leftovers): send only after step 1 of the contract is
+  // durable, since each may promise what this Ready persists.
   std::vector<raftpb::Message> messages;
   // Confirmed reads (for ReadIndex calls made on this node).
   std::vector<ReadState> read_states;
@@ -223,6 +231,8 @@ class Raft {
   void ReleaseReadsWaitingForCommit();
 
   void Send(raftpb::Message m);
+  // Whether `m` goes into Ready::messages_before_persist (the rule is documented there).
+  bool MayLeaveBeforePersist(const raftpb::Message& m) const;
   raftpb::HardState CurrentHardState() const;
 
   const Config config_;

@@ -46,6 +46,8 @@ void Harness::ProcessReady(uint64_t id) {
   HarnessNode& n = node(id);
   while (n.raft->HasReady()) {
     Ready rd = n.raft->GetReady();
+    // The order of the caller contract (raft.h): early messages, persist, the rest.
+    for (auto& m : rd.messages_before_persist) queue_.push_back(std::move(m));
     if (rd.snapshot) {
       ASSERT_TRUE(n.storage->ApplySnapshot(rd.snapshot->metadata()).ok());
       n.applied_index = rd.snapshot->metadata().index();
