@@ -1,12 +1,12 @@
 #include "raft/raft.h"
 
 #include <algorithm>
-#include <functional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "raft/quorum.h"
 
 namespace raftkv::raft {
 
@@ -177,7 +177,7 @@ void Raft::Campaign(bool pre_vote) {
     type = raftpb::MSG_VOTE;
     term = term_;
   }
-  if (Poll(config_.id, true) > 0) {
+  if (Poll(config_.id, true) == quorum::VoteResult::kWon) {
     // Single-node cluster: won already.
     if (pre_vote) {
       Campaign(false);
@@ -198,13 +198,13 @@ void Raft::Campaign(bool pre_vote) {
   }
 }
 
-int Raft::Poll(uint64_t id, bool granted) {
+quorum::VoteResult Raft::Poll(uint64_t id, bool granted) {
   votes_.emplace(id, granted);  // the first answer of a voter counts
-  size_t yes = 0, no = 0;
-  for (const auto& [_, g] : votes_) (g ? yes : no)++;
-  if (yes >= Quorum()) return 1;
-  if (no > config_.peers.size() - Quorum()) return -1;
-  return 0;
+  return quorum::TallyVotes(config_.peers, [this](uint64_t voter) -> std::optional<bool> {
+    auto it = votes_.find(voter);
+    if (it == votes_.end()) return std::nullopt;
+    return it->second;
+  });
 }
 
 // ---------------------------------------------------------------- inputs
@@ -433,15 +433,20 @@ void Raft::StepCandidate(const Message& m) {
       break;
   }
   if (m.type() != my_resp) return;
-  const int result = Poll(m.from(), !m.reject());
-  if (result > 0) {
-    if (role_ == Role::kPreCandidate) {
-      Campaign(false);
-    } else {
-      BecomeLeader();
-    }
-  } else if (result < 0) {
-    BecomeFollower(term_, 0);
+  switch (Poll(m.from(), !m.reject())) {
+    case quorum::VoteResult::kWon:
+      // A won pre-election only earns the right to campaign for real.
+      if (role_ == Role::kPreCandidate) {
+        Campaign(false);
+      } else {
+        BecomeLeader();
+      }
+      break;
+    case quorum::VoteResult::kLost:
+      BecomeFollower(term_, 0);
+      break;
+    case quorum::VoteResult::kPending:
+      break;
   }
 }
 
@@ -631,11 +636,11 @@ void Raft::SendHeartbeat(uint64_t to) {
 }
 
 bool Raft::MaybeCommit() {
-  std::vector<uint64_t> matches;
-  matches.reserve(progress_.size());
-  for (const auto& [_, pr] : progress_) matches.push_back(pr.match());
-  std::sort(matches.begin(), matches.end(), std::greater<uint64_t>());
-  const uint64_t quorum_index = matches[Quorum() - 1];
+  // The leader's own match counts only what Advance reported persisted.
+  const uint64_t quorum_index = quorum::CommittedIndex(config_.peers, [this](uint64_t id) {
+    auto it = progress_.find(id);
+    return it == progress_.end() ? uint64_t{0} : it->second.match();
+  });
   // Raft §5.4.2 (Figure 8): only an entry of the current term commits by counting replicas;
   // earlier entries commit with it.
   if (quorum_index <= log_.committed() || log_.TermOrZero(quorum_index) != term_) return false;
@@ -645,11 +650,20 @@ bool Raft::MaybeCommit() {
 }
 
 bool Raft::QuorumActive() const {
-  size_t active = 0;
-  for (const auto& [id, pr] : progress_) {
-    if (id == config_.id || pr.recent_active()) ++active;
-  }
-  return active >= Quorum();
+  // Every voter "answers": yes when heard from this election timeout (the leader itself
+  // always is).
+  return quorum::TallyVotes(config_.peers, [this](uint64_t id) -> std::optional<bool> {
+           if (id == config_.id) return true;
+           auto it = progress_.find(id);
+           return it != progress_.end() && it->second.recent_active();
+         }) == quorum::VoteResult::kWon;
+}
+
+bool Raft::LeaderAloneIsQuorum() const {
+  return quorum::TallyVotes(config_.peers, [this](uint64_t id) -> std::optional<bool> {
+           if (id == config_.id) return true;
+           return std::nullopt;
+         }) == quorum::VoteResult::kWon;
 }
 
 bool Raft::CommittedInCurrentTerm() const { return log_.TermOrZero(log_.committed()) == term_; }
@@ -683,7 +697,8 @@ void Raft::LeaderReadIndex(std::string context, uint64_t from) {
     return;
   }
   r.index = log_.committed();
-  if (config_.peers.size() == 1) {
+  if (LeaderAloneIsQuorum()) {
+    // No one else's acknowledgement is needed to confirm the leadership.
     AnswerRead(r);
     return;
   }
@@ -709,14 +724,12 @@ void Raft::OnReadAck(uint64_t from, const std::string& context) {
   if (!round || *round > read_round_) return;
   uint64_t& acked = read_acks_[from];
   acked = std::max(acked, *round);
-  std::vector<uint64_t> acks;
-  acks.push_back(read_round_);  // self
-  for (const auto& [id, r] : read_acks_) {
-    if (id != config_.id) acks.push_back(r);
-  }
-  if (acks.size() < Quorum()) return;
-  std::sort(acks.begin(), acks.end(), std::greater<uint64_t>());
-  const uint64_t confirmed = acks[Quorum() - 1];
+  // The highest round a quorum has echoed (the leader is in every round it started).
+  const uint64_t confirmed = quorum::CommittedIndex(config_.peers, [this](uint64_t id) {
+    if (id == config_.id) return read_round_;
+    auto it = read_acks_.find(id);
+    return it == read_acks_.end() ? uint64_t{0} : it->second;
+  });
   if (confirmed <= confirmed_round_) return;
   confirmed_round_ = confirmed;
   ReleaseReads(confirmed);

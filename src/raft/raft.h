@@ -47,6 +47,7 @@
 #include "raft.pb.h"
 #include "raft/config.h"
 #include "raft/progress.h"
+#include "raft/quorum.h"
 #include "raft/raft_log.h"
 #include "raft/storage.h"
 
@@ -198,8 +199,8 @@ class Raft {
   void HandleVoteRequest(const raftpb::Message& m);
   void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
   void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
-  // Counts a vote; returns how the election stands (+1 won, -1 lost, 0 pending).
-  int Poll(uint64_t id, bool granted);
+  // Counts a vote; returns how the election stands among the voters.
+  quorum::VoteResult Poll(uint64_t id, bool granted);
 
   // ---- Replication (leader) ----
   void AppendEntry(raftpb::Entry e);
@@ -212,8 +213,10 @@ class Raft {
   // Commit rule (Raft §5.4.2): the highest index a quorum has persisted, if its entry is of
   // the current term. Returns whether commit advanced.
   bool MaybeCommit();
+  // CheckQuorum: whether a quorum of voters was heard from in this election timeout.
   bool QuorumActive() const;
-  size_t Quorum() const { return config_.peers.size() / 2 + 1; }
+  // Whether the leader's own say is a quorum (a single-voter cluster).
+  bool LeaderAloneIsQuorum() const;
   bool CommittedInCurrentTerm() const;
 
   // ---- ReadIndex (leader) ----
