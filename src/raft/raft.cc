@@ -19,20 +19,6 @@ MessageType VoteResponseType(MessageType t) {
   return t == raftpb::MSG_PRE_VOTE ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP;
 }
 
-// Read rounds travel in heartbeat contexts as 8 little-endian bytes.
-std::string EncodeRound(uint64_t round) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((round >> (8 * i)) & 0xff);
-  return s;
-}
-
-std::optional<uint64_t> DecodeRound(const std::string& s) {
-  if (s.size() != 8) return std::nullopt;
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
-  return v;
-}
-
 absl::Status NotLeader(uint64_t lead) {
   absl::Status s = absl::UnavailableError(
       lead == 0 ? std::string("not leader; no leader known")
@@ -119,10 +105,7 @@ void Raft::Reset(uint64_t term) {
     if (p == config_.id) it->second.set_recent_active(true);
   }
   // Pending reads die with the leadership that would have confirmed them (callers time out).
-  pending_reads_.clear();
-  reads_waiting_for_commit_.clear();
-  read_acks_.clear();
-  confirmed_round_ = read_round_;
+  reads_.Reset();
 }
 
 void Raft::BecomeFollower(uint64_t term, uint64_t lead) {
@@ -409,7 +392,11 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
   if (m.reject() && m.reject_hint() < pr.match()) pr.ResetAfterDataLoss(m.reject_hint());
   pr.OnHeartbeatResponse();
   if (pr.match() < log_.LastIndex()) MaybeSendAppend(m.from(), true);
-  OnReadAck(m.from(), m.context());
+  // The echo of a read round may confirm our leadership for the reads waiting on it.
+  ReadIndexTracker::AckResult acked =
+      reads_.OnHeartbeatAck(config_.peers, config_.id, m.from(), m.context());
+  for (const ReadIndexTracker::Read& r : acked.released) AnswerRead(r);
+  if (acked.start_round) BroadcastHeartbeat();
 }
 
 void Raft::StepCandidate(const Message& m) {
@@ -631,7 +618,7 @@ void Raft::SendHeartbeat(uint64_t to) {
   // Only what the follower is known to hold may be committed on it.
   m.set_commit(std::min(progress_.at(to).match(), log_.committed()));
   // An unconfirmed read round rides along; the echo confirms our leadership for it.
-  if (read_round_ > confirmed_round_) m.set_context(EncodeRound(read_round_));
+  m.set_context(reads_.RoundContext());
   Send(std::move(m));
 }
 
@@ -688,67 +675,21 @@ absl::Status Raft::ReadIndex(std::string context) {
 }
 
 void Raft::LeaderReadIndex(std::string context, uint64_t from) {
-  PendingRead r;
-  r.context = std::move(context);
-  r.from = from;
   // Until an entry of our term commits we may not know the true commit index (Raft §8).
   if (!CommittedInCurrentTerm()) {
-    reads_waiting_for_commit_.push_back(std::move(r));
+    reads_.WaitForCommit(std::move(context), from);
     return;
   }
-  r.index = log_.committed();
+  ReadIndexTracker::Read r{std::move(context), from, log_.committed()};
   if (LeaderAloneIsQuorum()) {
     // No one else's acknowledgement is needed to confirm the leadership.
     AnswerRead(r);
     return;
   }
-  if (read_round_ > confirmed_round_) {
-    // A round is in flight whose heartbeats may predate this request: take the next one,
-    // started when the current one completes.
-    r.round = read_round_ + 1;
-    pending_reads_.push_back(std::move(r));
-  } else {
-    r.round = read_round_ + 1;
-    pending_reads_.push_back(std::move(r));
-    StartReadRound();
-  }
+  if (reads_.Admit(std::move(r))) BroadcastHeartbeat();
 }
 
-void Raft::StartReadRound() {
-  ++read_round_;
-  BroadcastHeartbeat();
-}
-
-void Raft::OnReadAck(uint64_t from, const std::string& context) {
-  std::optional<uint64_t> round = DecodeRound(context);
-  if (!round || *round > read_round_) return;
-  uint64_t& acked = read_acks_[from];
-  acked = std::max(acked, *round);
-  // The highest round a quorum has echoed (the leader is in every round it started).
-  const uint64_t confirmed = quorum::CommittedIndex(config_.peers, [this](uint64_t id) {
-    if (id == config_.id) return read_round_;
-    auto it = read_acks_.find(id);
-    return it == read_acks_.end() ? uint64_t{0} : it->second;
-  });
-  if (confirmed <= confirmed_round_) return;
-  confirmed_round_ = confirmed;
-  ReleaseReads(confirmed);
-  if (!pending_reads_.empty() && read_round_ == confirmed_round_) StartReadRound();
-}
-
-void Raft::ReleaseReads(uint64_t confirmed_round) {
-  std::vector<PendingRead> rest;
-  for (PendingRead& r : pending_reads_) {
-    if (r.round <= confirmed_round) {
-      AnswerRead(r);
-    } else {
-      rest.push_back(std::move(r));
-    }
-  }
-  pending_reads_ = std::move(rest);
-}
-
-void Raft::AnswerRead(const PendingRead& r) {
+void Raft::AnswerRead(const ReadIndexTracker::Read& r) {
   if (r.from == config_.id) {
     read_states_.push_back(ReadState{r.context, r.index});
     return;
@@ -762,10 +703,10 @@ void Raft::AnswerRead(const PendingRead& r) {
 }
 
 void Raft::ReleaseReadsWaitingForCommit() {
-  if (reads_waiting_for_commit_.empty() || !CommittedInCurrentTerm()) return;
-  std::vector<PendingRead> waiting = std::move(reads_waiting_for_commit_);
-  reads_waiting_for_commit_.clear();
-  for (PendingRead& r : waiting) LeaderReadIndex(std::move(r.context), r.from);
+  if (!reads_.HasWaitingForCommit() || !CommittedInCurrentTerm()) return;
+  for (ReadIndexTracker::Read& r : reads_.TakeWaitingForCommit()) {
+    LeaderReadIndex(std::move(r.context), r.from);
+  }
 }
 
 // ---------------------------------------------------------------- output

@@ -48,6 +48,7 @@
 #include "raft/config.h"
 #include "raft/progress.h"
 #include "raft/quorum.h"
+#include "raft/read_index.h"
 #include "raft/raft_log.h"
 #include "raft/storage.h"
 
@@ -220,17 +221,11 @@ class Raft {
   bool CommittedInCurrentTerm() const;
 
   // ---- ReadIndex (leader) ----
-  struct PendingRead {
-    std::string context;
-    uint64_t from = 0;   // requesting node (self or a follower)
-    uint64_t index = 0;  // commit index when the request arrived
-    uint64_t round = 0;  // heartbeat round whose quorum acknowledgement confirms it
-  };
+  // A read request from `from` (this node or a follower) reached the leader.
   void LeaderReadIndex(std::string context, uint64_t from);
-  void StartReadRound();
-  void OnReadAck(uint64_t from, const std::string& context);
-  void ReleaseReads(uint64_t confirmed_round);
-  void AnswerRead(const PendingRead& r);
+  // A confirmed read: a ReadState if it is ours, else MSG_READ_INDEX_RESP to the follower.
+  void AnswerRead(const ReadIndexTracker::Read& r);
+  // After a commit: admits the reads that waited for the first commit of this term.
   void ReleaseReadsWaitingForCommit();
 
   void Send(raftpb::Message m);
@@ -255,13 +250,9 @@ class Raft {
   std::map<uint64_t, bool> votes_;  // candidate: id -> granted (this election)
   std::map<uint64_t, Progress> progress_;  // leader: every peer, self included
 
-  // ReadIndex state (leader). Round numbers are unique for the life of the node.
-  uint64_t read_round_ = 0;            // highest heartbeat round started
-  uint64_t confirmed_round_ = 0;       // highest round acknowledged by a quorum
-  std::map<uint64_t, uint64_t> read_acks_;  // peer -> highest round it acknowledged
-  std::vector<PendingRead> pending_reads_;  // in arrival order
-  // Reads that arrived before this leader committed an entry of its term.
-  std::vector<PendingRead> reads_waiting_for_commit_;
+  // Leader: reads waiting for their heartbeat round or for this term's first commit.
+  // Emptied by every role change (Reset).
+  ReadIndexTracker reads_;
 
   std::optional<raftpb::Snapshot> snapshot_;  // latest snapshot to send (SetSnapshot)
 
