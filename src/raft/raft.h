@@ -179,7 +179,7 @@ class Raft {
  private:
   Raft(const Config& config, const LogStorage* storage);
 
-  // ---- Roles ----
+  // ---- Roles and elections (raft.cc) ----
   void BecomeFollower(uint64_t term, uint64_t lead);
   void BecomePreCandidate();
   void BecomeCandidate();
@@ -188,22 +188,21 @@ class Raft {
   void Campaign(bool pre_vote);
   bool Promotable() const;
   void ResetRandomizedElectionTimeout();
+  // Counts a vote; returns how the election stands among the voters.
+  quorum::VoteResult Poll(uint64_t id, bool granted);
 
-  // ---- Message handling ----
+  // ---- Message handling: every role, candidates, followers (raft.cc) ----
   void StepInner(const raftpb::Message& m);
-  void StepLeader(const raftpb::Message& m);
   void StepCandidate(const raftpb::Message& m);
   void StepFollower(const raftpb::Message& m);
   void HandleAppendEntries(const raftpb::Message& m);
   void HandleHeartbeat(const raftpb::Message& m);
   void HandleSnapshot(const raftpb::Message& m);
   void HandleVoteRequest(const raftpb::Message& m);
-  void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
-  void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
-  // Counts a vote; returns how the election stands among the voters.
-  quorum::VoteResult Poll(uint64_t id, bool granted);
+  // Queues `m` for the next Ready, stamped with our id (and our term unless it has one).
+  void Send(raftpb::Message m);
 
-  // ---- Replication (leader) ----
+  // ---- Replication (leader.cc) ----
   void AppendEntry(raftpb::Entry e);
   // Sends the next MsgApp (or MSG_SNAP) to `to` unless paused; with !send_if_empty only when
   // there are entries to send. Returns whether a message was sent.
@@ -211,6 +210,9 @@ class Raft {
   void BroadcastAppend();
   void BroadcastHeartbeat();
   void SendHeartbeat(uint64_t to);
+  void StepLeader(const raftpb::Message& m);
+  void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
+  void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
   // Commit rule (Raft §5.4.2): the highest index a quorum has persisted, if its entry is of
   // the current term. Returns whether commit advanced.
   bool MaybeCommit();
@@ -220,7 +222,7 @@ class Raft {
   bool LeaderAloneIsQuorum() const;
   bool CommittedInCurrentTerm() const;
 
-  // ---- ReadIndex (leader) ----
+  // ---- ReadIndex (leader.cc; the bookkeeping is ReadIndexTracker) ----
   // A read request from `from` (this node or a follower) reached the leader.
   void LeaderReadIndex(std::string context, uint64_t from);
   // A confirmed read: a ReadState if it is ours, else MSG_READ_INDEX_RESP to the follower.
@@ -228,7 +230,7 @@ class Raft {
   // After a commit: admits the reads that waited for the first commit of this term.
   void ReleaseReadsWaitingForCommit();
 
-  void Send(raftpb::Message m);
+  // ---- The caller's side (ready.cc) ----
   // Whether `m` goes into Ready::messages_before_persist (the rule is documented there).
   bool MayLeaveBeforePersist(const raftpb::Message& m) const;
   raftpb::HardState CurrentHardState() const;
@@ -266,7 +268,7 @@ class Raft {
   // estimate: reduced by the committed entries of each Ready, never below 0).
   uint64_t uncommitted_bytes_ = 0;
 
-  // For CheckInvariants.
+  // For CheckInvariants (invariants.cc): the values it saw last time.
   Role inv_role_ = Role::kFollower;
   uint64_t inv_term_ = 0;
   uint64_t inv_vote_ = 0;
