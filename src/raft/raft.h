@@ -48,8 +48,8 @@
 #include "raft/config.h"
 #include "raft/progress.h"
 #include "raft/quorum.h"
-#include "raft/read_index.h"
 #include "raft/raft_log.h"
+#include "raft/read_index.h"
 #include "raft/storage.h"
 
 namespace raftkv::raft {

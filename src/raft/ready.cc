@@ -33,8 +33,9 @@ raftpb::HardState Raft::CurrentHardState() const {
 bool Raft::HasReady() const {
   if (ready_outstanding_) return false;
   const raftpb::HardState hs = CurrentHardState();
-  return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() || !log_.UnstableEntries().empty() ||
-         log_.UnstableSnapshot().has_value() || log_.HasNextCommittedEntries() ||
+  return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() ||
+         !log_.UnstableEntries().empty() || log_.UnstableSnapshot().has_value() ||
+         log_.HasNextCommittedEntries() ||
          hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote() ||
          hs.commit() != prev_hard_state_.commit();
 }
