@@ -54,7 +54,9 @@ void Harness::ProcessReady(uint64_t id) {
       ++n.snapshots_installed;
     }
     ASSERT_TRUE(n.storage->Append(rd.entries).ok());
-    if (rd.hard_state) ASSERT_TRUE(n.storage->SetHardState(*rd.hard_state).ok());
+    if (rd.hard_state) {
+      ASSERT_TRUE(n.storage->SetHardState(*rd.hard_state).ok());
+    }
     ASSERT_TRUE(n.storage->Sync().ok());
     for (auto& m : rd.messages) queue_.push_back(std::move(m));
     for (const auto& e : rd.committed_entries) {
@@ -148,7 +150,7 @@ void Harness::SnapshotAndCompact(uint64_t id) {
 
 void Harness::Wipe(uint64_t id) {
   node(id).storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
-  node(id).storage->Sync();
+  ASSERT_TRUE(node(id).storage->Sync().ok());
   Restart(id);
 }
 
