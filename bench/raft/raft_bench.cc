@@ -55,6 +55,7 @@ class Cluster {
         while (r.HasReady()) {
           busy = true;
           Ready rd = r.GetReady();
+          for (auto& m : rd.messages_before_persist) queue_.push_back(std::move(m));
           MemoryStorage& s = *storages_[i];
           RAFTKV_CHECK(s.Append(rd.entries).ok());
           if (rd.hard_state) RAFTKV_CHECK(s.SetHardState(*rd.hard_state).ok());

@@ -1,12 +1,15 @@
+// Raft (raft.h): construction, roles and elections, Tick, Step and the follower's side.
+// The leader's side is in leader.cc, the caller's (Ready/Advance, reports, Status) in
+// ready.cc, the invariant checks in invariants.cc.
 #include "raft/raft.h"
 
 #include <algorithm>
-#include <functional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "raft/quorum.h"
 
 namespace raftkv::raft {
 
@@ -17,28 +20,6 @@ namespace {
 
 MessageType VoteResponseType(MessageType t) {
   return t == raftpb::MSG_PRE_VOTE ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP;
-}
-
-// Read rounds travel in heartbeat contexts as 8 little-endian bytes.
-std::string EncodeRound(uint64_t round) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((round >> (8 * i)) & 0xff);
-  return s;
-}
-
-std::optional<uint64_t> DecodeRound(const std::string& s) {
-  if (s.size() != 8) return std::nullopt;
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
-  return v;
-}
-
-absl::Status NotLeader(uint64_t lead) {
-  absl::Status s = absl::UnavailableError(
-      lead == 0 ? std::string("not leader; no leader known")
-                : absl::StrCat("not leader; leader is ", lead));
-  if (lead != 0) s.SetPayload(kLeaderHintPayload, absl::Cord(absl::StrCat(lead)));
-  return s;
 }
 
 }  // namespace
@@ -119,10 +100,7 @@ void Raft::Reset(uint64_t term) {
     if (p == config_.id) it->second.set_recent_active(true);
   }
   // Pending reads die with the leadership that would have confirmed them (callers time out).
-  pending_reads_.clear();
-  reads_waiting_for_commit_.clear();
-  read_acks_.clear();
-  confirmed_round_ = read_round_;
+  reads_.Reset();
 }
 
 void Raft::BecomeFollower(uint64_t term, uint64_t lead) {
@@ -177,7 +155,7 @@ void Raft::Campaign(bool pre_vote) {
     type = raftpb::MSG_VOTE;
     term = term_;
   }
-  if (Poll(config_.id, true) > 0) {
+  if (Poll(config_.id, true) == quorum::VoteResult::kWon) {
     // Single-node cluster: won already.
     if (pre_vote) {
       Campaign(false);
@@ -198,13 +176,13 @@ void Raft::Campaign(bool pre_vote) {
   }
 }
 
-int Raft::Poll(uint64_t id, bool granted) {
+quorum::VoteResult Raft::Poll(uint64_t id, bool granted) {
   votes_.emplace(id, granted);  // the first answer of a voter counts
-  size_t yes = 0, no = 0;
-  for (const auto& [_, g] : votes_) (g ? yes : no)++;
-  if (yes >= Quorum()) return 1;
-  if (no > config_.peers.size() - Quorum()) return -1;
-  return 0;
+  return quorum::TallyVotes(config_.peers, [this](uint64_t voter) -> std::optional<bool> {
+    auto it = votes_.find(voter);
+    if (it == votes_.end()) return std::nullopt;
+    return it->second;
+  });
 }
 
 // ---------------------------------------------------------------- inputs
@@ -335,83 +313,6 @@ void Raft::HandleVoteRequest(const Message& m) {
   Send(std::move(resp));
 }
 
-void Raft::StepLeader(const Message& m) {
-  switch (m.type()) {
-    case raftpb::MSG_READ_INDEX:
-      LeaderReadIndex(m.context(), m.from());
-      return;
-    default:
-      break;
-  }
-  auto it = progress_.find(m.from());
-  if (it == progress_.end()) return;
-  Progress& pr = it->second;
-  switch (m.type()) {
-    case raftpb::MSG_APP_RESP:
-      HandleAppendResponse(m, pr);
-      break;
-    case raftpb::MSG_HEARTBEAT_RESP:
-      HandleHeartbeatResponse(m, pr);
-      break;
-    case raftpb::MSG_SNAP_STATUS:
-      if (pr.state() != Progress::State::kSnapshot) return;
-      if (m.reject()) {
-        pr.SnapshotFailed();
-      } else {
-        // Wait for the follower's answer (or a heartbeat response) before sending more.
-        pr.BecomeProbe();
-        pr.PauseProbe();
-      }
-      break;
-    case raftpb::MSG_UNREACHABLE:
-      // Pipelined messages were probably lost; probe until it answers again.
-      if (pr.state() == Progress::State::kReplicate) pr.BecomeProbe();
-      break;
-    default:
-      break;
-  }
-}
-
-void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
-  pr.set_recent_active(true);
-  if (m.reject()) {
-    // Fast backoff: skip every entry of a term the follower cannot match in one round trip.
-    uint64_t hint = m.reject_hint();
-    if (m.hint_term() > 0) hint = log_.FindConflictByTerm(m.reject_hint(), m.hint_term());
-    if (pr.MaybeDecrTo(m.index(), hint)) {
-      if (pr.state() == Progress::State::kReplicate) pr.BecomeProbe();
-      MaybeSendAppend(m.from(), true);
-    }
-    return;
-  }
-  const bool old_paused = pr.IsPaused();
-  if (pr.MaybeUpdate(m.index()) ||
-      (pr.match() == m.index() && pr.state() == Progress::State::kProbe)) {
-    if (pr.state() == Progress::State::kProbe) {
-      pr.BecomeReplicate();
-    } else if (pr.state() == Progress::State::kSnapshot && pr.match() + 1 >= log_.FirstIndex()) {
-      // The follower has caught up past what we compacted: replicate normally.
-      pr.BecomeProbe();
-      pr.BecomeReplicate();
-    }
-    if (MaybeCommit()) {
-      BroadcastAppend();  // tell followers the new commit index
-    } else if (old_paused) {
-      MaybeSendAppend(m.from(), true);
-    }
-    while (MaybeSendAppend(m.from(), false)) {
-    }
-  }
-}
-
-void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
-  pr.set_recent_active(true);
-  if (m.reject() && m.reject_hint() < pr.match()) pr.ResetAfterDataLoss(m.reject_hint());
-  pr.OnHeartbeatResponse();
-  if (pr.match() < log_.LastIndex()) MaybeSendAppend(m.from(), true);
-  OnReadAck(m.from(), m.context());
-}
-
 void Raft::StepCandidate(const Message& m) {
   const MessageType my_resp =
       role_ == Role::kPreCandidate ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP;
@@ -433,15 +334,20 @@ void Raft::StepCandidate(const Message& m) {
       break;
   }
   if (m.type() != my_resp) return;
-  const int result = Poll(m.from(), !m.reject());
-  if (result > 0) {
-    if (role_ == Role::kPreCandidate) {
-      Campaign(false);
-    } else {
-      BecomeLeader();
-    }
-  } else if (result < 0) {
-    BecomeFollower(term_, 0);
+  switch (Poll(m.from(), !m.reject())) {
+    case quorum::VoteResult::kWon:
+      // A won pre-election only earns the right to campaign for real.
+      if (role_ == Role::kPreCandidate) {
+        Campaign(false);
+      } else {
+        BecomeLeader();
+      }
+      break;
+    case quorum::VoteResult::kLost:
+      BecomeFollower(term_, 0);
+      break;
+    case quorum::VoteResult::kPending:
+      break;
   }
 }
 
@@ -536,226 +442,7 @@ void Raft::HandleSnapshot(const Message& m) {
   Send(std::move(resp));
 }
 
-// ---------------------------------------------------------------- replication
-
-void Raft::AppendEntry(raftpb::Entry e) {
-  e.set_term(term_);
-  e.set_index(log_.LastIndex() + 1);
-  log_.Append({std::move(e)});
-  // The leader's own match advances when the caller reports the entry persisted (Advance).
-}
-
-absl::StatusOr<EntryId> Raft::Propose(std::string data) {
-  if (role_ != Role::kLeader) return NotLeader(lead_);
-  if (uncommitted_bytes_ > 0 && uncommitted_bytes_ + data.size() > config_.max_uncommitted_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many uncommitted proposals (", uncommitted_bytes_, " bytes)"));
-  }
-  uncommitted_bytes_ += data.size();
-  raftpb::Entry e;
-  e.set_type(raftpb::ENTRY_NORMAL);
-  e.set_data(std::move(data));
-  AppendEntry(std::move(e));
-  // Replication is sent at the next GetReady, so proposals made between two Readies travel
-  // in one MsgApp per follower (batching; the caller drains its proposal queue first).
-  broadcast_pending_ = true;
-  if (config_.check_invariants) CheckInvariants();
-  return EntryId{log_.LastIndex(), term_};
-}
-
-bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty) {
-  Progress& pr = progress_.at(to);
-  if (pr.IsPaused()) return false;
-  const uint64_t prev = pr.next() - 1;
-  absl::StatusOr<uint64_t> prev_term = log_.Term(prev);
-  absl::StatusOr<std::vector<raftpb::Entry>> entries =
-      prev_term.ok() ? log_.Entries(pr.next(), log_.LastIndex() + 1, config_.max_msg_bytes)
-                     : absl::StatusOr<std::vector<raftpb::Entry>>(prev_term.status());
-  Message m;
-  m.set_to(to);
-  if (prev_term.ok() && entries.ok()) {
-    if (entries->empty() && !send_if_empty) return false;
-    m.set_type(raftpb::MSG_APP);
-    m.set_index(prev);
-    m.set_log_term(*prev_term);
-    m.set_commit(log_.committed());
-    if (!entries->empty()) {
-      pr.SentEntries(entries->back().index());
-    } else if (pr.state() == Progress::State::kProbe) {
-      pr.PauseProbe();
-    }
-    for (raftpb::Entry& e : *entries) *m.add_entries() = std::move(e);
-    Send(std::move(m));
-    return true;
-  }
-  // The follower needs entries we compacted: send a snapshot instead.
-  if (!pr.recent_active()) return false;  // don't stream to a node that seems down
-  raftpb::Snapshot snap;
-  const raftpb::SnapshotMetadata stored = storage_->snapshot_metadata();
-  if (snapshot_ && snapshot_->metadata().index() >= stored.index()) {
-    snap = *snapshot_;
-  } else {
-    // No SetSnapshot covering the compaction point (e.g. just restarted): name the storage's
-    // snapshot with an empty handle; the transport locates it by index.
-    *snap.mutable_metadata() = stored;
-  }
-  RAFTKV_CHECK_MSG(snap.metadata().index() > 0, "log compacted without a snapshot");
-  pr.BecomeSnapshot(snap.metadata().index());
-  m.set_type(raftpb::MSG_SNAP);
-  *m.mutable_snapshot() = std::move(snap);
-  Send(std::move(m));
-  return true;
-}
-
-void Raft::BroadcastAppend() {
-  for (const auto& [id, _] : progress_) {
-    if (id != config_.id) MaybeSendAppend(id, true);
-  }
-}
-
-void Raft::BroadcastHeartbeat() {
-  for (const auto& [id, _] : progress_) {
-    if (id != config_.id) SendHeartbeat(id);
-  }
-}
-
-void Raft::SendHeartbeat(uint64_t to) {
-  Message m;
-  m.set_type(raftpb::MSG_HEARTBEAT);
-  m.set_to(to);
-  // Only what the follower is known to hold may be committed on it.
-  m.set_commit(std::min(progress_.at(to).match(), log_.committed()));
-  // An unconfirmed read round rides along; the echo confirms our leadership for it.
-  if (read_round_ > confirmed_round_) m.set_context(EncodeRound(read_round_));
-  Send(std::move(m));
-}
-
-bool Raft::MaybeCommit() {
-  std::vector<uint64_t> matches;
-  matches.reserve(progress_.size());
-  for (const auto& [_, pr] : progress_) matches.push_back(pr.match());
-  std::sort(matches.begin(), matches.end(), std::greater<uint64_t>());
-  const uint64_t quorum_index = matches[Quorum() - 1];
-  // Raft §5.4.2 (Figure 8): only an entry of the current term commits by counting replicas;
-  // earlier entries commit with it.
-  if (quorum_index <= log_.committed() || log_.TermOrZero(quorum_index) != term_) return false;
-  log_.CommitTo(quorum_index);
-  ReleaseReadsWaitingForCommit();
-  return true;
-}
-
-bool Raft::QuorumActive() const {
-  size_t active = 0;
-  for (const auto& [id, pr] : progress_) {
-    if (id == config_.id || pr.recent_active()) ++active;
-  }
-  return active >= Quorum();
-}
-
-bool Raft::CommittedInCurrentTerm() const { return log_.TermOrZero(log_.committed()) == term_; }
-
-// ---------------------------------------------------------------- ReadIndex
-
-absl::Status Raft::ReadIndex(std::string context) {
-  absl::Status s;
-  if (role_ == Role::kLeader) {
-    LeaderReadIndex(std::move(context), config_.id);
-  } else if (lead_ == 0) {
-    s = NotLeader(0);
-  } else {
-    Message m;
-    m.set_type(raftpb::MSG_READ_INDEX);
-    m.set_to(lead_);
-    m.set_context(std::move(context));
-    Send(std::move(m));
-  }
-  if (config_.check_invariants) CheckInvariants();
-  return s;
-}
-
-void Raft::LeaderReadIndex(std::string context, uint64_t from) {
-  PendingRead r;
-  r.context = std::move(context);
-  r.from = from;
-  // Until an entry of our term commits we may not know the true commit index (Raft §8).
-  if (!CommittedInCurrentTerm()) {
-    reads_waiting_for_commit_.push_back(std::move(r));
-    return;
-  }
-  r.index = log_.committed();
-  if (config_.peers.size() == 1) {
-    AnswerRead(r);
-    return;
-  }
-  if (read_round_ > confirmed_round_) {
-    // A round is in flight whose heartbeats may predate this request: take the next one,
-    // started when the current one completes.
-    r.round = read_round_ + 1;
-    pending_reads_.push_back(std::move(r));
-  } else {
-    r.round = read_round_ + 1;
-    pending_reads_.push_back(std::move(r));
-    StartReadRound();
-  }
-}
-
-void Raft::StartReadRound() {
-  ++read_round_;
-  BroadcastHeartbeat();
-}
-
-void Raft::OnReadAck(uint64_t from, const std::string& context) {
-  std::optional<uint64_t> round = DecodeRound(context);
-  if (!round || *round > read_round_) return;
-  uint64_t& acked = read_acks_[from];
-  acked = std::max(acked, *round);
-  std::vector<uint64_t> acks;
-  acks.push_back(read_round_);  // self
-  for (const auto& [id, r] : read_acks_) {
-    if (id != config_.id) acks.push_back(r);
-  }
-  if (acks.size() < Quorum()) return;
-  std::sort(acks.begin(), acks.end(), std::greater<uint64_t>());
-  const uint64_t confirmed = acks[Quorum() - 1];
-  if (confirmed <= confirmed_round_) return;
-  confirmed_round_ = confirmed;
-  ReleaseReads(confirmed);
-  if (!pending_reads_.empty() && read_round_ == confirmed_round_) StartReadRound();
-}
-
-void Raft::ReleaseReads(uint64_t confirmed_round) {
-  std::vector<PendingRead> rest;
-  for (PendingRead& r : pending_reads_) {
-    if (r.round <= confirmed_round) {
-      AnswerRead(r);
-    } else {
-      rest.push_back(std::move(r));
-    }
-  }
-  pending_reads_ = std::move(rest);
-}
-
-void Raft::AnswerRead(const PendingRead& r) {
-  if (r.from == config_.id) {
-    read_states_.push_back(ReadState{r.context, r.index});
-    return;
-  }
-  Message m;
-  m.set_type(raftpb::MSG_READ_INDEX_RESP);
-  m.set_to(r.from);
-  m.set_index(r.index);
-  m.set_context(r.context);
-  Send(std::move(m));
-}
-
-void Raft::ReleaseReadsWaitingForCommit() {
-  if (reads_waiting_for_commit_.empty() || !CommittedInCurrentTerm()) return;
-  std::vector<PendingRead> waiting = std::move(reads_waiting_for_commit_);
-  reads_waiting_for_commit_.clear();
-  for (PendingRead& r : waiting) LeaderReadIndex(std::move(r.context), r.from);
-}
-
-// ---------------------------------------------------------------- output
+// ---------------------------------------------------------------- messages out
 
 void Raft::Send(Message m) {
   m.set_from(config_.id);
@@ -763,140 +450,6 @@ void Raft::Send(Message m) {
   // messages; everything else carries ours.
   if (m.term() == 0 && m.type() != raftpb::MSG_READ_INDEX) m.set_term(term_);
   msgs_.push_back(std::move(m));
-}
-
-raftpb::HardState Raft::CurrentHardState() const {
-  raftpb::HardState hs;
-  hs.set_term(term_);
-  hs.set_vote(vote_);
-  hs.set_commit(log_.committed());
-  return hs;
-}
-
-bool Raft::HasReady() const {
-  if (ready_outstanding_) return false;
-  const raftpb::HardState hs = CurrentHardState();
-  return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() || !log_.UnstableEntries().empty() ||
-         log_.UnstableSnapshot().has_value() || log_.HasNextCommittedEntries() ||
-         hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote() ||
-         hs.commit() != prev_hard_state_.commit();
-}
-
-Ready Raft::GetReady() {
-  RAFTKV_CHECK_MSG(!ready_outstanding_, "GetReady before Advance of the previous Ready");
-  if (broadcast_pending_) {
-    broadcast_pending_ = false;
-    if (role_ == Role::kLeader) BroadcastAppend();
-  }
-  Ready rd;
-  rd.entries = log_.UnstableEntries();
-  rd.snapshot = log_.UnstableSnapshot();
-  rd.committed_entries = log_.NextCommittedEntries(config_.max_apply_bytes);
-  rd.messages = std::move(msgs_);
-  msgs_.clear();
-  rd.read_states = std::move(read_states_);
-  read_states_.clear();
-  const raftpb::HardState hs = CurrentHardState();
-  const bool term_or_vote_changed =
-      hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote();
-  if (term_or_vote_changed || hs.commit() != prev_hard_state_.commit()) rd.hard_state = hs;
-  rd.must_sync = !rd.entries.empty() || term_or_vote_changed || rd.snapshot.has_value();
-  ready_outstanding_ = true;
-  return rd;
-}
-
-void Raft::Advance(const Ready& rd) {
-  RAFTKV_CHECK_MSG(ready_outstanding_, "Advance without GetReady");
-  ready_outstanding_ = false;
-  if (rd.hard_state) prev_hard_state_ = *rd.hard_state;
-  if (rd.snapshot) {
-    log_.StableSnapTo(rd.snapshot->metadata().index());
-    log_.AppliedTo(rd.snapshot->metadata().index());
-  }
-  if (!rd.entries.empty()) log_.StableTo(rd.entries.back().index(), rd.entries.back().term());
-  if (!rd.committed_entries.empty()) log_.AppliedTo(rd.committed_entries.back().index());
-  for (const raftpb::Entry& e : rd.committed_entries) {
-    uncommitted_bytes_ -= std::min<uint64_t>(uncommitted_bytes_, e.data().size());
-  }
-  if (role_ == Role::kLeader) {
-    // The caller has persisted our own entries: now they count toward the quorum.
-    if (progress_.at(config_.id).MaybeUpdate(log_.StableLastIndex()) && MaybeCommit()) {
-      BroadcastAppend();
-    }
-  }
-  if (config_.check_invariants) CheckInvariants();
-}
-
-// ---------------------------------------------------------------- snapshots, status
-
-void Raft::SetSnapshot(const raftpb::Snapshot& snap) {
-  RAFTKV_CHECK_MSG(snap.metadata().index() <= log_.applied(),
-                   "SetSnapshot beyond the applied index");
-  if (!snapshot_ || snapshot_->metadata().index() <= snap.metadata().index()) snapshot_ = snap;
-}
-
-void Raft::ReportSnapshot(uint64_t id, bool ok) {
-  Message m;
-  m.set_type(raftpb::MSG_SNAP_STATUS);
-  m.set_from(id);
-  m.set_reject(!ok);
-  Step(m);
-}
-
-void Raft::ReportUnreachable(uint64_t id) {
-  Message m;
-  m.set_type(raftpb::MSG_UNREACHABLE);
-  m.set_from(id);
-  Step(m);
-}
-
-RaftStatus Raft::Status() const {
-  RaftStatus s;
-  s.id = config_.id;
-  s.role = role_;
-  s.term = term_;
-  s.vote = vote_;
-  s.lead = lead_;
-  s.commit = log_.committed();
-  s.applied = log_.applied();
-  s.last_index = log_.LastIndex();
-  if (role_ == Role::kLeader) {
-    for (const auto& [id, pr] : progress_) {
-      s.progress.push_back(ProgressStatus{id, pr.match(), pr.next(),
-                                          Progress::StateName(pr.state()), pr.recent_active(),
-                                          pr.inflight()});
-    }
-  }
-  return s;
-}
-
-void Raft::CheckInvariants() {
-  RAFTKV_CHECK_MSG(term_ >= inv_term_, "term went down");
-  if (term_ == inv_term_ && inv_vote_ != 0) {
-    RAFTKV_CHECK_MSG(vote_ == inv_vote_, "vote changed within a term");
-  }
-  RAFTKV_CHECK_MSG(log_.committed() >= inv_commit_, "commit went down");
-  RAFTKV_CHECK_MSG(log_.applied() >= inv_applied_, "applied went down");
-  RAFTKV_CHECK(log_.applied() <= log_.committed());
-  RAFTKV_CHECK(log_.committed() <= log_.LastIndex());
-  RAFTKV_CHECK(vote_ == 0 || std::find(config_.peers.begin(), config_.peers.end(), vote_) !=
-                                 config_.peers.end());
-  if (role_ == Role::kLeader) {
-    RAFTKV_CHECK(lead_ == config_.id);
-    RAFTKV_CHECK_MSG(vote_ == config_.id, "a leader voted for itself in its term");
-    RAFTKV_CHECK_MSG(progress_.at(config_.id).match() <= log_.StableLastIndex(),
-                     "leader counts unpersisted entries");
-    for (const auto& [id, pr] : progress_) RAFTKV_CHECK(pr.match() < pr.next());
-    if (inv_role_ == Role::kLeader && inv_term_ == term_ && log_.committed() > inv_commit_) {
-      RAFTKV_CHECK_MSG(log_.TermOrZero(log_.committed()) == term_,
-                       "a leader committed an entry of an earlier term by counting replicas");
-    }
-  }
-  inv_role_ = role_;
-  inv_term_ = term_;
-  inv_vote_ = vote_;
-  inv_commit_ = log_.committed();
-  inv_applied_ = log_.applied();
 }
 
 }  // namespace raftkv::raft

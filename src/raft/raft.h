@@ -7,13 +7,13 @@
 //     Tick() every tick interval; Step() each message received; Propose()/ReadIndex().
 //     if (HasReady()) {
 //       Ready rd = GetReady();
+//       0. send rd.messages_before_persist: they may leave at once, while step 1 runs
+//          (or not at all, if the process dies first).
 //       1. persist: storage.ApplySnapshot(rd.snapshot->metadata()) and install the state
 //          machine from it (if set); storage.Append(rd.entries);
 //          storage.SetHardState(*rd.hard_state) (if set); storage.Sync() if rd.must_sync.
-//       2. send rd.messages (only after step 1 is durable: votes and acks depend on it).
-//          Exception allowed to a leader: MSG_APP/MSG_HEARTBEAT/MSG_SNAP may go out while
-//          its own fsync runs, because a leader counts itself in a commit quorum only for
-//          entries it has reported persisted (step 4).
+//       2. send rd.messages, only once step 1 is durable: votes, vote answers and append
+//          answers promise what step 1 wrote.
 //       3. apply rd.committed_entries in order (after the snapshot, if any); serve
 //          rd.read_states once the applied index reaches their index.
 //       4. Advance(rd): tells the core that rd.entries are durable (the leader's own match
@@ -47,7 +47,9 @@
 #include "raft.pb.h"
 #include "raft/config.h"
 #include "raft/progress.h"
+#include "raft/quorum.h"
 #include "raft/raft_log.h"
+#include "raft/read_index.h"
 #include "raft/storage.h"
 
 namespace raftkv::raft {
@@ -71,7 +73,15 @@ struct Ready {
   std::optional<raftpb::Snapshot> snapshot;
   // Entries known committed, to apply in order after persisting.
   std::vector<raftpb::Entry> committed_entries;
-  // Messages to send after persisting (see the contract above).
+  // Messages that may be sent before (or while) this Ready is persisted: exactly a leader's
+  // MSG_APP, MSG_HEARTBEAT and MSG_SNAP of its current term. Sending them early is safe
+  // because they promise nothing about the leader's own disk: the leader counts itself in a
+  // commit quorum only for entries reported durable by Advance (Raft thesis §10.2.1), and
+  // followers answer only after persisting what they received.
+  std::vector<raftpb::Message> messages_before_persist;
+  // Every other message (votes, vote answers, append and heartbeat answers, read-index
+  // traffic, a stepped-down leader's leftovers): send only after step 1 of the contract is
+  // durable, since each may promise what this Ready persists.
   std::vector<raftpb::Message> messages;
   // Confirmed reads (for ReadIndex calls made on this node).
   std::vector<ReadState> read_states;
@@ -169,7 +179,7 @@ class Raft {
  private:
   Raft(const Config& config, const LogStorage* storage);
 
-  // ---- Roles ----
+  // ---- Roles and elections (raft.cc) ----
   void BecomeFollower(uint64_t term, uint64_t lead);
   void BecomePreCandidate();
   void BecomeCandidate();
@@ -178,22 +188,21 @@ class Raft {
   void Campaign(bool pre_vote);
   bool Promotable() const;
   void ResetRandomizedElectionTimeout();
+  // Counts a vote; returns how the election stands among the voters.
+  quorum::VoteResult Poll(uint64_t id, bool granted);
 
-  // ---- Message handling ----
+  // ---- Message handling: every role, candidates, followers (raft.cc) ----
   void StepInner(const raftpb::Message& m);
-  void StepLeader(const raftpb::Message& m);
   void StepCandidate(const raftpb::Message& m);
   void StepFollower(const raftpb::Message& m);
   void HandleAppendEntries(const raftpb::Message& m);
   void HandleHeartbeat(const raftpb::Message& m);
   void HandleSnapshot(const raftpb::Message& m);
   void HandleVoteRequest(const raftpb::Message& m);
-  void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
-  void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
-  // Counts a vote; returns how the election stands (+1 won, -1 lost, 0 pending).
-  int Poll(uint64_t id, bool granted);
+  // Queues `m` for the next Ready, stamped with our id (and our term unless it has one).
+  void Send(raftpb::Message m);
 
-  // ---- Replication (leader) ----
+  // ---- Replication (leader.cc) ----
   void AppendEntry(raftpb::Entry e);
   // Sends the next MsgApp (or MSG_SNAP) to `to` unless paused; with !send_if_empty only when
   // there are entries to send. Returns whether a message was sent.
@@ -201,28 +210,29 @@ class Raft {
   void BroadcastAppend();
   void BroadcastHeartbeat();
   void SendHeartbeat(uint64_t to);
+  void StepLeader(const raftpb::Message& m);
+  void HandleAppendResponse(const raftpb::Message& m, Progress& pr);
+  void HandleHeartbeatResponse(const raftpb::Message& m, Progress& pr);
   // Commit rule (Raft §5.4.2): the highest index a quorum has persisted, if its entry is of
   // the current term. Returns whether commit advanced.
   bool MaybeCommit();
+  // CheckQuorum: whether a quorum of voters was heard from in this election timeout.
   bool QuorumActive() const;
-  size_t Quorum() const { return config_.peers.size() / 2 + 1; }
+  // Whether the leader's own say is a quorum (a single-voter cluster).
+  bool LeaderAloneIsQuorum() const;
   bool CommittedInCurrentTerm() const;
 
-  // ---- ReadIndex (leader) ----
-  struct PendingRead {
-    std::string context;
-    uint64_t from = 0;   // requesting node (self or a follower)
-    uint64_t index = 0;  // commit index when the request arrived
-    uint64_t round = 0;  // heartbeat round whose quorum acknowledgement confirms it
-  };
+  // ---- ReadIndex (leader.cc; the bookkeeping is ReadIndexTracker) ----
+  // A read request from `from` (this node or a follower) reached the leader.
   void LeaderReadIndex(std::string context, uint64_t from);
-  void StartReadRound();
-  void OnReadAck(uint64_t from, const std::string& context);
-  void ReleaseReads(uint64_t confirmed_round);
-  void AnswerRead(const PendingRead& r);
+  // A confirmed read: a ReadState if it is ours, else MSG_READ_INDEX_RESP to the follower.
+  void AnswerRead(const ReadIndexTracker::Read& r);
+  // After a commit: admits the reads that waited for the first commit of this term.
   void ReleaseReadsWaitingForCommit();
 
-  void Send(raftpb::Message m);
+  // ---- The caller's side (ready.cc) ----
+  // Whether `m` goes into Ready::messages_before_persist (the rule is documented there).
+  bool MayLeaveBeforePersist(const raftpb::Message& m) const;
   raftpb::HardState CurrentHardState() const;
 
   const Config config_;
@@ -242,13 +252,9 @@ class Raft {
   std::map<uint64_t, bool> votes_;  // candidate: id -> granted (this election)
   std::map<uint64_t, Progress> progress_;  // leader: every peer, self included
 
-  // ReadIndex state (leader). Round numbers are unique for the life of the node.
-  uint64_t read_round_ = 0;            // highest heartbeat round started
-  uint64_t confirmed_round_ = 0;       // highest round acknowledged by a quorum
-  std::map<uint64_t, uint64_t> read_acks_;  // peer -> highest round it acknowledged
-  std::vector<PendingRead> pending_reads_;  // in arrival order
-  // Reads that arrived before this leader committed an entry of its term.
-  std::vector<PendingRead> reads_waiting_for_commit_;
+  // Leader: reads waiting for their heartbeat round or for this term's first commit.
+  // Emptied by every role change (Reset).
+  ReadIndexTracker reads_;
 
   std::optional<raftpb::Snapshot> snapshot_;  // latest snapshot to send (SetSnapshot)
 
@@ -262,7 +268,7 @@ class Raft {
   // estimate: reduced by the committed entries of each Ready, never below 0).
   uint64_t uncommitted_bytes_ = 0;
 
-  // For CheckInvariants.
+  // For CheckInvariants (invariants.cc): the values it saw last time.
   Role inv_role_ = Role::kFollower;
   uint64_t inv_term_ = 0;
   uint64_t inv_vote_ = 0;

@@ -1,5 +1,5 @@
 """A 3-node cluster of real kvd processes on 127.0.0.1: replication, failover, catch-up,
-pauses, full restarts and minority behaviour (issue 3)."""
+pauses, full restarts and minority behaviour."""
 import os
 import shutil
 import signal

@@ -1,5 +1,5 @@
 """Snapshots, log compaction, follower catch-up by InstallSnapshot, the SQLite backup and
-disaster recovery with --restore-from (issue 4), on real kvd processes."""
+disaster recovery with --restore-from, on real kvd processes."""
 import glob
 import os
 import shutil

@@ -243,7 +243,7 @@ TEST_F(SqliteBackupTest, ReadableBySqliteWhileOpenAndCopyRestores) {
   EXPECT_EQ((*copy)->revision(), sm_->revision());
 }
 
-// design.md: --restore-from accepts a snapshot or a backup file, live or closed.
+// --restore-from accepts a snapshot or a backup file, live or closed.
 TEST_F(SqliteBackupTest, BackupFileItselfVerifiesAndRestores) {
   History history(13);
   Generate(history, 30);

@@ -46,13 +46,17 @@ void Harness::ProcessReady(uint64_t id) {
   HarnessNode& n = node(id);
   while (n.raft->HasReady()) {
     Ready rd = n.raft->GetReady();
+    // The order of the caller contract (raft.h): early messages, persist, the rest.
+    for (auto& m : rd.messages_before_persist) queue_.push_back(std::move(m));
     if (rd.snapshot) {
       ASSERT_TRUE(n.storage->ApplySnapshot(rd.snapshot->metadata()).ok());
       n.applied_index = rd.snapshot->metadata().index();
       ++n.snapshots_installed;
     }
     ASSERT_TRUE(n.storage->Append(rd.entries).ok());
-    if (rd.hard_state) ASSERT_TRUE(n.storage->SetHardState(*rd.hard_state).ok());
+    if (rd.hard_state) {
+      ASSERT_TRUE(n.storage->SetHardState(*rd.hard_state).ok());
+    }
     ASSERT_TRUE(n.storage->Sync().ok());
     for (auto& m : rd.messages) queue_.push_back(std::move(m));
     for (const auto& e : rd.committed_entries) {
@@ -146,7 +150,7 @@ void Harness::SnapshotAndCompact(uint64_t id) {
 
 void Harness::Wipe(uint64_t id) {
   node(id).storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
-  node(id).storage->Sync();
+  ASSERT_TRUE(node(id).storage->Sync().ok());
   Restart(id);
 }
 

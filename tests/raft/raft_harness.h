@@ -34,7 +34,8 @@ class Harness {
   HarnessNode& node(uint64_t id) { return nodes_.at(id - 1); }
   int size() const { return static_cast<int>(nodes_.size()); }
 
-  // Persists, "sends" (queues), applies and Advances every Ready of `id` (all nodes if 0).
+  // Handles every Ready of `id` (all nodes if 0) in the order of the caller contract: queues
+  // messages_before_persist, persists (synced), queues messages, applies, Advances.
   void ProcessReady(uint64_t id = 0);
   // Delivers queued messages and processes Readies until no message is left.
   void Stabilize();

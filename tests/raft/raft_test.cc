@@ -93,7 +93,7 @@ TEST(ProposeTest, LeaderCountsItselfOnlyAfterPersisting) {
   // The leader hands out the entry and its MsgApps but does not report it persisted yet.
   Ready rd = h.raft(1).GetReady();
   ASSERT_EQ(rd.entries.size(), 1u);
-  for (const auto& m : rd.messages) {
+  for (const auto& m : rd.messages_before_persist) {
     if (m.to() == 2) h.DeliverNow(m);  // only follower 2 gets it
   }
   h.ProcessReady(2);

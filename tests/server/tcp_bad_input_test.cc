@@ -1,4 +1,4 @@
-// Bad input against a live server (issue 5, "Bad input"): each case gets a clear error or a
+// Bad input against a live server (every limit of kvd --help): each case gets a clear error or a
 // clean close, and afterwards another client still gets correct service.
 #include <random>
 #include <string>

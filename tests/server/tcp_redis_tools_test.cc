@@ -1,5 +1,5 @@
 // redis-cli and redis-benchmark (Debian's redis-tools) against a live server: the handshakes
-// they send are answered so that they work (design.md, "RESP2 on the same port").
+// they send are answered so that they work (README.md, "Talking to it").
 // Skipped where redis-tools is not installed.
 #include <stdio.h>
 #include <sys/wait.h>

@@ -57,78 +57,99 @@ std::string WalStorage::PathOf(uint64_t seq) const {
 }
 
 absl::Status WalStorage::Recover() {
+  std::vector<uint64_t> seqs;
+  std::vector<std::string> tmp_files;
+  if (absl::Status s = LockAndList(&seqs, &tmp_files); !s.ok()) return s;
+  // Replay everything first; nothing on disk changes unless the whole log is sound (a WAL
+  // refused with kDataLoss is left exactly as found).
+  NewestSegment newest;
+  if (absl::Status s = ReplaySegments(seqs, &newest); !s.ok()) return s;
+  // Repairs.
+  if (absl::Status s = RemoveTmpFiles(tmp_files); !s.ok()) return s;
+  if (seqs.empty()) {
+    // A new log: empty hard state, starting after index 0.
+    return RollSegment(RecordType::kCompact);
+  }
+  return ReopenNewestSegment(seqs.back(), newest);
+}
+
+absl::Status WalStorage::LockAndList(std::vector<uint64_t>* seqs,
+                                     std::vector<std::string>* tmp_files) {
   if (absl::Status s = env_->CreateDirIfMissing(dir_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<FileLock>> lock = env_->LockFile(absl::StrCat(dir_, "/LOCK"));
   if (!lock.ok()) return lock.status();
   lock_ = std::move(*lock);
   absl::StatusOr<std::vector<std::string>> names = env_->ListDir(dir_);
   if (!names.ok()) return names.status();
-
-  std::vector<uint64_t> seqs;
-  std::vector<std::string> tmp_files;
   for (const std::string& name : *names) {
     if (absl::EndsWith(name, kTmpSuffix)) {
-      tmp_files.push_back(name);
+      tmp_files->push_back(name);
     } else if (std::optional<uint64_t> seq = ParseSegmentFileName(name)) {
-      seqs.push_back(*seq);  // names are sorted and fixed-width, so seqs ascend
+      seqs->push_back(*seq);  // names are sorted and fixed-width, so seqs ascend
     }
   }
+  return absl::OkStatus();
+}
 
-  // Replay everything first; nothing on disk changes unless the whole log is sound (a WAL
-  // refused with kDataLoss is left exactly as found).
+absl::Status WalStorage::ReplaySegments(const std::vector<uint64_t>& seqs,
+                                        NewestSegment* newest) {
   LogReplayer replay;
-  ParsedSegment newest;
-  uint64_t newest_file_bytes = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
-    const std::string name = SegmentFileName(seqs[i]);
+    // Segments are created one seq after the other and deleted oldest first, so a hole in
+    // the sequence means a segment was lost.
     if (i > 0 && seqs[i] != seqs[i - 1] + 1) {
       return absl::DataLossError(absl::StrCat("wal: segment ", SegmentFileName(seqs[i - 1] + 1),
-                                              " is missing (found ", name, " after ",
-                                              SegmentFileName(seqs[i - 1]), ")"));
+                                              " is missing (found ", SegmentFileName(seqs[i]),
+                                              " after ", SegmentFileName(seqs[i - 1]), ")"));
     }
-    absl::StatusOr<std::string> data = env_->ReadFile(PathOf(seqs[i]));
-    if (!data.ok()) return data.status();
     const bool is_newest = i + 1 == seqs.size();
-    absl::StatusOr<ParsedSegment> seg = ParseSegment(*data, name, is_newest);
-    if (!seg.ok()) return seg.status();
-    if (seg->seq != seqs[i]) {
-      return absl::DataLossError(absl::StrCat("wal: segment ", name, " has seq ", seg->seq,
-                                              " in its header"));
-    }
-    uint64_t max_entry_index = 0;
-    for (const Record& r : seg->records) {
-      if (absl::Status s = replay.Apply(r, name); !s.ok()) return s;
-      if (r.type == RecordType::kEntry) {  // Apply just pushed it
-        max_entry_index = std::max(max_entry_index, replay.entries().back().index());
-      }
-    }
-    segments_.push_back(Segment{seqs[i], max_entry_index});
-    ++recovery_.segments;
-    recovery_.records += seg->records.size();
-    if (is_newest) {
-      newest_file_bytes = data->size();
-      newest = *std::move(seg);
-      newest.records.clear();  // their payload views die with `data`
-    }
+    if (absl::Status s = ReplaySegment(seqs[i], is_newest, &replay, newest); !s.ok()) return s;
   }
   if (absl::Status s = replay.Finish(); !s.ok()) return s;
   hard_state_ = replay.hard_state();
   snapshot_ = replay.snapshot();
   entries_ = std::move(replay.entries());
+  return absl::OkStatus();
+}
 
-  // Repairs. A *.tmp file is a segment whose creation did not finish: it never held
-  // acknowledged data.
-  for (const std::string& name : tmp_files) {
+absl::Status WalStorage::ReplaySegment(uint64_t seq, bool is_newest, LogReplayer* replay,
+                                       NewestSegment* newest) {
+  const std::string name = SegmentFileName(seq);
+  absl::StatusOr<std::string> data = env_->ReadFile(PathOf(seq));
+  if (!data.ok()) return data.status();
+  // The parsed records' payloads point into `data`: use them before it goes.
+  absl::StatusOr<ParsedSegment> seg = ParseSegment(*data, name, is_newest);
+  if (!seg.ok()) return seg.status();
+  if (seg->seq != seq) {
+    return absl::DataLossError(absl::StrCat("wal: segment ", name, " has seq ", seg->seq,
+                                            " in its header"));
+  }
+  uint64_t max_entry_index = 0;
+  for (const Record& r : seg->records) {
+    if (absl::Status s = replay->Apply(r, name); !s.ok()) return s;
+    if (r.type == RecordType::kEntry) {  // Apply just pushed it
+      max_entry_index = std::max(max_entry_index, replay->entries().back().index());
+    }
+  }
+  segments_.push_back(Segment{seq, max_entry_index});
+  ++recovery_.segments;
+  recovery_.records += seg->records.size();
+  if (is_newest) {
+    *newest = NewestSegment{seg->valid_bytes, data->size(), seg->torn, seg->sealed};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WalStorage::RemoveTmpFiles(const std::vector<std::string>& names) {
+  // A *.tmp file is a segment whose creation did not finish: it never held acknowledged data.
+  for (const std::string& name : names) {
     if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
   }
-  if (!tmp_files.empty()) {
-    if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
-  }
-  if (seqs.empty()) {
-    // A new log: empty hard state, starting after index 0.
-    return RollSegment(RecordType::kCompact);
-  }
-  const uint64_t seq = seqs.back();
+  if (names.empty()) return absl::OkStatus();
+  return env_->SyncDir(dir_);
+}
+
+absl::Status WalStorage::ReopenNewestSegment(uint64_t seq, const NewestSegment& newest) {
   if (newest.torn) {
     // The tail of the newest segment was being written when we stopped: never synced, never
     // acknowledged. Cut it off durably so the next append starts at a record boundary.
@@ -136,7 +157,7 @@ absl::Status WalStorage::Recover() {
     recovery_.truncated_torn_tail = true;
     recovery_.truncated_file = SegmentFileName(seq);
     recovery_.truncated_at_offset = newest.valid_bytes;
-    recovery_.dropped_bytes = newest_file_bytes - newest.valid_bytes;
+    recovery_.dropped_bytes = newest.file_bytes - newest.valid_bytes;
   }
   if (newest.sealed) {
     // Stopped between sealing the newest segment and creating the next: create it now.

@@ -38,6 +38,8 @@
 
 namespace raftkv::raft::wal {
 
+class LogReplayer;
+
 struct WalOptions {
   // Roll to a new segment once the current one has reached this size. Segments are the unit
   // of deletion after Compact, so this bounds the disk space compaction cannot yet reclaim.
@@ -107,10 +109,35 @@ class WalStorage final : public LogStorage {
     uint64_t max_entry_index;  // highest entry index recorded in it (0: none)
   };
 
+  // What recovery keeps of the newest segment once its file data is gone.
+  struct NewestSegment {
+    uint64_t valid_bytes = 0;  // end of the last valid record
+    uint64_t file_bytes = 0;   // size of the file as found
+    bool torn = false;         // bytes after valid_bytes are a torn tail (wal_format.h)
+    bool sealed = false;       // the last record is kSeal
+  };
+
   WalStorage(std::string dir, const WalOptions& options, WalEnv* env);
 
   std::string PathOf(uint64_t seq) const;
+
+  // ---- Recovery (Open), in this order ----
   absl::Status Recover();
+  // Creates the directory if missing, locks it, and lists its segment seqs (ascending) and
+  // leftover *.tmp files.
+  absl::Status LockAndList(std::vector<uint64_t>* seqs, std::vector<std::string>* tmp_files);
+  // Replays every segment into memory (hard state, snapshot, entries, segments_, the
+  // report). Writes nothing. kDataLoss for a missing segment or any corruption.
+  absl::Status ReplaySegments(const std::vector<uint64_t>& seqs, NewestSegment* newest);
+  // Replays one segment into `replay`; fills *newest if `is_newest`.
+  absl::Status ReplaySegment(uint64_t seq, bool is_newest, LogReplayer* replay,
+                             NewestSegment* newest);
+  // Deletes leftover *.tmp files (then fsyncs the directory if there were any).
+  absl::Status RemoveTmpFiles(const std::vector<std::string>& names);
+  // Makes the newest segment appendable: truncates its torn tail durably, then creates the
+  // next segment if it was sealed or reopens it for appending.
+  absl::Status ReopenNewestSegment(uint64_t seq, const NewestSegment& newest);
+
   // Buffers one record, first rolling to a new segment if the current one is full.
   absl::Status AddRecord(RecordType type, const std::string& payload);
   // Writes the buffer to the current segment (no fsync).

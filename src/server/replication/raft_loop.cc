@@ -328,27 +328,16 @@ void RaftLoop::StartRead(std::vector<ReadDone> reads) {
 
 void RaftLoop::ProcessReady() {
   raft::Ready rd = raft_->GetReady();
-  const bool leader = raft_->role() == raft::Role::kLeader;
 
-  // 1. A leader's replication messages go out before its own fsync (parallel persistence).
-  std::vector<raftpb::Message> after_persist;
-  if (leader) {
-    std::vector<raftpb::Message> now;
-    for (raftpb::Message& m : rd.messages) {
-      bool replication = m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT ||
-                         m.type() == raftpb::MSG_SNAP;
-      (replication && m.term() == raft_->term() ? now : after_persist).push_back(std::move(m));
-    }
-    SendMessages(std::move(now));
-  } else {
-    after_persist = std::move(rd.messages);
-  }
+  // 1. What the core lets go before the persist step (a leader's replication of its term:
+  //    its own fsync runs in parallel with the followers').
+  SendMessages(std::move(rd.messages_before_persist));
 
   // 2. Persist: entries and hard state, one fsync for the whole batch.
   Persist(rd);
 
   // 3. Send what depended on the persisted state (votes, acks).
-  SendMessages(std::move(after_persist));
+  SendMessages(std::move(rd.messages));
 
   // 4. Apply, answer writers, release reads.
   for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);

@@ -7,8 +7,9 @@
 // and never touch the core. Each iteration, in this enforced order:
 //   1. take the inbox: Step() peer messages, Propose() writes, one ReadIndex() for every
 //      read barrier that arrived (batching), report unreachable peers; Tick() when due;
-//   2. for each Ready: send the messages the core allows before the persist step (a
-//      leader's replication: its own fsync runs in parallel with the followers'), then
+//   2. for each Ready: send the messages the core allows before the persist step
+//      (Ready::messages_before_persist: a leader's replication of its term; its own fsync
+//      runs in parallel with the followers'), then
 //      persist entries + hard state with one fsync (group commit: every proposal taken in
 //      step 1 shares it; a failed fsync exits the process), then send the other messages
 //      (votes and acks depend on what was just persisted); apply committed entries to the

@@ -4,8 +4,10 @@
 // Each simulated tick: the fault configuration may change (message drops, duplicates,
 // delays/reordering, partitions: symmetric, one-way, bridge, leader isolated); nodes may
 // crash (losing whatever was not fsynced, sometimes in the middle of a Ready after a leader
-// sent its appends) and restart; clients propose writes and linearizable reads on random
-// nodes; every node ticks; due messages are delivered in random order.
+// sent its messages_before_persist) and restart; clients propose writes and linearizable
+// reads on random nodes; every node ticks; due messages are delivered in random order. Each
+// Ready is handled in kvd's order (raft.h): messages_before_persist, persist (the fsync may
+// finish later), messages, apply, Advance.
 //
 // Checked at every step: election safety (one leader per term), log matching, leader
 // completeness, state machine safety (same entry applied at each index everywhere, each

@@ -1,5 +1,6 @@
-// Byte-level corruption of a small WAL (style.md #11): at EVERY byte position, flip the byte,
-// zero it, or cut the file there, reopen, and assert the exact outcome:
+// Byte-level corruption of a small WAL (the recovery rules of docs/wal-format.md): at EVERY
+// byte position, flip the byte, zero it, or cut the file there, reopen, and assert the exact
+// outcome:
 //   - damage in the segment header or the two start records: kDataLoss;
 //   - damage inside the final record of the newest segment (a torn tail): Open succeeds, the
 //     file is truncated (durably) to the end of the previous record, and the recovered state
