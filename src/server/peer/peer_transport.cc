@@ -52,6 +52,7 @@ class PeerTransport::Peer {
     bool connected = false;
     for (;;) {
       raftpb::MessageBatch batch;
+      grpc::ClientContext* new_stream = nullptr;
       {
         absl::MutexLock lock(&mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -68,9 +69,13 @@ class PeerTransport::Peer {
         }
         if (!writer) {
           context_ = std::make_unique<grpc::ClientContext>();
-          writer = stub_->Send(context_.get(), &response);
+          new_stream = context_.get();
         }
       }
+      // Opening the stream waits for the connection (up to gRPC's connect timeout, about
+      // 20 s towards a vanished host): never under mu_, which Send() and Stop() take. Stop()
+      // cancels the context, which also ends an attempt in progress.
+      if (new_stream != nullptr) writer = stub_->Send(new_stream, &response);
       if (writer->Write(batch)) {
         connected = true;
         backoff.Reset();
@@ -105,7 +110,9 @@ class PeerTransport::Peer {
   absl::Mutex mu_;
   std::deque<raftpb::Message> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::unique_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(mu_);  // the open stream's
+  // The open stream's context; replaced only by the sender thread, which alone may use it
+  // outside mu_.
+  std::unique_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 
