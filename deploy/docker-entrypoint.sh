@@ -19,6 +19,9 @@
 # kvd's text/RESP listener takes only a numeric address, and a container's own address is
 # not known in advance. So the node gets a copy of the config in which its own "ip" is
 # RAFTKV_LISTEN_IP; the other entries stay as written (e.g. compose service names).
+# Side effects, until kvd can listen on a host name (or takes a listen-address flag): the
+# cluster id kvd reports is a hash of the config's addresses, so each node reports its own;
+# and a node lists itself as 0.0.0.0 in `etcdctl member list` / `kvctl members`.
 set -eu
 
 case "${1:-}" in
