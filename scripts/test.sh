@@ -3,7 +3,9 @@
 #   1. installs the Debian packages (scripts/setup.sh; quiet when already installed),
 #   2. builds build/ (RelWithDebInfo) and runs every ctest suite there (unit, Raft
 #      simulation, integration with real kvd processes),
-#   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there.
+#   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there,
+#   4. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
+#      where no Docker engine answers).
 # Exit code 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
