@@ -212,7 +212,11 @@ void Raft::Tick() {
     }
   } else {
     ++election_elapsed_;
-    if (Promotable() && election_elapsed_ >= randomized_election_timeout_) {
+    // The only voter cannot lose an election: it campaigns at its first tick instead of
+    // waiting out a randomized timeout (as etcd), so a restarted one-node cluster serves
+    // at once.
+    const bool sole_voter = config_.peers.size() == 1 && config_.peers[0] == config_.id;
+    if (Promotable() && (sole_voter || election_elapsed_ >= randomized_election_timeout_)) {
       election_elapsed_ = 0;
       Campaign(config_.pre_vote);
     }

@@ -81,8 +81,12 @@ absl::Status Node::StartGrpc() {
   };
   etcd_ = std::make_unique<EtcdServices>(kv_.get(), raft_.get(), ClusterIdOf(config_.cluster),
                                          NodeId::FromPosition(config_.id), etcd_options);
-  peer_service_ =
-      std::make_unique<RaftPeerService>(raft_.get(), data_dir_.received_snapshots());
+  // A forwarded write is answered by the raft loop within --request-timeout-ms plus one tick
+  // (PendingRequests::Expire runs every tick); the wait bound adds one more tick of margin.
+  const absl::Duration max_forward_wait =
+      absl::Milliseconds(config_.raft.request_timeout_ms + 2 * config_.raft.tick_ms);
+  peer_service_ = std::make_unique<RaftPeerService>(
+      raft_.get(), data_dir_.received_snapshots(), max_forward_wait);
   const NodeAddress& self = config_.self();
   grpc::ServerBuilder builder;
   int grpc_port = 0;

@@ -135,6 +135,34 @@ TEST(ProposeTest, SingleNodeCommitsAfterAdvance) {
   EXPECT_EQ(h.node(1).applied[1].data(), "a");
 }
 
+// Issue 10, item 5 (as etcd): the only voter cannot lose an election, so it does not wait out
+// a randomized election timeout (1-2 s in kvd) before serving, on start and after a restart.
+TEST(ElectionTest, SoleVoterElectsItselfAtTheFirstTick) {
+  Harness h(1);
+  h.Tick(1);
+  ASSERT_EQ(h.raft(1).role(), Role::kLeader);
+  const uint64_t term = h.raft(1).term();
+  ASSERT_TRUE(h.raft(1).Propose("a").ok());
+  h.Stabilize();
+
+  h.Restart(1);
+  EXPECT_EQ(h.raft(1).role(), Role::kFollower);
+  h.Tick(1);
+  EXPECT_EQ(h.raft(1).role(), Role::kLeader);
+  EXPECT_EQ(h.raft(1).term(), term + 1);
+  ASSERT_TRUE(h.raft(1).Propose("b").ok());
+  h.Stabilize();
+  ASSERT_EQ(h.node(1).applied.back().data(), "b");
+}
+
+// A node of a larger configuration still waits for its randomized election timeout.
+TEST(ElectionTest, OneOfSeveralVotersDoesNotCampaignAtTheFirstTick) {
+  Harness h(3);
+  h.Tick(1);
+  EXPECT_EQ(h.raft(1).role(), Role::kFollower);
+  EXPECT_EQ(h.raft(1).term(), 0u);
+}
+
 TEST(PreVoteTest, PartitionedNodeDoesNotInflateTermOrDisruptOnRejoin) {
   Harness h(3);
   h.Campaign(1);

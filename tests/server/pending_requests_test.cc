@@ -141,17 +141,93 @@ TEST(PendingRequestsTest, ReadsReleaseInIndexOrderOnceApplied) {
   EXPECT_TRUE(late.status.ok());
 }
 
-TEST(PendingRequestsTest, ForwardedWriteAnsweredOnlyOnceAppliedHereAndNeverExpires) {
+TEST(PendingRequestsTest, ForwardedWriteAnsweredOnceAppliedHere) {
   PendingRequests p(kTimeout);
   Outcome w;
-  p.AddAppliedElsewhere(12, Result(4), w.WriteCallback());
+  p.AddAppliedElsewhere(12, Result(4), kT0, w.WriteCallback());
   p.ReleaseApplied(11);
-  p.Expire(kT0 + absl::Hours(1));  // no deadline of its own here (the leader answered)
+  p.Expire(kT0 + kTimeout - absl::Milliseconds(1));
   EXPECT_EQ(w.calls, 0);
   EXPECT_EQ(p.writes_waiting_apply(), 1u);
   p.ReleaseApplied(12);
   EXPECT_EQ(w.calls, 1);
   EXPECT_TRUE(w.status.ok());
+  p.Expire(kT0 + absl::Hours(1));
+  EXPECT_EQ(w.calls, 1);
+}
+
+// Issue 10, item 2: a follower cut off from the leader after the leader applied its
+// forwarded write must still answer its client by the deadline.
+TEST(PendingRequestsTest, ForwardedWriteNotAppliedHereExpiresAtItsDeadline) {
+  PendingRequests p(kTimeout);
+  Outcome w;
+  p.AddAppliedElsewhere(12, Result(4), kT0, w.WriteCallback());
+  p.ReleaseApplied(11);
+  p.Expire(kT0 + kTimeout - absl::Milliseconds(1));
+  EXPECT_EQ(w.calls, 0);
+  p.Expire(kT0 + kTimeout);
+  ASSERT_EQ(w.calls, 1);
+  // Applied on the leader, not visible here: the "outcome unknown" kind, saying what is known.
+  EXPECT_EQ(w.status.code(), absl::StatusCode::kDeadlineExceeded) << w.status;
+  EXPECT_NE(w.status.message().find("applied on the leader"), std::string::npos) << w.status;
+  EXPECT_NE(w.status.message().find("index 12"), std::string::npos) << w.status;
+  EXPECT_EQ(p.writes_waiting_apply(), 0u);
+  p.ReleaseApplied(12);  // caught up later: no second answer
+  EXPECT_EQ(w.calls, 1);
+}
+
+// Issue 10, item 1: a proposal at an index where an earlier term's write still waits (its
+// entry was truncated, the node re-elected) answers that write instead of dropping it.
+TEST(PendingRequestsTest, SecondProposalAtAnIndexAnswersTheFirst) {
+  PendingRequests p(kTimeout);
+  WriteOutcome old_write, new_write;
+  p.AddWrite(7, 2, kT0, old_write.Callback());
+  p.AddWrite(7, 4, kT0 + absl::Milliseconds(10), new_write.Callback());
+  ASSERT_EQ(old_write.calls, 1);
+  EXPECT_EQ(old_write.result.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << old_write.result.status();
+  EXPECT_NE(old_write.result.status().message().find("outcome unknown"), std::string::npos);
+  EXPECT_EQ(new_write.calls, 0);
+  EXPECT_EQ(p.writes(), 1u);
+  p.OnApplied(7, 4, Result(9));
+  ASSERT_EQ(new_write.calls, 1);
+  EXPECT_TRUE(new_write.result.ok());
+  EXPECT_EQ(old_write.calls, 1);
+}
+
+TEST(PendingRequestsTest, LosingLeadershipAnswersWritesAtOnceAsOutcomeUnknown) {
+  PendingRequests p(kTimeout);
+  WriteOutcome a, b;
+  Outcome forwarded;
+  p.AddWrite(5, 2, kT0, a.Callback());
+  p.AddWrite(6, 2, kT0, b.Callback());
+  p.AddAppliedElsewhere(3, Result(1), kT0, forwarded.WriteCallback());
+  p.OnLeadership(2);  // still leading term 2: nothing to answer
+  EXPECT_EQ(a.calls + b.calls, 0);
+  p.OnLeadership(0);  // stepped down
+  ASSERT_EQ(a.calls, 1);
+  ASSERT_EQ(b.calls, 1);
+  for (const WriteOutcome* w : {&a, &b}) {
+    EXPECT_EQ(w->result.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << w->result.status();
+    EXPECT_NE(w->result.status().message().find("outcome unknown"), std::string::npos);
+  }
+  EXPECT_EQ(p.writes(), 0u);
+  EXPECT_EQ(forwarded.calls, 0);  // the leader applied it: leadership here is irrelevant
+  p.OnApplied(5, 2, Result(7));   // committed after all: no second answer
+  p.Expire(kT0 + absl::Hours(1));
+  EXPECT_EQ(a.calls + b.calls, 2);
+}
+
+TEST(PendingRequestsTest, ReElectedInANewTermAnswersTheOldTermsWritesOnly) {
+  PendingRequests p(kTimeout);
+  WriteOutcome old_term, new_term;
+  p.AddWrite(5, 2, kT0, old_term.Callback());
+  p.AddWrite(9, 3, kT0, new_term.Callback());
+  p.OnLeadership(3);
+  ASSERT_EQ(old_term.calls, 1);
+  EXPECT_EQ(old_term.result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(new_term.calls, 0);
 }
 
 TEST(PendingRequestsTest, TermChangeFailsReadsWaitingForTheirIndexOnly) {
@@ -180,7 +256,7 @@ TEST(PendingRequestsTest, FailAllAnswersEverythingOnce) {
   p.AddReads("r", kT0, Reads(&r));
   p.AddReads("w", kT0, Reads(&waiting));
   p.OnReadState("w", 9);
-  p.AddAppliedElsewhere(9, Result(1), forwarded.WriteCallback());
+  p.AddAppliedElsewhere(9, Result(1), kT0, forwarded.WriteCallback());
   p.FailAll(absl::UnavailableError("node is shutting down"));
   for (const absl::Status& s :
        {w.result.status(), r.status, waiting.status, forwarded.status}) {

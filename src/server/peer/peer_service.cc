@@ -1,12 +1,18 @@
 #include "server/peer/peer_service.h"
 
-#include "absl/synchronization/notification.h"
+#include <algorithm>
+#include <memory>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "server/grpc_status.h"
 
 namespace raftkv::server {
 
-RaftPeerService::RaftPeerService(PeerHandler* handler, std::string snapshot_dir)
+RaftPeerService::RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
+                                 absl::Duration max_forward_wait)
     : handler_(handler),
+      max_forward_wait_(max_forward_wait),
       receiver_(std::move(snapshot_dir),
                 [handler](raftpb::Message m) { handler->Deliver(std::move(m)); }) {}
 
@@ -33,18 +39,30 @@ grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
   if (!cmd.ParseFromString(request->command())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
   }
-  absl::Notification done;
-  absl::Status status;
-  handler_->WriteFromPeer(std::move(cmd), [&](absl::StatusOr<ForwardResult> r) {
-    if (r.ok()) {
-      ToWire(r->index, r->result, response);
-    } else {
-      status = r.status();
-    }
-    done.Notify();
+  // Shared with the callback: it may run after this handler gave up and returned.
+  struct Wait {
+    absl::Mutex mu;
+    bool answered ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<ForwardResult> result ABSL_GUARDED_BY(mu);
+  };
+  auto wait = std::make_shared<Wait>();
+  handler_->WriteFromPeer(std::move(cmd), [wait](absl::StatusOr<ForwardResult> r) {
+    absl::MutexLock lock(&wait->mu);
+    wait->result = std::move(r);
+    wait->answered = true;
   });
-  done.WaitForNotification();
-  return ToGrpcStatus(status);
+  // The follower's deadline, never past our own bound (a leaked wait would hold a gRPC
+  // thread and block Server::Shutdown).
+  const absl::Time deadline =
+      std::min(absl::Now() + max_forward_wait_, absl::FromChrono(context->deadline()));
+  absl::MutexLock lock(&wait->mu);
+  if (!wait->mu.AwaitWithDeadline(absl::Condition(&wait->answered), deadline)) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "the leader did not answer the forwarded write in time; outcome unknown");
+  }
+  if (!wait->result.ok()) return ToGrpcStatus(wait->result.status());
+  ToWire(wait->result->index, wait->result->result, response);
+  return grpc::Status::OK;
 }
 
 }  // namespace raftkv::server

@@ -7,6 +7,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "kv.pb.h"
 #include "raft.pb.h"
 #include "raft_service.grpc.pb.h"
@@ -30,8 +31,11 @@ class PeerHandler {
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
   // REQUIRES: handler outlives the service (the gRPC server is shut down first).
-  // Received snapshots are written under `snapshot_dir`.
-  RaftPeerService(PeerHandler* handler, std::string snapshot_dir);
+  // Received snapshots are written under `snapshot_dir`. A Forward waits for its answer
+  // until the caller's deadline, and never longer than `max_forward_wait`
+  // (--request-timeout-ms plus a margin).
+  RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
+                  absl::Duration max_forward_wait);
 
   grpc::Status InstallSnapshot(
       grpc::ServerContext* context,
@@ -45,6 +49,7 @@ class RaftPeerService final : public raftpb::RaftPeer::Service {
 
  private:
   PeerHandler* const handler_;
+  const absl::Duration max_forward_wait_;
   SnapshotReceiver receiver_;
 };
 

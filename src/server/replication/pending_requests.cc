@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace raftkv::server {
 
@@ -11,10 +12,42 @@ PendingRequests::PendingRequests(absl::Duration timeout)
       after_(absl::StrCat(" not answered within ", absl::ToInt64Milliseconds(timeout),
                           " ms (--request-timeout-ms)")) {}
 
+absl::Status PendingRequests::LeadershipLost(uint64_t index, uint64_t term) const {
+  return absl::DeadlineExceededError(absl::StrFormat(
+      "leadership changed after the write was proposed (index %d, term %d); outcome unknown: "
+      "it may still commit",
+      index, term));
+}
+
 void PendingRequests::AddWrite(uint64_t index, uint64_t term, absl::Time now, WriteDone done) {
-  // Known gap, kept as it was: a write already pending at this index (a proposal of an
-  // earlier term whose entry was truncated) is replaced here without an answer.
-  writes_[index] = Write{term, now + timeout_, std::move(done)};
+  auto it = writes_.find(index);
+  if (it != writes_.end()) {
+    // A proposal of an earlier term is still waiting here: this node lost leadership, its
+    // entry was truncated and it leads again. "Not applied" is not provable yet: another
+    // node may still hold the old entry and, in a cluster of five or more, win a later
+    // election with it and commit it (its voters need only not have seen a newer term's
+    // entry). Only the apply of this index would tell (OnApplied); we answer now, honestly.
+    Write old = std::move(it->second);
+    writes_.erase(it);
+    std::move(old.done)(LeadershipLost(index, old.term));
+  }
+  writes_.emplace(index, Write{term, now + timeout_, std::move(done)});
+}
+
+void PendingRequests::OnLeadership(uint64_t led_term) {
+  for (auto it = writes_.begin(); it != writes_.end();) {
+    if (it->second.term == led_term) {
+      ++it;
+      continue;
+    }
+    // Proposed under a leadership this node no longer holds: the next leader may or may
+    // not have the entry, so the outcome is unknown until that index applies here, which
+    // can take long (or never, on a partitioned node): answer at once.
+    WriteDone done = std::move(it->second.done);
+    const uint64_t index = it->first, term = it->second.term;
+    it = writes_.erase(it);
+    std::move(done)(LeadershipLost(index, term));
+  }
 }
 
 void PendingRequests::OnApplied(uint64_t index, uint64_t term,
@@ -37,8 +70,9 @@ void PendingRequests::OnApplied(uint64_t index, uint64_t term,
 }
 
 void PendingRequests::AddAppliedElsewhere(uint64_t index, kv::ApplyResult result,
-                                          Replicator::WriteDone done) {
-  writes_waiting_apply_.emplace(index, AppliedElsewhere{std::move(result), std::move(done)});
+                                          absl::Time taken, Replicator::WriteDone done) {
+  writes_waiting_apply_.emplace(
+      index, AppliedElsewhere{taken + timeout_, std::move(result), std::move(done)});
 }
 
 void PendingRequests::AddReads(std::string context, absl::Time now,
@@ -93,6 +127,20 @@ void PendingRequests::Expire(absl::Time now) {
     std::move(it->second.done)(
         absl::DeadlineExceededError(absl::StrCat("write", after_, "; outcome unknown")));
     it = writes_.erase(it);
+  }
+  for (auto it = writes_waiting_apply_.begin(); it != writes_waiting_apply_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    // Committed and applied on the leader, so it is not "not applied"; but this node has not
+    // applied it, so a read here may not show it yet, which is what a follower's OK
+    // promises. The "outcome unknown" kind, with what is known in the message.
+    std::move(it->second.done)(absl::DeadlineExceededError(absl::StrFormat(
+        "write applied on the leader at index %d (revision %d) but not yet on this node: "
+        "not answered within %d ms (--request-timeout-ms); outcome unknown here",
+        it->first, it->second.result.revision, absl::ToInt64Milliseconds(timeout_))));
+    it = writes_waiting_apply_.erase(it);
   }
   const absl::Status read_late = absl::DeadlineExceededError(absl::StrCat("read", after_));
   ExpireReads(&reads_, now, read_late);

@@ -5,9 +5,17 @@
 //
 // The life of a request:
 //   write proposed here        AddWrite -> OnApplied (answered: applied, or "not applied" if
-//                              another leader's entry took the index) | Expire | FailAll
+//                              another leader's entry took the index) | Expire |
+//                              OnLeadership (no longer leading its term) | a later AddWrite
+//                              at its index | FailAll
 //   write applied elsewhere    AddAppliedElsewhere (the leader answered a forwarded write)
-//                              -> ReleaseApplied once this node applied it too | FailAll
+//                              -> ReleaseApplied once this node applied it too | Expire |
+//                              FailAll
+//
+// The answers (issue 10's two kinds): OK = applied; kUnavailable = not applied (provable: the
+// index was applied with another term's entry), safe to retry; kDeadlineExceeded = outcome
+// unknown (deadline passed, or leadership lost after proposing); other codes come from the
+// state machine (kInvalidArgument) or FailAll's caller.
 //   read barrier               AddReads (waiting for the read index) -> OnReadState (waiting
 //                              for the local apply) -> ReleaseApplied | Expire |
 //                              OnTermChange (an old term's read index may never come) | FailAll
@@ -37,15 +45,18 @@ class PendingRequests {
   // `timeout`: --request-timeout-ms, from when the loop took the request.
   explicit PendingRequests(absl::Duration timeout);
 
-  // A write proposed at (index, term). Answered by OnApplied of that index.
+  // A write proposed at (index, term). Answered by OnApplied of that index. A write of an
+  // earlier term still waiting at `index` is answered first: kDeadlineExceeded, outcome
+  // unknown (see the .cc for why "not applied" is not provable there).
   void AddWrite(uint64_t index, uint64_t term, absl::Time now, WriteDone done);
   // The entry at `index` (of `term`) was applied with `result`: answers the write proposed
   // there, if any (an entry of another term means the proposal was never committed).
   void OnApplied(uint64_t index, uint64_t term, const absl::StatusOr<kv::ApplyResult>& result);
 
   // A write the leader applied at `index`: answered with `result` once this node's applied
-  // index reaches `index` (so a read here right after sees it).
-  void AddAppliedElsewhere(uint64_t index, kv::ApplyResult result,
+  // index reaches `index` (so a read here right after sees it). `taken`: when this node took
+  // the write from its client; it expires at taken + timeout (see Expire).
+  void AddAppliedElsewhere(uint64_t index, kv::ApplyResult result, absl::Time taken,
                            Replicator::WriteDone done);
 
   // Read barriers sharing one ReadIndex request identified by `context`.
@@ -56,11 +67,15 @@ class PendingRequests {
 
   // Answers every read and forwarded write whose index is at most `applied`.
   void ReleaseApplied(uint64_t applied);
-  // Fails what passed its deadline: writes (outcome unknown) and reads. Writes applied
-  // elsewhere have no deadline here (the leader already answered).
+  // Fails what passed its deadline with kDeadlineExceeded: writes (outcome unknown), writes
+  // applied elsewhere (applied on the leader, not yet here: the message says so) and reads.
   void Expire(absl::Time now);
   // The term changed: reads still waiting for a read index fail (retry at the new leader).
   void OnTermChange();
+  // This node now leads `led_term` (0: it leads no term). Writes proposed in any other term
+  // are answered at once with kDeadlineExceeded, outcome unknown: the entry may or may not
+  // survive in the next leader's log. Called by the loop whenever the term or leader changed.
+  void OnLeadership(uint64_t led_term);
   // Fails everything with `status` (shutting down).
   void FailAll(const absl::Status& status);
 
@@ -80,9 +95,12 @@ class PendingRequests {
     std::vector<ReadDone> dones;
   };
   struct AppliedElsewhere {
+    absl::Time deadline;
     kv::ApplyResult result;
     Replicator::WriteDone done;
   };
+
+  absl::Status LeadershipLost(uint64_t index, uint64_t term) const;
 
   const absl::Duration timeout_;
   const std::string after_;  // " not answered within N ms (--request-timeout-ms)"

@@ -43,6 +43,17 @@ std::string MembersJson(const std::vector<NodeAddress>& cluster) {
 
 }  // namespace
 
+absl::Status RefusedProposal(const absl::Status& propose_error) {
+  if (propose_error.code() == absl::StatusCode::kResourceExhausted) {
+    // This node leads, but its uncommitted entries are over config.max_uncommitted_bytes
+    // (followers lag or are down): nothing was appended.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "not applied: the leader's uncommitted log is over its limit (",
+        propose_error.message(), "); retry later"));
+  }
+  return NotLeaderError(raft::LeaderHint(propose_error));
+}
+
 RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options)
     : sm_(sm),
       data_dir_(data_dir),
@@ -193,11 +204,19 @@ void RaftLoop::Post(Event e) {
 
 void RaftLoop::Deliver(raftpb::Message m) { Post(std::move(m)); }
 
-void RaftLoop::Write(kvpb::Command cmd, WriteDone done) {
+absl::Status RaftLoop::TakeWriteSlot() {
   if (outstanding_writes_.fetch_add(1) >= options_.max_pending_writes) {
     outstanding_writes_.fetch_sub(1);
-    std::move(done)(absl::ResourceExhaustedError(absl::StrFormat(
-        "too many pending writes (limit %d)", options_.max_pending_writes)));
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "too many pending writes (limit %d, --max-pending-writes); not applied",
+        options_.max_pending_writes));
+  }
+  return absl::OkStatus();
+}
+
+void RaftLoop::Write(kvpb::Command cmd, WriteDone done) {
+  if (absl::Status s = TakeWriteSlot(); !s.ok()) {
+    std::move(done)(s);
     return;
   }
   WriteEvent w;
@@ -214,9 +233,17 @@ void RaftLoop::Write(kvpb::Command cmd, WriteDone done) {
 }
 
 void RaftLoop::WriteFromPeer(kvpb::Command cmd, ForwardDone done) {
+  // A forwarded write holds a slot of this node (and a gRPC thread) like a client's.
+  if (absl::Status s = TakeWriteSlot(); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
   WriteEvent w;
   w.cmd = std::move(cmd);
-  w.done = std::move(done);
+  w.done = [this, done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
+    outstanding_writes_.fetch_sub(1);
+    std::move(done)(std::move(r));
+  };
   w.may_forward = false;
   Post(std::move(w));
 }
@@ -269,7 +296,7 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
   } else if (auto* u = std::get_if<UnreachableEvent>(&e)) {
     raft_->ReportUnreachable(u->peer);
   } else if (auto* a = std::get_if<AppliedElsewhereEvent>(&e)) {
-    pending_.AddAppliedElsewhere(a->index, std::move(a->result), std::move(a->done));
+    pending_.AddAppliedElsewhere(a->index, std::move(a->result), a->taken, std::move(a->done));
     pending_.ReleaseApplied(sm_->applied_index());
   } else if (auto* made = std::get_if<SnapshotMadeEvent>(&e)) {
     OnSnapshotMade(*made->report);
@@ -287,19 +314,19 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
   }
   std::optional<uint64_t> hint = raft::LeaderHint(id.status());
   if (!w.may_forward || !hint || *hint == 0 || *hint == self_.raft_id()) {
-    std::move(w.done)(NotLeaderError(hint));
+    std::move(w.done)(RefusedProposal(id.status()));
     return;
   }
   // A follower: the leader proposes and applies it; we answer once we applied it too.
   forwards_in_flight_.fetch_add(1);
   forwarder_->Forward(
       *hint, std::move(data), options_.request_timeout_ms,
-      [this, done = std::move(w.done)](absl::StatusOr<ForwardResult> r) mutable {
+      [this, taken = absl::Now(), done = std::move(w.done)](absl::StatusOr<ForwardResult> r) mutable {
         if (!r.ok()) {
           std::move(done)(r.status());
         } else {
           Post(AppliedElsewhereEvent{
-              r->index, std::move(r->result),
+              r->index, std::move(r->result), taken,
               [done = std::move(done)](absl::StatusOr<kv::ApplyResult> applied) mutable {
                 if (!applied.ok()) {
                   std::move(done)(applied.status());
@@ -452,6 +479,8 @@ void RaftLoop::OnTermOrRoleChange() {
     // client retries against the new leader.
     pending_.OnTermChange();
   }
+  // Writes proposed under a leadership this node no longer holds: outcome unknown, at once.
+  pending_.OnLeadership(raft_->role() == raft::Role::kLeader ? raft_->term() : 0);
   if (raft_->lead() != last_lead_) {
     std::optional<NodeId> lead = NodeId::FromRaftIdOrNone(raft_->lead());
     spdlog::info("raft: term {}, leader {}", raft_->term(),

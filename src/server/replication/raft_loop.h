@@ -88,6 +88,11 @@ struct RaftLoopOptions {
   bool restored = false;
 };
 
+// The answer to a write whose Propose() failed on this node and that is not forwarded:
+// kUnavailable "no leader" / "not the leader; the leader is N" (not applied), or
+// kResourceExhausted "not applied: the leader's uncommitted log is over its limit".
+absl::Status RefusedProposal(const absl::Status& propose_error);
+
 class RaftLoop : public Replicator, public PeerHandler {
  public:
   // Opens the WAL under data_dir.wal(), recovers the core from it (recovery.h), and starts
@@ -124,10 +129,12 @@ class RaftLoop : public Replicator, public PeerHandler {
   struct UnreachableEvent {
     uint64_t peer = 0;
   };
-  // A write the leader applied at `index`: answer once this node has applied it too.
+  // A write the leader applied at `index`: answer once this node has applied it too, or
+  // when its deadline (taken + --request-timeout-ms) passes.
   struct AppliedElsewhereEvent {
     uint64_t index = 0;
     kv::ApplyResult result;
+    absl::Time taken;  // when this node took the write from its client
     WriteDone done;
   };
   // The backup worker cut a snapshot: hand it to the core, compact the log.
@@ -148,6 +155,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   void StartPeerLinks();
   absl::Status StartBackup();
 
+  // Counts a write (a client's or a follower's forwarded one) against --max-pending-writes;
+  // over it: kResourceExhausted, not applied. The caller gives the slot back when answered.
+  absl::Status TakeWriteSlot();
   void Post(Event e);
   // Answers the request an event carries (if any) with `status`: it will not be handled.
   static void Refuse(Event& e, const absl::Status& status);
@@ -194,7 +204,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   mutable absl::Mutex status_mu_;
   NodeStatus status_ ABSL_GUARDED_BY(status_mu_);
   std::thread loop_thread_;
-  // Writes accepted and not yet answered (bounded by max_pending_writes).
+  // Writes accepted and not yet answered, this node's clients' and forwarded ones (bounded by
+  // max_pending_writes; TakeWriteSlot).
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
