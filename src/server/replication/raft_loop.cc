@@ -321,7 +321,8 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
   forwards_in_flight_.fetch_add(1);
   forwarder_->Forward(
       *hint, std::move(data), options_.request_timeout_ms,
-      [this, taken = absl::Now(), done = std::move(w.done)](absl::StatusOr<ForwardResult> r) mutable {
+      [this, taken = absl::Now(),
+       done = std::move(w.done)](absl::StatusOr<ForwardResult> r) mutable {
         if (!r.ok()) {
           std::move(done)(r.status());
         } else {
