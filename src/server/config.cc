@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include <arpa/inet.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -80,6 +82,14 @@ absl::Status NodeConfig::Validate() const {
         cluster.size() - 1));
   }
   if (data_dir.empty()) return absl::InvalidArgumentError("--data-dir is empty");
+  if (!listen_ip.empty()) {
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, listen_ip.c_str(), addr) != 1 &&
+        inet_pton(AF_INET6, listen_ip.c_str(), addr) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen-ip=", listen_ip, " is not a numeric IPv4 or IPv6 address"));
+    }
+  }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
   if (!kLevels.count(log_level)) {
     return absl::InvalidArgumentError(

@@ -35,6 +35,11 @@ struct NodeConfig {
   std::string data_dir = "./data";    // --data-dir
   std::string log_level = "info";     // --log-level
   std::string restore_from;           // --restore-from: snapshot or backup file (new cluster)
+  // --listen-ip: the address the client and gRPC ports bind to; empty: this node's "ip" in
+  // the cluster file. The cluster file says where peers and clients reach a node; a node
+  // behind NAT or in a container binds another address (0.0.0.0) than the one it is
+  // reached at (its service name).
+  std::string listen_ip;
 
   // Each part's options carry their own defaults; flags overwrite them.
   KvLimits kv;                        // key/value/op-count limits (every protocol)
@@ -49,6 +54,7 @@ struct NodeConfig {
   uint32_t shutdown_grpc_grace_ms = 1000;  // --shutdown-grpc-grace-ms
 
   const NodeAddress& self() const { return cluster.at(id); }
+  const std::string& listen_host() const { return listen_ip.empty() ? self().ip : listen_ip; }
   // Checks every field and their combinations. Errors: kInvalidArgument, one line.
   absl::Status Validate() const;
 };

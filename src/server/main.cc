@@ -38,6 +38,9 @@ void AddNodeFlags(CLI::App* app, NodeConfig* config, std::string* config_path) {
                   "snapshot or backup file; start every node of the new cluster from the same "
                   "file")
       ->check(CLI::ExistingFile);
+  app->add_option("--listen-ip", config->listen_ip,
+                  "Address the client and gRPC ports bind to (a numeric address such as "
+                  "0.0.0.0); default: this node's \"ip\" in the config file");
   app->add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
 }

@@ -34,9 +34,11 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(const NodeConfig& config) {
   if (absl::Status s = node->StartGrpc(); !s.ok()) return s;
   node->tcp_ = std::make_unique<TcpServer>(node->kv_.get(), config.tcp);
   const NodeAddress& self = config.self();
-  if (absl::Status s = node->tcp_->Start(self.ip, self.port); !s.ok()) return s;
-  spdlog::info("node {}: serving text/RESP on {}, etcd gRPC and peers on {} ({} node cluster)",
-               config.id, self.client_address(), self.grpc_address(), config.cluster.size());
+  if (absl::Status s = node->tcp_->Start(config.listen_host(), self.port); !s.ok()) return s;
+  spdlog::info("node {}: serving text/RESP on {}:{}, etcd gRPC and peers on {}:{} ({} node "
+               "cluster; reached at {})",
+               config.id, config.listen_host(), self.port, config.listen_host(), self.grpc_port,
+               config.cluster.size(), self.grpc_address());
   return node;
 }
 
@@ -87,10 +89,10 @@ absl::Status Node::StartGrpc() {
       absl::Milliseconds(config_.raft.request_timeout_ms + 2 * config_.raft.tick_ms);
   peer_service_ = std::make_unique<RaftPeerService>(
       raft_.get(), data_dir_.received_snapshots(), max_forward_wait);
-  const NodeAddress& self = config_.self();
+  const std::string listen = absl::StrCat(config_.listen_host(), ":", config_.self().grpc_port);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(self.grpc_address(), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.grpc_max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config_.grpc_max_message_bytes));
   etcd_->Register(&builder);
@@ -98,7 +100,7 @@ absl::Status Node::StartGrpc() {
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_ || grpc_port == 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen for gRPC on ", self.grpc_address(), " (port in use?)"));
+        absl::StrCat("cannot listen for gRPC on ", listen, " (port in use?)"));
   }
   grpc_port_ = static_cast<uint16_t>(grpc_port);
   return absl::OkStatus();

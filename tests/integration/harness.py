@@ -39,9 +39,9 @@ def wait_until(predicate, timeout_s=20.0, what="condition"):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def port_open(port):
+def port_open(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False

@@ -3,11 +3,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import unittest
 
-from harness import (KVCTL, KVD, TempCluster, TextClient, kvctl_status, run, wait_for_leader,
-                     wait_until)
+from harness import (KVCTL, KVD, TempCluster, TextClient, kvctl_status, port_open, run,
+                     wait_for_leader, wait_until)
 
 
 class SingleNodeTest(unittest.TestCase):
@@ -102,6 +103,19 @@ class SingleNodeTest(unittest.TestCase):
             out = kvctl_status([self.node.grpc_port])
             return out[0].get("db_size_bytes", 0) if out else 0
         wait_until(lambda: size() >= 100 * 1000, timeout_s=10, what="db_size_bytes >= 100000")
+
+    def test_listen_ip_binds_another_address_than_the_advertised_one(self):
+        # The cluster file says 127.0.0.1 (where peers and clients reach the node); the node
+        # binds 127.0.0.2, as a container binds 0.0.0.0 but is reached by its service name.
+        self.node.stop()
+        self.node.extra_args = list(self.node.extra_args) + ["--listen-ip", "127.0.0.2"]
+        self.node.start(wait=False)
+        wait_until(lambda: port_open(self.node.port, host="127.0.0.2"), timeout_s=20,
+                   what="the client port on 127.0.0.2")
+        with socket.create_connection(("127.0.0.2", self.node.port), timeout=10) as s:
+            s.sendall(b"PING\n")
+            self.assertEqual(s.recv(64), b"PONG\n")
+        self.assertFalse(port_open(self.node.port))  # not on the advertised 127.0.0.1
 
     def test_restart_keeps_acknowledged_writes(self):
         c = TextClient(self.node.port)

@@ -75,6 +75,19 @@ TEST(NodeConfigTest, EachBadFieldIsNamed) {
   check([](NodeConfig& c) { c.raft.snapshot_entries = 0; }, "--snapshot-entries");
   check([](NodeConfig& c) { c.grpc_max_message_bytes = 1000; }, "--grpc-max-message-bytes");
   check([](NodeConfig& c) { c.tcp.max_request_bytes = 10; }, "max_request_bytes");
+  check([](NodeConfig& c) { c.listen_ip = "node0"; }, "--listen-ip=node0");
+}
+
+// --listen-ip binds another address than the one the cluster file advertises.
+TEST(NodeConfigTest, ListenIpDefaultsToTheNodesOwnAddress) {
+  NodeConfig c;
+  c.cluster = {NodeAddress{"node0", 5000, 6000}};
+  EXPECT_EQ(c.listen_host(), "node0");
+  c.listen_ip = "0.0.0.0";
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  EXPECT_EQ(c.listen_host(), "0.0.0.0");
+  c.listen_ip = "::";
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
 }
 
 }  // namespace
