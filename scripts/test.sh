@@ -3,7 +3,8 @@
 #   1. installs the Debian packages (scripts/setup.sh; quiet when already installed),
 #   2. builds build/ (RelWithDebInfo) and runs every ctest suite there (unit, Raft
 #      simulation, integration with real kvd processes),
-#   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there.
+#   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there,
+#   4. runs the chaos checker's own tests and a bounded chaos run (tests/chaos, about 3 min).
 # Exit code 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ step() { echo "== $* ($(( $(date +%s) - start ))s)"; }
 
 step "setup"
 bash scripts/setup.sh
+
+step "chaos checker: unit tests and the shared linearizability test vectors"
+/usr/bin/python3 tests/chaos/test_checker.py
 
 step "build (RelWithDebInfo)"
 scripts/build.sh build
@@ -24,4 +28,7 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DRAFTKV_SANITIZE=ON -DRAFT
 step "tests (ASan+UBSan, unit and simulation suites)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE 'integration|long'
+step "chaos (bounded: 3 min of kill/pause/partition/restart faults; prints seed on failure)"
+tests/chaos/run --minutes 3 --faults kill,pause,partition,restart --bin build/bin \
+  ${RAFTKV_CHAOS_SEED:+--seed "$RAFTKV_CHAOS_SEED"}
 step "all tests passed"

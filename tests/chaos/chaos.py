@@ -39,7 +39,7 @@ FAULT_GROUPS = {
     "partition": ["partition-leader", "partition-halves", "partition-bridge",
                   "partition-one-way"],
     "restart": ["restart-leader", "restart-random"],
-    "disk": ["lose-disk"],
+    "disk": ["lose-disk", "lose-disk-crash"],
 }
 KEY_PREFIX = "ck:"
 SUBNET = "10.213.77"  # only ever assigned inside this run's own namespaces
@@ -453,6 +453,7 @@ class Run:
             return conns[i]
 
         seq = 0
+        first_seen = {}
         try:
             while not self.stop_clients.is_set():
                 with self.hist_lock:
@@ -491,6 +492,8 @@ class Run:
                     rec["invoke"] = now_ns()
                     rep = cl.mget(ks)
                 rec["complete"] = now_ns()
+                if a.inject_bug:
+                    rep = self.inject(rng, f, rec, rep, first_seen)
                 rec.update(outcome=rep.outcome, result=rep.result)
                 if rep.error:
                     rec["error"] = rep.error
@@ -513,6 +516,18 @@ class Run:
                     c.close()
                 except Exception:
                     pass
+
+    def inject(self, rng, f, rec, rep, first_seen):
+        """--inject-bug: the client lies in its record, to show the checkers catch it end to
+        end (never used for a real verdict: the report says INJECTED)."""
+        bug = self.args.inject_bug
+        if bug == "stale-read" and f == "get" and rep.outcome == "ok":
+            old = first_seen.setdefault(rec["key"], rep.result)
+            if old != rep.result and rng.random() < 0.05:
+                return C.Reply("ok", old)
+        if bug == "lost-ack" and f == "put" and rep.outcome == "ok" and rng.random() < 0.02:
+            return C.Reply("failed", error="injected: acknowledged write recorded as failed")
+        return rep
 
     # faults -----------------------------------------------------------------------------
     def pick_leader_or_random(self):
@@ -619,6 +634,26 @@ class Run:
             shutil.rmtree(self.nodes[t].data_dir, ignore_errors=True)
             detail = "SIGKILL, data dir deleted"
             undo.append(lambda: self.start_node(t))
+        elif kind == "lose-disk-crash":
+            # Issue 9's scenario, generalised: a minority S falls behind (killed) while writes
+            # commit on the rest; then the rest crash too, one of them (Y) loses its data
+            # dir, and S + Y (a majority, none of which holds the newest writes) start first.
+            stale = sorted(rng.sample(range(n), max(1, minority)))
+            for i in stale:
+                self.nodes[i].kill()
+            self.hold(rng.uniform(2.0, 4.0))
+            rest = [i for i in range(n) if i not in stale]
+            y = rng.choice(rest)
+            for i in rest:
+                self.nodes[i].kill()
+            shutil.rmtree(self.nodes[y].data_dir, ignore_errors=True)
+            for i in stale + [y]:
+                self.start_node(i)
+            targets = rest
+            detail = f"stale {stale} then all killed; node {y} lost its data dir; " \
+                     f"{stale + [y]} restarted first"
+            later = [i for i in rest if i != y]
+            undo.append(lambda: [self.start_node(i) for i in later])
         else:
             raise ValueError(kind)
 
@@ -643,11 +678,15 @@ class Run:
         if self.net.mode != "netns":
             kinds = [k for k in kinds if not k.startswith("partition-")]
         secondaries = [k for k in ("kill-random", "pause-random") if k in kinds]
+        deck = []
         while time.monotonic() < deadline and not self.stop_clients.is_set():
             self.hold(self.rng.uniform(*self.args.gap))
             if time.monotonic() >= deadline:
                 break
-            kind = self.rng.choice(kinds)
+            if not deck:  # every kind once per round, in a seeded order
+                deck = list(kinds)
+                self.rng.shuffle(deck)
+            kind = deck.pop()
             secondary = None
             if kind.startswith("partition-") and secondaries and self.rng.random() < 0.25:
                 secondary = self.rng.choice(secondaries)
@@ -769,6 +808,7 @@ class Run:
         meta = {"type": "meta", "seed": a.seed, "nodes": n, "network": self.net.mode,
                 "cluster": cluster, "faults": a.faults, "minutes": a.minutes,
                 "clients": a.clients, "error_mode": a.error_mode, "kvd_args": extra,
+                "inject_bug": a.inject_bug,
                 "t0": self.t0}
         self.hist_file.write(json.dumps(meta) + "\n")
         for i in range(n):
@@ -885,7 +925,7 @@ def evaluate(out_dir, budget_s=30.0, total_budget_s=150.0):
     summary = {
         "seed": meta.get("seed"), "network": meta.get("network"), "nodes": meta.get("nodes"),
         "faults_enabled": meta.get("faults"), "minutes": meta.get("minutes"),
-        "error_mode": meta.get("error_mode"),
+        "error_mode": meta.get("error_mode"), "inject_bug": meta.get("inject_bug"),
         "ops": counts, "faults": fault_counts, "availability": avail,
         "failover": failover, "linearizability": {k: v for k, v in lin.items()
                                                   if k != "windows"},
@@ -908,6 +948,11 @@ def render(s, windows, meta):
     w("=" * 78)
     w(f"raftkv chaos: seed {s['seed']}, {s['nodes']} nodes ({s['network']}), faults "
       f"{','.join(s['faults_enabled'] or [])}, {s['minutes']} min, errors {s['error_mode']}")
+    if s.get("network") == "loopback":
+        w("NOTE: loopback fallback (no network namespaces): partition faults were NOT run")
+    if s.get("inject_bug"):
+        w(f"SELF-TEST: clients misrecorded results on purpose (--inject-bug {s['inject_bug']}); "
+          "this run must FAIL")
     o = s["ops"]
     w(f"operations: {o['total']} ({', '.join(f'{k} {v}' for k, v in sorted(o['by_outcome'].items()))};"
       f" {', '.join(f'{k} {v}' for k, v in sorted(o['by_proto'].items()))};"
@@ -995,6 +1040,8 @@ def parse_args(argv):
                    help="extra kvd flags (default: frequent snapshots, so lagging nodes get "
                         "InstallSnapshot)")
     r.add_argument("--no-netns", action="store_true", help="force the loopback fallback")
+    r.add_argument("--inject-bug", choices=["stale-read", "lost-ack"], default=None,
+                   help="self-test: clients misrecord some results; the run must FAIL")
     r.add_argument("--recover-timeout", type=float, default=60.0)
     r.add_argument("--stop-timeout", type=float, default=20.0)
     r.add_argument("--check-budget", type=float, default=30.0,

@@ -69,7 +69,7 @@ def check_durability(ops, final_reads):
         end = r["complete"] if r["outcome"] == "ok" else math.inf
         writes[r["key"]].append((r["invoke"], end, r["f"], r.get("value"), r["outcome"]))
     problems = []
-    lost = 0
+    lost_keys = set()
     for key, by_node in sorted(final_reads.items()):
         ws = writes.get(key, [])
         acked = [w for w in ws if w[4] == "ok"]
@@ -94,14 +94,15 @@ def check_durability(ops, final_reads):
                 kind = "deleted key resurrected"
             else:
                 kind = "lost write (older value returned)"
-            if kind.startswith("lost write"):
-                lost += 1
+            if kind.startswith("lost write") or kind == "deleted key resurrected":
+                lost_keys.add(key)
             expect = sorted(f"{'del' if w[2] == 'del' else repr(w[3])} ({w[4]})"
                             for w in candidates) or ["absent"]
             problems.append({"key": key, "node": node, "kind": kind, "read": value,
                              "allowed": expect[:8]})
-    return {"keys": len(final_reads), "problems": problems, "lost_writes": lost,
-            "passed": not problems}
+    # lost_writes: keys whose latest acknowledged write (or delete) is gone on some node
+    return {"keys": len(final_reads), "problems": problems, "lost_writes": len(lost_keys),
+            "lost_keys": sorted(lost_keys), "passed": not problems}
 
 
 # --- convergence --------------------------------------------------------------------------

@@ -269,6 +269,74 @@ class Availability(unittest.TestCase):
         self.assertEqual(failover["n"], 1)
 
 
+class EndToEndEvaluation(unittest.TestCase):
+    """chaos.evaluate() on saved run directories: the verdict and exit code of a run."""
+
+    def write_run(self, d, ops, reads, backups, recovered=True):
+        import json
+        with open(os.path.join(d, "history.jsonl"), "w") as f:
+            f.write(json.dumps({"type": "meta", "seed": 7, "nodes": 2, "network": "netns",
+                                "faults": ["kill"], "minutes": 1, "error_mode": "safe"}) + "\n")
+            for i, r in enumerate(ops):
+                r = dict(r, id=i)
+                f.write(json.dumps(r) + "\n")
+            f.write(json.dumps({"type": "final", "reads": reads, "backups": backups,
+                                "recovered": recovered}) + "\n")
+
+    def evaluate(self, ops, reads, backups, **kw):
+        import contextlib
+        import io
+        import tempfile
+        import chaos
+        with tempfile.TemporaryDirectory() as d:
+            self.write_run(d, ops, reads, backups)
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                code = chaos.evaluate(d, **kw)
+            return code, out.getvalue()
+
+    def good(self):
+        ops = [rec("put", "k", 0, 10, "ok", "a"), rec("get", "k", 20, 30, "ok", result="a")]
+        b = {"applied_index": 5, "kv_checksum": 1, "rows": {"k": "a"}}
+        return ops, {"k": {"0": "a", "1": "a"}}, {"0": b, "1": dict(b)}
+
+    def test_a_clean_run_passes(self):
+        code, out = self.evaluate(*self.good())
+        self.assertEqual(code, 0, out)
+        self.assertIn("VERDICT: PASS", out)
+
+    def test_a_lost_write_fails_with_the_seed(self):
+        ops, reads, backups = self.good()
+        reads = {"k": {"0": "a", "1": None}}
+        code, out = self.evaluate(ops, reads, backups)
+        self.assertEqual(code, 1)
+        self.assertIn("VERDICT: FAIL (seed 7)", out)
+        self.assertIn("lost write", out)
+
+    def test_a_stale_read_fails_with_a_window(self):
+        ops, reads, backups = self.good()
+        ops += [rec("put", "k", 40, 50, "ok", "b"), rec("get", "k", 60, 70, "ok", result="a")]
+        reads = {"k": {"0": "b", "1": "b"}}
+        for b in backups.values():
+            b["rows"] = {"k": "b"}
+        code, out = self.evaluate(ops, reads, backups)
+        self.assertEqual(code, 1)
+        self.assertIn("not linearizable", out)
+        self.assertIn(">>", out)
+
+    def test_an_over_budget_key_is_inconclusive(self):
+        ops, reads, backups = self.good()
+        ops += [rec("put", "h", 100, 101, "unknown", f"w{i}") for i in range(40)]
+        ops += [rec("get", "h", 110 + i, 110.5 + i, "ok", result=f"w{(i * 7) % 40}")
+                for i in range(40)]
+        ops += [rec("get", "h", 200, 201, "ok", result="never")]
+        reads["h"] = {"0": "w1", "1": "w1"}
+        for b in backups.values():
+            b["rows"] = {"k": "a", "h": "w1"}
+        code, out = self.evaluate(ops, reads, backups, budget_s=0.05, total_budget_s=1)
+        self.assertEqual(code, 3, out)
+        self.assertIn("INCONCLUSIVE", out)
+
+
 class ErrorClassification(unittest.TestCase):
     def test_safe_mode(self):
         c = clients.classify_server_error
@@ -345,4 +413,8 @@ class Vectors(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=1)
+    prog = unittest.main(verbosity=1, exit=False)
+    r = prog.result
+    bad = len(r.failures) + len(r.errors) + len(r.unexpectedSuccesses)
+    print(f"chaos-checker: {r.testsRun - bad - len(r.skipped)} passed, {bad} failed")
+    sys.exit(0 if r.wasSuccessful() else 1)
