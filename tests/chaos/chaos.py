@@ -903,6 +903,7 @@ def evaluate(out_dir, budget_s=30.0, total_budget_s=150.0):
                                             final.get("backups", {}).items()})
     avail, failover = checks.availability(workload, faults)
     counts = checks.op_counts(workload)
+    mislabelled = checks.mislabelled_writes(ops)
     fault_counts = {}
     for fr in faults:
         if fr["phase"] == "start":
@@ -930,6 +931,7 @@ def evaluate(out_dir, budget_s=30.0, total_budget_s=150.0):
         "failover": failover, "linearizability": {k: v for k, v in lin.items()
                                                   if k != "windows"},
         "durability": dur, "convergence": conv, "anomalies": anomalies,
+        "mislabelled_writes": mislabelled,
         "failures": failures, "inconclusive": inconclusive,
         "verdict": "FAIL" if failures else "INCONCLUSIVE" if inconclusive else "PASS",
     }
@@ -993,6 +995,11 @@ def render(s, windows, meta):
       f"{c['applied_indexes']})")
     for p in c["problems"][:10]:
         w(f"  {p}")
+    ml = s.get("mislabelled_writes", [])
+    w(f"writes answered 'not applied' (read strictly) that a later read saw applied: "
+      f"{len(ml)}" + (" (issue 10: errors must say whether the write happened)" if ml else ""))
+    for m in ml[:5]:
+        w(f"  #{m['id']} {m['proto']}@n{m['node']} put {m['key']}={m['value']}: {m['error']}")
     for an in s["anomalies"]:
         w(f"anomaly: {an['kind']} node {an['node']}: {an['detail']}")
     w(f"VERDICT: {s['verdict']}" + (f" (seed {s['seed']})" if s["verdict"] != "PASS" else ""))

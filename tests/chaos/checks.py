@@ -154,6 +154,51 @@ def json_key(v):
     return repr(v)
 
 
+# --- honest errors (issue 10) -------------------------------------------------------------
+
+def server_claims_not_applied(r):
+    """True if the server answered this write with an error that, read as design.md
+    promises (UNAVAILABLE / RESOURCE_EXHAUSTED on etcd, any ERR without "outcome unknown" on
+    text and RESP), means "not applied". Errors of the client's own (connect, timeout,
+    a closed connection) are not the server's claim."""
+    import clients
+    e = r.get("error", "")
+    if r["proto"] == "etcd":
+        code, _, msg = e.partition(": ")
+        return code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED") and \
+            not clients._NOT_SENT.search(msg) and \
+            clients.classify_server_error(msg, code, "strict") == "failed"
+    client_side = ("connect:", "send:", "ConnectionError", "ConnectionResetError",
+                   "TimeoutError", "ProtocolError", "OSError", "BrokenPipeError", "timeout",
+                   "ValueError", "injected")
+    if e.startswith(client_side):
+        return False
+    return clients.classify_server_error(e, None, "strict") == "failed"
+
+
+def mislabelled_writes(ops):
+    """Puts answered with an error that claims "not applied" (read strictly) whose value a
+    later read returned: the write did happen. Evidence for issue 10, whatever --error-mode
+    the run used."""
+    seen = defaultdict(set)
+    for r in ops:
+        if r["outcome"] != "ok":
+            continue
+        if r["f"] == "get" and r.get("result") is not None:
+            seen[r["key"]].add(r["result"])
+        elif r["f"] == "mget":
+            for k, v in zip(r["keys"], r["result"] or []):
+                if v is not None:
+                    seen[k].add(v)
+    out = []
+    for r in ops:
+        if r["f"] == "put" and r["outcome"] != "ok" and r.get("error") and \
+                r["value"] in seen.get(r["key"], ()) and server_claims_not_applied(r):
+            out.append({"id": r.get("id"), "proto": r["proto"], "node": r["node"],
+                        "key": r["key"], "value": r["value"], "error": r["error"]})
+    return out
+
+
 # --- availability -------------------------------------------------------------------------
 
 def availability(ops, faults):

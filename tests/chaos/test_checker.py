@@ -359,6 +359,27 @@ class ErrorClassification(unittest.TestCase):
         self.assertEqual(c("write ...; outcome unknown", None, "strict"), "unknown")
 
 
+class MislabelledWrites(unittest.TestCase):
+    def test_unavailable_write_that_was_read_is_reported(self):
+        w = rec("put", "k", 0, 1, "unknown", "a")
+        w.update(proto="etcd", error="UNAVAILABLE: forwarding to the leader at 10.0.0.1:6000: "
+                                     "Socket closed")
+        t = rec("put", "k", 0, 1, "unknown", "b")
+        t["error"] = "forwarding to the leader at 10.0.0.1:6000: Deadline Exceeded"
+        u = rec("put", "k", 0, 1, "unknown", "c")
+        u["error"] = "write not answered within 5000 ms (--request-timeout-ms); outcome unknown"
+        n = rec("put", "k", 0, 1, "failed", "d")
+        n.update(proto="etcd", error="UNAVAILABLE: failed to connect to all addresses")
+        reads = [rec("get", "k", 5, 6, "ok", result=v) for v in "abcd"]
+        ml = checks.mislabelled_writes([w, t, u, n] + reads)
+        self.assertEqual(sorted(m["value"] for m in ml), ["a", "b"])
+
+    def test_unread_write_is_not_reported(self):
+        w = rec("put", "k", 0, 1, "unknown", "a")
+        w["error"] = "node is shutting down"
+        self.assertEqual(checks.mislabelled_writes([w]), [])
+
+
 class Protobuf(unittest.TestCase):
     def test_round_trip(self):
         msg = clients.pb_bytes(1, "key") + clients.pb_uint(4, 300) + clients.pb_bytes(2, b"")
