@@ -1104,9 +1104,13 @@ def main(argv):
     run.net = NetnsNetwork(tag, a.nodes) if use_netns else LoopbackNetwork(a.nodes)
 
     def on_term(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # once: cleanup must finish
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    # SIGINT too: a shell starts a background job with SIGINT ignored, and tests/chaos/run
+    # starts this driver that way (it forwards Ctrl-C as SIGTERM; either one cleans up).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
     log(f"seed {a.seed}; output in {a.out}")
     try:
         return run.execute()

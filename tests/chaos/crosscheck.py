@@ -106,7 +106,7 @@ def main():
     p.add_argument("--vectors", default=T.VECTORS)
     p.add_argument("--timeout", default="60s", help="Porcupine's time per history")
     p.add_argument("--budget", type=float, default=60.0, help="lincheck's time per history")
-    p.add_argument("--max-states", type=int, default=20_000_000,
+    p.add_argument("--max-states", type=int, default=5_000_000,
                    help="lincheck's memo cap per history (about 200 bytes a state)")
     p.add_argument("--skip-vectors", action="store_true",
                    help="only the hand-made histories and the RUN_DIRs")
