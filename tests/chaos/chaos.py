@@ -962,7 +962,8 @@ def render(s, windows, meta):
     w("faults injected: " + (", ".join(f"{k} {v}" for k, v in sorted(s["faults"].items()))
                              or "none"))
     f = s["failover"]
-    w(f"fault -> next acknowledged write (leader-affecting faults, n={f['n']}): "
+    w(f"failover: leader killed/paused/isolated/restarted -> next acknowledged write "
+      f"(n={f['n']}): "
       f"p50 {checks.fmt_s(f['p50'])}, p99 {checks.fmt_s(f['p99'])}, max {checks.fmt_s(f['max'])}")
     w(f"{'fault kind':34s} {'n':>3s} {'->write p50/p99/max':>22s} {'heal->hit node p50/max':>23s}"
       f" {'ok':>6s} {'failed':>6s} {'unknown':>7s}")

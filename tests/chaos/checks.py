@@ -16,6 +16,9 @@ from collections import Counter, defaultdict
 import lincheck as L
 
 NS = 1e9
+# Faults aimed at the leader: "failover" is measured over these.
+LEADER_FAULTS = ("kill-leader", "kill-leader-burst", "pause-leader", "partition-leader",
+                 "restart-leader")
 
 
 def percentile(values, p):
@@ -245,10 +248,7 @@ def availability(ops, faults):
             "unknown": k["outcomes"]["unknown"],
         }
     leaderish = [x for kind, t_start, t_end, _ in spans
-                 if kind.split("+")[0] in ("kill-leader", "kill-leader-burst", "pause-leader",
-                                           "partition-leader", "partition-halves",
-                                           "partition-bridge", "partition-one-way",
-                                           "restart-leader")
+                 if kind.split("+")[0] in LEADER_FAULTS
                  for x in [next(((c - t_start) / NS for i, c, n in writes_ok if i >= t_start),
                                 None)] if x is not None]
     return out, {"p50": percentile(leaderish, 50), "p99": percentile(leaderish, 99),
