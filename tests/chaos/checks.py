@@ -169,7 +169,7 @@ def server_claims_not_applied(r):
     if r["proto"] == "etcd":
         code, _, msg = e.partition(": ")
         return code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED") and \
-            not clients._NOT_SENT.search(msg) and \
+            not clients._NOT_SENT.search(msg) and not clients._TRANSPORT.search(msg) and \
             clients.classify_server_error(msg, code, "strict") == "failed"
     client_side = ("connect:", "send:", "ConnectionError", "ConnectionResetError",
                    "TimeoutError", "ProtocolError", "OSError", "BrokenPipeError", "timeout",

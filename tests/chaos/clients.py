@@ -365,6 +365,13 @@ _NOT_SENT = re.compile(r"failed to connect to all addresses|Connection refused|"
                        r"DNS resolution failed|no route to host", re.I)
 
 
+# Errors of the client's own transport on a call already sent (the server may have run it):
+# not a claim of the server's.
+_TRANSPORT = re.compile(r"^(recvmsg:|sendmsg:)?\s*(Socket closed|Connection reset by peer|"
+                        r"Broken pipe|GOAWAY|keepalive|Connection timed out|Stream removed)",
+                        re.I)
+
+
 class EtcdClient:
     proto = "etcd"
 

@@ -370,8 +370,10 @@ class MislabelledWrites(unittest.TestCase):
         u["error"] = "write not answered within 5000 ms (--request-timeout-ms); outcome unknown"
         n = rec("put", "k", 0, 1, "failed", "d")
         n.update(proto="etcd", error="UNAVAILABLE: failed to connect to all addresses")
-        reads = [rec("get", "k", 5, 6, "ok", result=v) for v in "abcd"]
-        ml = checks.mislabelled_writes([w, t, u, n] + reads)
+        x = rec("put", "k", 0, 1, "unknown", "e")  # our own connection broke: no claim
+        x.update(proto="etcd", error="UNAVAILABLE: recvmsg:Connection reset by peer")
+        reads = [rec("get", "k", 5, 6, "ok", result=v) for v in "abcde"]
+        ml = checks.mislabelled_writes([w, t, u, n, x] + reads)
         self.assertEqual(sorted(m["value"] for m in ml), ["a", "b"])
 
     def test_unread_write_is_not_reported(self):
