@@ -4,7 +4,9 @@
 #   2. builds build/ (RelWithDebInfo) and runs every ctest suite there (unit, Raft
 #      simulation, integration with real kvd processes),
 #   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there,
-#   4. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
+#   4. runs the chaos checker's own tests (first, they need no build) and a bounded chaos
+#      run (tests/chaos, about 3 min),
+#   5. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
 #      where no Docker engine answers).
 # Exit code 0 only if everything passed.
 set -euo pipefail
@@ -16,6 +18,9 @@ step() { echo "== $* ($(( $(date +%s) - start ))s)"; }
 step "setup"
 bash scripts/setup.sh
 
+step "chaos checker: unit tests and the shared linearizability test vectors"
+/usr/bin/python3 tests/chaos/test_checker.py
+
 step "build (RelWithDebInfo)"
 scripts/build.sh build
 step "tests (RelWithDebInfo)"
@@ -26,6 +31,9 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DRAFTKV_SANITIZE=ON -DRAFT
 step "tests (ASan+UBSan, unit and simulation suites)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE 'integration|long'
+step "chaos (bounded: 3 min of kill/pause/partition/restart faults; prints seed on failure)"
+tests/chaos/run --minutes 3 --faults kill,pause,partition,restart --bin build/bin \
+  ${RAFTKV_CHAOS_SEED:+--seed "$RAFTKV_CHAOS_SEED"}
 step "deploy test (docker)"
 bash tests/deploy/run    # the image and a 3-node compose cluster; SKIPPED without a Docker engine
 step "all tests passed"
