@@ -215,36 +215,33 @@ absl::Status RaftLoop::TakeWriteSlot() {
 }
 
 void RaftLoop::Write(kvpb::Command cmd, WriteDone done) {
-  if (absl::Status s = TakeWriteSlot(); !s.ok()) {
-    std::move(done)(s);
-    return;
-  }
-  WriteEvent w;
-  w.cmd = std::move(cmd);
-  w.done = [this, done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
-    outstanding_writes_.fetch_sub(1);
-    if (!r.ok()) {
-      std::move(done)(r.status());
-    } else {
-      std::move(done)(std::move(r->result));
-    }
-  };
-  Post(std::move(w));
+  PostWrite(std::move(cmd), /*may_forward=*/true,
+            [done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
+              if (!r.ok()) {
+                std::move(done)(r.status());
+              } else {
+                std::move(done)(std::move(r->result));
+              }
+            });
 }
 
 void RaftLoop::WriteFromPeer(kvpb::Command cmd, ForwardDone done) {
   // A forwarded write holds a slot of this node (and a gRPC thread) like a client's.
+  PostWrite(std::move(cmd), /*may_forward=*/false, std::move(done));
+}
+
+void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done) {
   if (absl::Status s = TakeWriteSlot(); !s.ok()) {
     std::move(done)(s);
     return;
   }
   WriteEvent w;
   w.cmd = std::move(cmd);
+  w.may_forward = may_forward;
   w.done = [this, done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
     outstanding_writes_.fetch_sub(1);
     std::move(done)(std::move(r));
   };
-  w.may_forward = false;
   Post(std::move(w));
 }
 

@@ -158,6 +158,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Counts a write (a client's or a follower's forwarded one) against --max-pending-writes;
   // over it: kResourceExhausted, not applied. The caller gives the slot back when answered.
   absl::Status TakeWriteSlot();
+  // Takes a --max-pending-writes slot (or answers `done` with kResourceExhausted) and posts
+  // the write; the slot is released when `done` runs.
+  void PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done);
   void Post(Event e);
   // Answers the request an event carries (if any) with `status`: it will not be handled.
   static void Refuse(Event& e, const absl::Status& status);
