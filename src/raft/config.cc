@@ -31,6 +31,7 @@ absl::Status Config::Validate() const {
   if (max_uncommitted_bytes == 0) {
     return absl::InvalidArgumentError("raft config: max_uncommitted_bytes = 0");
   }
+  if (incarnation == 0) return absl::InvalidArgumentError("raft config: incarnation = 0");
   return absl::OkStatus();
 }
 

@@ -39,6 +39,25 @@ struct Config {
   bool check_quorum = true;
   // Seed of the generator that randomizes election timeouts (mixed with id).
   uint64_t seed = 0;
+  // What a node whose storage is empty (no hard state, no entries, no snapshot: a first start,
+  // or a data dir that was lost) does; rejoin.cc has the rules and why they are safe.
+  enum class EmptyStart {
+    // Vote at once: the operator says this is the first start of a new cluster. Unsafe for a
+    // node that lost its data (it may vote twice in a term, or help elect a leader that lacks
+    // writes it had acknowledged).
+    kNewCluster,
+    // Ask the peers: if every peer answers and none holds a log, this is a new cluster (vote
+    // at once); if any peer holds a log, rejoin as below.
+    kAskPeers,
+    // The cluster exists: neither vote nor count in a quorum until caught up with a leader
+    // that a majority of intact voters elected.
+    kRejoin,
+  };
+  EmptyStart empty_start = EmptyStart::kNewCluster;
+  // Identifies this start of an empty storage (persisted in the hard state); must differ
+  // from every earlier incarnation of this node id and should grow over time (kvd uses the
+  // clock in nanoseconds). Used only when the storage is empty.
+  uint64_t incarnation = 1;
   // On restart: the last index the state machine has applied (entries after it are handed
   // out again as committed entries).
   uint64_t applied = 0;

@@ -16,9 +16,12 @@ using raftpb::Message;
 
 namespace {
 
-absl::Status NotLeader(uint64_t lead) {
+// `why`: what a node that is not a voter waits for (RejoinDetail), appended when no leader is
+// known, since that is then the reason no request can be served here.
+absl::Status NotLeader(uint64_t lead, const std::string& why = "") {
   absl::Status s = absl::UnavailableError(
-      lead == 0 ? std::string("not leader; no leader known")
+      lead == 0 ? absl::StrCat("not leader; no leader known", why.empty() ? "" : "; this node ",
+                               why)
                 : absl::StrCat("not leader; leader is ", lead));
   if (lead != 0) s.SetPayload(kLeaderHintPayload, absl::Cord(absl::StrCat(lead)));
   return s;
@@ -29,7 +32,7 @@ absl::Status NotLeader(uint64_t lead) {
 // ---------------------------------------------------------------- proposals, replication
 
 absl::StatusOr<EntryId> Raft::Propose(std::string data) {
-  if (role_ != Role::kLeader) return NotLeader(lead_);
+  if (role_ != Role::kLeader) return NotLeader(lead_, RejoinDetail());
   if (uncommitted_bytes_ > 0 && uncommitted_bytes_ + data.size() > config_.max_uncommitted_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("too many uncommitted proposals (", uncommitted_bytes_, " bytes)"));
@@ -123,16 +126,17 @@ void Raft::SendHeartbeat(uint64_t to) {
 // ---------------------------------------------------------------- answers from followers
 
 void Raft::StepLeader(const Message& m) {
-  switch (m.type()) {
-    case raftpb::MSG_READ_INDEX:
-      LeaderReadIndex(m.context(), m.from());
-      return;
-    default:
-      break;
-  }
   auto it = progress_.find(m.from());
   if (it == progress_.end()) return;
   Progress& pr = it->second;
+  const bool from_peer = m.type() == raftpb::MSG_READ_INDEX ||
+                         m.type() == raftpb::MSG_APP_RESP ||
+                         m.type() == raftpb::MSG_HEARTBEAT_RESP;
+  if (from_peer && !TrackVoterState(m, pr)) return;
+  if (m.type() == raftpb::MSG_READ_INDEX) {
+    LeaderReadIndex(m.context(), m.from());
+    return;
+  }
   switch (m.type()) {
     case raftpb::MSG_APP_RESP:
       HandleAppendResponse(m, pr);
@@ -197,6 +201,8 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
   pr.OnHeartbeatResponse();
   if (pr.match() < log_.LastIndex()) MaybeSendAppend(m.from(), true);
   // The echo of a read round may confirm our leadership for the reads waiting on it.
+  // A node that lost its data confirms nothing (rejoin.cc).
+  if (!pr.counts()) return;
   ReadIndexTracker::AckResult acked =
       reads_.OnHeartbeatAck(config_.peers, config_.id, m.from(), m.context());
   for (const ReadIndexTracker::Read& r : acked.released) AnswerRead(r);
@@ -209,7 +215,7 @@ bool Raft::MaybeCommit() {
   // The leader's own match counts only what Advance reported persisted.
   const uint64_t quorum_index = quorum::CommittedIndex(config_.peers, [this](uint64_t id) {
     auto it = progress_.find(id);
-    return it == progress_.end() ? uint64_t{0} : it->second.match();
+    return it == progress_.end() || !it->second.counts() ? uint64_t{0} : it->second.match();
   });
   // Raft §5.4.2 (Figure 8): only an entry of the current term commits by counting replicas;
   // earlier entries commit with it.
@@ -227,7 +233,7 @@ bool Raft::QuorumActive() const {
   return quorum::TallyVotes(config_.peers, [this](uint64_t id) -> std::optional<bool> {
            if (id == config_.id) return true;
            auto it = progress_.find(id);
-           return it != progress_.end() && it->second.recent_active();
+           return it != progress_.end() && it->second.recent_active() && it->second.counts();
          }) == quorum::VoteResult::kWon;
 }
 
@@ -245,7 +251,7 @@ absl::Status Raft::ReadIndex(std::string context) {
   if (role_ == Role::kLeader) {
     LeaderReadIndex(std::move(context), config_.id);
   } else if (lead_ == 0) {
-    s = NotLeader(0);
+    s = NotLeader(0, RejoinDetail());
   } else {
     Message m;
     m.set_type(raftpb::MSG_READ_INDEX);

@@ -26,6 +26,14 @@ class Progress {
   State state() const { return state_; }
   uint64_t pending_snapshot() const { return pending_snapshot_; }
   bool recent_active() const { return recent_active_; }
+  // Whether the follower's acknowledgements count (commit, reads, CheckQuorum): false while
+  // its latest incarnation says it is not a voter (it lost its data and is catching up).
+  bool counts() const { return counts_; }
+  void set_counts(bool v) { counts_ = v; }
+  // The follower's latest incarnation seen in this term (messages from earlier ones are
+  // dropped: they come from before a data loss).
+  uint64_t incarnation() const { return incarnation_; }
+  void set_incarnation(uint64_t v) { incarnation_ = v; }
   void set_recent_active(bool v) { recent_active_ = v; }
   size_t inflight() const { return inflights_.size(); }
   static const char* StateName(State s);
@@ -66,6 +74,8 @@ class Progress {
   bool probe_sent_ = false;
   uint64_t pending_snapshot_ = 0;  // index of the snapshot being sent (kSnapshot only)
   bool recent_active_ = false;     // heard from since the last CheckQuorum round
+  bool counts_ = true;
+  uint64_t incarnation_ = 0;
   std::deque<uint64_t> inflights_;  // last index of each unacknowledged MsgApp (kReplicate)
   size_t max_inflight_;
 };

@@ -70,6 +70,7 @@ Raft::Raft(const Config& config, const LogStorage* storage)
   vote_ = hs.vote();
   prev_hard_state_ = hs;
   BecomeFollower(term_, 0);
+  InitVoterState(hs);
   inv_term_ = term_;
   inv_vote_ = vote_;
   inv_commit_ = log_.committed();
@@ -139,8 +140,9 @@ void Raft::BecomeLeader() {
 }
 
 bool Raft::Promotable() const {
-  // A node with a snapshot not yet installed may not lead: its log is in flux.
-  return progress_.count(config_.id) > 0 && !log_.UnstableSnapshot().has_value();
+  // A node with a snapshot not yet installed may not lead: its log is in flux. A node that
+  // lost its data may not either until it is a voter again (rejoin.cc).
+  return progress_.count(config_.id) > 0 && !log_.UnstableSnapshot().has_value() && IsVoter();
 }
 
 void Raft::Campaign(bool pre_vote) {
@@ -212,6 +214,7 @@ void Raft::Tick() {
     }
   } else {
     ++election_elapsed_;
+    if (!IsVoter()) TickRejoin();
     // The only voter cannot lose an election: it campaigns at its first tick instead of
     // waiting out a randomized timeout (as etcd), so a restarted one-node cluster serves
     // at once.
@@ -226,6 +229,7 @@ void Raft::Tick() {
 
 void Raft::Step(const Message& m) {
   StepInner(m);
+  MaybeFinishRecovery();
   if (config_.check_invariants) CheckInvariants();
 }
 
@@ -281,6 +285,14 @@ void Raft::StepInner(const Message& m) {
     HandleVoteRequest(m);
     return;
   }
+  if (m.type() == raftpb::MSG_STATE_PROBE) {
+    AnswerProbe(m);
+    return;
+  }
+  if (m.type() == raftpb::MSG_STATE_PROBE_RESP) {
+    HandleProbeAnswer(m);
+    return;
+  }
   switch (role_) {
     case Role::kLeader:
       StepLeader(m);
@@ -298,8 +310,9 @@ void Raft::StepInner(const Message& m) {
 void Raft::HandleVoteRequest(const Message& m) {
   // We may vote if we already voted for this candidate (a retry), or have voted for no one
   // and know no leader of this term; a pre-vote for a later term is always answerable.
-  const bool can_vote = vote_ == m.from() || (vote_ == 0 && lead_ == 0) ||
-                        (m.type() == raftpb::MSG_PRE_VOTE && m.term() > term_);
+  // A node that lost its data votes for no one until it is a voter again (rejoin.cc).
+  const bool can_vote = IsVoter() && (vote_ == m.from() || (vote_ == 0 && lead_ == 0) ||
+                                      (m.type() == raftpb::MSG_PRE_VOTE && m.term() > term_));
   Message resp;
   resp.set_type(VoteResponseType(m.type()));
   resp.set_to(m.from());
@@ -356,6 +369,16 @@ void Raft::StepCandidate(const Message& m) {
 }
 
 void Raft::StepFollower(const Message& m) {
+  const bool from_leader = m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT ||
+                           m.type() == raftpb::MSG_SNAP;
+  if (from_leader && !AcceptsLog()) {
+    // A leader exists, so the cluster does: an undecided node rejoins. Its log waits until
+    // the RECOVERING state is durable (the leader resends).
+    election_elapsed_ = 0;
+    lead_ = m.from();
+    if (voter_state_ == raftpb::UNDECIDED) BecomeRecovering();
+    return;
+  }
   switch (m.type()) {
     case raftpb::MSG_APP:
       election_elapsed_ = 0;
@@ -373,6 +396,7 @@ void Raft::StepFollower(const Message& m) {
       HandleSnapshot(m);
       break;
     case raftpb::MSG_READ_INDEX_RESP:
+      if (HandleRecoveryReadAnswer(m)) break;
       read_states_.push_back(ReadState{m.context(), m.index()});
       break;
     default:
@@ -421,7 +445,10 @@ void Raft::HandleHeartbeat(const Message& m) {
     resp.set_reject(true);
     resp.set_reject_hint(log_.LastIndex());
   }
-  log_.CommitTo(std::min(m.commit(), log_.LastIndex()));
+  // A node that lost its data takes commit indexes only from MsgApps, whose consistency
+  // check proves its log matches the leader's: a heartbeat may name a match the leader still
+  // holds from this node's previous incarnation, over entries a stale leader gave it since.
+  if (IsVoter()) log_.CommitTo(std::min(m.commit(), log_.LastIndex()));
   Send(std::move(resp));
 }
 
@@ -450,9 +477,14 @@ void Raft::HandleSnapshot(const Message& m) {
 
 void Raft::Send(Message m) {
   m.set_from(config_.id);
-  // Votes and their answers carry an explicit term; read requests are term-less like local
-  // messages; everything else carries ours.
-  if (m.term() == 0 && m.type() != raftpb::MSG_READ_INDEX) m.set_term(term_);
+  // Votes and their answers carry an explicit term; read requests and state probes are
+  // term-less like local messages; everything else carries ours.
+  const bool termless = m.type() == raftpb::MSG_READ_INDEX ||
+                        m.type() == raftpb::MSG_STATE_PROBE ||
+                        m.type() == raftpb::MSG_STATE_PROBE_RESP;
+  if (m.term() == 0 && !termless) m.set_term(term_);
+  m.set_voter_state(voter_state_);
+  m.set_incarnation(incarnation_);
   msgs_.push_back(std::move(m));
 }
 

@@ -108,6 +108,10 @@ struct RaftStatus {
   uint64_t applied = 0;
   uint64_t last_index = 0;
   std::vector<ProgressStatus> progress;  // leader only: one per peer, self included
+  // A node that started with empty storage and is not (yet) a voter: what it waits for.
+  raftpb::VoterState voter_state = raftpb::VOTER;
+  uint64_t incarnation = 0;
+  std::string rejoin_detail;  // "" for a voter
 };
 
 // Where a proposal landed: it is committed iff the entry at `index` has `term` when applied.
@@ -179,6 +183,33 @@ class Raft {
  private:
   Raft(const Config& config, const LogStorage* storage);
 
+  // ---- A node without its data: probes, recovery, the leader's bookkeeping (rejoin.cc) ----
+  // Sets voter_state_/incarnation_ from the hard state, or by the empty-start rule.
+  void InitVoterState(const raftpb::HardState& hs);
+  bool IsVoter() const { return voter_state_ == raftpb::VOTER; }
+  // Whether entries and commit indexes from a leader may be taken: not while UNDECIDED, and
+  // not before the RECOVERING state is durable (else a crash could leave entries that look
+  // like a voter's log).
+  bool AcceptsLog() const;
+  // Non-voter: resends probes / the recovery read every few ticks.
+  void TickRejoin();
+  void SendProbes();
+  void SendRecoveryRead();
+  // Any node: answers a MSG_STATE_PROBE with its voter state, term and last index.
+  void AnswerProbe(const raftpb::Message& m);
+  void HandleProbeAnswer(const raftpb::Message& m);
+  // Handles the answer to the recovery read; false if `m` is an ordinary read answer.
+  bool HandleRecoveryReadAnswer(const raftpb::Message& m);
+  void BecomeRecovering();
+  // After hearing the terms of enough peers: never vote in a term <= floor (see rejoin.cc).
+  void SetTermFloor(uint64_t floor);
+  void MaybeFinishRecovery();
+  std::string RejoinContext(const char* what) const;
+  // Leader: notes the sender's voter state; false when `m` comes from an earlier
+  // incarnation of that node (a message from before it lost its data): drop it.
+  bool TrackVoterState(const raftpb::Message& m, Progress& pr);
+  std::string RejoinDetail() const;
+
   // ---- Roles and elections (raft.cc) ----
   void BecomeFollower(uint64_t term, uint64_t lead);
   void BecomePreCandidate();
@@ -243,6 +274,20 @@ class Raft {
   // Persistent state (Figure 2), persisted by the caller via Ready::hard_state.
   uint64_t term_ = 0;
   uint64_t vote_ = 0;
+  raftpb::VoterState voter_state_ = raftpb::VOTER;
+  uint64_t incarnation_ = 0;
+
+  // A node that is not a voter (rejoin.cc).
+  bool voter_state_durable_ = true;  // RECOVERING: persisted (AcceptsLog)
+  struct ProbeAnswer {
+    raftpb::VoterState state = raftpb::VOTER;
+    uint64_t term = 0;
+    uint64_t last_index = 0;
+  };
+  std::map<uint64_t, ProbeAnswer> probe_answers_;  // peer -> its answer, this incarnation
+  int rejoin_elapsed_ = 0;                          // ticks since the last probe/read sent
+  bool term_floor_set_ = false;                     // heard from enough voters
+  std::optional<uint64_t> recovery_index_;          // the leader's confirmed commit index
 
   Role role_ = Role::kFollower;
   uint64_t lead_ = 0;

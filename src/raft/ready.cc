@@ -11,6 +11,17 @@ namespace raftkv::raft {
 
 using raftpb::Message;
 
+namespace {
+
+// Whether what the hard state promises changed: term, vote, voter state or incarnation (the
+// commit index alone need not be synced, as in etcd).
+bool PersistedPartChanged(const raftpb::HardState& a, const raftpb::HardState& b) {
+  return a.term() != b.term() || a.vote() != b.vote() || a.voter_state() != b.voter_state() ||
+         a.incarnation() != b.incarnation();
+}
+
+}  // namespace
+
 bool Raft::MayLeaveBeforePersist(const Message& m) const {
   // Only a leader's replication of its current term may overtake its own fsync: it promises
   // nothing about the leader's disk (the leader counts itself only for entries Advance
@@ -27,6 +38,8 @@ raftpb::HardState Raft::CurrentHardState() const {
   hs.set_term(term_);
   hs.set_vote(vote_);
   hs.set_commit(log_.committed());
+  hs.set_voter_state(voter_state_);
+  hs.set_incarnation(incarnation_);
   return hs;
 }
 
@@ -36,8 +49,7 @@ bool Raft::HasReady() const {
   return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() ||
          !log_.UnstableEntries().empty() || log_.UnstableSnapshot().has_value() ||
          log_.HasNextCommittedEntries() ||
-         hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote() ||
-         hs.commit() != prev_hard_state_.commit();
+         PersistedPartChanged(hs, prev_hard_state_) || hs.commit() != prev_hard_state_.commit();
 }
 
 Ready Raft::GetReady() {
@@ -57,10 +69,9 @@ Ready Raft::GetReady() {
   rd.read_states = std::move(read_states_);
   read_states_.clear();
   const raftpb::HardState hs = CurrentHardState();
-  const bool term_or_vote_changed =
-      hs.term() != prev_hard_state_.term() || hs.vote() != prev_hard_state_.vote();
-  if (term_or_vote_changed || hs.commit() != prev_hard_state_.commit()) rd.hard_state = hs;
-  rd.must_sync = !rd.entries.empty() || term_or_vote_changed || rd.snapshot.has_value();
+  const bool promise_changed = PersistedPartChanged(hs, prev_hard_state_);
+  if (promise_changed || hs.commit() != prev_hard_state_.commit()) rd.hard_state = hs;
+  rd.must_sync = !rd.entries.empty() || promise_changed || rd.snapshot.has_value();
   ready_outstanding_ = true;
   return rd;
 }
@@ -68,7 +79,10 @@ Ready Raft::GetReady() {
 void Raft::Advance(const Ready& rd) {
   RAFTKV_CHECK_MSG(ready_outstanding_, "Advance without GetReady");
   ready_outstanding_ = false;
-  if (rd.hard_state) prev_hard_state_ = *rd.hard_state;
+  if (rd.hard_state) {
+    prev_hard_state_ = *rd.hard_state;
+    if (rd.hard_state->voter_state() == raftpb::RECOVERING) voter_state_durable_ = true;
+  }
   if (rd.snapshot) {
     log_.StableSnapTo(rd.snapshot->metadata().index());
     log_.AppliedTo(rd.snapshot->metadata().index());
@@ -84,6 +98,7 @@ void Raft::Advance(const Ready& rd) {
       BroadcastAppend();
     }
   }
+  MaybeFinishRecovery();
   if (config_.check_invariants) CheckInvariants();
 }
 
@@ -120,6 +135,9 @@ RaftStatus Raft::Status() const {
   s.commit = log_.committed();
   s.applied = log_.applied();
   s.last_index = log_.LastIndex();
+  s.voter_state = voter_state_;
+  s.incarnation = incarnation_;
+  s.rejoin_detail = RejoinDetail();
   if (role_ == Role::kLeader) {
     for (const auto& [id, pr] : progress_) {
       s.progress.push_back(ProgressStatus{id, pr.match(), pr.next(),

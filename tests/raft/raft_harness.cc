@@ -148,20 +148,25 @@ void Harness::SnapshotAndCompact(uint64_t id) {
   ASSERT_TRUE(n.storage->Sync().ok());
 }
 
-void Harness::Wipe(uint64_t id) {
+void Harness::Wipe(uint64_t id, Config::EmptyStart start) {
   node(id).storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
   ASSERT_TRUE(node(id).storage->Sync().ok());
-  Restart(id);
+  Config c = MakeConfig(id);
+  c.empty_start = start;
+  c.incarnation = ++incarnations_;
+  StartNode(id, c);
 }
 
-void Harness::Restart(uint64_t id) {
+void Harness::Restart(uint64_t id) { StartNode(id, MakeConfig(id)); }
+
+void Harness::StartNode(uint64_t id, const Config& config) {
   HarnessNode& n = node(id);
   n.storage = n.storage->DurableCopy();
   // The state machine is volatile here: it restarts from the snapshot and replays.
   n.applied_index = n.storage->FirstIndex() - 1;
   n.applied.clear();
   n.read_states.clear();
-  auto raft = Raft::Create(MakeConfig(id), n.storage.get());
+  auto raft = Raft::Create(config, n.storage.get());
   ASSERT_TRUE(raft.ok()) << raft.status();
   n.raft = std::move(*raft);
   // Messages in flight to or from the old incarnation are lost.

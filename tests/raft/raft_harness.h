@@ -52,8 +52,9 @@ class Harness {
   void SnapshotAndCompact(uint64_t id);
   // Crash: the node's storage reverts to its last Sync() and the core restarts from it.
   void Restart(uint64_t id);
-  // An operator wiped the node's data: it restarts with an empty log and no hard state.
-  void Wipe(uint64_t id);
+  // An operator wiped the node's data: it restarts with an empty log and no hard state, a
+  // new incarnation, and `start` (kvd's default: ask the peers whether the cluster exists).
+  void Wipe(uint64_t id, Config::EmptyStart start = Config::EmptyStart::kAskPeers);
 
   // Network control: links are directed.
   void Cut(uint64_t from, uint64_t to) { cut_.insert({from, to}); }
@@ -78,9 +79,11 @@ class Harness {
 
  private:
   Config MakeConfig(uint64_t id) const;
+  void StartNode(uint64_t id, const Config& config);
   void Deliver(const raftpb::Message& m);
 
   int n_;
+  uint64_t incarnations_ = 1000;  // the last incarnation handed to a wiped node
   std::function<void(Config&)> tweak_;
   std::vector<HarnessNode> nodes_;
   std::vector<raftpb::Message> queue_;

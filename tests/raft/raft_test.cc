@@ -535,17 +535,41 @@ TEST(SnapshotTest, WipedFollowerIsDetectedAndCatchesUpBySnapshot) {
   h.Wipe(3);
   ASSERT_EQ(h.raft(3).log().LastIndex(), 0u);
   h.ClearSent();
-  // Heartbeats name a commit index node 3 no longer has: it says so (instead of aborting),
-  // the leader forgets its match and sends the snapshot.
+  // Node 3 answers as a new incarnation that is RECOVERING: the leader forgets its match
+  // (and does not count it) and sends the snapshot.
   h.TickAll(3);
   EXPECT_TRUE(std::any_of(h.sent().begin(), h.sent().end(), [](const raftpb::Message& m) {
-    return m.type() == raftpb::MSG_HEARTBEAT_RESP && m.reject() && m.from() == 3;
+    return m.type() == raftpb::MSG_HEARTBEAT_RESP && m.from() == 3 &&
+           m.voter_state() == raftpb::RECOVERING && m.incarnation() > 0;
   }));
   EXPECT_EQ(h.node(3).snapshots_installed, 1u);
   EXPECT_EQ(h.node(3).applied_index, h.node(1).applied_index);
   ASSERT_TRUE(h.raft(1).Propose("after").ok());
   h.Stabilize();
   EXPECT_EQ(h.node(3).applied.back().data(), "after");
+  h.TickAll(10);
+  EXPECT_EQ(h.raft(3).Status().voter_state, raftpb::VOTER);
+}
+
+TEST(SnapshotTest, FollowerWhoseLogWasTruncatedSaysSoInItsHeartbeatAnswer) {
+  // Same incarnation, shorter log (an operator truncated it): heartbeats name a commit index
+  // the follower no longer has; it says so instead of aborting, and is caught up again.
+  Harness h(3);
+  h.Campaign(1);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(h.raft(1).Propose("v").ok());
+  h.Stabilize();
+  raftpb::HardState hs = h.node(3).storage->hard_state();
+  h.node(3).storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+  hs.set_commit(0);
+  ASSERT_TRUE(h.node(3).storage->SetHardState(hs).ok());
+  ASSERT_TRUE(h.node(3).storage->Sync().ok());
+  h.Restart(3);
+  h.ClearSent();
+  h.TickAll(3);
+  EXPECT_TRUE(std::any_of(h.sent().begin(), h.sent().end(), [](const raftpb::Message& m) {
+    return m.type() == raftpb::MSG_HEARTBEAT_RESP && m.reject() && m.from() == 3;
+  }));
+  EXPECT_EQ(h.node(3).applied_index, h.node(1).applied_index);
 }
 
 TEST(RestartTest, RestartedNodeRecoversCommittedLog) {

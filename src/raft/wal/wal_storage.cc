@@ -20,7 +20,7 @@ std::string Serialize(const google::protobuf::MessageLite& m) {
 }
 
 bool SameHardState(const raftpb::HardState& a, const raftpb::HardState& b) {
-  return a.term() == b.term() && a.vote() == b.vote() && a.commit() == b.commit();
+  return a.SerializeAsString() == b.SerializeAsString();  // every field, present and future
 }
 
 }  // namespace

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
     total.reads_served += stats.reads_served;
     total.leaders_elected += stats.leaders_elected;
     total.crashes += stats.crashes;
+    total.disks_lost += stats.disks_lost;
     total.snapshots_installed += stats.snapshots_installed;
     if (!st.ok()) {
       ++failed;
@@ -85,11 +86,12 @@ int main(int argc, char** argv) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("raft_sim: %lld seeds from %lld in %.1f s: ticks=%llu msgs=%llu writes_acked=%llu "
-         "reads=%llu leaders=%llu crashes=%llu snapshots=%llu\n",
+         "reads=%llu leaders=%llu crashes=%llu disks_lost=%llu snapshots=%llu\n",
          seeds, start, secs, (unsigned long long)total.ticks,
          (unsigned long long)total.messages_delivered, (unsigned long long)total.writes_acked,
          (unsigned long long)total.reads_served, (unsigned long long)total.leaders_elected,
-         (unsigned long long)total.crashes, (unsigned long long)total.snapshots_installed);
+         (unsigned long long)total.crashes, (unsigned long long)total.disks_lost,
+         (unsigned long long)total.snapshots_installed);
   printf("%lld passed, %lld failed\n", seeds - failed, failed);
   return failed == 0 ? 0 : 1;
 }

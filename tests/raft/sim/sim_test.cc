@@ -3,6 +3,9 @@
 // as raft_sim_seeds_* (tests/raft/CMakeLists.txt).
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "sim/simulation.h"
 
 namespace raftkv::raft::sim {
@@ -38,26 +41,34 @@ TEST(SimTest, SeedsMakeProgressAndExerciseFaults) {
     total.reads_served += s.reads_served;
     total.leaders_elected += s.leaders_elected;
     total.crashes += s.crashes;
+    total.disks_lost += s.disks_lost;
     total.snapshots_installed += s.snapshots_installed;
   }
   EXPECT_GT(total.writes_acked, 50u * 20);
   EXPECT_GT(total.reads_served, 50u * 10);
   EXPECT_GT(total.leaders_elected, 50u * 2);
   EXPECT_GT(total.crashes, 50u);
+  EXPECT_GT(total.disks_lost, 10u);
   EXPECT_GT(total.snapshots_installed, 10u);
 }
 
 // The checks can fail: with a deliberately broken caller, some seed in a small range must
-// be reported (not crash: a check, not the core, has to notice).
-int FailingSeeds(SimOptions::Bug bug, uint64_t seeds, std::string* first_failure) {
+// be reported (not crash: a check, not the core, has to notice). `first_failure`: the first
+// failure whose message contains `wanted` (else the first failure).
+int FailingSeeds(SimOptions::Bug bug, uint64_t seeds, std::string* first_failure,
+                 const std::string& wanted = "") {
   int failed = 0;
+  bool found = false;
   for (uint64_t seed = 1; seed <= seeds; ++seed) {
     SimOptions opt;
     opt.seed = seed;
     opt.bug = bug;
     absl::Status s = RunSimulation(opt);
-    if (!s.ok()) {
-      if (failed++ == 0) *first_failure = std::string(s.message());
+    if (s.ok()) continue;
+    const std::string msg(s.message());
+    if (failed++ == 0 || (!found && msg.find(wanted) != std::string::npos)) {
+      *first_failure = msg;
+      found = msg.find(wanted) != std::string::npos;
     }
   }
   return failed;
@@ -65,7 +76,7 @@ int FailingSeeds(SimOptions::Bug bug, uint64_t seeds, std::string* first_failure
 
 TEST(SimCheckerTest, DetectsDoubleVotingAfterRestart) {
   std::string first;
-  EXPECT_GT(FailingSeeds(SimOptions::Bug::kForgetVotes, 300, &first), 0);
+  EXPECT_GT(FailingSeeds(SimOptions::Bug::kForgetVotes, 300, &first, "election safety"), 0);
   EXPECT_NE(first.find("election safety"), std::string::npos) << first;
 }
 
@@ -79,6 +90,21 @@ TEST(SimCheckerDeathTest, LostAcknowledgedEntriesAbortOrFail) {
         if (FailingSeeds(SimOptions::Bug::kNoFsync, 200, &first) > 0) std::abort();
       },
       "");
+}
+
+TEST(SimCheckerDeathTest, DetectsANodeThatVotesRightAfterLosingItsDisk) {
+  // Without the rejoin rules (rejoin.cc) a node that lost its disk votes at once: it helps
+  // elect a leader lacking entries it had acknowledged, or votes twice in a term. A safety
+  // check reports it, or the core aborts on the broken state that follows.
+  EXPECT_DEATH(
+      {
+        std::string first;
+        if (FailingSeeds(SimOptions::Bug::kLostDiskVotes, 300, &first, "safety") > 0) {
+          std::fprintf(stderr, "%s\n", first.c_str());
+          std::abort();
+        }
+      },
+      "safety|leader completeness|log matching|CHECK failed");
 }
 
 TEST(SimCheckerTest, DetectsNonLinearizableReads) {

@@ -32,6 +32,10 @@ struct SimNode {
   uint64_t id = 0;
   bool up = true;
   uint64_t restart_at = 0;
+  bool restart_empty = false;  // the crash lost the whole disk
+  // What the node does whenever it starts with empty storage (kvd's --initial-cluster-state,
+  // which an operator sets once): the run's first start, kAskPeers once it lost its disk.
+  Config::EmptyStart empty_start = Config::EmptyStart::kNewCluster;
   std::unique_ptr<MemoryStorage> storage;
   std::unique_ptr<Raft> raft;
   uint64_t applied = 0;  // the state machine's applied index
@@ -41,6 +45,7 @@ struct SimNode {
   // went out): the rest (sync, rd.messages, apply, Advance) completes later; a crash
   // meanwhile loses it.
   std::optional<Ready> deferred;
+  raftpb::VoterState logged_state = raftpb::VOTER;  // for the verbose log
 };
 
 struct CommittedEntry {
@@ -74,7 +79,10 @@ class Simulation {
   // ---- events ----
   void Tick();
   void ChangeFaults();
-  void Crash(SimNode& n, const char* why);
+  void Crash(SimNode& n, const char* why, bool lose_disk = false);
+  // Whether `n` may lose its disk now: the nodes without their data (down with a lost disk,
+  // or not yet voters again, by what is durable) would remain a minority.
+  bool MayLoseDisk(const SimNode& n) const;
   void MaybeCrashOrRestart();
   void ClientOps();
   void DeliverDue();
@@ -101,6 +109,8 @@ class Simulation {
   SimNode& node(uint64_t id) { return nodes_[id - 1]; }
   bool Linked(uint64_t from, uint64_t to) const { return !blocked_.count({from, to}); }
   uint64_t CurrentLeader() const;
+  // One line per node (role, term, leader, log, voter state), for failure messages.
+  std::string NodeStates() const;
   void Log(const std::string& s) {
     if (opt_.verbose) std::fprintf(stderr, "[t=%llu] %s\n", (unsigned long long)now_, s.c_str());
   }
@@ -119,6 +129,8 @@ class Simulation {
   // Harsh runs change faults every few ticks and crash often: many short terms with partly
   // replicated logs (where commit-rule and leader-completeness bugs show).
   bool harsh_ = false;
+  Config::EmptyStart first_start_ = Config::EmptyStart::kNewCluster;
+  uint64_t incarnations_ = 0;
 
   std::vector<SimNode> nodes_;
   std::vector<InFlight> pool_;
@@ -156,6 +168,15 @@ Config Simulation::MakeConfig(uint64_t id) const {
 
 void Simulation::StartNode(SimNode& n) {
   Config c = MakeConfig(n.id);
+  // Used only if the storage is empty: the first start, or after a lost disk.
+  c.incarnation = ++incarnations_;
+  if (n.restart_empty) {
+    n.empty_start = opt_.bug == SimOptions::Bug::kLostDiskVotes
+                        ? Config::EmptyStart::kNewCluster
+                        : Config::EmptyStart::kAskPeers;
+    n.restart_empty = false;
+  }
+  c.empty_start = n.empty_start;
   // The state machine restarts from the snapshot the storage starts after.
   c.applied = n.storage->FirstIndex() - 1;
   n.applied = c.applied;
@@ -191,6 +212,22 @@ uint64_t Simulation::CurrentLeader() const {
     }
   }
   return best;
+}
+
+std::string Simulation::NodeStates() const {
+  std::string states;
+  for (const SimNode& n : nodes_) {
+    if (!n.up) {
+      absl::StrAppend(&states, " [", n.id, ": down]");
+      continue;
+    }
+    const RaftStatus s = n.raft->Status();
+    absl::StrAppend(&states, " [", n.id, ": ", RoleName(s.role), " term ", s.term, " lead ",
+                    s.lead, " commit ", s.commit, " last ", s.last_index, "/",
+                    n.raft->log().LastTerm(), " ", raftpb::VoterState_Name(s.voter_state),
+                    s.rejoin_detail.empty() ? "" : ": ", s.rejoin_detail, "]");
+  }
+  return states;
 }
 
 // ---------------------------------------------------------------- faults
@@ -259,13 +296,36 @@ void Simulation::ChangeFaults() {
                       blocked_.size()));
 }
 
-void Simulation::Crash(SimNode& n, const char* why) {
-  Log(absl::StrCat("crash node ", n.id, " (", why, ")"));
+bool Simulation::MayLoseDisk(const SimNode& x) const {
+  int without_data = 1;  // x itself
+  for (const SimNode& n : nodes_) {
+    if (n.id == x.id) continue;
+    if (!n.up && n.restart_empty) {
+      ++without_data;
+      continue;
+    }
+    const std::unique_ptr<MemoryStorage> durable = n.storage->DurableCopy();
+    const raftpb::HardState hs = durable->hard_state();
+    if (hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0)) {
+      ++without_data;  // not a voter, or never decided anything durable
+    }
+  }
+  return without_data <= (n_ - 1) / 2;
+}
+
+void Simulation::Crash(SimNode& n, const char* why, bool lose_disk) {
+  Log(absl::StrCat(lose_disk ? "crash and lose the disk of node " : "crash node ", n.id, " (",
+                   why, ")"));
   if (stats_) ++stats_->crashes;
   n.up = false;
   n.restart_at = now_ + Uniform(3, 40);
   n.raft.reset();
   n.storage = n.storage->DurableCopy();  // unsynced writes are lost
+  if (lose_disk) {
+    if (stats_) ++stats_->disks_lost;
+    n.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+    n.restart_empty = true;
+  }
   n.proposals.clear();  // outcome unknown to those clients
   n.reads.clear();
   n.deferred.reset();
@@ -280,7 +340,7 @@ void Simulation::MaybeCrashOrRestart() {
   }
   if (faults_on_ && Chance(harsh_ ? 0.04 : 0.01)) {
     SimNode& n = node(Uniform(1, n_));
-    if (n.up) Crash(n, "between steps");
+    if (n.up) Crash(n, "between steps", Chance(0.3) && MayLoseDisk(n));
   }
 }
 
@@ -379,6 +439,13 @@ void Simulation::ProcessReady(SimNode& n) {
     }
     if (!n.raft->HasReady()) return;
     Ready rd = n.raft->GetReady();
+    if (opt_.verbose && rd.hard_state && rd.hard_state->voter_state() != n.logged_state) {
+      n.logged_state = rd.hard_state->voter_state();
+      Log(absl::StrCat("node ", n.id, " is ", raftpb::VoterState_Name(n.logged_state),
+                       " at term ", rd.hard_state->term(), " vote ", rd.hard_state->vote(),
+                       " commit ", rd.hard_state->commit(), " last ",
+                       n.raft->log().LastIndex()));
+    }
     // kvd's order (the caller contract in raft.h). 0. What the core lets go before the
     // persist step leaves now.
     const bool sent_early = !rd.messages_before_persist.empty();
@@ -603,6 +670,24 @@ void Simulation::BridgePhase() {
   std::vector<uint64_t> ids;
   for (int i = 1; i <= n_; ++i) ids.push_back(i);
   std::shuffle(ids.begin(), ids.end(), rng_);
+  // The claim holds for a cluster of voters: nodes that lost their data do not vote, so
+  // fewer voters must reach each other (with two of five recovering, all three voters must
+  // agree, and a bridge may keep two of them apart for good). Let them recover first.
+  Log("bridge phase: waiting for every node to be a voter");
+  auto all_voters = [&] {
+    for (const SimNode& n : nodes_) {
+      if (!n.up || n.raft->Status().voter_state != raftpb::VOTER) return false;
+    }
+    return true;
+  };
+  for (int t = 0; t < opt_.liveness_ticks && !all_voters() && !failure_; ++t) Tick();
+  if (failure_) return;
+  if (!all_voters()) {
+    Fail(absl::StrCat(
+        "liveness: nodes that lost their disk did not become voters again without faults;",
+        NodeStates()));
+    return;
+  }
   const size_t half = 1 + (ids.size() - 1) / 2;
   for (size_t i = 1; i < half; ++i) {
     for (size_t j = half; j < ids.size(); ++j) {
@@ -648,14 +733,19 @@ absl::Status Simulation::Run() {
   snapshot_every_ = Chance(0.7) ? Uniform(5, 40) : 0;
   retain_entries_ = Uniform(0, 10);
   harsh_ = Chance(0.3);
+  // Half the runs start like kvd by default: empty nodes asking each other.
+  first_start_ = Chance(0.5) ? Config::EmptyStart::kAskPeers : Config::EmptyStart::kNewCluster;
   Log(absl::StrFormat("seed=%d n=%d pre_vote=%d check_quorum=%d max_msg_bytes=%d "
-                      "max_inflight=%d heartbeat_tick=%d snapshot_every=%d retain=%d harsh=%d",
+                      "max_inflight=%d heartbeat_tick=%d snapshot_every=%d retain=%d harsh=%d "
+                      "ask_peers=%d",
                       opt_.seed, n_, pre_vote_, check_quorum_, max_msg_bytes_, max_inflight_,
-                      heartbeat_tick_, snapshot_every_, retain_entries_, harsh_));
+                      heartbeat_tick_, snapshot_every_, retain_entries_, harsh_,
+                      first_start_ == Config::EmptyStart::kAskPeers));
   nodes_.resize(n_);
   for (int i = 0; i < n_; ++i) {
     nodes_[i].id = i + 1;
     nodes_[i].storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+    nodes_[i].empty_start = first_start_;
     StartNode(nodes_[i]);
   }
   committed_.resize(1);
@@ -676,8 +766,9 @@ absl::Status Simulation::Run() {
   std::string marker_data;
   while (!failure_) {
     if (now_ - heal_start > static_cast<uint64_t>(opt_.liveness_ticks)) {
-      Fail(marker ? "liveness: the write after healing did not reach every node"
-                  : "liveness: no leader known to all nodes after healing");
+      Fail(absl::StrCat(marker ? "liveness: the write after healing did not reach every node"
+                               : "liveness: no leader known to all nodes after healing",
+                        ";", NodeStates()));
       break;
     }
     Tick();

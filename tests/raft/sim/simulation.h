@@ -4,7 +4,9 @@
 // Each simulated tick: the fault configuration may change (message drops, duplicates,
 // delays/reordering, partitions: symmetric, one-way, bridge, leader isolated); nodes may
 // crash (losing whatever was not fsynced, sometimes in the middle of a Ready after a leader
-// sent its messages_before_persist) and restart; clients propose writes and linearizable
+// sent its messages_before_persist) and restart, some with their whole disk lost (they
+// restart empty, as kvd does by default: asking their peers; never more than a minority of
+// nodes without their data at once); clients propose writes and linearizable
 // reads on random nodes; every node ticks; due messages are delivered in random order. Each
 // Ready is handled in kvd's order (raft.h): messages_before_persist, persist (the fsync may
 // finish later), messages, apply, Advance.
@@ -37,6 +39,7 @@ struct SimOptions {
     kNoFsync,        // never fsync: a crash loses acknowledged entries and votes
     kForgetVotes,    // never persist the hard state: a restarted node may vote twice
     kReadTooEarly,   // serve reads at half the confirmed read index
+    kLostDiskVotes,  // a node that lost its disk restarts as a voter at once (no rejoin)
   };
   Bug bug = Bug::kNone;
 };
@@ -48,6 +51,7 @@ struct SimStats {
   uint64_t reads_served = 0;
   uint64_t leaders_elected = 0;
   uint64_t crashes = 0;
+  uint64_t disks_lost = 0;
   uint64_t snapshots_installed = 0;
   uint64_t commit_index = 0;
 };
