@@ -258,6 +258,14 @@ void Raft::StepInner(const Message& m) {
     } else if (m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT ||
                m.type() == raftpb::MSG_SNAP) {
       BecomeFollower(m.term(), m.from());
+    } else if (m.type() == raftpb::MSG_VOTE) {
+      // A newer term, but the election timer runs on unless we grant the vote (Raft §5.2,
+      // Figure 2): else candidates whose logs are too old to win, campaigning in turn, could
+      // keep the one node that can win from ever timing out (with PreVote off, and few
+      // voters left to split the vote, e.g. while others recover a lost disk).
+      const int elapsed = election_elapsed_;
+      BecomeFollower(m.term(), 0);
+      election_elapsed_ = elapsed;
     } else {
       BecomeFollower(m.term(), 0);
     }
