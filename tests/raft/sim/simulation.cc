@@ -408,6 +408,10 @@ void Simulation::Deliver(const raftpb::Message& m) {
   if (ok) {
     if (stats_) ++stats_->messages_delivered;
     to.raft->Step(m);
+    // At once, not at the end of the tick: a second leader of a term would confuse the next
+    // message it gets (an ack for entries it never had) before the tick's check ran.
+    if (to.raft->role() == Role::kLeader) CheckLeaders();
+    if (failure_) return;
     if (to.deferred && faults_on_ && Chance(0.02)) {
       Crash(to, "leader before its fsync completed");
     } else {
