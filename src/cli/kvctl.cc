@@ -149,15 +149,20 @@ int RunStatus(EtcdClient& client, const Flags& f) {
     if (Json(f)) {
       json.push_back(absl::StrFormat(
           "{\"endpoint\":%s,\"id\":%s,\"role\":\"%s\",\"term\":%d,\"raft_index\":%d,"
-          "\"applied_index\":%d,\"leader\":%s,\"revision\":%d,\"db_size_bytes\":%d}",
+          "\"applied_index\":%d,\"leader\":%s,\"revision\":%d,\"db_size_bytes\":%d,"
+          "\"errors\":[%s]}",
           JsonString(s.endpoint), s.member_id == 0 ? "null" : NodeId(s.member_id), role, s.term,
           s.raft_index, s.applied_index,
           s.leader_member_id == 0 ? "null" : NodeId(s.leader_member_id), s.revision,
-          s.db_size_bytes));
+          s.db_size_bytes,
+          absl::StrJoin(s.errors, ",", [](std::string* out, const std::string& e) {
+            out->append(JsonString(e));
+          })));
     } else {
       std::cout << absl::StrFormat("%-21s %-4s %-9s %-6d %-10d %-10d %-6s %d\n", s.endpoint,
                                    NodeId(s.member_id), role, s.term, s.raft_index,
                                    s.applied_index, NodeId(s.leader_member_id), s.revision);
+      for (const std::string& e : s.errors) std::cout << "  ! " << e << "\n";
     }
   }
   if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";

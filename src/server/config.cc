@@ -62,14 +62,14 @@ absl::StatusOr<std::vector<NodeAddress>> LoadClusterFile(const std::string& path
 
 std::vector<NodeAddress> DefaultCluster() { return {NodeAddress{"127.0.0.1", 5000, 6000}}; }
 
-uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes) {
-  // FNV-1a over the member addresses: stable across restarts and nodes.
+uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes, const std::string& token) {
+  // FNV-1a over the token and the member addresses: every node computes the same id.
   uint64_t h = 1469598103934665603ull;
-  for (const NodeAddress& n : nodes) {
-    for (char c : n.grpc_address() + ";") {
-      h ^= static_cast<unsigned char>(c);
-      h *= 1099511628211ull;
-    }
+  std::string text = token + "|";
+  for (const NodeAddress& n : nodes) text += n.grpc_address() + ";";
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
   }
   return h;
 }
@@ -90,6 +90,13 @@ absl::Status NodeConfig::Validate() const {
           "--listen-ip=", listen_ip, " is not a numeric IPv4 or IPv6 address"));
     }
   }
+  static const std::set<std::string> kStates = {"auto", "new", "existing"};
+  if (!kStates.count(initial_cluster_state)) {
+    return absl::InvalidArgumentError(absl::StrCat("--initial-cluster-state=",
+                                                   initial_cluster_state,
+                                                   " must be one of auto, new, existing"));
+  }
+  if (cluster_token.empty()) return absl::InvalidArgumentError("--cluster-token is empty");
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
   if (!kLevels.count(log_level)) {
     return absl::InvalidArgumentError(

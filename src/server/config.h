@@ -26,8 +26,10 @@ absl::StatusOr<std::vector<NodeAddress>> LoadClusterFile(const std::string& path
 // The single-node cluster used when kvd runs with no --config.
 std::vector<NodeAddress> DefaultCluster();
 
-// A stable id for the cluster derived from its member addresses (etcd headers need one).
-uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes);
+// The cluster's id, made from --cluster-token and its member addresses when it is first
+// bootstrapped (and then kept in each data dir's identity file: server/identity.h). etcd
+// headers carry it; peers refuse messages from another cluster.
+uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes, const std::string& token);
 
 struct NodeConfig {
   uint32_t id = 0;                    // --id: position in the cluster file
@@ -40,6 +42,11 @@ struct NodeConfig {
   // behind NAT or in a container binds another address (0.0.0.0) than the one it is
   // reached at (its service name).
   std::string listen_ip;
+  // --initial-cluster-state: what an empty data dir means. "auto": ask the peers (a new
+  // cluster if every peer answers with an empty log, else rejoin); "new": a new cluster,
+  // vote at once (first start only); "existing": rejoin, never bootstrap.
+  std::string initial_cluster_state = "auto";
+  std::string cluster_token = "raftkv";  // --cluster-token: tells clusters apart
 
   // Each part's options carry their own defaults; flags overwrite them.
   KvLimits kv;                        // key/value/op-count limits (every protocol)

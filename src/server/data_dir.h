@@ -9,6 +9,7 @@
 //                             and export-<unix ms>-<seq>.db, the temporary copies that
 //                             Maintenance.Snapshot streams and then deletes
 //     snapshots/received/     snapshots streamed in from a leader (peer/snapshot_receiver.h)
+//     identity                whose data this is: cluster id, node id (server/identity.h)
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,7 @@ class DataDir {
   std::string backup() const;
   std::string snapshots() const;
   std::string received_snapshots() const;
+  std::string identity() const;
   // A Maintenance.Snapshot export file; `seq` keeps same-millisecond requests apart.
   std::string export_snapshot(int64_t unix_ms, uint64_t seq) const;
 

@@ -43,6 +43,19 @@ void AddNodeFlags(CLI::App* app, NodeConfig* config, std::string* config_path) {
                   "0.0.0.0); default: this node's \"ip\" in the config file");
   app->add_option("--log-level", config->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
+  app->add_option(
+         "--initial-cluster-state", config->initial_cluster_state,
+         "What an empty --data-dir means (a first start, or a lost disk). auto: ask the "
+         "peers; if every peer answers and none holds data, start a new cluster, else rejoin. "
+         "existing: rejoin, never start a new cluster. new: start a new cluster without "
+         "asking (first start only: on a lost disk it can lose acknowledged writes). A "
+         "rejoining node catches up and votes only once that is safe (README, \"Replacing a "
+         "lost disk\")")
+      ->capture_default_str();
+  app->add_option("--cluster-token", config->cluster_token,
+                  "Part of the cluster id; give each cluster its own, so that nodes of two "
+                  "clusters never take each other's messages or data dirs")
+      ->capture_default_str();
 }
 
 void AddLimitFlags(CLI::App* app, NodeConfig* config) {

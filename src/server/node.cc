@@ -11,6 +11,7 @@
 #include "kv/state_machine.h"
 #include "server/frontend/etcd/etcd_service.h"
 #include "server/frontend/tcp/tcp_server.h"
+#include "server/identity.h"
 #include "server/node_id.h"
 #include "server/peer/peer_service.h"
 #include "server/replication/raft_loop.h"
@@ -49,6 +50,15 @@ absl::Status Node::OpenData() {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create data dir ", data_dir_.root(), ": ", ec.message()));
   }
+  // Whose data is this? Refuse another node's or another cluster's before touching it.
+  Identity expected;
+  expected.cluster_id = cluster_id();
+  expected.node_id = config_.id;
+  for (const NodeAddress& a : config_.cluster) expected.members.push_back(a.grpc_address());
+  if (absl::Status s = CheckOrWriteIdentity(data_dir_.identity(), data_dir_.root(), expected);
+      !s.ok()) {
+    return s;
+  }
   auto sm = OpenStateMachine(data_dir_, config_.restore_from);
   if (!sm.ok()) return sm.status();
   sm_ = *std::move(sm);
@@ -58,7 +68,12 @@ absl::Status Node::OpenData() {
   RaftLoopOptions raft_options = config_.raft;
   raft_options.node_index = config_.id;
   raft_options.cluster = config_.cluster;
-  raft_options.cluster_id = ClusterIdOf(config_.cluster);
+  raft_options.cluster_id = cluster_id();
+  raft_options.empty_start = config_.initial_cluster_state == "new"
+                                 ? raft::Config::EmptyStart::kNewCluster
+                             : config_.initial_cluster_state == "existing"
+                                 ? raft::Config::EmptyStart::kRejoin
+                                 : raft::Config::EmptyStart::kAskPeers;
   raft_options.restored = !config_.restore_from.empty();
   auto raft = RaftLoop::Start(sm_.get(), data_dir_, raft_options);
   if (!raft.ok()) return raft.status();
@@ -81,7 +96,7 @@ absl::Status Node::StartGrpc() {
     if (!written.ok()) return written.status();
     return path;
   };
-  etcd_ = std::make_unique<EtcdServices>(kv_.get(), raft_.get(), ClusterIdOf(config_.cluster),
+  etcd_ = std::make_unique<EtcdServices>(kv_.get(), raft_.get(), cluster_id(),
                                          NodeId::FromPosition(config_.id), etcd_options);
   // A forwarded write is answered by the raft loop within --request-timeout-ms plus one tick
   // (PendingRequests::Expire runs every tick); the wait bound adds one more tick of margin.
@@ -127,6 +142,8 @@ void Node::Shutdown(const std::string& reason) {
   sm_.reset();  // closes RocksDB
   spdlog::info("node {}: stopped", config_.id);
 }
+
+uint64_t Node::cluster_id() const { return ClusterIdOf(config_.cluster, config_.cluster_token); }
 
 uint16_t Node::client_port() const { return tcp_ ? tcp_->port() : 0; }
 uint16_t Node::grpc_port() const { return grpc_port_; }

@@ -46,6 +46,8 @@ class Node {
   // The parts of Start, in order.
   absl::Status OpenData();
   absl::Status StartGrpc();
+  // ClusterIdOf the configuration (and --cluster-token).
+  uint64_t cluster_id() const;
 
   const NodeConfig config_;
   const DataDir data_dir_;

@@ -43,12 +43,13 @@ TEST(ClusterJsonTest, RejectsBadFilesWithOneLineNamingTheFile) {
   }
 }
 
-TEST(ClusterIdTest, StableAndDependsOnMembers) {
+TEST(ClusterIdTest, StableAndDependsOnMembersAndToken) {
   auto a = DefaultCluster();
   auto b = DefaultCluster();
-  EXPECT_EQ(ClusterIdOf(a), ClusterIdOf(b));
+  EXPECT_EQ(ClusterIdOf(a, "raftkv"), ClusterIdOf(b, "raftkv"));
+  EXPECT_NE(ClusterIdOf(a, "raftkv"), ClusterIdOf(a, "other"));
   b[0].grpc_port = 6001;
-  EXPECT_NE(ClusterIdOf(a), ClusterIdOf(b));
+  EXPECT_NE(ClusterIdOf(a, "raftkv"), ClusterIdOf(b, "raftkv"));
 }
 
 TEST(NodeConfigTest, DefaultsAreValid) {

@@ -18,8 +18,17 @@
 namespace raftkv::server {
 namespace {
 
-absl::Status NotLeaderError(std::optional<uint64_t> hint) {
-  if (!hint || *hint == 0) return absl::UnavailableError("no leader (election in progress)");
+// `core`: the core's kUnavailable answer to Propose/ReadIndex.
+absl::Status NotLeaderError(const absl::Status& core) {
+  std::optional<uint64_t> hint = raft::LeaderHint(core);
+  if (!hint || *hint == 0) {
+    // When this node itself is why (it lost its data and does not vote yet: raft/rejoin.cc),
+    // the core says so; pass it on, it tells the operator what the cluster waits for.
+    const size_t why = core.message().find("; this node ");
+    return absl::UnavailableError(
+        absl::StrCat("no leader (election in progress)",
+                     why == absl::string_view::npos ? "" : core.message().substr(why)));
+  }
   return absl::UnavailableError(
       absl::StrCat("not the leader; the leader is ", NodeId::FromRaftId(*hint).ToString()));
 }
@@ -51,7 +60,7 @@ absl::Status RefusedProposal(const absl::Status& propose_error) {
         "not applied: the leader's uncommitted log is over its limit (",
         propose_error.message(), "); retry later"));
   }
-  return NotLeaderError(raft::LeaderHint(propose_error));
+  return NotLeaderError(propose_error);
 }
 
 RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options)
@@ -104,6 +113,9 @@ absl::Status RaftLoop::CreateCore() {
   config.max_inflight_msgs = options_.max_inflight_msgs;
   config.applied = sm_->applied_index();
   config.seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^ config.id;
+  // Used only when the WAL is empty: this start's incarnation grows with the clock.
+  config.incarnation = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  config.empty_start = options_.empty_start;
 #ifndef NDEBUG
   config.check_invariants = true;
 #endif
@@ -344,7 +356,7 @@ void RaftLoop::StartRead(std::vector<ReadDone> reads) {
   std::memcpy(context.data(), &id, sizeof(id));
   absl::Status s = raft_->ReadIndex(context);
   if (!s.ok()) {
-    absl::Status err = NotLeaderError(raft::LeaderHint(s));
+    absl::Status err = NotLeaderError(s);
     for (ReadDone& d : reads) std::move(d)(err);
     return;
   }
@@ -501,6 +513,7 @@ void RaftLoop::PublishStatus() {
   s.revision = sm_->revision();
   s.cluster_id = options_.cluster_id;
   s.db_size_bytes = db_size_bytes_;
+  if (!rs.rejoin_detail.empty()) s.errors.push_back(rs.rejoin_detail);
   absl::MutexLock lock(&status_mu_);
   status_ = s;
 }

@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "kv/state_machine.h"
 #include "raft.pb.h"
+#include "raft/config.h"
 #include "server/data_dir.h"
 #include "server/node_address.h"
 #include "server/node_id.h"
@@ -73,6 +74,8 @@ struct RaftLoopOptions {
   size_t max_pending_writes = 100000; // --max-pending-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
+  // --initial-cluster-state: what an empty data dir means (raft::Config::EmptyStart).
+  raft::Config::EmptyStart empty_start = raft::Config::EmptyStart::kAskPeers;
 
   // Backup and snapshots (docs/architecture.md, "Backup, snapshots and compaction").
   std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
