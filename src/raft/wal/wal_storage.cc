@@ -142,11 +142,11 @@ absl::Status WalStorage::ReplaySegment(uint64_t seq, bool is_newest, LogReplayer
 
 absl::Status WalStorage::RemoveTmpFiles(const std::vector<std::string>& names) {
   // A *.tmp file is a segment whose creation did not finish: it never held acknowledged data.
+  // The directory fsync that ends recovery makes the removals durable.
   for (const std::string& name : names) {
     if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
   }
-  if (names.empty()) return absl::OkStatus();
-  return env_->SyncDir(dir_);
+  return absl::OkStatus();
 }
 
 absl::Status WalStorage::ReopenNewestSegment(uint64_t seq, const NewestSegment& newest) {
@@ -159,12 +159,22 @@ absl::Status WalStorage::ReopenNewestSegment(uint64_t seq, const NewestSegment& 
     recovery_.truncated_at_offset = newest.valid_bytes;
     recovery_.dropped_bytes = newest.file_bytes - newest.valid_bytes;
   }
-  if (newest.sealed) {
-    // Stopped between sealing the newest segment and creating the next: create it now.
-    return RollSegment(RecordType::kCompact);
-  }
+  // Replay read the newest segment as the kernel holds it, which includes whatever the last
+  // process wrote but did not fsync before it died (the page cache outlives the process).
+  // Everything Open reports is stable: a follower acks it when the leader re-sends it, a
+  // leader counts itself for it. So it must be durable before Open returns: fsync the segment,
+  // then the directory (its name, and the removals above). Older segments were fsynced by
+  // their seal before their successor was created.
   absl::StatusOr<std::unique_ptr<WalFile>> file = env_->OpenForAppend(PathOf(seq), false);
   if (!file.ok()) return file.status();
+  ++fsync_count_;
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+  if (newest.sealed) {
+    // Stopped between sealing the newest segment and creating the next: create it now
+    // (RollSegment fsyncs the directory).
+    return RollSegment(RecordType::kCompact);
+  }
+  if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
   file_ = std::move(*file);
   segment_bytes_ = newest.valid_bytes;
   DCheckInvariants();

@@ -69,7 +69,9 @@ struct RecoveryReport {
 class WalStorage final : public LogStorage {
  public:
   // Opens (creating if missing) the WAL in `dir` and recovers it: replays every segment,
-  // truncates a torn tail of the newest segment (fsynced), removes leftover *.tmp files.
+  // truncates a torn tail of the newest segment, removes leftover *.tmp files, then fsyncs the
+  // newest segment and the directory, so that everything it reports is durable (a killed
+  // process leaves unsynced writes in the page cache, where replay reads them).
   // Holds an exclusive lock on <dir>/LOCK while open.
   // Errors: kInvalidArgument (options), kFailedPrecondition (the directory is locked by
   // another process or WalStorage), kDataLoss (corruption, see wal_format.h; the files are
@@ -132,10 +134,11 @@ class WalStorage final : public LogStorage {
   // Replays one segment into `replay`; fills *newest if `is_newest`.
   absl::Status ReplaySegment(uint64_t seq, bool is_newest, LogReplayer* replay,
                              NewestSegment* newest);
-  // Deletes leftover *.tmp files (then fsyncs the directory if there were any).
+  // Deletes leftover *.tmp files (made durable by ReopenNewestSegment's directory fsync).
   absl::Status RemoveTmpFiles(const std::vector<std::string>& names);
-  // Makes the newest segment appendable: truncates its torn tail durably, then creates the
-  // next segment if it was sealed or reopens it for appending.
+  // Makes the newest segment durable and appendable: truncates its torn tail, fsyncs it, then
+  // creates the next segment if it was sealed or reopens it for appending; fsyncs the
+  // directory either way.
   absl::Status ReopenNewestSegment(uint64_t seq, const NewestSegment& newest);
 
   // Buffers one record, first rolling to a new segment if the current one is full.

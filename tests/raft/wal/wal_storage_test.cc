@@ -451,5 +451,51 @@ TEST(WalStorageTest, SmallWriteBufferStillSyncsCorrectly) {
   ReopenSame(w, tmp.wal(), opts);
 }
 
+
+// Issue 9, item 3: Open cannot know whether the newest segment's bytes were synced before the
+// last stop (a killed process leaves them in the page cache), so it fsyncs that segment and
+// the directory before it reports anything as stable. (wal_crash_test.cc shows the loss.)
+TEST(WalStorageTest, OpenSyncsTheNewestSegmentAndTheDirectory) {
+  TempDir tmp;
+  {
+    auto w = OpenOk(tmp.wal());
+    ASSERT_TRUE(w->Append(MakeEntries(1, 4, 1)).ok());
+    ASSERT_TRUE(w->Sync().ok());
+  }
+  FaultEnv env;
+  WalOptions opts;
+  opts.env = &env;
+  auto r = OpenOk(tmp.wal(), opts);
+  ASSERT_NE(nullptr, r);
+  EXPECT_EQ(3u, r->LastIndex());
+  EXPECT_EQ(1, env.file_syncs());
+  EXPECT_EQ(1, env.dir_syncs());
+  EXPECT_EQ(1u, r->fsync_count());
+}
+
+// A failed fsync at recovery is as fatal as one later: Open fails and says so.
+TEST(WalStorageTest, FailedFsyncDuringRecoveryFailsOpen) {
+  TempDir tmp;
+  {
+    auto w = OpenOk(tmp.wal());
+    ASSERT_TRUE(w->Append(MakeEntries(1, 4, 1)).ok());
+    ASSERT_TRUE(w->Sync().ok());
+  }
+  for (const bool fail_dir : {false, true}) {
+    SCOPED_TRACE(fail_dir ? "directory fsync fails" : "segment fsync fails");
+    FaultEnv env;
+    if (fail_dir) {
+      env.FailDirSyncAfter(1);
+    } else {
+      env.FailFileSyncAfter(1);
+    }
+    WalOptions opts;
+    opts.env = &env;
+    absl::StatusOr<std::unique_ptr<WalStorage>> r = WalStorage::Open(tmp.wal(), opts);
+    EXPECT_EQ(absl::StatusCode::kInternal, r.status().code()) << r.status();
+    EXPECT_NE(std::string::npos, r.status().message().find("injected")) << r.status();
+  }
+}
+
 }  // namespace
 }  // namespace raftkv::raft::wal
