@@ -92,6 +92,11 @@ class CrashEnv final : public WalEnv {
     }
     return std::unique_ptr<WalFile>(new File(this, id));
   }
+  absl::StatusOr<std::unique_ptr<WalReadableFile>> OpenForRead(const std::string& path) override {
+    auto it = names_.find(path);
+    if (it == names_.end()) return absl::NotFoundError(path);
+    return std::unique_ptr<WalReadableFile>(new ReadableFile(this, it->second));
+  }
   absl::Status TruncateFile(const std::string& path, uint64_t n) override {
     auto it = names_.find(path);
     if (it == names_.end()) return absl::NotFoundError(path);
@@ -136,6 +141,21 @@ class CrashEnv final : public WalEnv {
       if (env_->on_sync) env_->on_sync();
       Inode& f = env_->inodes_.at(id_);
       f.durable = f.data;
+      return absl::OkStatus();
+    }
+
+   private:
+    CrashEnv* const env_;
+    const int id_;
+  };
+
+  class ReadableFile final : public WalReadableFile {
+   public:
+    ReadableFile(CrashEnv* env, int id) : env_(env), id_(id) {}
+    absl::Status Read(uint64_t offset, size_t n, std::string* out) override {
+      const std::string& data = env_->inodes_.at(id_).data;
+      if (offset + n > data.size()) return absl::DataLossError("short read");
+      *out = data.substr(offset, n);
       return absl::OkStatus();
     }
 
@@ -227,6 +247,7 @@ TEST(WalCrashTest, EveryFsyncPointRecoversToAnAcknowledgedPrefix) {
     opts.env = &env;
     opts.max_segment_bytes = 4096;
     opts.max_buffer_bytes = seed % 2 == 0 ? 64 : 4 << 20;  // also write before Sync
+    opts.max_cached_bytes = seed % 3 == 0 ? 0 : seed % 3 == 1 ? 1500 : 64 << 20;  // reads from files
     auto wal_or = WalStorage::Open("/wal", opts);
     ASSERT_TRUE(wal_or.ok()) << wal_or.status();
     std::unique_ptr<WalStorage> wal = std::move(*wal_or);
@@ -358,6 +379,7 @@ TEST(WalCrashTest, RecoveryAfterAProcessCrashReportsOnlyWhatSurvivesAPowerLoss) 
     opts.env = &machine;
     opts.max_segment_bytes = 4096;
     opts.max_buffer_bytes = seed % 2 == 0 ? 64 : 4 << 20;
+    opts.max_cached_bytes = seed % 3 == 0 ? 0 : 1500;
     auto wal_or = WalStorage::Open("/wal", opts);
     ASSERT_TRUE(wal_or.ok()) << wal_or.status();
     std::unique_ptr<WalStorage> wal = std::move(*wal_or);
