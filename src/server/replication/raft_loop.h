@@ -73,6 +73,7 @@ struct RaftLoopOptions {
   size_t max_pending_writes = 100000; // --max-pending-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
+  uint64_t wal_cache_bytes = 64ull << 20;    // --wal-cache-bytes (0: read every entry back)
 
   // Backup and snapshots (docs/architecture.md, "Backup, snapshots and compaction").
   std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
