@@ -236,6 +236,18 @@ std::optional<Op> RandomOp(std::mt19937& rng, const LogStorage& model, uint64_t*
   return op;
 }
 
+// The options of one seeded run: small segments (many rollovers and deletions), a write
+// buffer that on even seeds writes records before Sync, and an entry cache that holds
+// nothing, a few entries or everything (so reads also go through the crashed files).
+WalOptions SeededOptions(uint32_t seed, WalEnv* env) {
+  WalOptions opts;
+  opts.env = env;
+  opts.max_segment_bytes = 4096;
+  opts.max_buffer_bytes = seed % 2 == 0 ? 64 : 4 << 20;
+  opts.max_cached_bytes = seed % 3 == 0 ? 0 : seed % 3 == 1 ? 1500 : 64 << 20;
+  return opts;
+}
+
 TEST(WalCrashTest, EveryFsyncPointRecoversToAnAcknowledgedPrefix) {
   int crashes_checked = 0;
   int torn_recoveries = 0;
@@ -243,11 +255,7 @@ TEST(WalCrashTest, EveryFsyncPointRecoversToAnAcknowledgedPrefix) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937 rng(seed);
     CrashEnv env;
-    WalOptions opts;
-    opts.env = &env;
-    opts.max_segment_bytes = 4096;
-    opts.max_buffer_bytes = seed % 2 == 0 ? 64 : 4 << 20;  // also write before Sync
-    opts.max_cached_bytes = seed % 3 == 0 ? 0 : seed % 3 == 1 ? 1500 : 64 << 20;  // reads from files
+    const WalOptions opts = SeededOptions(seed, &env);
     auto wal_or = WalStorage::Open("/wal", opts);
     ASSERT_TRUE(wal_or.ok()) << wal_or.status();
     std::unique_ptr<WalStorage> wal = std::move(*wal_or);
@@ -375,11 +383,7 @@ TEST(WalCrashTest, RecoveryAfterAProcessCrashReportsOnlyWhatSurvivesAPowerLoss) 
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937 rng(seed);
     CrashEnv machine;
-    WalOptions opts;
-    opts.env = &machine;
-    opts.max_segment_bytes = 4096;
-    opts.max_buffer_bytes = seed % 2 == 0 ? 64 : 4 << 20;
-    opts.max_cached_bytes = seed % 3 == 0 ? 0 : 1500;
+    const WalOptions opts = SeededOptions(seed, &machine);
     auto wal_or = WalStorage::Open("/wal", opts);
     ASSERT_TRUE(wal_or.ok()) << wal_or.status();
     std::unique_ptr<WalStorage> wal = std::move(*wal_or);
