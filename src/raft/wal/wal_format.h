@@ -106,13 +106,14 @@ struct ParsedSegment {
 // Parses and validates one segment (see the rules above). `name` is used in error messages;
 // `is_newest` selects the torn-tail rule. The result's payloads point into `data`.
 // Errors: kDataLoss naming the file and the offset of the damage.
-// Decodes the single record that `data` must hold exactly (a record read back from its known
-// location: `offset` in segment `name`, both for error messages). Errors: kDataLoss naming
-// the file and the offset (bad record, or `data` is not exactly one record).
-absl::StatusOr<Record> DecodeRecord(absl::string_view data, const std::string& name,
-                                    uint64_t offset);
-
 absl::StatusOr<ParsedSegment> ParseSegment(absl::string_view data, const std::string& name,
                                            bool is_newest);
+
+// Decodes the single record that `data` must hold exactly (a record read back from its known
+// location: `offset` in segment `name`, both for error messages). The payload points into
+// `data`. Errors: kDataLoss naming the file and the offset (a bad record, or `data` is not
+// exactly one record).
+absl::StatusOr<Record> DecodeRecord(absl::string_view data, const std::string& name,
+                                    uint64_t offset);
 
 }  // namespace raftkv::raft::wal

@@ -188,7 +188,8 @@ class WalStorage final : public LogStorage {
   absl::StatusOr<raftpb::Entry> ReadEntry(uint64_t index, const EntryLocation& loc,
                                           SegmentReader* reader) const;
 
-  // Debug builds: the in-memory log is consecutive from FirstIndex().
+  // Debug builds: the in-memory log is consecutive from FirstIndex(), and the cache is a
+  // suffix of it within max_cached_bytes.
   void DCheckInvariants() const;
   // Records a failed I/O call as the sticky error (with `code`) and returns it.
   absl::Status Fail(const absl::Status& s,
