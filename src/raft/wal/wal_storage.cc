@@ -224,7 +224,9 @@ absl::StatusOr<raftpb::Entry> WalStorage::ReadEntry(uint64_t index, const EntryL
   std::string data;
   const uint64_t written = segment_bytes_ - buffer_.size();  // of the newest segment
   if (loc.seq == segments_.back().seq && loc.offset >= written) {
-    data = buffer_.substr(loc.offset - written, record_bytes);
+    // Not written yet: the record is in the buffer (DecodeRecord rejects a short one).
+    const uint64_t at = loc.offset - written;
+    if (at <= buffer_.size()) data = buffer_.substr(at, record_bytes);
   } else {
     if (reader->file == nullptr || reader->seq != loc.seq) {
       absl::StatusOr<std::unique_ptr<WalReadableFile>> f = env_->OpenForRead(PathOf(loc.seq));
