@@ -38,6 +38,9 @@ class NoSyncEnv final : public WalEnv {
     if (!f.ok()) return f.status();
     return std::unique_ptr<WalFile>(new File(std::move(*f)));
   }
+  absl::StatusOr<std::unique_ptr<WalReadableFile>> OpenForRead(const std::string& p) override {
+    return base_->OpenForRead(p);
+  }
   absl::Status TruncateFile(const std::string& p, uint64_t n) override {
     return base_->TruncateFile(p, n);
   }

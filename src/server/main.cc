@@ -109,6 +109,10 @@ void AddRaftFlags(CLI::App* app, NodeConfig* config) {
       "Messages queued for one peer before new ones to it are dropped");
   add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
       "Size at which the write-ahead log rolls to a new segment file");
+  add("--wal-cache-bytes", &config->raft.wal_cache_bytes,
+      "Bytes of the newest log entries the WAL keeps in memory; older ones (for followers "
+      "that lag behind, or entries not yet applied) are read back from the WAL files. "
+      "0 = keep none");
 }
 
 void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {

@@ -31,7 +31,12 @@ class MemoryFactory {
 
 class WalFactory {
  public:
-  explicit WalFactory(wal::WalOptions opts = SmallSegments()) : opts_(opts) {}
+  // Small segments so that the suite also exercises rollover and segment deletion; at most
+  // `max_cached_bytes` of entries in memory (older ones are read back from the files).
+  explicit WalFactory(uint64_t max_cached_bytes = wal::WalOptions().max_cached_bytes) {
+    opts_.max_segment_bytes = 4096;
+    opts_.max_cached_bytes = max_cached_bytes;
+  }
   std::unique_ptr<LogStorage> Create() { return Open(); }
   std::unique_ptr<LogStorage> CrashAndRestart(std::unique_ptr<LogStorage> s) {
     s.reset();  // drops the unsynced buffer, like a crash
@@ -39,12 +44,6 @@ class WalFactory {
   }
 
  private:
-  // Small segments so that the suite also exercises rollover and segment deletion.
-  static wal::WalOptions SmallSegments() {
-    wal::WalOptions o;
-    o.max_segment_bytes = 4096;
-    return o;
-  }
   std::unique_ptr<LogStorage> Open() {
     auto w = wal::WalStorage::Open(dir_.wal(), opts_);
     EXPECT_TRUE(w.ok()) << w.status();
@@ -52,6 +51,17 @@ class WalFactory {
   }
   wal::testing::TempDir dir_;
   wal::WalOptions opts_;
+};
+
+// WalStorage that caches no entry (every read goes to the segment files), and one whose
+// cache holds one or two small entries (reads straddle the files and the cache).
+class WalNoCacheFactory : public WalFactory {
+ public:
+  WalNoCacheFactory() : WalFactory(0) {}
+};
+class WalSmallCacheFactory : public WalFactory {
+ public:
+  WalSmallCacheFactory() : WalFactory(300) {}
 };
 
 template <typename Factory>
@@ -72,12 +82,16 @@ class StorageContractTest : public ::testing::Test {
   std::unique_ptr<LogStorage> s_;
 };
 
-using Implementations = ::testing::Types<MemoryFactory, WalFactory>;
+using Implementations =
+    ::testing::Types<MemoryFactory, WalFactory, WalNoCacheFactory, WalSmallCacheFactory>;
 class Names {
  public:
   template <typename T>
   static std::string GetName(int) {
-    return std::is_same_v<T, MemoryFactory> ? "Memory" : "Wal";
+    if (std::is_same_v<T, MemoryFactory>) return "Memory";
+    if (std::is_same_v<T, WalNoCacheFactory>) return "WalNoCache";
+    if (std::is_same_v<T, WalSmallCacheFactory>) return "WalSmallCache";
+    return "Wal";
   }
 };
 TYPED_TEST_SUITE(StorageContractTest, Implementations, Names);
@@ -261,6 +275,57 @@ TYPED_TEST(StorageContractTest, LongLogCompactRestart) {
   EXPECT_EQ(std::string(100, 'L'), s.Entries(200, 201, 0)->front().data());
 }
 
+// Entries that are several segments back (for the WAL without a cache: read from the files),
+// replaced by a conflicting suffix that starts in an old segment, compacted, restarted: every
+// read gives back the exact entries.
+TYPED_TEST(StorageContractTest, ReadsAcrossSegmentsAfterConflictCompactionAndRestart) {
+  std::vector<raftpb::Entry> want;
+  for (uint64_t i = 1; i <= 80; ++i) want.push_back(MakeEntry(i, 1, std::string(150 + i, 'r')));
+  ASSERT_TRUE(this->s_->Append(want).ok());
+  ASSERT_TRUE(this->s_->Sync().ok());
+  // A new leader's entries replace 20..80 (spanning entries in several old segments).
+  std::vector<raftpb::Entry> replacement;
+  for (uint64_t i = 20; i <= 50; ++i) {
+    replacement.push_back(MakeEntry(i, 2, std::string(100 + i, 's')));
+  }
+  ASSERT_TRUE(this->s_->Append(replacement).ok());
+  want.resize(19);
+  want.insert(want.end(), replacement.begin(), replacement.end());
+  auto expect_log = [&](uint64_t first) {
+    auto got = this->s_->Entries(first, this->s_->LastIndex() + 1, ~0ull);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(want.size() - (first - 1), got->size());
+    for (size_t i = 0; i < got->size(); ++i) {
+      ASSERT_EQ(want[first - 1 + i].SerializeAsString(), (*got)[i].SerializeAsString())
+          << "entry " << first + i;
+    }
+    // Reads of one entry at a time and with a byte limit give the same entries.
+    for (uint64_t i = first; i <= this->s_->LastIndex(); ++i) {
+      auto one = this->s_->Entries(i, i + 1, 0);
+      ASSERT_TRUE(one.ok()) << one.status();
+      ASSERT_EQ(want[i - 1].data(), one->front().data());
+      ASSERT_EQ(want[i - 1].term(), *this->s_->Term(i));
+    }
+    auto limited = this->s_->Entries(first, this->s_->LastIndex() + 1, 1000);
+    ASSERT_TRUE(limited.ok());
+    EXPECT_EQ(first, limited->front().index());
+    EXPECT_LT(limited->size(), got->size());
+  };
+  expect_log(1);
+  ASSERT_TRUE(this->s_->Sync().ok());
+  ASSERT_TRUE(this->s_->Compact(25).ok());
+  expect_log(26);
+  ASSERT_TRUE(this->s_->Sync().ok());
+  this->Restart();
+  EXPECT_EQ(26u, this->s_->FirstIndex());
+  EXPECT_EQ(50u, this->s_->LastIndex());
+  expect_log(26);
+  // And appending after the restart continues the log.
+  want.push_back(MakeEntry(51, 2, std::string(500, 't')));
+  ASSERT_TRUE(this->s_->Append({want.back()}).ok());
+  expect_log(26);
+}
+
 // ---- Differential test: WalStorage behaves as MemoryStorage under random operations ----
 
 void ExpectSame(const LogStorage& want, const LogStorage& got, const std::string& where) {
@@ -282,10 +347,12 @@ void ExpectSame(const LogStorage& want, const LogStorage& got, const std::string
 
 TEST(StorageDifferentialTest, WalMatchesMemoryUnderRandomOpsAndCrashes) {
   for (uint32_t seed = 1; seed <= 12; ++seed) {
-    SCOPED_TRACE("seed " + std::to_string(seed));
+    // The WAL's entry cache: everything, nothing, or about two entries.
+    const uint64_t cache_bytes = seed % 3 == 0 ? 64ull << 20 : seed % 3 == 1 ? 0 : 1200;
+    SCOPED_TRACE("seed " + std::to_string(seed) + " cache " + std::to_string(cache_bytes));
     std::mt19937 rng(seed);
     MemoryFactory mf;
-    WalFactory wf;
+    WalFactory wf(cache_bytes);
     std::unique_ptr<LogStorage> mem = mf.Create();
     std::unique_ptr<LogStorage> wal = wf.Create();
     uint64_t term = 1;

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 
+#include "absl/strings/str_cat.h"
 #include "base/file_util.h"
 
 namespace raftkv::raft::wal {
@@ -22,6 +23,36 @@ class PosixWalFile final : public WalFile {
   absl::Status Sync() override {
     // fdatasync also flushes the metadata needed to read the data back (the file size).
     if (::fdatasync(fd_) != 0) return base::IoError("fdatasync", path_, errno);
+    return absl::OkStatus();
+  }
+
+ private:
+  const int fd_;
+  const std::string path_;
+};
+
+class PosixReadableFile final : public WalReadableFile {
+ public:
+  PosixReadableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixReadableFile() override { ::close(fd_); }
+
+  absl::Status Read(uint64_t offset, size_t n, std::string* out) override {
+    out->resize(n);
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r =
+          ::pread(fd_, out->data() + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return base::IoError("pread", path_, errno);
+      }
+      if (r == 0) {
+        return absl::DataLossError(absl::StrCat("wal: ", path_, " ends at offset ",
+                                                offset + done, ", inside the ", n,
+                                                " bytes expected at offset ", offset));
+      }
+      done += static_cast<size_t>(r);
+    }
     return absl::OkStatus();
   }
 
@@ -56,6 +87,12 @@ class PosixWalEnv final : public WalEnv {
     const int fd = ::open(path.c_str(), flags, 0644);
     if (fd < 0) return base::IoError("open", path, errno);
     return std::unique_ptr<WalFile>(new PosixWalFile(fd, path));
+  }
+  absl::StatusOr<std::unique_ptr<WalReadableFile>> OpenForRead(
+      const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return base::IoError("open", path, errno);
+    return std::unique_ptr<WalReadableFile>(new PosixReadableFile(fd, path));
   }
   absl::Status TruncateFile(const std::string& path, uint64_t size_bytes) override {
     return base::TruncateAndSync(path, size_bytes);

@@ -29,6 +29,16 @@ class WalFile {
   virtual absl::Status Sync() = 0;
 };
 
+// A file open for reads at any offset (WalStorage reads back entries it no longer caches).
+// Not thread-safe.
+class WalReadableFile {
+ public:
+  virtual ~WalReadableFile() = default;
+  // Reads exactly n bytes at `offset` into *out (replacing its contents).
+  // Errors: kDataLoss if the file ends before offset + n; kInternal for an I/O error.
+  virtual absl::Status Read(uint64_t offset, size_t n, std::string* out) = 0;
+};
+
 // Holds an exclusive lock on a file until destroyed.
 class FileLock {
  public:
@@ -51,6 +61,9 @@ class WalEnv {
   // truncate = false requires it to exist and appends after its current end.
   virtual absl::StatusOr<std::unique_ptr<WalFile>> OpenForAppend(const std::string& path,
                                                                  bool truncate) = 0;
+  // Opens `path` for reads at any offset; kNotFound if it does not exist.
+  virtual absl::StatusOr<std::unique_ptr<WalReadableFile>> OpenForRead(
+      const std::string& path) = 0;
   // Cuts the file to size_bytes and fsyncs it.
   virtual absl::Status TruncateFile(const std::string& path, uint64_t size_bytes) = 0;
   // rename(2); durable only after SyncDir.

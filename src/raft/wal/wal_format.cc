@@ -79,6 +79,20 @@ void AppendRecord(std::string* dst, RecordType type, absl::string_view payload) 
   dst->append(payload.data(), payload.size());
 }
 
+absl::StatusOr<Record> DecodeRecord(absl::string_view data, const std::string& name,
+                                    uint64_t offset) {
+  Record rec;
+  const std::string why = ReadRecord(data, 0, &rec);
+  if (!why.empty()) return Corrupt(name, offset, why);
+  if (RecordBytes(rec.payload.size()) != data.size()) {
+    return Corrupt(name, offset,
+                   absl::StrCat("record of ", RecordBytes(rec.payload.size()),
+                                " bytes where one of ", data.size(), " was expected"));
+  }
+  rec.offset = offset;
+  return rec;
+}
+
 absl::StatusOr<ParsedSegment> ParseSegment(absl::string_view data, const std::string& name,
                                            bool is_newest) {
   ParsedSegment seg;

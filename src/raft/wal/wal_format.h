@@ -85,6 +85,16 @@ struct Record {
   absl::string_view payload;  // points into the parsed buffer
 };
 
+// Where an entry's record lies, and the entry's term: what WalStorage keeps in memory for
+// every entry of the log, so Term() never reads the disk and an entry whose payload is not
+// cached can be read back with one pread.
+struct EntryLocation {
+  uint64_t term = 0;
+  uint64_t seq = 0;            // the segment file
+  uint64_t offset = 0;         // of the record's first byte in it
+  uint32_t payload_bytes = 0;  // the entry's encoded size (the record is 9 bytes more)
+};
+
 struct ParsedSegment {
   uint64_t seq = 0;
   std::vector<Record> records;  // all valid records, in file order
@@ -98,5 +108,12 @@ struct ParsedSegment {
 // Errors: kDataLoss naming the file and the offset of the damage.
 absl::StatusOr<ParsedSegment> ParseSegment(absl::string_view data, const std::string& name,
                                            bool is_newest);
+
+// Decodes the single record that `data` must hold exactly (a record read back from its known
+// location: `offset` in segment `name`, both for error messages). The payload points into
+// `data`. Errors: kDataLoss naming the file and the offset (a bad record, or `data` is not
+// exactly one record).
+absl::StatusOr<Record> DecodeRecord(absl::string_view data, const std::string& name,
+                                    uint64_t offset);
 
 }  // namespace raftkv::raft::wal

@@ -12,7 +12,7 @@ absl::Status Bad(const std::string& file, const Record& r, absl::string_view why
 
 }  // namespace
 
-absl::Status LogReplayer::Apply(const Record& r, const std::string& file) {
+absl::Status LogReplayer::Apply(const Record& r, uint64_t seq, const std::string& file) {
   switch (r.type) {
     case RecordType::kEntry: {
       raftpb::Entry e;
@@ -24,16 +24,18 @@ absl::Status LogReplayer::Apply(const Record& r, const std::string& file) {
         return Bad(file, r, absl::StrCat("entry ", index, " at or below the log start ",
                                          snapshot_.index()));
       }
-      if (!entries_.empty() && index >= entries_.front().index() && index <= LastIndex() + 1) {
+      if (!entries_.empty() && index >= first_index_ && index <= LastIndex() + 1) {
         // A conflicting suffix was replaced: drop index and everything after it.
-        entries_.resize(index - entries_.front().index());
+        entries_.resize(index - first_index_);
       } else {
         // Not adjacent to what we hold (or nothing held): the entry starts the log, possibly
         // above a gap whose entries were in deleted segments; a later kCompact must cover the
         // gap (checked by Finish).
         entries_.clear();
+        first_index_ = index;
       }
-      entries_.push_back(std::move(e));
+      entries_.push_back(EntryLocation{e.term(), seq, r.offset,
+                                       static_cast<uint32_t>(r.payload.size())});
       return absl::OkStatus();
     }
     case RecordType::kHardState:
@@ -47,14 +49,14 @@ absl::Status LogReplayer::Apply(const Record& r, const std::string& file) {
         return Bad(file, r, "compaction marker does not parse");
       }
       if (m.index() <= snapshot_.index()) return absl::OkStatus();  // already that far
-      if (!entries_.empty() && m.index() >= entries_.front().index() &&
-          m.index() <= LastIndex()) {
-        const raftpb::Entry& at = entries_[m.index() - entries_.front().index()];
-        if (at.term() != m.term()) {
+      if (!entries_.empty() && m.index() >= first_index_ && m.index() <= LastIndex()) {
+        const EntryLocation& at = entries_[m.index() - first_index_];
+        if (at.term != m.term()) {
           return Bad(file, r, absl::StrCat("compaction marker term ", m.term(), " at index ",
-                                           m.index(), " but the entry has term ", at.term()));
+                                           m.index(), " but the entry has term ", at.term));
         }
-        entries_.erase(entries_.begin(), entries_.begin() + (m.index() - entries_.front().index() + 1));
+        entries_.erase(entries_.begin(), entries_.begin() + (m.index() - first_index_ + 1));
+        first_index_ = m.index() + 1;
       } else if (m.index() > LastIndex()) {
         entries_.clear();
       }
@@ -78,9 +80,9 @@ absl::Status LogReplayer::Apply(const Record& r, const std::string& file) {
 }
 
 absl::Status LogReplayer::Finish() const {
-  if (!entries_.empty() && entries_.front().index() != snapshot_.index() + 1) {
+  if (!entries_.empty() && first_index_ != snapshot_.index() + 1) {
     return absl::DataLossError(absl::StrCat("wal: entries [", snapshot_.index() + 1, ", ",
-                                            entries_.front().index(),
+                                            first_index_,
                                             ") are missing (a deleted or lost segment)"));
   }
   return absl::OkStatus();

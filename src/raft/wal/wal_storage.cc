@@ -108,7 +108,7 @@ absl::Status WalStorage::ReplaySegments(const std::vector<uint64_t>& seqs,
   if (absl::Status s = replay.Finish(); !s.ok()) return s;
   hard_state_ = replay.hard_state();
   snapshot_ = replay.snapshot();
-  entries_ = std::move(replay.entries());
+  index_ = std::move(replay.entries());
   return absl::OkStatus();
 }
 
@@ -126,9 +126,9 @@ absl::Status WalStorage::ReplaySegment(uint64_t seq, bool is_newest, LogReplayer
   }
   uint64_t max_entry_index = 0;
   for (const Record& r : seg->records) {
-    if (absl::Status s = replay->Apply(r, name); !s.ok()) return s;
-    if (r.type == RecordType::kEntry) {  // Apply just pushed it
-      max_entry_index = std::max(max_entry_index, replay->entries().back().index());
+    if (absl::Status s = replay->Apply(r, seq, name); !s.ok()) return s;
+    if (r.type == RecordType::kEntry) {  // Apply just made it the last entry
+      max_entry_index = std::max(max_entry_index, replay->LastIndex());
     }
   }
   segments_.push_back(Segment{seq, max_entry_index});
@@ -142,11 +142,11 @@ absl::Status WalStorage::ReplaySegment(uint64_t seq, bool is_newest, LogReplayer
 
 absl::Status WalStorage::RemoveTmpFiles(const std::vector<std::string>& names) {
   // A *.tmp file is a segment whose creation did not finish: it never held acknowledged data.
+  // The directory fsync that ends recovery makes the removals durable.
   for (const std::string& name : names) {
     if (absl::Status s = env_->RemoveFile(absl::StrCat(dir_, "/", name)); !s.ok()) return s;
   }
-  if (names.empty()) return absl::OkStatus();
-  return env_->SyncDir(dir_);
+  return absl::OkStatus();
 }
 
 absl::Status WalStorage::ReopenNewestSegment(uint64_t seq, const NewestSegment& newest) {
@@ -159,12 +159,22 @@ absl::Status WalStorage::ReopenNewestSegment(uint64_t seq, const NewestSegment& 
     recovery_.truncated_at_offset = newest.valid_bytes;
     recovery_.dropped_bytes = newest.file_bytes - newest.valid_bytes;
   }
-  if (newest.sealed) {
-    // Stopped between sealing the newest segment and creating the next: create it now.
-    return RollSegment(RecordType::kCompact);
-  }
+  // Replay read the newest segment as the kernel holds it, which includes whatever the last
+  // process wrote but did not fsync before it died (the page cache outlives the process).
+  // Everything Open reports is stable: a follower acks it when the leader re-sends it, a
+  // leader counts itself for it. So it must be durable before Open returns: fsync the segment,
+  // then the directory (its name, and the removals above). Older segments were fsynced by
+  // their seal before their successor was created.
   absl::StatusOr<std::unique_ptr<WalFile>> file = env_->OpenForAppend(PathOf(seq), false);
   if (!file.ok()) return file.status();
+  ++fsync_count_;
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+  if (newest.sealed) {
+    // Stopped between sealing the newest segment and creating the next: create it now
+    // (RollSegment fsyncs the directory).
+    return RollSegment(RecordType::kCompact);
+  }
+  if (absl::Status s = env_->SyncDir(dir_); !s.ok()) return s;
   file_ = std::move(*file);
   segment_bytes_ = newest.valid_bytes;
   DCheckInvariants();
@@ -180,7 +190,7 @@ absl::StatusOr<uint64_t> WalStorage::Term(uint64_t index) const {
     return absl::OutOfRangeError(
         absl::StrCat("term of index ", index, " past last index ", LastIndex()));
   }
-  return entries_[index - FirstIndex()].term();
+  return index_[index - FirstIndex()].term;
 }
 
 absl::StatusOr<std::vector<raftpb::Entry>> WalStorage::Entries(uint64_t lo, uint64_t hi,
@@ -188,26 +198,120 @@ absl::StatusOr<std::vector<raftpb::Entry>> WalStorage::Entries(uint64_t lo, uint
   if (absl::Status s = CheckEntriesBounds(lo, hi, FirstIndex(), LastIndex()); !s.ok()) return s;
   std::vector<raftpb::Entry> out;
   uint64_t bytes = 0;
-  AppendEntriesLimited(entries_, lo - FirstIndex(), hi - FirstIndex(), max_bytes, &bytes, &out);
+  // Entries older than the cache: read back from their segments. The same size rule as
+  // AppendEntriesLimited, decided from the index before reading.
+  const uint64_t cache_first = CacheFirstIndex();
+  SegmentReader reader;
+  for (uint64_t i = lo; i < std::min(hi, cache_first); ++i) {
+    const EntryLocation& loc = index_[i - FirstIndex()];
+    bytes += loc.payload_bytes;
+    if (!out.empty() && bytes > max_bytes) return out;
+    absl::StatusOr<raftpb::Entry> e = ReadEntry(i, loc, &reader);
+    if (!e.ok()) return e.status();
+    out.push_back(*std::move(e));
+  }
+  if (hi > cache_first) {
+    AppendEntriesLimited(cache_, std::max(lo, cache_first) - cache_first, hi - cache_first,
+                         max_bytes, &bytes, &out);
+  }
   return out;
+}
+
+absl::StatusOr<raftpb::Entry> WalStorage::ReadEntry(uint64_t index, const EntryLocation& loc,
+                                                    SegmentReader* reader) const {
+  const std::string name = SegmentFileName(loc.seq);
+  const uint64_t record_bytes = RecordBytes(loc.payload_bytes);
+  std::string data;
+  const uint64_t written = segment_bytes_ - buffer_.size();  // of the newest segment
+  if (loc.seq == segments_.back().seq && loc.offset >= written) {
+    // Not written yet: the record is in the buffer (DecodeRecord rejects a short one).
+    const uint64_t at = loc.offset - written;
+    if (at <= buffer_.size()) data = buffer_.substr(at, record_bytes);
+  } else {
+    if (reader->file == nullptr || reader->seq != loc.seq) {
+      absl::StatusOr<std::unique_ptr<WalReadableFile>> f = env_->OpenForRead(PathOf(loc.seq));
+      if (!f.ok()) return Fail(f.status());
+      reader->file = *std::move(f);
+      reader->seq = loc.seq;
+    }
+    if (absl::Status s = reader->file->Read(loc.offset, record_bytes, &data); !s.ok()) {
+      return Fail(s, s.code() == absl::StatusCode::kDataLoss ? s.code()
+                                                              : absl::StatusCode::kInternal);
+    }
+  }
+  absl::StatusOr<Record> rec = DecodeRecord(data, name, loc.offset);
+  if (!rec.ok()) return Fail(rec.status(), absl::StatusCode::kDataLoss);
+  raftpb::Entry e;
+  if (rec->type != RecordType::kEntry ||
+      !e.ParseFromArray(rec->payload.data(), static_cast<int>(rec->payload.size())) ||
+      e.index() != index || e.term() != loc.term) {
+    return Fail(absl::DataLossError(absl::StrCat(
+                    "corrupt segment ", name, " at offset ", loc.offset, ": expected entry ",
+                    index, " of term ", loc.term, ", found a record of type ",
+                    static_cast<int>(rec->type), " (entry ", e.index(), ", term ", e.term(), ")")),
+                absl::StatusCode::kDataLoss);
+  }
+  return e;
+}
+
+void WalStorage::CacheAppended(const std::vector<raftpb::Entry>& entries,
+                               const std::vector<EntryLocation>& locs) {
+  // Only the newest entries that fit are worth copying. If one of the batch does not fit,
+  // nothing older does either: the cache is a suffix of the log.
+  size_t from = entries.size();
+  uint64_t bytes = 0;
+  while (from > 0 && bytes + locs[from - 1].payload_bytes <= options_.max_cached_bytes) {
+    bytes += locs[--from].payload_bytes;
+  }
+  if (from > 0) {
+    cache_.clear();
+    cached_bytes_ = 0;
+  }
+  cache_.insert(cache_.end(), entries.begin() + static_cast<ptrdiff_t>(from), entries.end());
+  cached_bytes_ += bytes;
+  while (cached_bytes_ > options_.max_cached_bytes) {
+    cached_bytes_ -= cache_.front().ByteSizeLong();
+    cache_.pop_front();
+  }
+}
+
+void WalStorage::UncacheFrom(uint64_t index) {
+  const uint64_t first = CacheFirstIndex();
+  while (!cache_.empty() && first + cache_.size() > index) {
+    cached_bytes_ -= cache_.back().ByteSizeLong();
+    cache_.pop_back();
+  }
+}
+
+void WalStorage::UncacheThrough(uint64_t index) {
+  for (uint64_t first = CacheFirstIndex(); !cache_.empty() && first <= index; ++first) {
+    cached_bytes_ -= cache_.front().ByteSizeLong();
+    cache_.pop_front();
+  }
 }
 
 void WalStorage::DCheckInvariants() const {
 #ifndef NDEBUG
   // Append and Recover only build consecutive runs, so the ends decide it (O(1) per call).
-  if (!entries_.empty()) {
-    RAFTKV_CHECK(entries_.front().index() == FirstIndex());
-    RAFTKV_CHECK(entries_.back().index() == LastIndex());
+  RAFTKV_CHECK(cache_.size() <= index_.size());
+  RAFTKV_CHECK(cached_bytes_ <= options_.max_cached_bytes);
+  if (!cache_.empty()) {
+    RAFTKV_CHECK(cache_.front().index() == CacheFirstIndex());
+    RAFTKV_CHECK(cache_.back().index() == LastIndex());
+    RAFTKV_CHECK(cache_.back().term() == index_.back().term);
+  } else {
+    RAFTKV_CHECK(cached_bytes_ == 0);
   }
   RAFTKV_CHECK(!segments_.empty() && file_ != nullptr);
 #endif
 }
 
-absl::Status WalStorage::Fail(const absl::Status& s) {
+absl::Status WalStorage::Fail(const absl::Status& s, absl::StatusCode code) const {
   if (error_.ok()) {
-    error_ = absl::InternalError(absl::StrCat(
-        "wal: ", s.message(),
-        "; the WAL is now read-only and the process must exit (recovery happens at start)"));
+    error_ = absl::Status(
+        code, absl::StrCat(absl::StartsWith(s.message(), "wal: ") ? "" : "wal: ", s.message(),
+                           "; the WAL is now read-only and the process must exit (recovery "
+                           "happens at start)"));
   }
   return error_;
 }
@@ -220,9 +324,15 @@ absl::Status WalStorage::FlushBuffer() {
   return absl::OkStatus();
 }
 
-absl::Status WalStorage::AddRecord(RecordType type, const std::string& payload) {
+absl::Status WalStorage::AddRecord(RecordType type, const std::string& payload,
+                                   EntryLocation* where) {
   if (segment_bytes_ >= options_.max_segment_bytes) {
     if (absl::Status s = RollSegment(RecordType::kCompact); !s.ok()) return s;
+  }
+  if (where != nullptr) {
+    where->seq = segments_.back().seq;
+    where->offset = segment_bytes_;
+    where->payload_bytes = static_cast<uint32_t>(payload.size());
   }
   AppendRecord(&buffer_, type, payload);
   segment_bytes_ += RecordBytes(payload.size());
@@ -294,13 +404,20 @@ absl::Status WalStorage::Append(const std::vector<raftpb::Entry>& entries) {
   }
   // Records first: replay applies the same truncation (an entry at index <= last replaces
   // the suffix), so the file and memory agree.
-  for (const raftpb::Entry& e : entries) {
-    if (absl::Status s = AddRecord(RecordType::kEntry, Serialize(e)); !s.ok()) return s;
+  std::vector<EntryLocation> locs(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& e = entries[i];
+    if (absl::Status s = AddRecord(RecordType::kEntry, Serialize(e), &locs[i]); !s.ok()) {
+      return s;
+    }
+    locs[i].term = e.term();
     Segment& seg = segments_.back();
     seg.max_entry_index = std::max(seg.max_entry_index, e.index());
   }
-  entries_.resize(first - FirstIndex());
-  entries_.insert(entries_.end(), entries.begin(), entries.end());
+  UncacheFrom(first);
+  index_.resize(first - FirstIndex());
+  index_.insert(index_.end(), locs.begin(), locs.end());
+  CacheAppended(entries, locs);
   DCheckInvariants();
   return absl::OkStatus();
 }
@@ -332,9 +449,10 @@ absl::Status WalStorage::Compact(uint64_t index) {
   }
   raftpb::SnapshotMetadata marker = snapshot_;  // keeps the last snapshot's conf_state
   marker.set_index(index);
-  marker.set_term(entries_[index - FirstIndex()].term());
+  marker.set_term(index_[index - FirstIndex()].term);
   if (absl::Status s = AddRecord(RecordType::kCompact, Serialize(marker)); !s.ok()) return s;
-  entries_.erase(entries_.begin(), entries_.begin() + (index - FirstIndex() + 1));
+  UncacheThrough(index);
+  index_.erase(index_.begin(), index_.begin() + static_cast<ptrdiff_t>(index - FirstIndex() + 1));
   snapshot_ = std::move(marker);
   DCheckInvariants();
 
@@ -351,7 +469,9 @@ absl::Status WalStorage::Compact(uint64_t index) {
 
 absl::Status WalStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta) {
   if (!error_.ok()) return error_;
-  entries_.clear();
+  index_.clear();
+  cache_.clear();
+  cached_bytes_ = 0;
   snapshot_ = meta;
   // The new segment starts with the snapshot marker and the current hard state; once it is
   // durable every older segment is obsolete.

@@ -1,8 +1,11 @@
 // WalStorage: the durable LogStorage (raft/storage.h) -- a segmented write-ahead log under one
 // directory (<data-dir>/wal/). File format: wal_format.h and docs/wal-format.md.
 //
-// Memory: the entries since the last compaction are kept in memory for reads; the files are
-// read only by Open().
+// Memory: for every entry since the last compaction, its term and where its record lies
+// (EntryLocation, 32 bytes); the entries themselves only for the newest ones, up to
+// WalOptions::max_cached_bytes of encoded entries (kvd --wal-cache-bytes). Entries() reads
+// older entries back from their segment file (one pread each, CRC checked); Term() never
+// reads the disk. The cache starts empty at Open().
 //
 // Durability: Append/SetHardState/Compact only buffer records; Sync() writes the buffer and
 // fsyncs the current segment once for everything since the previous Sync() (group commit).
@@ -20,6 +23,10 @@
 // Open() returns kDataLoss for corruption that is not a torn tail (the message names the file
 // and the offset); the process must not start (an operator has to look), and kInternal for an
 // I/O error.
+// Entries() returns kDataLoss (naming the file and the offset) when an entry read back from
+// its segment is not the record the index says (bad CRC, short file, another entry), and
+// kInternal for a failed read; either also becomes the sticky error, so the next write-side
+// call fails and the caller stops the process.
 //
 // Threading: not thread-safe; the raft loop owns it (storage.h).
 #pragma once
@@ -49,6 +56,11 @@ struct WalOptions {
   // Records buffered in memory are written out (not synced) once the buffer reaches this size,
   // so an unsynced batch cannot grow without bound.
   uint64_t max_buffer_bytes = 4ull << 20;
+  // Encoded entries kept in memory for Entries(), newest first (see "Memory" above); older
+  // entries are read back from the segment files. 0 caches nothing; ~0 caches everything
+  // (the behaviour before the bound). Entries of the current batch that is not yet written
+  // are read from the write buffer, which max_buffer_bytes bounds.
+  uint64_t max_cached_bytes = 64ull << 20;
   // File system access; null means WalEnv::Default(). Not owned; must outlive the storage.
   WalEnv* env = nullptr;
 
@@ -69,7 +81,9 @@ struct RecoveryReport {
 class WalStorage final : public LogStorage {
  public:
   // Opens (creating if missing) the WAL in `dir` and recovers it: replays every segment,
-  // truncates a torn tail of the newest segment (fsynced), removes leftover *.tmp files.
+  // truncates a torn tail of the newest segment, removes leftover *.tmp files, then fsyncs the
+  // newest segment and the directory, so that everything it reports is durable (a killed
+  // process leaves unsynced writes in the page cache, where replay reads them).
   // Holds an exclusive lock on <dir>/LOCK while open.
   // Errors: kInvalidArgument (options), kFailedPrecondition (the directory is locked by
   // another process or WalStorage), kDataLoss (corruption, see wal_format.h; the files are
@@ -81,8 +95,10 @@ class WalStorage final : public LogStorage {
   raftpb::HardState hard_state() const override { return hard_state_; }
   raftpb::SnapshotMetadata snapshot_metadata() const override { return snapshot_; }
   uint64_t FirstIndex() const override { return snapshot_.index() + 1; }
-  uint64_t LastIndex() const override { return snapshot_.index() + entries_.size(); }
+  uint64_t LastIndex() const override { return snapshot_.index() + index_.size(); }
+  // O(1), from memory: never reads the disk.
   absl::StatusOr<uint64_t> Term(uint64_t index) const override;
+  // Cached entries from memory; older ones read back from their segments (see "Memory").
   absl::StatusOr<std::vector<raftpb::Entry>> Entries(uint64_t lo, uint64_t hi,
                                                     uint64_t max_bytes) const override;
 
@@ -100,6 +116,9 @@ class WalStorage final : public LogStorage {
   const RecoveryReport& recovery_report() const { return recovery_; }
   uint64_t fsync_count() const { return fsync_count_; }  // file fsyncs since Open
   size_t segment_count() const { return segments_.size(); }
+  // Entries cached in memory (the newest ones) and their encoded bytes.
+  size_t cached_entries() const { return cache_.size(); }
+  uint64_t cached_bytes() const { return cached_bytes_; }
   // The sticky error (OK while the storage is writable).
   const absl::Status& error() const { return error_; }
 
@@ -132,14 +151,17 @@ class WalStorage final : public LogStorage {
   // Replays one segment into `replay`; fills *newest if `is_newest`.
   absl::Status ReplaySegment(uint64_t seq, bool is_newest, LogReplayer* replay,
                              NewestSegment* newest);
-  // Deletes leftover *.tmp files (then fsyncs the directory if there were any).
+  // Deletes leftover *.tmp files (made durable by ReopenNewestSegment's directory fsync).
   absl::Status RemoveTmpFiles(const std::vector<std::string>& names);
-  // Makes the newest segment appendable: truncates its torn tail durably, then creates the
-  // next segment if it was sealed or reopens it for appending.
+  // Makes the newest segment durable and appendable: truncates its torn tail, fsyncs it, then
+  // creates the next segment if it was sealed or reopens it for appending; fsyncs the
+  // directory either way.
   absl::Status ReopenNewestSegment(uint64_t seq, const NewestSegment& newest);
 
-  // Buffers one record, first rolling to a new segment if the current one is full.
-  absl::Status AddRecord(RecordType type, const std::string& payload);
+  // Buffers one record, first rolling to a new segment if the current one is full. Sets
+  // *where (if given) to where the record lies.
+  absl::Status AddRecord(RecordType type, const std::string& payload,
+                         EntryLocation* where = nullptr);
   // Writes the buffer to the current segment (no fsync).
   absl::Status FlushBuffer();
   // Seals and fsyncs the current segment (if any) and durably creates the next one, whose
@@ -147,10 +169,31 @@ class WalStorage final : public LogStorage {
   absl::Status RollSegment(RecordType marker);
   // Deletes segments_[0, count), oldest first, fsyncing the directory after each.
   absl::Status RemoveOldestSegments(size_t count);
-  // Debug builds: the in-memory log is consecutive from FirstIndex().
+  // ---- The entry cache: cache_ holds entries [CacheFirstIndex(), LastIndex()] ----
+  uint64_t CacheFirstIndex() const { return LastIndex() + 1 - cache_.size(); }
+  // Caches the newest of the entries just appended (at locs) that fit, evicting the oldest.
+  void CacheAppended(const std::vector<raftpb::Entry>& entries,
+                     const std::vector<EntryLocation>& locs);
+  // Drops cached entries >= index (a conflicting suffix) or <= index (compaction).
+  void UncacheFrom(uint64_t index);
+  void UncacheThrough(uint64_t index);
+
+  // The segment file Entries() read from last; reads of consecutive entries reuse it.
+  struct SegmentReader {
+    uint64_t seq = 0;
+    std::unique_ptr<WalReadableFile> file;
+  };
+  // Reads entry `index` back from its record at `loc` (from the write buffer if it is not
+  // written yet) and checks it is that entry. Errors: see the error contract (Entries).
+  absl::StatusOr<raftpb::Entry> ReadEntry(uint64_t index, const EntryLocation& loc,
+                                          SegmentReader* reader) const;
+
+  // Debug builds: the in-memory log is consecutive from FirstIndex(), and the cache is a
+  // suffix of it within max_cached_bytes.
   void DCheckInvariants() const;
-  // Records a failed I/O call as the sticky error and returns it.
-  absl::Status Fail(const absl::Status& s);
+  // Records a failed I/O call as the sticky error (with `code`) and returns it.
+  absl::Status Fail(const absl::Status& s,
+                    absl::StatusCode code = absl::StatusCode::kInternal) const;
 
   const std::string dir_;
   const WalOptions options_;
@@ -158,7 +201,9 @@ class WalStorage final : public LogStorage {
 
   raftpb::HardState hard_state_;      // latest set (maybe not yet durable)
   raftpb::SnapshotMetadata snapshot_;  // the log starts after snapshot_.index()
-  std::deque<raftpb::Entry> entries_;  // entries_[0].index() == snapshot_.index() + 1
+  std::deque<EntryLocation> index_;    // index_[i]: entry snapshot_.index() + 1 + i
+  std::deque<raftpb::Entry> cache_;    // the newest entries; back() is LastIndex()
+  uint64_t cached_bytes_ = 0;          // encoded size of cache_, <= max_cached_bytes
 
   std::deque<Segment> segments_;    // oldest first; back() is the one being written
   std::unique_ptr<WalFile> file_;   // the open back() segment
@@ -167,7 +212,9 @@ class WalStorage final : public LogStorage {
   bool unsynced_ = false;           // bytes written or buffered since the last fsync
 
   std::unique_ptr<FileLock> lock_;  // on <dir>/LOCK: one WalStorage per directory
-  absl::Status error_;  // sticky: set by the first failed I/O, returned by every later write
+  // Sticky: set by the first failed I/O (a read in const Entries() too), returned by every
+  // later write.
+  mutable absl::Status error_;
   uint64_t fsync_count_ = 0;
   RecoveryReport recovery_;
 };

@@ -85,6 +85,7 @@ absl::StatusOr<std::unique_ptr<RaftLoop>> RaftLoop::Start(kv::StateMachine* sm,
   std::unique_ptr<RaftLoop> r(new RaftLoop(sm, data_dir, std::move(options)));
   raft::wal::WalOptions wal_options;
   wal_options.max_segment_bytes = r->options_.wal_segment_bytes;
+  wal_options.max_cached_bytes = r->options_.wal_cache_bytes;
   auto wal = OpenLog(sm, data_dir.wal(), wal_options, r->snapshots_, r->options_.restored,
                      r->Voters());
   if (!wal.ok()) return wal.status();

@@ -74,6 +74,7 @@ struct RaftLoopOptions {
   size_t max_pending_writes = 100000; // --max-pending-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
+  uint64_t wal_cache_bytes = 64ull << 20;    // --wal-cache-bytes (0: read every entry back)
   // --initial-cluster-state: what an empty data dir means (raft::Config::EmptyStart).
   raft::Config::EmptyStart empty_start = raft::Config::EmptyStart::kAskPeers;
 

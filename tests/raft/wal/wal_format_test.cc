@@ -124,5 +124,25 @@ TEST(WalFormatTest, BadHeaderIsDataLoss) {
   EXPECT_EQ(absl::StatusCode::kDataLoss, ParseSegment("", "f", true).status().code());
 }
 
+
+// A record read back from its known location (WalStorage::Entries below the cache).
+TEST(WalFormatTest, DecodeRecordNeedsExactlyOneValidRecord) {
+  std::string r;
+  AppendRecord(&r, RecordType::kEntry, "payload");
+  absl::StatusOr<Record> ok = DecodeRecord(r, "x.wal", 100);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(RecordType::kEntry, ok->type);
+  EXPECT_EQ("payload", ok->payload);
+  EXPECT_EQ(100u, ok->offset);
+  EXPECT_EQ(absl::StatusCode::kDataLoss, DecodeRecord(r + "z", "x.wal", 100).status().code());
+  EXPECT_EQ(absl::StatusCode::kDataLoss,
+            DecodeRecord(r.substr(0, r.size() - 1), "x.wal", 100).status().code());
+  std::string flipped = r;
+  flipped.back() ^= 0x01;
+  const absl::Status bad = DecodeRecord(flipped, "x.wal", 100).status();
+  EXPECT_EQ(absl::StatusCode::kDataLoss, bad.code());
+  EXPECT_NE(std::string::npos, bad.message().find("x.wal at offset 100")) << bad;
+}
+
 }  // namespace
 }  // namespace raftkv::raft::wal

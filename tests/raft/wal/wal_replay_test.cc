@@ -20,7 +20,7 @@ class Script {
 
   absl::Status Run(LogReplayer* r) {
     for (size_t i = 0; i < payloads_.size(); ++i) {
-      if (absl::Status s = r->Apply(Record{types_[i], i, payloads_[i]}, "test"); !s.ok()) {
+      if (absl::Status s = r->Apply(Record{types_[i], i, payloads_[i]}, /*seq=*/1, "test"); !s.ok()) {
         return s;
       }
     }
@@ -44,7 +44,7 @@ class Script {
 
 std::vector<uint64_t> Terms(LogReplayer& r) {
   std::vector<uint64_t> out;
-  for (const raftpb::Entry& e : r.entries()) out.push_back(e.term());
+  for (const EntryLocation& e : r.entries()) out.push_back(e.term);
   return out;
 }
 
@@ -56,7 +56,7 @@ TEST(WalReplayTest, LaterLowerIndexTruncatesSuffix) {
   LogReplayer r;
   ASSERT_TRUE(s.Run(&r).ok());
   EXPECT_EQ((std::vector<uint64_t>{1, 1, 2}), Terms(r));
-  EXPECT_EQ(3u, r.entries().back().index());
+  EXPECT_EQ(3u, r.LastIndex());
 }
 
 TEST(WalReplayTest, GapCoveredByLaterCompactionIsFine) {
@@ -103,7 +103,7 @@ TEST(WalReplayTest, SnapshotRestartsLog) {
   EXPECT_EQ(50u, r.snapshot().index());
   EXPECT_EQ(3u, r.snapshot().term());
   ASSERT_EQ(1u, r.entries().size());
-  EXPECT_EQ(51u, r.entries().front().index());
+  EXPECT_EQ(51u, r.first_index());
 }
 
 TEST(WalReplayTest, EntryBelowLogStartIsDataLoss) {

@@ -451,5 +451,222 @@ TEST(WalStorageTest, SmallWriteBufferStillSyncsCorrectly) {
   ReopenSame(w, tmp.wal(), opts);
 }
 
+
+// Issue 9, item 3: Open cannot know whether the newest segment's bytes were synced before the
+// last stop (a killed process leaves them in the page cache), so it fsyncs that segment and
+// the directory before it reports anything as stable. (wal_crash_test.cc shows the loss.)
+TEST(WalStorageTest, OpenSyncsTheNewestSegmentAndTheDirectory) {
+  TempDir tmp;
+  {
+    auto w = OpenOk(tmp.wal());
+    ASSERT_TRUE(w->Append(MakeEntries(1, 4, 1)).ok());
+    ASSERT_TRUE(w->Sync().ok());
+  }
+  FaultEnv env;
+  WalOptions opts;
+  opts.env = &env;
+  auto r = OpenOk(tmp.wal(), opts);
+  ASSERT_NE(nullptr, r);
+  EXPECT_EQ(3u, r->LastIndex());
+  EXPECT_EQ(1, env.file_syncs());
+  EXPECT_EQ(1, env.dir_syncs());
+  EXPECT_EQ(1u, r->fsync_count());
+}
+
+// A failed fsync at recovery is as fatal as one later: Open fails and says so.
+TEST(WalStorageTest, FailedFsyncDuringRecoveryFailsOpen) {
+  TempDir tmp;
+  {
+    auto w = OpenOk(tmp.wal());
+    ASSERT_TRUE(w->Append(MakeEntries(1, 4, 1)).ok());
+    ASSERT_TRUE(w->Sync().ok());
+  }
+  for (const bool fail_dir : {false, true}) {
+    SCOPED_TRACE(fail_dir ? "directory fsync fails" : "segment fsync fails");
+    FaultEnv env;
+    if (fail_dir) {
+      env.FailDirSyncAfter(1);
+    } else {
+      env.FailFileSyncAfter(1);
+    }
+    WalOptions opts;
+    opts.env = &env;
+    absl::StatusOr<std::unique_ptr<WalStorage>> r = WalStorage::Open(tmp.wal(), opts);
+    EXPECT_EQ(absl::StatusCode::kInternal, r.status().code()) << r.status();
+    EXPECT_NE(std::string::npos, r.status().message().find("injected")) << r.status();
+  }
+}
+
+
+// ---- The entry cache (issue 9, item 4): memory bounded by max_cached_bytes ----
+
+std::string FileContents(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+TEST(WalStorageTest, CacheIsBoundedAndOlderEntriesAreReadFromTheSegments) {
+  TempDir tmp;
+  FaultEnv env;
+  WalOptions opts;
+  opts.env = &env;
+  opts.max_segment_bytes = 4096;
+  const uint64_t entry_bytes = MakeEntry(1, 1, std::string(300, 'c')).ByteSizeLong();
+  opts.max_cached_bytes = 10 * entry_bytes + entry_bytes / 2;  // room for 10 entries
+  auto w = OpenOk(tmp.wal(), opts);
+  std::vector<raftpb::Entry> want;
+  for (uint64_t i = 1; i <= 100; ++i) {
+    want.push_back(MakeEntry(i, 1 + i / 40, std::string(300, 'c')));
+    ASSERT_TRUE(w->Append({want.back()}).ok());
+    if (i % 7 == 0) ASSERT_TRUE(w->Sync().ok());
+  }
+  ASSERT_GT(w->segment_count(), 5u);
+  EXPECT_EQ(10u, w->cached_entries());
+  EXPECT_EQ(10 * entry_bytes, w->cached_bytes());
+  // Term() and reads of the cached entries never touch the files.
+  for (uint64_t i = 1; i <= 100; ++i) EXPECT_EQ(want[i - 1].term(), *w->Term(i));
+  auto recent = w->Entries(91, 101, ~0ull);
+  ASSERT_TRUE(recent.ok());
+  EXPECT_EQ(10u, recent->size());
+  EXPECT_EQ(0, env.file_reads());
+  // The 90 older ones are read back, one pread each, across the segments and the buffer.
+  auto all = w->Entries(1, 101, ~0ull);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(100u, all->size());
+  for (size_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(want[i].SerializeAsString(), (*all)[i].SerializeAsString()) << i;
+  }
+  EXPECT_LE(env.file_reads(), 90);
+  // A byte limit stops before reading more than it returns.
+  const int reads = env.file_reads();
+  auto limited = w->Entries(1, 101, 3 * entry_bytes);
+  ASSERT_TRUE(limited.ok());
+  EXPECT_EQ(3u, limited->size());
+  EXPECT_EQ(reads + 3, env.file_reads());
+}
+
+TEST(WalStorageTest, CacheLimitZeroReadsEverythingBackAndUnlimitedKeepsAll) {
+  TempDir tmp;
+  for (const uint64_t limit : {uint64_t{0}, ~uint64_t{0}}) {
+    SCOPED_TRACE(limit == 0 ? "no cache" : "unlimited");
+    FaultEnv env;
+    WalOptions opts;
+    opts.env = &env;
+    opts.max_cached_bytes = limit;
+    const std::string dir = tmp.path() + (limit == 0 ? "/none" : "/all");
+    auto w = OpenOk(dir, opts);
+    ASSERT_TRUE(w->Append(MakeEntries(1, 21, 1)).ok());
+    // Not yet written (the batch is in the write buffer): still readable.
+    auto e = w->Entries(1, 21, ~0ull);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(MakeEntry(20, 1).data(), e->back().data());
+    ASSERT_TRUE(w->Sync().ok());
+    e = w->Entries(1, 21, ~0ull);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(MakeEntry(7, 1).data(), (*e)[6].data());
+    EXPECT_EQ(limit == 0 ? 0u : 20u, w->cached_entries());
+    EXPECT_EQ(limit == 0 ? 20 : 0, env.file_reads());
+  }
+}
+
+// After a restart the cache is empty: every entry is read from the files until new ones are
+// appended; a conflicting suffix that starts below the cache drops it.
+TEST(WalStorageTest, RestartAndConflictTruncationWithTheCache) {
+  TempDir tmp;
+  WalOptions opts;
+  opts.max_segment_bytes = 4096;
+  opts.max_cached_bytes = 2000;
+  auto w = OpenOk(tmp.wal(), opts);
+  for (uint64_t i = 1; i <= 60; ++i) {
+    ASSERT_TRUE(w->Append({MakeEntry(i, 1, std::string(200, 'k'))}).ok());
+  }
+  ASSERT_TRUE(w->Sync().ok());
+  auto r = ReopenSame(w, tmp.wal(), opts);
+  EXPECT_EQ(0u, r->cached_entries());
+  ASSERT_TRUE(r->Append(MakeEntries(61, 64, 1)).ok());
+  EXPECT_EQ(3u, r->cached_entries());
+  // Replace 10..63 (the cache and many evicted entries in older segments) with 10..12.
+  ASSERT_TRUE(r->Append(MakeEntries(10, 13, 2)).ok());
+  EXPECT_EQ(3u, r->cached_entries());
+  EXPECT_EQ(12u, r->LastIndex());
+  auto e = r->Entries(8, 13, ~0ull);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(std::string(200, 'k'), (*e)[0].data());
+  EXPECT_EQ(MakeEntry(10, 2).data(), (*e)[2].data());
+  ASSERT_TRUE(r->Sync().ok());
+  auto r2 = ReopenSame(r, tmp.wal(), opts);
+  const std::vector<uint64_t> terms = Terms(*r2);
+  ASSERT_EQ(12u, terms.size());
+  EXPECT_EQ((std::vector<uint64_t>{1, 2, 2, 2}), std::vector<uint64_t>(terms.begin() + 8, terms.end()));
+}
+
+// A record read back that is not what the index says is corruption: kDataLoss naming the
+// file and the offset, and the WAL stops accepting writes (the caller exits).
+TEST(WalStorageTest, BadRecordReadBackIsDataLoss) {
+  TempDir tmp;
+  WalOptions opts;
+  opts.max_cached_bytes = 0;
+  auto w = OpenOk(tmp.wal(), opts);
+  ASSERT_TRUE(w->Append(MakeEntries(1, 11, 1)).ok());
+  ASSERT_TRUE(w->Sync().ok());
+  const std::string path = tmp.wal() + "/" + SegmentFileName(1);
+  std::string data = FileContents(path);
+  const size_t at = data.find(MakeEntry(5, 1).data());
+  ASSERT_NE(std::string::npos, at);
+  data[at] ^= 0x01;
+  WriteFile(path, data);
+
+  EXPECT_TRUE(w->Entries(1, 5, ~0ull).ok());  // the entries before it are fine
+  auto bad = w->Entries(3, 8, ~0ull);
+  ASSERT_EQ(absl::StatusCode::kDataLoss, bad.status().code()) << bad.status();
+  EXPECT_NE(std::string::npos, bad.status().message().find(SegmentFileName(1))) << bad.status();
+  EXPECT_NE(std::string::npos, bad.status().message().find("checksum")) << bad.status();
+  EXPECT_EQ(bad.status(), w->Append({MakeEntry(11, 1)}));
+  EXPECT_EQ(bad.status(), w->Sync());
+
+  // A segment cut short under the WAL: the read runs past its end.
+  w.reset();
+  auto r = OpenOk(tmp.path() + "/short", opts);
+  ASSERT_TRUE(r->Append(MakeEntries(1, 11, 1)).ok());
+  ASSERT_TRUE(r->Sync().ok());
+  const std::string short_path = tmp.path() + "/short/" + SegmentFileName(1);
+  std::filesystem::resize_file(short_path, std::filesystem::file_size(short_path) - 5);
+  auto cut = r->Entries(10, 11, ~0ull);
+  EXPECT_EQ(absl::StatusCode::kDataLoss, cut.status().code()) << cut.status();
+  EXPECT_NE(std::string::npos, cut.status().message().find(SegmentFileName(1))) << cut.status();
+}
+
+TEST(WalStorageTest, CompactionDropsCachedEntries) {
+  TempDir tmp;
+  WalOptions opts;
+  const uint64_t entry_bytes = MakeEntry(1, 1, "same size").ByteSizeLong();
+  opts.max_cached_bytes = 5 * entry_bytes;
+  auto w = OpenOk(tmp.wal(), opts);
+  for (uint64_t i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(w->Append({MakeEntry(i, 1, "same size")}).ok());
+  }
+  EXPECT_EQ(5u, w->cached_entries());
+  ASSERT_TRUE(w->Compact(3).ok());  // below the cache: nothing cached goes
+  EXPECT_EQ(5u, w->cached_entries());
+  ASSERT_TRUE(w->Compact(8).ok());
+  EXPECT_EQ(2u, w->cached_entries());
+  EXPECT_EQ(2 * entry_bytes, w->cached_bytes());
+  ASSERT_TRUE(w->Compact(10).ok());
+  EXPECT_EQ(0u, w->cached_entries());
+  EXPECT_EQ(0u, w->cached_bytes());
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(20);
+  meta.set_term(2);
+  ASSERT_TRUE(w->Append(MakeEntries(11, 13, 1)).ok());
+  ASSERT_TRUE(w->ApplySnapshot(meta).ok());
+  EXPECT_EQ(0u, w->cached_entries());
+  EXPECT_EQ(0u, w->cached_bytes());
+}
+
 }  // namespace
 }  // namespace raftkv::raft::wal

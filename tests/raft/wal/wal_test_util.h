@@ -54,6 +54,8 @@ class FaultEnv final : public WalEnv {
 
   int file_syncs() const { return file_syncs_; }
   int dir_syncs() const { return dir_syncs_; }
+  // Reads through files opened with OpenForRead (WalStorage reading back evicted entries).
+  int file_reads() const { return file_reads_; }
 
   absl::Status CreateDirIfMissing(const std::string& dir) override {
     return base_->CreateDirIfMissing(dir);
@@ -69,6 +71,11 @@ class FaultEnv final : public WalEnv {
     absl::StatusOr<std::unique_ptr<WalFile>> f = base_->OpenForAppend(path, truncate);
     if (!f.ok()) return f.status();
     return std::unique_ptr<WalFile>(new File(this, std::move(*f)));
+  }
+  absl::StatusOr<std::unique_ptr<WalReadableFile>> OpenForRead(const std::string& path) override {
+    absl::StatusOr<std::unique_ptr<WalReadableFile>> f = base_->OpenForRead(path);
+    if (!f.ok()) return f.status();
+    return std::unique_ptr<WalReadableFile>(new ReadableFile(this, std::move(*f)));
   }
   absl::Status TruncateFile(const std::string& path, uint64_t size_bytes) override {
     return base_->TruncateFile(path, size_bytes);
@@ -106,6 +113,20 @@ class FaultEnv final : public WalEnv {
     std::unique_ptr<WalFile> base_;
   };
 
+  class ReadableFile final : public WalReadableFile {
+   public:
+    ReadableFile(FaultEnv* env, std::unique_ptr<WalReadableFile> base)
+        : env_(env), base_(std::move(base)) {}
+    absl::Status Read(uint64_t offset, size_t n, std::string* out) override {
+      ++env_->file_reads_;
+      return base_->Read(offset, n, out);
+    }
+
+   private:
+    FaultEnv* const env_;
+    std::unique_ptr<WalReadableFile> base_;
+  };
+
   // Counts down an armed trigger; true when it fires.
   static bool Trip(int* countdown) {
     if (*countdown <= 0) return false;
@@ -119,6 +140,7 @@ class FaultEnv final : public WalEnv {
   int fail_rename_in_ = 0;
   int file_syncs_ = 0;
   int dir_syncs_ = 0;
+  int file_reads_ = 0;
 };
 
 inline raftpb::Entry MakeEntry(uint64_t index, uint64_t term, const std::string& data = "") {
