@@ -118,6 +118,7 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
                             Positive{"--wal-segment-bytes", raft.wal_segment_bytes},
                             Positive{"--max-range-keys", max_range_keys},
+                            Positive{"--max-range-bytes", max_range_bytes},
                             Positive{"--backup-interval-ms", raft.backup_interval_ms},
                             Positive{"--snapshot-entries", raft.snapshot_entries},
                             Positive{"--snapshots-retained", raft.snapshots_retained},
@@ -133,6 +134,10 @@ absl::Status NodeConfig::Validate() const {
   }
   // Note: --max-line-bytes (64 KiB) is below --max-value-bytes (1 MiB) by design: a text
   // line is bounded by the former, a RESP request by --max-request-bytes.
+  if (max_range_bytes + 65536 > grpc_max_message_bytes) {
+    return absl::InvalidArgumentError(
+        "--max-range-bytes must be at least 64 KiB below --grpc-max-message-bytes");
+  }
   if (kv.max_key_bytes + kv.max_value_bytes + 1024 > grpc_max_message_bytes) {
     return absl::InvalidArgumentError(
         "--grpc-max-message-bytes must exceed --max-key-bytes + --max-value-bytes + 1024");

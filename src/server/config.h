@@ -55,6 +55,7 @@ struct NodeConfig {
                                       // are filled in from the fields above at start)
   uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
   uint64_t max_range_keys = 100000;   // --max-range-keys: keys in one etcd Range answer
+  uint64_t max_range_bytes = 3 << 20; // --max-range-bytes: key-value bytes in one answer
   // On SIGTERM: how long in-flight gRPC calls may take before they are cancelled. Peer
   // streams never end by themselves, so this also bounds how long a stopping leader keeps
   // heartbeating (the rest of the cluster elects a new one only after it stops).

@@ -85,6 +85,9 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
   add("--request-timeout-ms", &config->raft.request_timeout_ms,
       "A write or linearizable read not done in this time fails (a write's outcome is then "
       "unknown)");
+  add("--max-range-bytes", &config->max_range_bytes,
+      "Most key-value bytes one etcd Range answer carries; a range over more answers the "
+      "first ones with more=true, for the client to page (below --grpc-max-message-bytes)");
   add("--max-range-keys", &config->max_range_keys,
       "Most keys one etcd Range may return (count_only is exempt)");
   add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,

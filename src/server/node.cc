@@ -85,6 +85,7 @@ absl::Status Node::StartGrpc() {
   EtcdServiceOptions etcd_options;
   etcd_options.request_timeout_ms = config_.raft.request_timeout_ms;
   etcd_options.max_range_keys = config_.max_range_keys;
+  etcd_options.max_range_bytes = static_cast<int64_t>(config_.max_range_bytes);
   // Maintenance.Snapshot (kvctl snapshot save): a fresh copy per request, removed by the
   // handler after streaming. The sequence number keeps same-millisecond requests apart.
   etcd_options.make_snapshot = [sm = sm_.get(), dir = data_dir_,

@@ -123,5 +123,26 @@ TEST(EtcdRangeTest, LimitAppliesAfterFilterAndSortAndReportsMore) {
   EXPECT_EQ(Keys(kvs), (std::vector<std::string>{"c", "a", "d"}));
 }
 
+TEST(EtcdRangeTest, KvsAreCutAtTheByteBoundWithMore) {
+  std::vector<kv::KeyValue> kvs;
+  for (int i = 0; i < 10; ++i) {
+    kv::KeyValue kv;
+    kv.key = "k" + std::to_string(i);
+    kv.value = std::string(100, 'v');
+    kvs.push_back(kv);
+  }
+  pb::RangeResponse all;
+  EXPECT_FALSE(AddKvsWithinBytes(kvs, 1 << 20, &all));
+  EXPECT_EQ(all.kvs_size(), 10);
+  pb::RangeResponse cut;
+  EXPECT_TRUE(AddKvsWithinBytes(kvs, 350, &cut));  // about 110 bytes each
+  ASSERT_EQ(cut.kvs_size(), 3);
+  EXPECT_EQ(cut.kvs(2).key(), "k2");
+  EXPECT_LE(static_cast<int64_t>(cut.ByteSizeLong()), 350);
+  pb::RangeResponse one;  // a bound below one key-value still carries one
+  EXPECT_TRUE(AddKvsWithinBytes(kvs, 10, &one));
+  EXPECT_EQ(one.kvs_size(), 1);
+}
+
 }  // namespace
 }  // namespace raftkv::server::etcd

@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "etcd_fakes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -445,6 +446,38 @@ TEST(EtcdServiceLimitsTest, ValueOverLimitIsRejected) {
   grpc::Status s = server.Kv()->Put(Ctx().get(), put, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("value too large"));
+}
+
+TEST(EtcdServiceLimitsTest, RangeOverMaxRangeBytesAnswersMoreAndPagesThrough) {
+  EtcdTestServerOptions options;
+  options.etcd.max_range_bytes = 1000;
+  EtcdTestServer server(options);
+  auto kv = server.Kv();
+  for (int i = 0; i < 30; ++i) {
+    pb::PutRequest put;
+    put.set_key(absl::StrFormat("p%02d", i));
+    put.set_value(std::string(100, 'v'));
+    pb::PutResponse put_resp;
+    ASSERT_TRUE(kv->Put(Ctx().get(), put, &put_resp).ok());
+  }
+  // Page as etcd clients do: next key after the last one received, until more is false.
+  std::vector<std::string> seen;
+  std::string from = "p";
+  for (int page = 0; page < 30; ++page) {
+    pb::RangeRequest req;
+    req.set_key(from);
+    req.set_range_end("q");
+    pb::RangeResponse resp;
+    ASSERT_TRUE(kv->Range(Ctx().get(), req, &resp).ok());
+    ASSERT_GT(resp.kvs_size(), 0);
+    EXPECT_LE(resp.kvs_size(), 9) << "a page is bounded by bytes";
+    EXPECT_EQ(resp.count(), 30 - static_cast<int64_t>(seen.size()));
+    for (const auto& k : resp.kvs()) seen.push_back(k.key());
+    if (!resp.more()) break;
+    from = seen.back() + std::string(1, '\0');
+  }
+  ASSERT_EQ(seen.size(), 30u);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(seen[i], absl::StrFormat("p%02d", i));
 }
 
 TEST(EtcdServiceLimitsTest, RangeOverMaxRangeKeysIsRefusedUnlessLimitedOrCounted) {

@@ -72,18 +72,13 @@ grpc::Status EtcdKv::Range(grpc::ServerContext* context, const pb::RangeRequest*
   }
   s_->FillHeader(result->revision, resp->mutable_header());
   resp->set_count(result->count);
-  if (!full_scan) {
-    resp->set_more(result->more);
-    if (!req->count_only()) {
-      for (const kv::KeyValue& kv : result->kvs) FillKv(kv, resp->add_kvs());
-    }
-    return grpc::Status::OK;
-  }
   std::vector<kv::KeyValue> kvs = std::move(result->kvs);
-  if (FilterSortLimit(*req, &kvs)) resp->set_more(true);
-  if (!req->count_only()) {
-    for (const kv::KeyValue& kv : kvs) FillKv(kv, resp->add_kvs());
+  bool more = result->more;
+  if (full_scan) more = FilterSortLimit(*req, &kvs);
+  if (!req->count_only() && AddKvsWithinBytes(kvs, s_->options().max_range_bytes, resp)) {
+    more = true;
   }
+  resp->set_more(more);
   return grpc::Status::OK;
 }
 

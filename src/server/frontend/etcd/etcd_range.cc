@@ -61,4 +61,20 @@ bool FilterSortLimit(const pb::RangeRequest& r, std::vector<kv::KeyValue>* kvs) 
   return false;
 }
 
+bool AddKvsWithinBytes(const std::vector<kv::KeyValue>& kvs, int64_t max_bytes,
+                       etcdserverpb::RangeResponse* resp) {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < kvs.size(); ++i) {
+    mvccpb::KeyValue* out = resp->add_kvs();
+    FillKv(kvs[i], out);
+    // The field's tag and length prefix: at most 1 + 5 bytes for a message under 4 GiB.
+    bytes += static_cast<int64_t>(out->ByteSizeLong()) + 6;
+    if (bytes > max_bytes && i > 0) {
+      resp->mutable_kvs()->RemoveLast();
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace raftkv::server::etcd

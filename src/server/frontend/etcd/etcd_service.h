@@ -62,6 +62,9 @@ struct EtcdServiceOptions {
   // Most key-values one Range may return, and most a sorted or revision-filtered Range may
   // read; a request needing more fails with RESOURCE_EXHAUSTED (count_only is unaffected).
   int64_t max_range_keys = 100000;
+  // Most bytes of key-values one Range response carries (below the gRPC message limit): a
+  // range over more stops there and answers more=true, as etcd does, so clients page.
+  int64_t max_range_bytes = 3 << 20;
   // Reported as StatusResponse.version. etcdctl prints it; clients that check versions want
   // an etcd release number, so this is the etcd API version we mimic.
   std::string version = "3.4.0";

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "etcd/rpc.grpc.pb.h"
 #include "kv/state_machine.h"
+#include "server/frontend/etcd/etcd_range.h"
 #include "server/frontend/etcd/etcd_service.h"
 #include "server/grpc_status.h"
 #include "server/node_id.h"
@@ -27,14 +28,6 @@
 namespace raftkv::server::etcd {
 
 namespace pb = etcdserverpb;
-
-inline void FillKv(const kv::KeyValue& in, mvccpb::KeyValue* out) {
-  out->set_key(in.key);
-  out->set_value(in.value);
-  out->set_create_revision(in.create_revision);
-  out->set_mod_revision(in.mod_revision);
-  out->set_version(in.version);
-}
 
 inline grpc::Status Unimplemented(std::string what) {
   return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, std::move(what));
