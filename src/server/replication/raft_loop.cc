@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<RaftLoop>> RaftLoop::Start(kv::StateMachine* sm,
   std::unique_ptr<RaftLoop> r(new RaftLoop(sm, data_dir, std::move(options)));
   raft::wal::WalOptions wal_options;
   wal_options.max_segment_bytes = r->options_.wal_segment_bytes;
+  wal_options.env = r->options_.wal_env;
   auto wal = OpenLog(sm, data_dir.wal(), wal_options, r->snapshots_, r->options_.restored,
                      r->Voters());
   if (!wal.ok()) return wal.status();
@@ -374,7 +375,10 @@ void RaftLoop::ProcessReady() {
 }
 
 void RaftLoop::Persist(const raft::Ready& rd) {
-  if (rd.snapshot) InstallSnapshot(*rd.snapshot);
+  if (rd.snapshot) {
+    InstallStepDone("install: begin");
+    InstallSnapshot(*rd.snapshot);
+  }
   if (!rd.entries.empty()) {
     if (absl::Status s = wal_->Append(rd.entries); !s.ok()) {
       ExitOnStorageFailure("WAL write", s);
@@ -388,6 +392,7 @@ void RaftLoop::Persist(const raft::Ready& rd) {
   if (rd.must_sync || rd.hard_state) {
     if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
   }
+  if (rd.snapshot) InstallStepDone("install: done");
 }
 
 void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
@@ -444,12 +449,19 @@ void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap) {
   if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
     ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
   }
+  InstallStepDone("install: store installed");
   if (absl::Status s = wal_->ApplySnapshot(snap.metadata()); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
   }
+  InstallStepDone("install: log restarted");
   if (absl::Status s = backup_->ResetFrom(path); !s.ok()) {
     spdlog::error("backup: resetting from snapshot {} failed: {}", path, s.ToString());
   }
+  InstallStepDone("install: backup reset");
+}
+
+void RaftLoop::InstallStepDone(std::string_view step) const {
+  if (options_.install_crash_point) options_.install_crash_point(step);
 }
 
 void RaftLoop::OnSnapshotMade(const SnapshotReport& report) {

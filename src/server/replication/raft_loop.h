@@ -24,8 +24,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -47,6 +49,7 @@ namespace raftkv::raft {
 class Raft;
 struct Ready;
 namespace wal {
+class WalEnv;
 class WalStorage;
 }  // namespace wal
 }  // namespace raftkv::raft
@@ -86,6 +89,14 @@ struct RaftLoopOptions {
   // The state machine was just restored from a snapshot file (kvd --restore-from) and the
   // WAL is new: start the log after the store's applied index.
   bool restored = false;
+
+  // ---- Test seams (not flags) ----
+  // Called with the step's name after each step of installing a snapshot from the leader
+  // (InstallSnapshot), so a test can end the process there
+  // (tests/server/snapshot_install_crash_test.cc). Empty: nothing.
+  std::function<void(std::string_view step)> install_crash_point;
+  // The file system the WAL uses; null: the real one (raft::wal::WalEnv::Default()).
+  raft::wal::WalEnv* wal_env = nullptr;
 };
 
 // The answer to a write whose Propose() failed on this node and that is not forwarded:
@@ -172,6 +183,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
   void InstallSnapshot(const raftpb::Snapshot& snap);
+  // Calls options_.install_crash_point, if set, with `step`.
+  void InstallStepDone(std::string_view step) const;
   void OnSnapshotMade(const SnapshotReport& report);
   void SendMessages(std::vector<raftpb::Message> msgs);
   void OnTermOrRoleChange();
