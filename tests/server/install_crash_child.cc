@@ -22,6 +22,7 @@
 #include "raft/wal/wal_env.h"
 #include "server/data_dir.h"
 #include "server/replication/recovery.h"
+#include "spdlog/spdlog.h"
 
 namespace raftkv::server::testing {
 namespace {
@@ -131,6 +132,7 @@ int Run(int argc, char** argv) {
   const uint64_t index = std::strtoull(argv[3], nullptr, 10);
   const uint64_t term = std::strtoull(argv[4], nullptr, 10);
   CrashPoints points(std::strtoull(argv[5], nullptr, 10));
+  spdlog::set_level(spdlog::level::warn);  // stdout: the crash point's name
   CrashingWalEnv env(&points);
 
   DataDir dir(data_dir);

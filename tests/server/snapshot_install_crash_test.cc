@@ -158,6 +158,7 @@ TEST(SnapshotInstallCrashTest, FollowerStartsAndRejoinsAfterACrashAtEveryStep) {
   // Each install step and the WAL's file operations in between (seal, new segment, the
   // deletes): a test that stopped seeing them would prove nothing.
   EXPECT_GE(crashes, 12);
+  RecordProperty("crash_points", crashes);
 }
 
 }  // namespace

@@ -59,7 +59,7 @@ RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOption
       data_dir_(data_dir),
       options_(std::move(options)),
       self_(NodeId::FromPosition(options_.node_index)),
-      snapshots_(data_dir.snapshots()),
+      snapshots_(data_dir.snapshots(), data_dir.received_snapshots()),
       pending_(absl::Milliseconds(options_.request_timeout_ms)) {}
 
 std::vector<uint64_t> RaftLoop::Voters() const {
@@ -142,6 +142,7 @@ absl::Status RaftLoop::StartBackup() {
   BackupWorkerOptions backup_options;
   backup_options.backup_path = data_dir_.backup();
   backup_options.snapshot_dir = snapshots_.dir();
+  backup_options.received_snapshot_dir = snapshots_.received_dir();
   backup_options.interval_ms = options_.backup_interval_ms;
   backup_options.snapshot_entries = options_.snapshot_entries;
   backup_options.snapshots_retained = options_.snapshots_retained;
@@ -158,6 +159,8 @@ absl::Status RaftLoop::StartBackup() {
   if (auto snap = SnapshotForCore(snapshots_, sm_->applied_index(), Voters())) {
     raft_->SetSnapshot(*snap);
   }
+  // What a crash left behind: partial transfers the node no longer needs, old snapshots.
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
   return absl::OkStatus();
 }
 
@@ -377,7 +380,7 @@ void RaftLoop::ProcessReady() {
 void RaftLoop::Persist(const raft::Ready& rd) {
   if (rd.snapshot) {
     InstallStepDone("install: begin");
-    InstallSnapshot(*rd.snapshot);
+    InstallSnapshot(*rd.snapshot, rd.hard_state.value_or(wal_->hard_state()));
   }
   if (!rd.entries.empty()) {
     if (absl::Status s = wal_->Append(rd.entries); !s.ok()) {
@@ -439,25 +442,40 @@ void RaftLoop::SendMessages(std::vector<raftpb::Message> msgs) {
   transport_->Send(std::move(plain));
 }
 
-void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap) {
+void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs) {
   const std::string& path = snap.handle();
-  spdlog::info("raft: installing snapshot {} (index {}, term {})", path,
-               snap.metadata().index(), snap.metadata().term());
-  // The state machine first: if we crash after it, the WAL still describes an older log,
-  // the store is ahead of it, and the leader resends; the reverse order could leave a log
-  // that starts after a store that never got the snapshot.
-  if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
-    ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
-  }
-  InstallStepDone("install: store installed");
+  const uint64_t index = snap.metadata().index();
+  spdlog::info("raft: installing snapshot {} (index {}, term {})", path, index,
+               snap.metadata().term());
+  // In this order, so that a kill after any step leaves a data dir that start-up
+  // (recovery.h, OpenLog) finishes (docs/architecture.md, "Installing a snapshot"):
+  // 1. The log restarts after the snapshot: its marker is durable on return, then the hard
+  //    state with the commit raised to the snapshot index (the core's: it committed the
+  //    snapshot). From here the data dir says "everything through `index` is committed"; a
+  //    store still behind it is loaded at start from the received file, which retention
+  //    keeps (SnapshotStore::Prune keeps snapshots above the applied index). Killed between
+  //    the marker and the commit, start-up raises the commit: the marker implies it.
   if (absl::Status s = wal_->ApplySnapshot(snap.metadata()); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
   }
   InstallStepDone("install: log restarted");
+  hs.set_commit(std::max(hs.commit(), index));
+  if (absl::Status s = wal_->SetHardState(hs); !s.ok()) ExitOnStorageFailure("WAL write", s);
+  if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
+  InstallStepDone("install: commit durable");
+  // 2. The store: built aside and swapped in; a kill leaves the old store or the new one.
+  if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
+    ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
+  }
+  InstallStepDone("install: store installed");
+  // 3. The backup follows (a kill leaves the old one, which start-up rebuilds: the log no
+  //    longer reaches it); a failure here is the backup worker's to retry.
   if (absl::Status s = backup_->ResetFrom(path); !s.ok()) {
     spdlog::error("backup: resetting from snapshot {} failed: {}", path, s.ToString());
   }
   InstallStepDone("install: backup reset");
+  // 4. Snapshots and partial transfers the node no longer needs.
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
 }
 
 void RaftLoop::InstallStepDone(std::string_view step) const {

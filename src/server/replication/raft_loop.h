@@ -182,7 +182,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ProcessReady();
   void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
-  void InstallSnapshot(const raftpb::Snapshot& snap);
+  // Installs a snapshot from the leader into the WAL, the store and the backup, durably and
+  // in an order start-up can finish from any point. `hs`: the hard state to persist with it.
+  void InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs);
   // Calls options_.install_crash_point, if set, with `step`.
   void InstallStepDone(std::string_view step) const;
   void OnSnapshotMade(const SnapshotReport& report);

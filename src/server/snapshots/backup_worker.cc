@@ -18,7 +18,7 @@ BackupWorker::BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options,
                            OnSnapshot on_snapshot)
     : sm_(sm),
       options_(std::move(options)),
-      snapshots_(options_.snapshot_dir),
+      snapshots_(options_.snapshot_dir, options_.received_snapshot_dir),
       on_snapshot_(std::move(on_snapshot)) {}
 
 absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
@@ -127,7 +127,7 @@ absl::Status BackupWorker::MaybeSnapshot() {
   absl::StatusOr<kv::SnapshotMeta> meta = backup_->CopyTo(path);
   if (!meta.ok()) return meta.status();
   last_snapshot_index_ = index;
-  snapshots_.Prune(options_.snapshots_retained);
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
   // Everything applied before the flush is durable in RocksDB afterwards.
   const uint64_t flushed = sm_->applied_index();
   if (absl::Status s = sm_->Flush(); !s.ok()) return s;

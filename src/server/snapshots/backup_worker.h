@@ -30,6 +30,7 @@ namespace raftkv::server {
 struct BackupWorkerOptions {
   std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
   std::string snapshot_dir;           // <data-dir>/snapshots (a SnapshotStore)
+  std::string received_snapshot_dir;  // <data-dir>/snapshots/received (pruned alike)
   uint32_t interval_ms = 2000;        // --backup-interval-ms
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
   uint32_t snapshots_retained = 3;    // --snapshots-retained
