@@ -85,6 +85,9 @@ struct RaftLoopOptions {
   uint64_t log_retained_entries = 5000;  // --log-retained-entries: kept before a snapshot
   uint64_t snapshot_chunk_bytes = 1 << 20;        // --snapshot-chunk-bytes
   uint64_t snapshot_rate_bytes_per_sec = 0;       // --snapshot-rate-bytes-per-sec (0: none)
+  // --max-backup-lag-entries: past this many applied entries not yet in the backup, writes are
+  // refused (the log, held in memory, is not compacted past the backup).
+  uint64_t max_backup_lag_entries = 50000;
 
   // The state machine was just restored from a snapshot file (kvd --restore-from) and the
   // WAL is new: start the log after the store's applied index.

@@ -53,6 +53,12 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
 
 BackupWorker::~BackupWorker() { Stop(); }
 
+BackupHealth BackupWorker::Health() const {
+  BackupHealth h;
+  h.applied_index = applied_index();
+  return h;
+}
+
 void BackupWorker::Enqueue(uint64_t index, uint64_t term, std::string command) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(Queued{index, term, std::move(command)});

@@ -21,6 +21,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kv/sqlite_backup.h"
 #include "kv/state_machine.h"
 #include "server/snapshots/snapshot_store.h"
@@ -47,6 +48,14 @@ struct SnapshotReport {
   uint64_t flushed_index = 0;
 };
 
+// How the backup is doing, for status alarms and the write limit.
+struct BackupHealth {
+  uint64_t applied_index = 0;  // durable in the backup
+  absl::Status error;          // of the last attempt; OK once an attempt succeeds
+  absl::Time failing_since = absl::InfinitePast();  // when the current run of failures began
+  uint64_t failed_attempts = 0;                      // in the current run
+};
+
 class BackupWorker {
  public:
   using OnSnapshot = absl::AnyInvocable<void(SnapshotReport)>;
@@ -61,6 +70,8 @@ class BackupWorker {
 
   // The backup's durable applied index (entries after it must stay in the Raft log).
   uint64_t applied_index() const { return applied_index_.load(); }
+  // Any thread.
+  BackupHealth Health() const;
 
   // Queues one applied entry (empty `command`: an entry without a command).
   void Enqueue(uint64_t index, uint64_t term, std::string command);
