@@ -97,6 +97,7 @@ class EtcdClient::Impl {
     out.revision = resp.header().revision();
     out.db_size_bytes = resp.dbsize();
     out.version = resp.version();
+    out.alarms.assign(resp.errors().begin(), resp.errors().end());
     return out;
   }
 

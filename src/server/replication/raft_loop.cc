@@ -1,10 +1,13 @@
 #include "server/replication/raft_loop.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
 #include "server/peer/forwarder.h"
@@ -147,6 +150,10 @@ absl::Status RaftLoop::StartBackup() {
   backup_options.snapshot_entries = options_.snapshot_entries;
   backup_options.snapshots_retained = options_.snapshots_retained;
   backup_options.members = MembersJson(options_.cluster);
+  // Apply early enough that a healthy backup stays well inside --max-backup-lag-entries.
+  backup_options.max_queued_entries =
+      std::max<uint64_t>(1, std::min<uint64_t>(backup_options.max_queued_entries,
+                                               options_.max_backup_lag_entries / 2));
   auto backup = BackupWorker::Start(sm_, backup_options, wal_->FirstIndex(),
                                     [this](SnapshotReport report) {
                                       Post(SnapshotMadeEvent{std::make_shared<SnapshotReport>(
@@ -234,7 +241,42 @@ void RaftLoop::WriteFromPeer(kvpb::Command cmd, ForwardDone done) {
   PostWrite(std::move(cmd), /*may_forward=*/false, std::move(done));
 }
 
+absl::Status RaftLoop::CheckBackupLag() const {
+  const uint64_t applied = sm_->applied_index();
+  const uint64_t backup = backup_->applied_index();
+  if (applied <= backup + options_.max_backup_lag_entries) return absl::OkStatus();
+  const absl::Status error = backup_->Health().error;
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "not applied: the backup is %d entries behind the state machine (limit %d, "
+      "--max-backup-lag-entries), and the log is not compacted past it%s; retry later",
+      applied - backup, options_.max_backup_lag_entries,
+      error.ok() ? "" : absl::StrCat(" (backup error: ", error.message(), ")")));
+}
+
+std::vector<std::string> RaftLoop::Alarms() const {
+  std::vector<std::string> alarms;
+  const BackupHealth h = backup_->Health();
+  if (!h.error.ok()) {
+    alarms.push_back(absl::StrFormat(
+        "backup %s failing since %s (%d attempts, retried every %d ms; %d entries behind; the "
+        "log is not compacted past index %d): %s",
+        data_dir_.backup(), absl::FormatTime(absl::RFC3339_sec, h.failing_since,
+                                             absl::UTCTimeZone()),
+        h.failed_attempts, options_.backup_interval_ms,
+        sm_->applied_index() - std::min(sm_->applied_index(), h.applied_index), h.applied_index,
+        h.error.message()));
+  }
+  if (absl::Status s = CheckBackupLag(); !s.ok()) {
+    alarms.push_back(absl::StrCat("writes are refused: ", s.message()));
+  }
+  return alarms;
+}
+
 void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done) {
+  if (absl::Status s = CheckBackupLag(); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
   if (absl::Status s = TakeWriteSlot(); !s.ok()) {
     std::move(done)(s);
     return;
@@ -531,6 +573,7 @@ void RaftLoop::PublishStatus() {
   s.revision = sm_->revision();
   s.cluster_id = options_.cluster_id;
   s.db_size_bytes = db_size_bytes_;
+  s.alarms = Alarms();
   absl::MutexLock lock(&status_mu_);
   status_ = s;
 }

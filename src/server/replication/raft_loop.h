@@ -172,6 +172,11 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Counts a write (a client's or a follower's forwarded one) against --max-pending-writes;
   // over it: kResourceExhausted, not applied. The caller gives the slot back when answered.
   absl::Status TakeWriteSlot();
+  // kResourceExhausted (not applied) while the backup lags the state machine by more than
+  // --max-backup-lag-entries: the log cannot be compacted past the backup. Any thread.
+  absl::Status CheckBackupLag() const;
+  // What an operator must act on (NodeStatus::alarms).
+  std::vector<std::string> Alarms() const;
   // Takes a --max-pending-writes slot (or answers `done` with kResourceExhausted) and posts
   // the write; the slot is released when `done` runs.
   void PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done);

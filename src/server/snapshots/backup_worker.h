@@ -8,6 +8,13 @@
 // snapshot, it copies the backup into the SnapshotStore (online backup API,
 // fsync, rename, dir fsync), keeps the newest snapshots_retained, flushes the state machine
 // (so RocksDB no longer needs the log before it), and reports the snapshot to the loop.
+//
+// Failures: the backup is a copy; the state machine and the log are unharmed. A failed round
+// keeps the queue and is retried every interval_ms (never sooner, however full the queue);
+// Health() says since when it fails and why, and the raft loop turns that into an alarm and,
+// past --max-backup-lag-entries, refuses writes (the log is not compacted past the backup, and
+// the WAL holds it in memory). A backup left closed by a failed ResetFrom is rebuilt from the
+// state machine by the next round. The first successful round ends it all.
 #pragma once
 
 #include <atomic>
@@ -35,7 +42,7 @@ struct BackupWorkerOptions {
   uint32_t interval_ms = 2000;        // --backup-interval-ms
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
   uint32_t snapshots_retained = 3;    // --snapshots-retained
-  size_t max_queued_entries = 200000; // past this the worker applies at once
+  size_t max_queued_entries = 200000; // past this the worker applies at once (unless failing)
   std::string members;                // stored in meta "members"
 };
 
@@ -76,7 +83,9 @@ class BackupWorker {
   // Queues one applied entry (empty `command`: an entry without a command).
   void Enqueue(uint64_t index, uint64_t term, std::string command);
   // Replaces the backup with a copy of the snapshot file at `path` (after the state machine
-  // installed it); queued entries at or below its index are dropped. Blocks until done.
+  // installed it); queued entries at or below its index are dropped. Blocks until done. On
+  // an error the backup is closed and the worker's next round rebuilds it from the state
+  // machine; Health() reports the error until then.
   absl::Status ResetFrom(const std::string& path);
   // Applies what is queued, then stops the thread. Idempotent.
   void Stop();
@@ -84,8 +93,15 @@ class BackupWorker {
  private:
   BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options, OnSnapshot on_snapshot);
   void Run();
+  // One round: rebuild a closed backup, apply the queue, cut a snapshot if one is due.
+  absl::Status Round(bool stopping) ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
   absl::Status ApplyQueued() ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
   absl::Status MaybeSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
+  // Makes `backup` the backup and drops the queued entries it already holds.
+  void Adopt(std::unique_ptr<kv::SqliteBackup> backup) ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
+  // Records the outcome of a round (or of ResetFrom) in the health.
+  void RecordAttempt(const absl::Status& s);
+  bool Failing() const;
 
   kv::StateMachine* const sm_;
   const BackupWorkerOptions options_;
@@ -93,6 +109,7 @@ class BackupWorker {
   OnSnapshot on_snapshot_;  // called on the worker thread only
   // Held while the backup is used (worker thread) or replaced (ResetFrom).
   absl::Mutex backup_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // Null only after a failed ResetFrom, until the next round rebuilds it.
   std::unique_ptr<kv::SqliteBackup> backup_ ABSL_GUARDED_BY(backup_mu_);
   uint64_t last_snapshot_index_ ABSL_GUARDED_BY(backup_mu_) = 0;
 
@@ -106,6 +123,10 @@ class BackupWorker {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool apply_now_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> applied_index_{0};
+  mutable absl::Mutex health_mu_;
+  absl::Status error_ ABSL_GUARDED_BY(health_mu_);
+  absl::Time failing_since_ ABSL_GUARDED_BY(health_mu_) = absl::InfinitePast();
+  uint64_t failed_attempts_ ABSL_GUARDED_BY(health_mu_) = 0;
   std::thread thread_;
 };
 
