@@ -305,7 +305,8 @@ absl::StatusOr<SnapshotMeta> SqliteBackup::CopyTo(const std::string& path) const
       return fail(SqlError(dst.get(), sqlite3_errcode(dst.get()), tmp, "backup init", false));
     }
     // One step copies every page under one read transaction: a commit-consistent copy.
-    sqlite3_backup_step(copy, -1);
+    auto step = options_.backup_step != nullptr ? options_.backup_step : &sqlite3_backup_step;
+    step(copy, -1);
     rc = sqlite3_backup_finish(copy);
     if (rc != SQLITE_OK) return fail(SqlError(dst.get(), rc, tmp, "backup copy", false));
     // A standalone file: rollback journal (no -wal/-shm companions), its own creation time.
