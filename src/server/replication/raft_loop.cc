@@ -150,6 +150,7 @@ absl::Status RaftLoop::StartBackup() {
   backup_options.snapshot_entries = options_.snapshot_entries;
   backup_options.snapshots_retained = options_.snapshots_retained;
   backup_options.members = MembersJson(options_.cluster);
+  backup_options.copy_busy_retries = options_.snapshot_copy_busy_retries;
   // Apply early enough that a healthy backup stays well inside --max-backup-lag-entries.
   backup_options.max_queued_entries =
       std::max<uint64_t>(1, std::min<uint64_t>(backup_options.max_queued_entries,

@@ -88,6 +88,10 @@ struct RaftLoopOptions {
   // --max-backup-lag-entries: past this many applied entries not yet in the backup, writes are
   // refused (the log, held in memory, is not compacted past the backup).
   uint64_t max_backup_lag_entries = 50000;
+  // --snapshot-copy-busy-retries: a snapshot copy that finds the backup busy or locked (another
+  // SQLite connection) is retried this many times, 50 ms apart, then fails (and is retried
+  // at the next snapshot).
+  uint32_t snapshot_copy_busy_retries = 10;
 
   // The state machine was just restored from a snapshot file (kvd --restore-from) and the
   // WAL is new: start the log after the store's applied index.

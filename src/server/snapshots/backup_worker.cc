@@ -28,7 +28,7 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
       new BackupWorker(sm, std::move(options), std::move(on_snapshot)));
   const BackupWorkerOptions& o = w->options_;
   if (absl::Status s = w->snapshots_.CreateDir(); !s.ok()) return s;
-  kv::BackupOptions backup_options{o.backup_path, o.members};
+  const kv::BackupOptions backup_options = w->SqliteOptions();
   auto backup = kv::SqliteBackup::Open(backup_options);
   if (!backup.ok()) return backup.status();
   if ((*backup)->applied_index() + 1 < first_log_index) {
@@ -52,6 +52,14 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
 }
 
 BackupWorker::~BackupWorker() { Stop(); }
+
+kv::BackupOptions BackupWorker::SqliteOptions() const {
+  kv::BackupOptions o;
+  o.path = options_.backup_path;
+  o.members = options_.members;
+  o.copy_busy_retries = options_.copy_busy_retries;
+  return o;
+}
 
 BackupHealth BackupWorker::Health() const {
   BackupHealth h;
@@ -132,8 +140,7 @@ void BackupWorker::Run() {
 absl::Status BackupWorker::Round(bool stopping) {
   if (backup_ == nullptr) {
     spdlog::warn("backup: rebuilding {} from the state machine", options_.backup_path);
-    auto rebuilt = kv::SqliteBackup::CreateFrom(
-        *sm_, kv::BackupOptions{options_.backup_path, options_.members});
+    auto rebuilt = kv::SqliteBackup::CreateFrom(*sm_, SqliteOptions());
     if (!rebuilt.ok()) return rebuilt.status();
     Adopt(*std::move(rebuilt));
   }
@@ -196,7 +203,7 @@ absl::Status BackupWorker::ResetFrom(const std::string& path) {
   }
   absl::Status s = base::CopyFileDurably(path, options_.backup_path);
   if (s.ok()) {
-    auto backup = kv::SqliteBackup::Open({options_.backup_path, options_.members});
+    auto backup = kv::SqliteBackup::Open(SqliteOptions());
     if (backup.ok()) {
       Adopt(*std::move(backup));
       last_snapshot_index_ = backup_->applied_index();  // it is a copy of that snapshot

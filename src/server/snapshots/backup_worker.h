@@ -43,6 +43,7 @@ struct BackupWorkerOptions {
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
   uint32_t snapshots_retained = 3;    // --snapshots-retained
   size_t max_queued_entries = 200000; // past this the worker applies at once (unless failing)
+  uint32_t copy_busy_retries = 10;    // --snapshot-copy-busy-retries (kv::BackupOptions)
   std::string members;                // stored in meta "members"
 };
 
@@ -92,6 +93,8 @@ class BackupWorker {
 
  private:
   BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options, OnSnapshot on_snapshot);
+  // The options of the SQLite backup file.
+  kv::BackupOptions SqliteOptions() const;
   void Run();
   // One round: rebuild a closed backup, apply the queue, cut a snapshot if one is due.
   absl::Status Round(bool stopping) ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
