@@ -127,6 +127,32 @@ class SnapshotTest(unittest.TestCase):
         wait_for_leader(self.cluster.nodes)
         check_keys(self.follower.port, keys, value)
 
+    def test_received_snapshots_and_orphaned_part_files_are_pruned(self):
+        # Issue 9: snapshots/received and .part files of broken-off transfers grew forever.
+        self.start()
+        value = lambda k: f"p-{k}"
+        self.follower.kill()
+        keys = write_keys(self.leader.port, [f"p{i}" for i in range(3000)], value)
+        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        received = os.path.join(self.follower.data_dir, "snapshots", "received")
+        os.makedirs(received, exist_ok=True)
+        orphan = os.path.join(received, "snap-00000000000000000007-1.db.4096.part")
+        with open(orphan, "wb") as f:
+            f.write(b"x" * 100)  # a transfer of an old snapshot, broken off long ago
+        self.follower.start()
+        wait_until(lambda: "installing snapshot" in self.follower.read_log(), timeout_s=60,
+                   what="the snapshot to be installed")
+        check_keys(self.follower.port, keys, value)
+        self.assertFalse(os.path.exists(orphan), "the orphaned .part file is still there")
+        # The follower cuts snapshots of its own (every 500 entries); the received one is
+        # pruned once three newer ones exist (--snapshots-retained default 3).
+        more = write_keys(self.leader.port, [f"q{i}" for i in range(2000)], value)
+        own = os.path.join(self.follower.data_dir, "snapshots")
+        wait_until(lambda: not glob.glob(os.path.join(received, "snap-*")), timeout_s=60,
+                   what="the received snapshot to be pruned")
+        self.assertLessEqual(len(glob.glob(os.path.join(own, "snap-*.db"))), 3)
+        check_keys(self.follower.port, more, value)
+
     def test_restore_a_new_cluster_from_one_backup_file(self):
         self.start()
         value = lambda k: f"r-{k}"
