@@ -40,13 +40,17 @@ class SnapshotTest(unittest.TestCase):
     def tearDown(self):
         self.cluster.__exit__(None, None, None)
 
+    def write_while_follower_down(self, keys, value):
+        """Kills the follower and writes `keys` until the leader compacted its log past it."""
+        self.follower.kill()
+        keys = write_keys(self.leader.port, keys, value)
+        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        return keys
+
     def test_lagging_follower_catches_up_by_snapshot(self):
         self.start()
         value = lambda k: f"val-{k}"
-        self.follower.kill()
-        keys = write_keys(self.leader.port, [f"s{i}" for i in range(3000)], value)
-        # The leader compacted its log past what the follower has.
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        keys = self.write_while_follower_down([f"s{i}" for i in range(3000)], value)
         self.follower.start()
         wait_for_leader(self.cluster.nodes)
         check_keys(self.follower.port, keys, value)
@@ -111,9 +115,7 @@ class SnapshotTest(unittest.TestCase):
         # A slow stream (64 KiB/s) of a ~1 MB snapshot leaves time to kill the receiver.
         self.start(extra=["--snapshot-rate-bytes-per-sec=65536", "--snapshot-chunk-bytes=16384"])
         value = lambda k: "v" * 300
-        self.follower.kill()
-        keys = write_keys(self.leader.port, [f"i{i}" for i in range(3000)], value)
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        keys = self.write_while_follower_down([f"i{i}" for i in range(3000)], value)
         self.follower.start()
         received = os.path.join(self.follower.data_dir, "snapshots", "received")
         wait_until(lambda: any(os.path.getsize(p) > 0
@@ -131,9 +133,7 @@ class SnapshotTest(unittest.TestCase):
         # Issue 9: snapshots/received and .part files of broken-off transfers grew forever.
         self.start()
         value = lambda k: f"p-{k}"
-        self.follower.kill()
-        keys = write_keys(self.leader.port, [f"p{i}" for i in range(3000)], value)
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        keys = self.write_while_follower_down([f"p{i}" for i in range(3000)], value)
         received = os.path.join(self.follower.data_dir, "snapshots", "received")
         os.makedirs(received, exist_ok=True)
         orphan = os.path.join(received, "snap-00000000000000000007-1.db.4096.part")

@@ -89,13 +89,21 @@ TEST(SnapshotStoreTest, PruneKeepsTheNewestAndTouchesNothingElse) {
   EXPECT_EQ(store.Names().size(), 2u);
 }
 
-// Issue 9: snapshots received from a leader, and partial transfers, were never deleted.
-TEST(SnapshotStoreTest, PruneCoversReceivedSnapshotsAndPartialTransfers) {
+// A store over both directories, and one naming files in the received directory only.
+class SnapshotStoreBothDirsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(store.CreateDir().ok());
+    ASSERT_TRUE(received.CreateDir().ok());
+  }
+
   TempDir tmp;
-  SnapshotStore store(tmp.Sub("snapshots"), tmp.Sub("snapshots/received"));
-  SnapshotStore received(store.received_dir());
-  ASSERT_TRUE(store.CreateDir().ok());
-  ASSERT_TRUE(received.CreateDir().ok());
+  SnapshotStore store{tmp.Sub("snapshots"), tmp.Sub("snapshots/received")};
+  SnapshotStore received{store.received_dir()};
+};
+
+// Issue 9: snapshots received from a leader, and partial transfers, were never deleted.
+TEST_F(SnapshotStoreBothDirsTest, PruneCoversReceivedSnapshotsAndPartialTransfers) {
   for (uint64_t index : {10, 20}) std::ofstream(store.PathFor(index, 1)) << "x";
   for (uint64_t index : {30, 50}) std::ofstream(received.PathFor(index, 2)) << "x";
   const std::string old_part = received.PathFor(25, 2) + ".4096.part";
@@ -123,12 +131,7 @@ TEST(SnapshotStoreTest, PruneCoversReceivedSnapshotsAndPartialTransfers) {
   EXPECT_FALSE(std::filesystem::exists(new_part));
 }
 
-TEST(SnapshotStoreTest, NewestLooksAtReceivedSnapshotsToo) {
-  TempDir tmp;
-  SnapshotStore store(tmp.Sub("snapshots"), tmp.Sub("snapshots/received"));
-  SnapshotStore received(store.received_dir());
-  ASSERT_TRUE(store.CreateDir().ok());
-  ASSERT_TRUE(received.CreateDir().ok());
+TEST_F(SnapshotStoreBothDirsTest, NewestLooksAtReceivedSnapshotsToo) {
   WriteSnapshotAt(tmp, 3, store.PathFor(3, 1));
   WriteSnapshotAt(tmp, 5, received.PathFor(5, 1));
   auto newest = store.Newest();
