@@ -41,10 +41,13 @@ class SnapshotTest(unittest.TestCase):
         self.cluster.__exit__(None, None, None)
 
     def write_while_follower_down(self, keys, value):
-        """Kills the follower and writes `keys` until the leader compacted its log past it."""
+        """Kills the follower and writes `keys` until the leader compacted its log past it:
+        two compactions after the kill (the first may still stop short of the follower)."""
         self.follower.kill()
+        before = self.leader.read_log().count("log compacted")
         keys = write_keys(self.leader.port, keys, value)
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        wait_until(lambda: self.leader.read_log().count("log compacted") >= before + 2,
+                   what="compaction past the follower")
         return keys
 
     def test_lagging_follower_catches_up_by_snapshot(self):
@@ -152,6 +155,31 @@ class SnapshotTest(unittest.TestCase):
                    what="the received snapshot to be pruned")
         self.assertLessEqual(len(glob.glob(os.path.join(own, "snap-*.db"))), 3)
         check_keys(self.follower.port, more, value)
+
+    def test_follower_killed_at_each_step_of_an_install_starts_and_rejoins(self):
+        # Issue 9: a kill between the store taking the snapshot and the log recording its
+        # commit left a node that refused to start. RAFTKV_CRASH_AFTER_INSTALL_STEP makes kvd
+        # end itself (exit 86, as a kill) right after the named step (raft_loop.cc).
+        self.start()
+        steps = ["install: log restarted", "install: commit durable", "install: store installed",
+                 "install: backup reset"]
+        for n, step in enumerate(steps):
+            with self.subTest(step=step):
+                value = lambda k: f"{n}-{k}"
+                keys = self.write_while_follower_down([f"c{n}-{i}" for i in range(1500)], value)
+                os.environ["RAFTKV_CRASH_AFTER_INSTALL_STEP"] = step
+                try:
+                    self.follower.start(wait=False)
+                finally:
+                    del os.environ["RAFTKV_CRASH_AFTER_INSTALL_STEP"]
+                self.assertEqual(self.follower.proc.wait(timeout=60), 86, self.follower.read_log())
+                self.follower.log.close()
+                self.follower.start()
+                wait_for_leader(self.cluster.nodes)
+                check_keys(self.follower.port, keys, value)
+                self.assertEqual(TextClient(self.leader.port).cmd(f"SET after-{n} 1"), "OK")
+                wait_until(lambda: TextClient(self.follower.port).cmd(f"GET after-{n}") == "1",
+                           what="the follower to apply a write after the snapshot")
 
     def test_restore_a_new_cluster_from_one_backup_file(self):
         self.start()

@@ -44,6 +44,22 @@ std::string MembersJson(const std::vector<NodeAddress>& cluster) {
   return out + "]";
 }
 
+// Tests of real kvd processes (tests/integration/test_snapshots.py): with
+// RAFTKV_CRASH_AFTER_INSTALL_STEP=<step name> in the environment, the process ends as a kill
+// would (_exit, exit code kCrashedAtInstallStep) right after that step of a snapshot install.
+constexpr int kCrashedAtInstallStep = 86;
+
+std::function<void(std::string_view)> InstallCrashPointFromEnv() {
+  const char* step = std::getenv("RAFTKV_CRASH_AFTER_INSTALL_STEP");
+  if (step == nullptr || *step == '\0') return nullptr;
+  return [crash_at = std::string(step)](std::string_view done) {
+    if (done != crash_at) return;
+    spdlog::critical("RAFTKV_CRASH_AFTER_INSTALL_STEP: ending the process after '{}'", done);
+    spdlog::shutdown();
+    std::_Exit(kCrashedAtInstallStep);
+  };
+}
+
 }  // namespace
 
 absl::Status RefusedProposal(const absl::Status& propose_error) {
@@ -76,6 +92,7 @@ std::vector<uint64_t> RaftLoop::Voters() const {
 absl::StatusOr<std::unique_ptr<RaftLoop>> RaftLoop::Start(kv::StateMachine* sm,
                                                           const DataDir& data_dir,
                                                           RaftLoopOptions options) {
+  if (!options.install_crash_point) options.install_crash_point = InstallCrashPointFromEnv();
   std::unique_ptr<RaftLoop> r(new RaftLoop(sm, data_dir, std::move(options)));
   raft::wal::WalOptions wal_options;
   wal_options.max_segment_bytes = r->options_.wal_segment_bytes;

@@ -100,7 +100,8 @@ struct RaftLoopOptions {
   // ---- Test seams (not flags) ----
   // Called with the step's name after each step of installing a snapshot from the leader
   // (InstallSnapshot), so a test can end the process there
-  // (tests/server/snapshot_install_crash_test.cc). Empty: nothing.
+  // (tests/server/snapshot_install_crash_test.cc). Empty: the environment's
+  // RAFTKV_CRASH_AFTER_INSTALL_STEP, if set (raft_loop.cc), else nothing.
   std::function<void(std::string_view step)> install_crash_point;
   // The file system the WAL uses; null: the real one (raft::wal::WalEnv::Default()).
   raft::wal::WalEnv* wal_env = nullptr;
