@@ -97,7 +97,7 @@ class EtcdClient::Impl {
     out.revision = resp.header().revision();
     out.db_size_bytes = resp.dbsize();
     out.version = resp.version();
-    out.errors.assign(resp.errors().begin(), resp.errors().end());
+    out.alarms.assign(resp.errors().begin(), resp.errors().end());
     return out;
   }
 

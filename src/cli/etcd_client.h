@@ -67,7 +67,7 @@ struct EndpointStatus {
   int64_t revision = 0;
   int64_t db_size_bytes = 0;
   std::string version;
-  std::vector<std::string> errors;  // what keeps the node from serving normally
+  std::vector<std::string> alarms;  // StatusResponse.errors: what an operator must act on
 };
 
 struct Member {

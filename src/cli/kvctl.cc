@@ -130,6 +130,7 @@ int RunStatus(EtcdClient& client, const Flags& f) {
   std::vector<EndpointStatus> statuses = client.StatusAll();
   bool any_ok = false;
   std::vector<std::string> json;
+  std::vector<std::string> alarms;  // text output: after the table
   if (!Json(f)) {
     std::cout << absl::StrFormat("%-21s %-4s %-9s %-6s %-10s %-10s %-6s %s\n", "ENDPOINT", "ID",
                                  "ROLE", "TERM", "RAFT_INDEX", "APPLIED", "LEADER", "REVISION");
@@ -147,25 +148,27 @@ int RunStatus(EtcdClient& client, const Flags& f) {
     any_ok = true;
     const char* role = s.leader_member_id == s.member_id ? "leader" : "follower";
     if (Json(f)) {
+      std::vector<std::string> alarm_strings;
+      for (const std::string& a : s.alarms) alarm_strings.push_back(JsonString(a));
       json.push_back(absl::StrFormat(
           "{\"endpoint\":%s,\"id\":%s,\"role\":\"%s\",\"term\":%d,\"raft_index\":%d,"
           "\"applied_index\":%d,\"leader\":%s,\"revision\":%d,\"db_size_bytes\":%d,"
-          "\"errors\":[%s]}",
+          "\"alarms\":[%s]}",
           JsonString(s.endpoint), s.member_id == 0 ? "null" : NodeId(s.member_id), role, s.term,
           s.raft_index, s.applied_index,
           s.leader_member_id == 0 ? "null" : NodeId(s.leader_member_id), s.revision,
-          s.db_size_bytes,
-          absl::StrJoin(s.errors, ",", [](std::string* out, const std::string& e) {
-            out->append(JsonString(e));
-          })));
+          s.db_size_bytes, absl::StrJoin(alarm_strings, ",")));
     } else {
+      for (const std::string& a : s.alarms) {
+        alarms.push_back(absl::StrFormat("ALARM %s: %s\n", s.endpoint, a));
+      }
       std::cout << absl::StrFormat("%-21s %-4s %-9s %-6d %-10d %-10d %-6s %d\n", s.endpoint,
                                    NodeId(s.member_id), role, s.term, s.raft_index,
                                    s.applied_index, NodeId(s.leader_member_id), s.revision);
-      for (const std::string& e : s.errors) std::cout << "  ! " << e << "\n";
     }
   }
   if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
+  for (const std::string& a : alarms) std::cout << a;
   if (!any_ok) {
     std::cerr << "kvctl status: no endpoint answered\n";
     return kExitUnavailable;
@@ -286,7 +289,7 @@ int Main(int argc, char** argv) {
               "(exit 1 if any is missing); each key is read separately, not as one snapshot");
   mget->add_option("keys", f.keys, "keys")->required();
   CLI::App* status = app.add_subcommand(
-      "status", "ask every endpoint for its raft status (exit 3 if none answers)");
+      "status", "ask every endpoint for its raft status and alarms (exit 3 if none answers)");
   CLI::App* members = app.add_subcommand("members", "list the cluster members");
   CLI::App* snapshot = app.add_subcommand("snapshot", "save or check SQLite snapshot files");
   snapshot->require_subcommand(1);

@@ -304,9 +304,23 @@ absl::StatusOr<SnapshotMeta> SqliteBackup::CopyTo(const std::string& path) const
     if (copy == nullptr) {
       return fail(SqlError(dst.get(), sqlite3_errcode(dst.get()), tmp, "backup init", false));
     }
-    // One step copies every page under one read transaction: a commit-consistent copy.
-    sqlite3_backup_step(copy, -1);
+    // One step copies every page under one read transaction: a commit-consistent copy. Only
+    // SQLITE_DONE means it did; BUSY/LOCKED (another connection's lock) is retried, bounded,
+    // and anything else fails the copy, so a partial copy is never published.
+    auto step = options_.backup_step != nullptr ? options_.backup_step : &sqlite3_backup_step;
+    uint32_t retries = 0;
+    int step_rc = step(copy, -1);
+    while ((step_rc == SQLITE_BUSY || step_rc == SQLITE_LOCKED) &&
+           retries < options_.copy_busy_retries) {
+      ++retries;
+      sqlite3_sleep(static_cast<int>(options_.copy_busy_retry_ms));
+      step_rc = step(copy, -1);
+    }
     rc = sqlite3_backup_finish(copy);
+    if (step_rc != SQLITE_DONE) {
+      return fail(SqlError(nullptr, step_rc, tmp,
+                           absl::StrFormat("backup copy (after %d retries)", retries), false));
+    }
     if (rc != SQLITE_OK) return fail(SqlError(dst.get(), rc, tmp, "backup copy", false));
     // A standalone file: rollback journal (no -wal/-shm companions), its own creation time.
     if (absl::Status s = Exec(dst.get(), "PRAGMA journal_mode=DELETE", tmp, false); !s.ok()) {

@@ -23,12 +23,20 @@
 #include "kv/state_machine.h"
 
 struct sqlite3;
+struct sqlite3_backup;
 
 namespace raftkv::kv {
 
 struct BackupOptions {
   std::string path;     // the backup file, e.g. <data-dir>/backup.db
   std::string members;  // stored as meta "members" at every commit (opaque here)
+  // CopyTo: a copy that finds a database busy or locked (SQLITE_BUSY / SQLITE_LOCKED from
+  // sqlite3_backup_step: another connection's lock) is retried this many times,
+  // copy_busy_retry_ms apart, then fails (--snapshot-copy-busy-retries).
+  uint32_t copy_busy_retries = 10;
+  uint32_t copy_busy_retry_ms = 50;
+  // Tests only: stands in for sqlite3_backup_step (to inject BUSY/LOCKED). Null: the real one.
+  int (*backup_step)(sqlite3_backup*, int) = nullptr;
 };
 
 // One committed log entry for the backup. command == nullptr: an entry that carries no

@@ -122,6 +122,7 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--backup-interval-ms", raft.backup_interval_ms},
                             Positive{"--snapshot-entries", raft.snapshot_entries},
                             Positive{"--snapshots-retained", raft.snapshots_retained},
+                            Positive{"--max-backup-lag-entries", raft.max_backup_lag_entries},
                             Positive{"--snapshot-chunk-bytes", raft.snapshot_chunk_bytes},
                             Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
     if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));

@@ -128,7 +128,12 @@ void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
       "The backup trails the state machine by at most this long");
   add("--snapshot-entries", &config->raft.snapshot_entries,
       "Entries between Raft snapshots (copies of the backup in <data-dir>/snapshots)");
-  add("--snapshots-retained", &config->raft.snapshots_retained, "Snapshot files kept");
+  add("--snapshots-retained", &config->raft.snapshots_retained,
+      "Snapshot files kept (own and received from a leader)");
+  add("--max-backup-lag-entries", &config->raft.max_backup_lag_entries,
+      "Writes are refused while the backup lags the state machine by more entries");
+  add("--snapshot-copy-busy-retries", &config->raft.snapshot_copy_busy_retries,
+      "Retries (50 ms apart) of a snapshot copy that finds the backup locked");
   add("--log-retained-entries", &config->raft.log_retained_entries,
       "Log entries kept before the newest snapshot, for followers a little behind");
   add("--snapshot-chunk-bytes", &config->raft.snapshot_chunk_bytes,

@@ -27,7 +27,7 @@ def get(port, key):
 
 def status_errors(node):
     st = kvctl_status([node.grpc_port])
-    return st[0].get("errors", []) if st and "error" not in st[0] else []
+    return st[0].get("alarms", []) if st and "error" not in st[0] else []
 
 
 class LostDiskTest(unittest.TestCase):

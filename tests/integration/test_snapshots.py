@@ -40,13 +40,20 @@ class SnapshotTest(unittest.TestCase):
     def tearDown(self):
         self.cluster.__exit__(None, None, None)
 
+    def write_while_follower_down(self, keys, value):
+        """Kills the follower and writes `keys` until the leader compacted its log past it:
+        two compactions after the kill (the first may still stop short of the follower)."""
+        self.follower.kill()
+        before = self.leader.read_log().count("log compacted")
+        keys = write_keys(self.leader.port, keys, value)
+        wait_until(lambda: self.leader.read_log().count("log compacted") >= before + 2,
+                   what="compaction past the follower")
+        return keys
+
     def test_lagging_follower_catches_up_by_snapshot(self):
         self.start()
         value = lambda k: f"val-{k}"
-        self.follower.kill()
-        keys = write_keys(self.leader.port, [f"s{i}" for i in range(3000)], value)
-        # The leader compacted its log past what the follower has.
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        keys = self.write_while_follower_down([f"s{i}" for i in range(3000)], value)
         self.follower.start()
         wait_for_leader(self.cluster.nodes)
         check_keys(self.follower.port, keys, value)
@@ -111,9 +118,7 @@ class SnapshotTest(unittest.TestCase):
         # A slow stream (64 KiB/s) of a ~1 MB snapshot leaves time to kill the receiver.
         self.start(extra=["--snapshot-rate-bytes-per-sec=65536", "--snapshot-chunk-bytes=16384"])
         value = lambda k: "v" * 300
-        self.follower.kill()
-        keys = write_keys(self.leader.port, [f"i{i}" for i in range(3000)], value)
-        wait_until(lambda: "log compacted" in self.leader.read_log(), what="compaction")
+        keys = self.write_while_follower_down([f"i{i}" for i in range(3000)], value)
         self.follower.start()
         received = os.path.join(self.follower.data_dir, "snapshots", "received")
         wait_until(lambda: any(os.path.getsize(p) > 0
@@ -126,6 +131,55 @@ class SnapshotTest(unittest.TestCase):
         self.assertIn("resuming", self.follower.read_log())
         wait_for_leader(self.cluster.nodes)
         check_keys(self.follower.port, keys, value)
+
+    def test_received_snapshots_and_orphaned_part_files_are_pruned(self):
+        # Issue 9: snapshots/received and .part files of broken-off transfers grew forever.
+        self.start()
+        value = lambda k: f"p-{k}"
+        keys = self.write_while_follower_down([f"p{i}" for i in range(3000)], value)
+        received = os.path.join(self.follower.data_dir, "snapshots", "received")
+        os.makedirs(received, exist_ok=True)
+        orphan = os.path.join(received, "snap-00000000000000000007-1.db.4096.part")
+        with open(orphan, "wb") as f:
+            f.write(b"x" * 100)  # a transfer of an old snapshot, broken off long ago
+        self.follower.start()
+        wait_until(lambda: "installing snapshot" in self.follower.read_log(), timeout_s=60,
+                   what="the snapshot to be installed")
+        check_keys(self.follower.port, keys, value)
+        self.assertFalse(os.path.exists(orphan), "the orphaned .part file is still there")
+        # The follower cuts snapshots of its own (every 500 entries); the received one is
+        # pruned once three newer ones exist (--snapshots-retained default 3).
+        more = write_keys(self.leader.port, [f"q{i}" for i in range(2000)], value)
+        own = os.path.join(self.follower.data_dir, "snapshots")
+        wait_until(lambda: not glob.glob(os.path.join(received, "snap-*")), timeout_s=60,
+                   what="the received snapshot to be pruned")
+        self.assertLessEqual(len(glob.glob(os.path.join(own, "snap-*.db"))), 3)
+        check_keys(self.follower.port, more, value)
+
+    def test_follower_killed_at_each_step_of_an_install_starts_and_rejoins(self):
+        # Issue 9: a kill between the store taking the snapshot and the log recording its
+        # commit left a node that refused to start. RAFTKV_CRASH_AFTER_INSTALL_STEP makes kvd
+        # end itself (exit 86, as a kill) right after the named step (raft_loop.cc).
+        self.start()
+        steps = ["install: log restarted", "install: commit durable", "install: store installed",
+                 "install: backup reset"]
+        for n, step in enumerate(steps):
+            with self.subTest(step=step):
+                value = lambda k: f"{n}-{k}"
+                keys = self.write_while_follower_down([f"c{n}-{i}" for i in range(1500)], value)
+                os.environ["RAFTKV_CRASH_AFTER_INSTALL_STEP"] = step
+                try:
+                    self.follower.start(wait=False)
+                finally:
+                    del os.environ["RAFTKV_CRASH_AFTER_INSTALL_STEP"]
+                self.assertEqual(self.follower.proc.wait(timeout=60), 86, self.follower.read_log())
+                self.follower.log.close()
+                self.follower.start()
+                wait_for_leader(self.cluster.nodes)
+                check_keys(self.follower.port, keys, value)
+                self.assertEqual(TextClient(self.leader.port).cmd(f"SET after-{n} 1"), "OK")
+                wait_until(lambda: TextClient(self.follower.port).cmd(f"GET after-{n}") == "1",
+                           what="the follower to apply a write after the snapshot")
 
     def test_restore_a_new_cluster_from_one_backup_file(self):
         self.start()

@@ -243,6 +243,67 @@ TEST_F(SqliteBackupTest, ReadableBySqliteWhileOpenAndCopyRestores) {
   EXPECT_EQ((*copy)->revision(), sm_->revision());
 }
 
+// Issue 9: sqlite3_backup_step's answer was ignored, so a copy that found the database busy
+// could go on to be published. Now BUSY/LOCKED is retried a bounded number of times, then the
+// copy fails and nothing is published.
+int busy_steps_left = 0;  // BusyThenReal answers SQLITE_BUSY or SQLITE_LOCKED this many times
+int step_calls = 0;
+int BusyThenReal(sqlite3_backup* copy, int pages) {
+  ++step_calls;
+  if (busy_steps_left > 0) {
+    --busy_steps_left;
+    return step_calls % 2 ? SQLITE_BUSY : SQLITE_LOCKED;
+  }
+  return sqlite3_backup_step(copy, pages);
+}
+
+class SqliteBackupBusyCopyTest : public SqliteBackupTest {
+ protected:
+  // A backup of 20 entries whose copies step with BusyThenReal, 3 retries 1 ms apart; the
+  // first `busy` steps of the next copy find the database busy or locked.
+  std::unique_ptr<SqliteBackup> OpenWithBusySteps(int busy) {
+    History history(17);
+    Generate(history, 20);
+    BackupOptions options = Options();
+    options.backup_step = &BusyThenReal;
+    options.copy_busy_retries = 3;
+    options.copy_busy_retry_ms = 1;
+    absl::StatusOr<std::unique_ptr<SqliteBackup>> b = SqliteBackup::Open(options);
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return nullptr;
+    EXPECT_TRUE((*b)->Apply(Entries(1, 20)).ok());
+    busy_steps_left = busy;
+    step_calls = 0;
+    return *std::move(b);
+  }
+  void TearDown() override { busy_steps_left = 0; }
+};
+
+TEST_F(SqliteBackupBusyCopyTest, CopyRetriesWhileTheDatabaseIsBusy) {
+  std::unique_ptr<SqliteBackup> b = OpenWithBusySteps(3);  // busy, locked, busy, then copies
+  ASSERT_NE(b, nullptr);
+  const std::string snap = dir_.Sub("snap.db");
+  absl::StatusOr<SnapshotMeta> copied = b->CopyTo(snap);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(step_calls, 4);
+  absl::StatusOr<SnapshotMeta> verified = VerifySnapshot(snap);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->applied_index, 20u);
+}
+
+TEST_F(SqliteBackupBusyCopyTest, CopyFailsAndPublishesNothingWhenTheDatabaseStaysBusy) {
+  std::unique_ptr<SqliteBackup> b = OpenWithBusySteps(1000);
+  ASSERT_NE(b, nullptr);
+  const std::string snap = dir_.Sub("snap.db");
+  absl::StatusOr<SnapshotMeta> copied = b->CopyTo(snap);
+  EXPECT_FALSE(copied.ok());
+  EXPECT_EQ(step_calls, 4) << "one try and copy_busy_retries retries";
+  EXPECT_THAT(std::string(copied.status().message()), ::testing::HasSubstr("is locked"));
+  EXPECT_THAT(std::string(copied.status().message()), ::testing::HasSubstr("3 retries"));
+  EXPECT_FALSE(std::filesystem::exists(snap));
+  EXPECT_FALSE(std::filesystem::exists(snap + ".tmp"));
+}
+
 // --restore-from accepts a snapshot or a backup file, live or closed.
 TEST_F(SqliteBackupTest, BackupFileItselfVerifiesAndRestores) {
   History history(13);

@@ -63,6 +63,11 @@ class InjectingReplicator : public Replicator {
     fake_leader_ = leader;
     fake_leader_address_ = std::move(grpc_address);
   }
+  // Status() reports these alarms.
+  void SetAlarms(std::vector<std::string> alarms) {
+    absl::MutexLock lock(&mu_);
+    alarms_ = std::move(alarms);
+  }
   // The address Members() reports for this node (known only after the server started).
   void SetGrpcAddress(std::string address) {
     absl::MutexLock lock(&mu_);
@@ -104,6 +109,7 @@ class InjectingReplicator : public Replicator {
   NodeStatus Status() const override {
     NodeStatus s = inner_->Status();
     absl::MutexLock lock(&mu_);
+    s.alarms = alarms_;
     if (fake_leader_ >= 0) {
       s.leader_id = fake_leader_;
       s.role = "follower";
@@ -128,6 +134,7 @@ class InjectingReplicator : public Replicator {
   Replicator* const inner_;
   mutable absl::Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> alarms_ ABSL_GUARDED_BY(mu_);
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<WriteDone> held_writes_ ABSL_GUARDED_BY(mu_);
   std::vector<ReadDone> held_reads_ ABSL_GUARDED_BY(mu_);

@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "etcd_fakes.h"
+#include "eventually.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv/sqlite_snapshot.h"
@@ -23,6 +24,9 @@ using ::testing::HasSubstr;
 using testing::Ctx;
 using testing::EtcdTestServer;
 using testing::EtcdTestServerOptions;
+// The handler deletes its file after the stream ended, possibly just after the client saw
+// the end: Eventually awaits it.
+using testing::Eventually;
 
 int64_t PutKeys(EtcdTestServer& server, int count, size_t value_bytes) {
   auto kv = server.Kv();
@@ -69,17 +73,6 @@ bool IsEmptyDir(const std::string& dir) {
   return std::filesystem::is_empty(std::filesystem::path(dir));
 }
 
-// Awaits `condition` for up to 10 s (the handler deletes its file after the stream ended,
-// possibly just after the client saw the end).
-template <typename F>
-bool Eventually(F condition) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return condition();
-}
 
 TEST(EtcdSnapshotTest, UnimplementedWithoutMakeSnapshot) {
   EtcdTestServer server;

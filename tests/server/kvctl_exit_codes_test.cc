@@ -122,6 +122,25 @@ TEST_F(KvctlTest, StatusShowsEveryEndpointAndTheLeader) {
   EXPECT_THAT(json.out, HasSubstr("\"id\":0,\"role\":\"leader\",\"term\":1"));
 }
 
+// Issue 9: a node's alarms (a failing backup, refused writes) are shown by kvctl status.
+TEST_F(KvctlTest, StatusShowsTheAlarmsOfEachEndpoint) {
+  server_.replicator()->SetAlarms({"backup failing: database is locked", "writes are refused"});
+  RunResult status = RunKvctl({"--endpoints", server_.address(), "status"});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_THAT(status.out, HasSubstr("ALARM " + server_.address() +
+                                    ": backup failing: database is locked\n"));
+  EXPECT_THAT(status.out, HasSubstr("ALARM " + server_.address() + ": writes are refused\n"));
+
+  RunResult json = RunKvctl({"--endpoints", server_.address(), "--output", "json", "status"});
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_THAT(json.out, HasSubstr("\"alarms\":[\"backup failing: database is locked\","
+                                  "\"writes are refused\"]"));
+
+  server_.replicator()->SetAlarms({});
+  RunResult quiet = RunKvctl({"--endpoints", server_.address(), "--output", "json", "status"});
+  EXPECT_THAT(quiet.out, HasSubstr("\"alarms\":[]"));
+}
+
 TEST_F(KvctlTest, FailsOverPastAnUnreachableEndpoint) {
   ClosedPort closed;
   RunResult put = RunKvctl({"--endpoints", closed.address() + "," + server_.address(),

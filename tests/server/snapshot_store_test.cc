@@ -1,6 +1,7 @@
 // SnapshotStore (snapshots/snapshot_store.h): naming, newest, prune, against real files.
 #include "server/snapshots/snapshot_store.h"
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -79,13 +80,66 @@ TEST(SnapshotStoreTest, PruneKeepsTheNewestAndTouchesNothingElse) {
   ASSERT_TRUE(store.CreateDir().ok());
   for (uint64_t index : {10, 2, 30, 4}) std::ofstream(store.PathFor(index, 1)) << "x";
   std::ofstream(store.dir() + "/export-1-0.db") << "x";
-  store.Prune(2);
+  store.Prune(2, /*applied_index=*/UINT64_MAX);
   EXPECT_EQ(store.Names(),
             (std::vector<std::string>{SnapshotStore::FileName(10, 1),
                                       SnapshotStore::FileName(30, 1)}));
   EXPECT_TRUE(std::ifstream(store.dir() + "/export-1-0.db").good());
-  store.Prune(5);  // fewer than kept: nothing goes
+  store.Prune(5, UINT64_MAX);  // fewer than kept: nothing goes
   EXPECT_EQ(store.Names().size(), 2u);
+}
+
+// A store over both directories, and one naming files in the received directory only.
+class SnapshotStoreBothDirsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(store.CreateDir().ok());
+    ASSERT_TRUE(received.CreateDir().ok());
+  }
+
+  TempDir tmp;
+  SnapshotStore store{tmp.Sub("snapshots"), tmp.Sub("snapshots/received")};
+  SnapshotStore received{store.received_dir()};
+};
+
+// Issue 9: snapshots received from a leader, and partial transfers, were never deleted.
+TEST_F(SnapshotStoreBothDirsTest, PruneCoversReceivedSnapshotsAndPartialTransfers) {
+  for (uint64_t index : {10, 20}) std::ofstream(store.PathFor(index, 1)) << "x";
+  for (uint64_t index : {30, 50}) std::ofstream(received.PathFor(index, 2)) << "x";
+  const std::string old_part = received.PathFor(25, 2) + ".4096.part";
+  const std::string new_part = received.PathFor(60, 2) + ".4096.part";
+  std::ofstream(old_part) << "x";
+  std::ofstream(new_part) << "x";
+  std::ofstream(received.dir() + "/notes.txt") << "x";
+
+  // Applied through 40: of 10, 20 and 30 the newest two stay; 50 is not installed yet; the
+  // transfer of 25 is obsolete, the one of 60 may still resume.
+  store.Prune(2, /*applied_index=*/40);
+  EXPECT_EQ(store.Names(), (std::vector<std::string>{SnapshotStore::FileName(20, 1)}));
+  EXPECT_EQ(received.Names(), (std::vector<std::string>{SnapshotStore::FileName(30, 2),
+                                                        SnapshotStore::FileName(50, 2)}));
+  EXPECT_FALSE(std::filesystem::exists(old_part));
+  EXPECT_TRUE(std::filesystem::exists(new_part));
+  EXPECT_TRUE(std::filesystem::exists(received.dir() + "/notes.txt"));
+  EXPECT_EQ(store.NewestIndexByName(), 50u);
+
+  // Applied through 60 (installed 50, say): keep 30 and 50; the last partial file goes.
+  store.Prune(2, 60);
+  EXPECT_TRUE(store.Names().empty());
+  EXPECT_EQ(received.Names(), (std::vector<std::string>{SnapshotStore::FileName(30, 2),
+                                                        SnapshotStore::FileName(50, 2)}));
+  EXPECT_FALSE(std::filesystem::exists(new_part));
+}
+
+TEST_F(SnapshotStoreBothDirsTest, NewestLooksAtReceivedSnapshotsToo) {
+  WriteSnapshotAt(tmp, 3, store.PathFor(3, 1));
+  WriteSnapshotAt(tmp, 5, received.PathFor(5, 1));
+  auto newest = store.Newest();
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_EQ(newest->path, received.PathFor(5, 1));
+  auto bounded = store.Newest(4);
+  ASSERT_TRUE(bounded.has_value());
+  EXPECT_EQ(bounded->path, store.PathFor(3, 1));
 }
 
 }  // namespace

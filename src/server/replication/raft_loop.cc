@@ -1,10 +1,13 @@
 #include "server/replication/raft_loop.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
 #include "server/peer/forwarder.h"
@@ -50,6 +53,22 @@ std::string MembersJson(const std::vector<NodeAddress>& cluster) {
   return out + "]";
 }
 
+// Tests of real kvd processes (tests/integration/test_snapshots.py): with
+// RAFTKV_CRASH_AFTER_INSTALL_STEP=<step name> in the environment, the process ends as a kill
+// would (_exit, exit code kCrashedAtInstallStep) right after that step of a snapshot install.
+constexpr int kCrashedAtInstallStep = 86;
+
+std::function<void(std::string_view)> InstallCrashPointFromEnv() {
+  const char* step = std::getenv("RAFTKV_CRASH_AFTER_INSTALL_STEP");
+  if (step == nullptr || *step == '\0') return nullptr;
+  return [crash_at = std::string(step)](std::string_view done) {
+    if (done != crash_at) return;
+    spdlog::critical("RAFTKV_CRASH_AFTER_INSTALL_STEP: ending the process after '{}'", done);
+    spdlog::shutdown();
+    std::_Exit(kCrashedAtInstallStep);
+  };
+}
+
 }  // namespace
 
 absl::Status RefusedProposal(const absl::Status& propose_error) {
@@ -68,7 +87,7 @@ RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOption
       data_dir_(data_dir),
       options_(std::move(options)),
       self_(NodeId::FromPosition(options_.node_index)),
-      snapshots_(data_dir.snapshots()),
+      snapshots_(data_dir.snapshots(), data_dir.received_snapshots()),
       pending_(absl::Milliseconds(options_.request_timeout_ms)) {}
 
 std::vector<uint64_t> RaftLoop::Voters() const {
@@ -82,10 +101,12 @@ std::vector<uint64_t> RaftLoop::Voters() const {
 absl::StatusOr<std::unique_ptr<RaftLoop>> RaftLoop::Start(kv::StateMachine* sm,
                                                           const DataDir& data_dir,
                                                           RaftLoopOptions options) {
+  if (!options.install_crash_point) options.install_crash_point = InstallCrashPointFromEnv();
   std::unique_ptr<RaftLoop> r(new RaftLoop(sm, data_dir, std::move(options)));
   raft::wal::WalOptions wal_options;
   wal_options.max_segment_bytes = r->options_.wal_segment_bytes;
   wal_options.max_cached_bytes = r->options_.wal_cache_bytes;
+  wal_options.env = r->options_.wal_env;
   auto wal = OpenLog(sm, data_dir.wal(), wal_options, r->snapshots_, r->options_.restored,
                      r->Voters());
   if (!wal.ok()) return wal.status();
@@ -154,10 +175,16 @@ absl::Status RaftLoop::StartBackup() {
   BackupWorkerOptions backup_options;
   backup_options.backup_path = data_dir_.backup();
   backup_options.snapshot_dir = snapshots_.dir();
+  backup_options.received_snapshot_dir = snapshots_.received_dir();
   backup_options.interval_ms = options_.backup_interval_ms;
   backup_options.snapshot_entries = options_.snapshot_entries;
   backup_options.snapshots_retained = options_.snapshots_retained;
   backup_options.members = MembersJson(options_.cluster);
+  backup_options.copy_busy_retries = options_.snapshot_copy_busy_retries;
+  // Apply early enough that a healthy backup stays well inside --max-backup-lag-entries.
+  backup_options.max_queued_entries =
+      std::max<uint64_t>(1, std::min<uint64_t>(backup_options.max_queued_entries,
+                                               options_.max_backup_lag_entries / 2));
   auto backup = BackupWorker::Start(sm_, backup_options, wal_->FirstIndex(),
                                     [this](SnapshotReport report) {
                                       Post(SnapshotMadeEvent{std::make_shared<SnapshotReport>(
@@ -170,6 +197,8 @@ absl::Status RaftLoop::StartBackup() {
   if (auto snap = SnapshotForCore(snapshots_, sm_->applied_index(), Voters())) {
     raft_->SetSnapshot(*snap);
   }
+  // What a crash left behind: partial transfers the node no longer needs, old snapshots.
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
   return absl::OkStatus();
 }
 
@@ -243,7 +272,42 @@ void RaftLoop::WriteFromPeer(kvpb::Command cmd, ForwardDone done) {
   PostWrite(std::move(cmd), /*may_forward=*/false, std::move(done));
 }
 
+absl::Status RaftLoop::CheckBackupLag() const {
+  const uint64_t applied = sm_->applied_index();
+  const uint64_t backup = backup_->applied_index();
+  if (applied <= backup + options_.max_backup_lag_entries) return absl::OkStatus();
+  const absl::Status error = backup_->Health().error;
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "not applied: the backup is %d entries behind the state machine (limit %d, "
+      "--max-backup-lag-entries), and the log is not compacted past it%s; retry later",
+      applied - backup, options_.max_backup_lag_entries,
+      error.ok() ? "" : absl::StrCat(" (backup error: ", error.message(), ")")));
+}
+
+std::vector<std::string> RaftLoop::Alarms() const {
+  std::vector<std::string> alarms;
+  const BackupHealth h = backup_->Health();
+  if (!h.error.ok()) {
+    alarms.push_back(absl::StrFormat(
+        "backup %s failing since %s (%d attempts, retried every %d ms; %d entries behind; the "
+        "log is not compacted past index %d): %s",
+        data_dir_.backup(), absl::FormatTime(absl::RFC3339_sec, h.failing_since,
+                                             absl::UTCTimeZone()),
+        h.failed_attempts, options_.backup_interval_ms,
+        sm_->applied_index() - std::min(sm_->applied_index(), h.applied_index), h.applied_index,
+        h.error.message()));
+  }
+  if (absl::Status s = CheckBackupLag(); !s.ok()) {
+    alarms.push_back(absl::StrCat("writes are refused: ", s.message()));
+  }
+  return alarms;
+}
+
 void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done) {
+  if (absl::Status s = CheckBackupLag(); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
   if (absl::Status s = TakeWriteSlot(); !s.ok()) {
     std::move(done)(s);
     return;
@@ -387,7 +451,10 @@ void RaftLoop::ProcessReady() {
 }
 
 void RaftLoop::Persist(const raft::Ready& rd) {
-  if (rd.snapshot) InstallSnapshot(*rd.snapshot);
+  if (rd.snapshot) {
+    InstallStepDone("install: begin");
+    InstallSnapshot(*rd.snapshot, rd.hard_state.value_or(wal_->hard_state()));
+  }
   if (!rd.entries.empty()) {
     if (absl::Status s = wal_->Append(rd.entries); !s.ok()) {
       ExitOnStorageFailure("WAL write", s);
@@ -401,6 +468,7 @@ void RaftLoop::Persist(const raft::Ready& rd) {
   if (rd.must_sync || rd.hard_state) {
     if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
   }
+  if (rd.snapshot) InstallStepDone("install: done");
 }
 
 void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
@@ -447,22 +515,44 @@ void RaftLoop::SendMessages(std::vector<raftpb::Message> msgs) {
   transport_->Send(std::move(plain));
 }
 
-void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap) {
+void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs) {
   const std::string& path = snap.handle();
-  spdlog::info("raft: installing snapshot {} (index {}, term {})", path,
-               snap.metadata().index(), snap.metadata().term());
-  // The state machine first: if we crash after it, the WAL still describes an older log,
-  // the store is ahead of it, and the leader resends; the reverse order could leave a log
-  // that starts after a store that never got the snapshot.
-  if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
-    ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
-  }
+  const uint64_t index = snap.metadata().index();
+  spdlog::info("raft: installing snapshot {} (index {}, term {})", path, index,
+               snap.metadata().term());
+  // In this order, so that a kill after any step leaves a data dir that start-up
+  // (recovery.h, OpenLog) finishes (docs/architecture.md, "Installing a snapshot"):
+  // 1. The log restarts after the snapshot: its marker is durable on return, then the hard
+  //    state with the commit raised to the snapshot index (the core's: it committed the
+  //    snapshot). From here the data dir says "everything through `index` is committed"; a
+  //    store still behind it is loaded at start from the received file, which retention
+  //    keeps (SnapshotStore::Prune keeps snapshots above the applied index). Killed between
+  //    the marker and the commit, start-up raises the commit: the marker implies it.
   if (absl::Status s = wal_->ApplySnapshot(snap.metadata()); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
   }
+  InstallStepDone("install: log restarted");
+  hs.set_commit(std::max(hs.commit(), index));
+  if (absl::Status s = wal_->SetHardState(hs); !s.ok()) ExitOnStorageFailure("WAL write", s);
+  if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
+  InstallStepDone("install: commit durable");
+  // 2. The store: built aside and swapped in; a kill leaves the old store or the new one.
+  if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
+    ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
+  }
+  InstallStepDone("install: store installed");
+  // 3. The backup follows (a kill leaves the old one, which start-up rebuilds: the log no
+  //    longer reaches it); a failure here is the backup worker's to retry.
   if (absl::Status s = backup_->ResetFrom(path); !s.ok()) {
     spdlog::error("backup: resetting from snapshot {} failed: {}", path, s.ToString());
   }
+  InstallStepDone("install: backup reset");
+  // 4. Snapshots and partial transfers the node no longer needs.
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
+}
+
+void RaftLoop::InstallStepDone(std::string_view step) const {
+  if (options_.install_crash_point) options_.install_crash_point(step);
 }
 
 void RaftLoop::OnSnapshotMade(const SnapshotReport& report) {
@@ -514,7 +604,8 @@ void RaftLoop::PublishStatus() {
   s.revision = sm_->revision();
   s.cluster_id = options_.cluster_id;
   s.db_size_bytes = db_size_bytes_;
-  if (!rs.rejoin_detail.empty()) s.errors.push_back(rs.rejoin_detail);
+  s.alarms = Alarms();
+  if (!rs.rejoin_detail.empty()) s.alarms.push_back(rs.rejoin_detail);
   absl::MutexLock lock(&status_mu_);
   status_ = s;
 }

@@ -24,8 +24,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -48,6 +50,7 @@ namespace raftkv::raft {
 class Raft;
 struct Ready;
 namespace wal {
+class WalEnv;
 class WalStorage;
 }  // namespace wal
 }  // namespace raftkv::raft
@@ -86,10 +89,26 @@ struct RaftLoopOptions {
   uint64_t log_retained_entries = 5000;  // --log-retained-entries: kept before a snapshot
   uint64_t snapshot_chunk_bytes = 1 << 20;        // --snapshot-chunk-bytes
   uint64_t snapshot_rate_bytes_per_sec = 0;       // --snapshot-rate-bytes-per-sec (0: none)
+  // --max-backup-lag-entries: past this many applied entries not yet in the backup, writes are
+  // refused (the log, held in memory, is not compacted past the backup).
+  uint64_t max_backup_lag_entries = 50000;
+  // --snapshot-copy-busy-retries: a snapshot copy that finds the backup busy or locked (another
+  // SQLite connection) is retried this many times, 50 ms apart, then fails (and is retried
+  // at the next snapshot).
+  uint32_t snapshot_copy_busy_retries = 10;
 
   // The state machine was just restored from a snapshot file (kvd --restore-from) and the
   // WAL is new: start the log after the store's applied index.
   bool restored = false;
+
+  // ---- Test seams (not flags) ----
+  // Called with the step's name after each step of installing a snapshot from the leader
+  // (InstallSnapshot), so a test can end the process there
+  // (tests/server/snapshot_install_crash_test.cc). Empty: the environment's
+  // RAFTKV_CRASH_AFTER_INSTALL_STEP, if set (raft_loop.cc), else nothing.
+  std::function<void(std::string_view step)> install_crash_point;
+  // The file system the WAL uses; null: the real one (raft::wal::WalEnv::Default()).
+  raft::wal::WalEnv* wal_env = nullptr;
 };
 
 // The answer to a write whose Propose() failed on this node and that is not forwarded:
@@ -162,6 +181,11 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Counts a write (a client's or a follower's forwarded one) against --max-pending-writes;
   // over it: kResourceExhausted, not applied. The caller gives the slot back when answered.
   absl::Status TakeWriteSlot();
+  // kResourceExhausted (not applied) while the backup lags the state machine by more than
+  // --max-backup-lag-entries: the log cannot be compacted past the backup. Any thread.
+  absl::Status CheckBackupLag() const;
+  // What an operator must act on (NodeStatus::alarms).
+  std::vector<std::string> Alarms() const;
   // Takes a --max-pending-writes slot (or answers `done` with kResourceExhausted) and posts
   // the write; the slot is released when `done` runs.
   void PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done);
@@ -175,7 +199,11 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ProcessReady();
   void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
-  void InstallSnapshot(const raftpb::Snapshot& snap);
+  // Installs a snapshot from the leader into the WAL, the store and the backup, durably and
+  // in an order start-up can finish from any point. `hs`: the hard state to persist with it.
+  void InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs);
+  // Calls options_.install_crash_point, if set, with `step`.
+  void InstallStepDone(std::string_view step) const;
   void OnSnapshotMade(const SnapshotReport& report);
   void SendMessages(std::vector<raftpb::Message> msgs);
   void OnTermOrRoleChange();

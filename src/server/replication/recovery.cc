@@ -53,12 +53,14 @@ absl::Status StartLogAfterRestoredStore(const kv::StateMachine& sm, const std::s
   return s;
 }
 
-// The store lacks entries the log no longer has (it was lost, wiped or found corrupt): load
-// the newest snapshot that reaches the log; the log after it is replayed by the core.
+// The store lacks entries the log no longer has (it was lost, wiped or found corrupt, or a
+// snapshot install was killed after the log restarted and before the store took the
+// snapshot): load the newest snapshot, own or received, that reaches the log and is
+// committed; the log after it is replayed by the core.
 absl::Status LoadSnapshotReachingLog(kv::StateMachine* sm, const raft::wal::WalStorage& wal,
                                      const std::string& wal_dir,
                                      const SnapshotStore& snapshots) {
-  std::optional<SnapshotFile> snap = snapshots.Newest();
+  std::optional<SnapshotFile> snap = snapshots.Newest(wal.hard_state().commit());
   if (!snap || snap->meta.applied_index + 1 < wal.FirstIndex()) {
     return absl::DataLossError(absl::StrFormat(
         "the state machine is at index %d, the log in %s starts at %d, and no snapshot in "
@@ -68,6 +70,23 @@ absl::Status LoadSnapshotReachingLog(kv::StateMachine* sm, const raft::wal::WalS
   spdlog::warn("raft: state machine at index {} but the log starts at {}: loading snapshot {}",
                sm->applied_index(), wal.FirstIndex(), snap->path);
   return sm->InstallSnapshot(snap->path);
+}
+
+// Everything before the log's first entry is committed: the log starts after a snapshot from
+// the leader, a compaction of applied entries or a restored store. A snapshot install killed
+// after the log restarted and before the raised commit was synced leaves a lower commit
+// index on disk (RaftLoop::InstallSnapshot): raise it, durably, as the install would have.
+absl::Status CommitLogStart(raft::wal::WalStorage* wal, const std::string& wal_dir) {
+  raftpb::HardState hs = wal->hard_state();
+  const uint64_t log_start = wal->FirstIndex() - 1;
+  if (hs.commit() >= log_start) return absl::OkStatus();
+  spdlog::warn("raft: the log in {} starts after index {} but records commit {} (a snapshot "
+               "install was interrupted): raising the commit index to {}",
+               wal_dir, log_start, hs.commit(), log_start);
+  hs.set_commit(log_start);
+  absl::Status s = wal->SetHardState(hs);
+  if (s.ok()) s = wal->Sync();
+  return s;
 }
 
 }  // namespace
@@ -117,6 +136,7 @@ absl::StatusOr<std::unique_ptr<raft::wal::WalStorage>> OpenLog(
     absl::Status s = StartLogAfterRestoredStore(*sm, wal_dir, wal->get(), voters);
     if (!s.ok()) return s;
   }
+  if (absl::Status s = CommitLogStart(wal->get(), wal_dir); !s.ok()) return s;
   if (sm->applied_index() + 1 < (*wal)->FirstIndex()) {
     absl::Status s = LoadSnapshotReachingLog(sm, **wal, wal_dir, snapshots);
     if (!s.ok()) return s;

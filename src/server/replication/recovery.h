@@ -5,9 +5,12 @@
 //      (the data dir must be new) and cuts the node's first snapshot from it; a corrupt store
 //      is moved aside, to be rebuilt from a snapshot plus the log, when a log exists.
 //   2. OpenLog: the WAL, made to agree with the store. A restored store starts the log after
-//      it; a store behind the log's first entry (lost, wiped, moved aside) is loaded from the
-//      newest snapshot that reaches the log; a store ahead of the log's commit index means the
-//      log is not this store's: refused.
+//      it; a commit index below the log's start (a snapshot install killed between restarting
+//      the log and syncing its commit) is raised to it, durably; a store behind the log's
+//      first entry (lost, wiped, moved aside, or an install killed before the store took the
+//      snapshot) is loaded from the newest committed snapshot, own or received, that reaches
+//      the log; a store ahead of the log's commit index means the log is not this store's:
+//      refused.
 //   3. The raft loop then creates the core from the log, starts the backup worker (which
 //      rebuilds a backup the log no longer reaches) and calls CatchUpBackup and
 //      SnapshotForCore.

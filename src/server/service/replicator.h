@@ -38,9 +38,9 @@ struct NodeStatus {
   int64_t revision = 0;
   uint64_t cluster_id = 0;
   uint64_t db_size_bytes = 0;
-  // What keeps this node from serving normally (kvctl status shows each): e.g. it lost its
-  // data and is not a voter yet.
-  std::vector<std::string> errors;
+  // Conditions an operator must act on, one sentence each (etcd Maintenance.Status `errors`;
+  // kvctl status shows them). Empty when all is well.
+  std::vector<std::string> alarms;
 };
 
 class Replicator {

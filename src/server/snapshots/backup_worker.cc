@@ -18,7 +18,7 @@ BackupWorker::BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options,
                            OnSnapshot on_snapshot)
     : sm_(sm),
       options_(std::move(options)),
-      snapshots_(options_.snapshot_dir),
+      snapshots_(options_.snapshot_dir, options_.received_snapshot_dir),
       on_snapshot_(std::move(on_snapshot)) {}
 
 absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
@@ -28,7 +28,7 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
       new BackupWorker(sm, std::move(options), std::move(on_snapshot)));
   const BackupWorkerOptions& o = w->options_;
   if (absl::Status s = w->snapshots_.CreateDir(); !s.ok()) return s;
-  kv::BackupOptions backup_options{o.backup_path, o.members};
+  const kv::BackupOptions backup_options = w->SqliteOptions();
   auto backup = kv::SqliteBackup::Open(backup_options);
   if (!backup.ok()) return backup.status();
   if ((*backup)->applied_index() + 1 < first_log_index) {
@@ -53,6 +53,51 @@ absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
 
 BackupWorker::~BackupWorker() { Stop(); }
 
+kv::BackupOptions BackupWorker::SqliteOptions() const {
+  kv::BackupOptions o;
+  o.path = options_.backup_path;
+  o.members = options_.members;
+  o.copy_busy_retries = options_.copy_busy_retries;
+  return o;
+}
+
+BackupHealth BackupWorker::Health() const {
+  BackupHealth h;
+  h.applied_index = applied_index();
+  absl::MutexLock lock(&health_mu_);
+  h.error = error_;
+  h.failing_since = failing_since_;
+  h.failed_attempts = failed_attempts_;
+  return h;
+}
+
+bool BackupWorker::Failing() const {
+  absl::MutexLock lock(&health_mu_);
+  return failed_attempts_ > 0;
+}
+
+void BackupWorker::RecordAttempt(const absl::Status& s) {
+  absl::MutexLock lock(&health_mu_);
+  if (s.ok()) {
+    if (failed_attempts_ > 0) {
+      spdlog::info("backup: working again after {} failed attempts", failed_attempts_);
+    }
+    error_ = absl::OkStatus();
+    failed_attempts_ = 0;
+    failing_since_ = absl::InfinitePast();
+    return;
+  }
+  if (failed_attempts_ == 0) failing_since_ = absl::Now();
+  ++failed_attempts_;
+  error_ = s;
+  // The first failure and then at powers of two: one a round would flood the log.
+  if ((failed_attempts_ & (failed_attempts_ - 1)) == 0) {
+    spdlog::error("backup: {} (failed attempt {}, retried every {} ms; the log is not "
+                  "compacted past index {} meanwhile)",
+                  s.ToString(), failed_attempts_, options_.interval_ms, applied_index());
+  }
+}
+
 void BackupWorker::Enqueue(uint64_t index, uint64_t term, std::string command) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(Queued{index, term, std::move(command)});
@@ -71,23 +116,37 @@ void BackupWorker::Stop() {
 void BackupWorker::Run() {
   for (;;) {
     bool stopping;
+    // After a failure wait the whole interval: a full queue must not make retries a busy loop.
+    const bool failing = Failing();
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || apply_now_; };
+      auto wake = [this, failing]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || (apply_now_ && !failing);
+      };
       mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.interval_ms));
       stopping = stopping_;
       apply_now_ = false;
     }
-    absl::MutexLock lock(&backup_mu_);
-    absl::Status s = ApplyQueued();
-    if (s.ok() && !stopping) s = MaybeSnapshot();
-    if (!s.ok()) {
-      // The backup is a copy; the state machine and the log are unharmed. Keep trying (the
-      // queue is retained), and the log is not compacted past the backup meanwhile.
-      spdlog::error("backup: {}", s.ToString());
+    absl::Status s;
+    {
+      absl::MutexLock lock(&backup_mu_);
+      s = Round(stopping);
     }
+    RecordAttempt(s);
     if (stopping) return;
   }
+}
+
+absl::Status BackupWorker::Round(bool stopping) {
+  if (backup_ == nullptr) {
+    spdlog::warn("backup: rebuilding {} from the state machine", options_.backup_path);
+    auto rebuilt = kv::SqliteBackup::CreateFrom(*sm_, SqliteOptions());
+    if (!rebuilt.ok()) return rebuilt.status();
+    Adopt(*std::move(rebuilt));
+  }
+  absl::Status s = ApplyQueued();
+  if (s.ok() && !stopping) s = MaybeSnapshot();
+  return s;
 }
 
 absl::Status BackupWorker::ApplyQueued() {
@@ -127,7 +186,7 @@ absl::Status BackupWorker::MaybeSnapshot() {
   absl::StatusOr<kv::SnapshotMeta> meta = backup_->CopyTo(path);
   if (!meta.ok()) return meta.status();
   last_snapshot_index_ = index;
-  snapshots_.Prune(options_.snapshots_retained);
+  snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
   // Everything applied before the flush is durable in RocksDB afterwards.
   const uint64_t flushed = sm_->applied_index();
   if (absl::Status s = sm_->Flush(); !s.ok()) return s;
@@ -142,15 +201,28 @@ absl::Status BackupWorker::ResetFrom(const std::string& path) {
   for (const char* suffix : {"-wal", "-shm"}) {
     ::unlink((options_.backup_path + suffix).c_str());  // must not be applied to the new file
   }
-  if (absl::Status s = base::CopyFileDurably(path, options_.backup_path); !s.ok()) return s;
-  auto backup = kv::SqliteBackup::Open(kv::BackupOptions{options_.backup_path, options_.members});
-  if (!backup.ok()) return backup.status();
-  backup_ = *std::move(backup);
+  absl::Status s = base::CopyFileDurably(path, options_.backup_path);
+  if (s.ok()) {
+    auto backup = kv::SqliteBackup::Open(SqliteOptions());
+    if (backup.ok()) {
+      Adopt(*std::move(backup));
+      last_snapshot_index_ = backup_->applied_index();  // it is a copy of that snapshot
+      return absl::OkStatus();
+    }
+    s = backup.status();
+  }
+  // backup_ stays null: the next round rebuilds it from the state machine.
+  s = absl::Status(s.code(),
+                   absl::StrCat("resetting the backup from snapshot ", path, ": ", s.message()));
+  RecordAttempt(s);
+  return s;
+}
+
+void BackupWorker::Adopt(std::unique_ptr<kv::SqliteBackup> backup) {
+  backup_ = std::move(backup);
   applied_index_ = backup_->applied_index();
-  last_snapshot_index_ = backup_->applied_index();
   absl::MutexLock qlock(&mu_);
   while (!queue_.empty() && queue_.front().index <= backup_->applied_index()) queue_.pop_front();
-  return absl::OkStatus();
 }
 
 }  // namespace raftkv::server

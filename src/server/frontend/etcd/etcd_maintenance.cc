@@ -24,7 +24,7 @@ grpc::Status EtcdMaintenance::Status(grpc::ServerContext*, const pb::StatusReque
   resp->set_raftindex(status.commit_index);
   resp->set_raftterm(status.term);
   resp->set_raftappliedindex(status.applied_index);
-  for (const std::string& e : status.errors) resp->add_errors(e);
+  for (const std::string& alarm : status.alarms) resp->add_errors(alarm);
   return grpc::Status::OK;
 }
 
