@@ -71,6 +71,10 @@ class CrashingWalEnv final : public raft::wal::WalEnv {
     return std::unique_ptr<raft::wal::WalFile>(
         new File(std::move(*file), points_, Base(path)));
   }
+  absl::StatusOr<std::unique_ptr<raft::wal::WalReadableFile>> OpenForRead(
+      const std::string& path) override {
+    return base_->OpenForRead(path);
+  }
   absl::Status TruncateFile(const std::string& path, uint64_t size_bytes) override {
     return After(base_->TruncateFile(path, size_bytes), "wal: truncate " + Base(path));
   }
