@@ -31,8 +31,8 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DRAFTKV_SANITIZE=ON -DRAFT
 step "tests (ASan+UBSan, unit and simulation suites)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE 'integration|long'
-step "chaos (bounded: 3 min of kill/pause/partition/restart faults; prints seed on failure)"
-tests/chaos/run --minutes 3 --faults kill,pause,partition,restart --bin build/bin \
+step "chaos (bounded: 3 min of kill/pause/partition/restart/lost-disk faults; prints seed on failure)"
+tests/chaos/run --minutes 3 --faults kill,pause,partition,restart,disk --bin build/bin \
   ${RAFTKV_CHAOS_SEED:+--seed "$RAFTKV_CHAOS_SEED"}
 step "deploy test (docker)"
 bash tests/deploy/run    # the image and a 3-node compose cluster; SKIPPED without a Docker engine
