@@ -161,7 +161,7 @@ class SnapshotTest(unittest.TestCase):
         # commit left a node that refused to start. RAFTKV_CRASH_AFTER_INSTALL_STEP makes kvd
         # end itself (exit 86, as a kill) right after the named step (raft_loop.cc).
         self.start()
-        steps = ["install: log restarted", "install: commit durable", "install: store installed",
+        steps = ["install: log restarted, commit durable", "install: store installed",
                  "install: backup reset"]
         for n, step in enumerate(steps):
             with self.subTest(step=step):

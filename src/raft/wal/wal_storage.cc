@@ -468,7 +468,17 @@ absl::Status WalStorage::Compact(uint64_t index) {
 }
 
 absl::Status WalStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta) {
+  return ApplySnapshot(meta, hard_state_);
+}
+
+absl::Status WalStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta,
+                                       const raftpb::HardState& hs) {
   if (!error_.ok()) return error_;
+  if (hs.commit() > meta.index()) {
+    return absl::InvalidArgumentError(absl::StrCat("wal: hard state commit ", hs.commit(),
+                                                   " past the snapshot at ", meta.index()));
+  }
+  hard_state_ = hs;
   index_.clear();
   cache_.clear();
   cached_bytes_ = 0;

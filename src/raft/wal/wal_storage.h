@@ -111,6 +111,10 @@ class WalStorage final : public LogStorage {
   // Starts a new segment beginning with the snapshot marker (fsynced, renamed, directory
   // fsynced), then deletes all older segments.
   absl::Status ApplySnapshot(const raftpb::SnapshotMetadata& meta) override;
+  // The same, with `hs` as the hard state the new segment starts with: the snapshot marker
+  // and that hard state (a follower's commit raised to the snapshot index) are durable
+  // together, in one fsync (a crash leaves both or neither).
+  absl::Status ApplySnapshot(const raftpb::SnapshotMetadata& meta, const raftpb::HardState& hs);
 
   // ---- Observers for tests, metrics and benchmarks ----
   const RecoveryReport& recovery_report() const { return recovery_; }

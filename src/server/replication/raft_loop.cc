@@ -522,20 +522,20 @@ void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState h
                snap.metadata().term());
   // In this order, so that a kill after any step leaves a data dir that start-up
   // (recovery.h, OpenLog) finishes (docs/architecture.md, "Installing a snapshot"):
-  // 1. The log restarts after the snapshot: its marker is durable on return, then the hard
-  //    state with the commit raised to the snapshot index (the core's: it committed the
-  //    snapshot). From here the data dir says "everything through `index` is committed"; a
-  //    store still behind it is loaded at start from the received file, which retention
-  //    keeps (SnapshotStore::Prune keeps snapshots above the applied index). Killed between
-  //    the marker and the commit, start-up raises the commit: the marker implies it.
-  if (absl::Status s = wal_->ApplySnapshot(snap.metadata()); !s.ok()) {
+  // 1. The log restarts after the snapshot: its marker and the hard state with the commit
+  //    raised to the snapshot index (the core's: it committed the snapshot) start the new
+  //    segment, durable together on return. From here the data dir says "everything through
+  //    `index` is committed"; a store still behind it is loaded at start from the received
+  //    file, which retention keeps (SnapshotStore::Prune keeps snapshots above the applied
+  //    index). Start-up still raises a commit below the log's start (recovery.h, OpenLog),
+  //    for data dirs written before marker and commit were one write.
+  //    (Entries after the snapshot in the same Ready, and a commit past it, follow in
+  //    Persist's usual append and hard-state write.)
+  hs.set_commit(index);
+  if (absl::Status s = wal_->ApplySnapshot(snap.metadata(), hs); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
   }
-  InstallStepDone("install: log restarted");
-  hs.set_commit(std::max(hs.commit(), index));
-  if (absl::Status s = wal_->SetHardState(hs); !s.ok()) ExitOnStorageFailure("WAL write", s);
-  if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
-  InstallStepDone("install: commit durable");
+  InstallStepDone("install: log restarted, commit durable");
   // 2. The store: built aside and swapped in; a kill leaves the old store or the new one.
   if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
     ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);

@@ -434,5 +434,57 @@ TEST(WalCrashTest, RecoveryAfterAProcessCrashReportsOnlyWhatSurvivesAPowerLoss) 
   std::printf("process-crash points checked: %d\n", crash_points);
 }
 
+// Issue 9, item 2: a follower installing a snapshot records the snapshot marker and its
+// commit (raised to the snapshot index) together: a power loss at any fsync of the install
+// leaves the old log with its old commit, or the marker with the raised commit, never the
+// marker alone.
+TEST(WalCrashTest, SnapshotMarkerAndItsCommitAreDurableTogether) {
+  int points = 0;
+  for (int crash_at = 0;; ++crash_at) {
+    CrashEnv machine;
+    WalOptions opts;
+    opts.env = &machine;
+    opts.max_segment_bytes = 4096;
+    auto w = WalStorage::Open("/wal", opts);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (uint64_t i = 1; i <= 20; ++i) {
+      ASSERT_TRUE((*w)->Append({MakeEntry(i, 1, std::string(300, 'q'))}).ok());
+    }
+    ASSERT_TRUE((*w)->SetHardState(MakeHardState(1, 1, 5)).ok());
+    ASSERT_TRUE((*w)->Sync().ok());
+    std::unique_ptr<CrashEnv> crashed;
+    int syncs = 0;
+    auto maybe_crash = [&] {
+      if (syncs++ == crash_at && !crashed) crashed = machine.Crash([](size_t) { return 0; });
+    };
+    machine.on_sync = maybe_crash;
+    machine.on_sync_dir = maybe_crash;
+    raftpb::SnapshotMetadata meta;
+    meta.set_index(100);
+    meta.set_term(2);
+    raftpb::HardState hs = MakeHardState(2, 1, 100);
+    ASSERT_TRUE((*w)->ApplySnapshot(meta, hs).ok());
+    machine.on_sync = nullptr;
+    machine.on_sync_dir = nullptr;
+    const bool done = !crashed;
+    if (done) crashed = machine.Crash([](size_t) { return 0; });  // after the return
+    WalOptions copts = opts;
+    copts.env = crashed.get();
+    auto r = WalStorage::Open("/wal", copts);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ++points;
+    if ((*r)->snapshot_metadata().index() == 100) {
+      EXPECT_EQ(100u, (*r)->hard_state().commit()) << "crash at sync " << crash_at;
+      EXPECT_EQ(2u, (*r)->hard_state().term()) << "crash at sync " << crash_at;
+    } else {
+      EXPECT_FALSE(done) << "ApplySnapshot returned but its marker was not durable";
+      EXPECT_EQ(5u, (*r)->hard_state().commit()) << "crash at sync " << crash_at;
+      EXPECT_EQ(20u, (*r)->LastIndex()) << "crash at sync " << crash_at;
+    }
+    if (done) break;
+  }
+  EXPECT_GE(points, 3);
+}
+
 }  // namespace
 }  // namespace raftkv::raft::wal
