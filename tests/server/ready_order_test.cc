@@ -129,6 +129,12 @@ class LoopCluster {
   Raft& core(uint64_t id) { return *nodes_.at(id - 1).core; }
   RecordingLog& log(uint64_t id) { return *nodes_.at(id - 1).log; }
   const std::vector<std::string>& violations() const { return violations_; }
+  // Every broken promise, then the trace: what a failing test prints.
+  std::string Report() const {
+    std::string out = absl::StrCat(violations_.size(), " broken promises:\n");
+    for (const std::string& v : violations_) absl::StrAppend(&out, "  ", v, "\n");
+    return absl::StrCat(out, "trace:\n", Trace());
+  }
   // Storage calls and sends of every node, in order (for failure messages).
   std::string Trace() const {
     std::string out;
@@ -267,7 +273,7 @@ TEST(ReadyOrderTest, VotesLeaveOnlyAfterTermAndVoteAreSynced) {
   // Not vacuous: two granted votes were checked as they left.
   EXPECT_EQ(c.Count(raftpb::MSG_VOTE_RESP, /*reject=*/false), 2u) << c.Trace();
   EXPECT_TRUE(c.violations().empty())
-      << "first: " << c.violations().front() << "\ntrace:\n" << c.Trace();
+      << c.Report();
 
   // A second election in a new term, with node 1 cut off: node 2 or 3 takes over.
   const uint64_t first_term = c.core(1).term();
@@ -287,7 +293,7 @@ TEST(ReadyOrderTest, VotesLeaveOnlyAfterTermAndVoteAreSynced) {
   c.Stabilize();
   EXPECT_GE(c.Count(raftpb::MSG_VOTE_RESP, false), 3u) << c.Trace();
   EXPECT_TRUE(c.violations().empty())
-      << "first: " << c.violations().front() << "\ntrace:\n" << c.Trace();
+      << c.Report();
 }
 
 TEST(ReadyOrderTest, AppendAcksLeaveOnlyAfterEntriesAreSynced) {
@@ -305,7 +311,7 @@ TEST(ReadyOrderTest, AppendAcksLeaveOnlyAfterEntriesAreSynced) {
   // Not vacuous: each proposal was acknowledged by both followers, each ack checked.
   EXPECT_GE(c.Count(raftpb::MSG_APP_RESP, false) - acks_before, 6u) << c.Trace();
   EXPECT_TRUE(c.violations().empty())
-      << "first: " << c.violations().front() << "\ntrace:\n" << c.Trace();
+      << c.Report();
 }
 
 // The leader sends its entries before its own fsync (messages_before_persist). A follower's
@@ -349,7 +355,7 @@ TEST(ReadyOrderTest, LeaderCountsItsOwnEntriesOnlyAfterItsSync) {
   // After its sync the leader counts itself: the entry commits.
   EXPECT_EQ(c.core(1).log().committed(), c.core(1).log().LastIndex()) << c.Trace();
   EXPECT_TRUE(c.violations().empty())
-      << "first: " << c.violations().front() << "\ntrace:\n" << c.Trace();
+      << c.Report();
 }
 
 // One node: nobody else holds the entry, so it may commit only once its own sync is done.
@@ -369,7 +375,7 @@ TEST(ReadyOrderTest, SingleNodeCommitsOnlyWhatItSynced) {
   EXPECT_GE(syncs_checked, 3u);
   EXPECT_EQ(c.core(1).log().committed(), c.core(1).log().LastIndex());
   EXPECT_TRUE(c.violations().empty())
-      << "first: " << c.violations().front() << "\ntrace:\n" << c.Trace();
+      << c.Report();
 }
 
 }  // namespace
