@@ -167,6 +167,15 @@ static const char* hex(const char* s, char* out) {
   return out;
 }
 
+/* Ends a logged namespace call: voids its record (K) if it failed, unlocks, keeps errno. */
+static int end_logged(int r) {
+  int err = errno;
+  if (r != 0) log_line("K\n");
+  pthread_mutex_unlock(&g_mu);
+  errno = err;
+  return r;
+}
+
 /* ---- paths ---- */
 
 /* The absolute form of `path` relative to `dirfd`, without normalising "..". */
@@ -233,7 +242,9 @@ static void keep_in_shadow(const char* abs, char* name_out) {
 /* Logs the old contents of [off, off+n) that exist (below the current size). */
 static void save_range(int fd, const struct fd_info* fi, off_t off, off_t n) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || off >= st.st_size || n <= 0) return;
+  if (off < 0 || n <= 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || off >= st.st_size) {
+    return;
+  }
   if (off + n > st.st_size) n = st.st_size - off;
   log_line("W %lu %lu %lld %lld\n", (unsigned long)fi->dev, (unsigned long)fi->ino,
            (long long)off, (long long)n);
@@ -261,9 +272,23 @@ static void save_range(int fd, const struct fd_info* fi, off_t off, off_t n) {
   real_close(rfd);
 }
 
+/* Whether fd still is the file or directory it was opened as: a descriptor closed behind our
+ * back (fclose of an fdopen'd stream, dup2 onto it) is forgotten. */
+static int still_tracked(int fd) {
+  if (!tracking() || fd < 0 || fd >= MAX_FDS || g_fds[fd].kind == UNTRACKED) return 0;
+  struct fd_info* fi = &g_fds[fd];
+  struct stat st;
+  const int same = fstat(fd, &st) == 0 && st.st_dev == fi->dev && st.st_ino == fi->ino &&
+                   (fi->kind == TRACKED_FILE ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode));
+  if (!same) {
+    free(fi->path);
+    memset(fi, 0, sizeof *fi);
+  }
+  return same;
+}
+
 static struct fd_info* file_info(int fd) {
-  if (!tracking() || fd < 0 || fd >= MAX_FDS) return NULL;
-  return g_fds[fd].kind == TRACKED_FILE ? &g_fds[fd] : NULL;
+  return still_tracked(fd) && g_fds[fd].kind == TRACKED_FILE ? &g_fds[fd] : NULL;
 }
 
 static int do_open(int dirfd, const char* path, int flags, mode_t mode) {
@@ -295,11 +320,11 @@ static int do_open(int dirfd, const char* path, int flags, mode_t mode) {
   }
   int fd = real_openat(dirfd, path, flags, mode);
   if (fd < 0) {
-    int err = errno;
-    if (logged_create) log_line("K\n");
-    pthread_mutex_unlock(&g_mu);
-    errno = err;
-    return fd;
+    if (!logged_create) {
+      pthread_mutex_unlock(&g_mu);
+      return fd;
+    }
+    return end_logged(fd);
   }
   struct stat st;
   if (fd < MAX_FDS && fstat(fd, &st) == 0) {
@@ -319,6 +344,8 @@ static int do_open(int dirfd, const char* path, int flags, mode_t mode) {
                existed ? seen : 0LL, hex(abs, h));
     } else if (S_ISDIR(st.st_mode)) {
       fi->kind = TRACKED_DIR;
+      fi->dev = st.st_dev;
+      fi->ino = st.st_ino;
       fi->path = strdup(abs);
     }
   }
@@ -330,59 +357,31 @@ static mode_t mode_arg(int flags, va_list ap) {
   return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? va_arg(ap, mode_t) : 0;
 }
 
-int open(const char* path, int flags, ...) {
+static int open_va(int dirfd, const char* path, int flags, va_list ap) {
   INIT();
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = mode_arg(flags, ap);
-  va_end(ap);
-  return do_open(AT_FDCWD, path, flags, mode);
+  return do_open(dirfd, path, flags, mode_arg(flags, ap));
 }
-int open64(const char* path, int flags, ...) {
-  INIT();
+int open(const char* path, int flags, ...) {
   va_list ap;
   va_start(ap, flags);
-  mode_t mode = mode_arg(flags, ap);
+  int fd = open_va(AT_FDCWD, path, flags, ap);
   va_end(ap);
-  return do_open(AT_FDCWD, path, flags, mode);
+  return fd;
 }
 int openat(int dirfd, const char* path, int flags, ...) {
-  INIT();
   va_list ap;
   va_start(ap, flags);
-  mode_t mode = mode_arg(flags, ap);
+  int fd = open_va(dirfd, path, flags, ap);
   va_end(ap);
-  return do_open(dirfd, path, flags, mode);
+  return fd;
 }
-int openat64(int dirfd, const char* path, int flags, ...) {
-  INIT();
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = mode_arg(flags, ap);
-  va_end(ap);
-  return do_open(dirfd, path, flags, mode);
-}
-int __open_2(const char* path, int flags) {
-  INIT();
-  return do_open(AT_FDCWD, path, flags, 0);
-}
-int __open64_2(const char* path, int flags) {
-  INIT();
-  return do_open(AT_FDCWD, path, flags, 0);
-}
+/* _FORTIFY_SOURCE's checked forms: no mode argument. */
 int __openat_2(int dirfd, const char* path, int flags) {
   INIT();
   return do_open(dirfd, path, flags, 0);
 }
-int __openat64_2(int dirfd, const char* path, int flags) {
-  INIT();
-  return do_open(dirfd, path, flags, 0);
-}
+int __open_2(const char* path, int flags) { return __openat_2(AT_FDCWD, path, flags); }
 int creat(const char* path, mode_t mode) {
-  INIT();
-  return do_open(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
-}
-int creat64(const char* path, mode_t mode) {
   INIT();
   return do_open(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
 }
@@ -443,10 +442,6 @@ ssize_t pwrite(int fd, const void* buf, size_t n, off_t off) {
   INIT();
   return do_pwrite(fd, buf, n, off);
 }
-ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) {
-  INIT();
-  return do_pwrite(fd, buf, n, off);
-}
 
 ssize_t writev(int fd, const struct iovec* iov, int cnt) {
   INIT();
@@ -478,15 +473,7 @@ ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
   INIT();
   return do_pwritev(fd, iov, cnt, off, 0, 0);
 }
-ssize_t pwritev64(int fd, const struct iovec* iov, int cnt, off_t off) {
-  INIT();
-  return do_pwritev(fd, iov, cnt, off, 0, 0);
-}
 ssize_t pwritev2(int fd, const struct iovec* iov, int cnt, off_t off, int flags) {
-  INIT();
-  return do_pwritev(fd, iov, cnt, off, flags, 1);
-}
-ssize_t pwritev64v2(int fd, const struct iovec* iov, int cnt, off_t off, int flags) {
   INIT();
   return do_pwritev(fd, iov, cnt, off, flags, 1);
 }
@@ -504,10 +491,6 @@ static int do_ftruncate(int fd, off_t len) {
   return r;
 }
 int ftruncate(int fd, off_t len) {
-  INIT();
-  return do_ftruncate(fd, len);
-}
-int ftruncate64(int fd, off_t len) {
   INIT();
   return do_ftruncate(fd, len);
 }
@@ -530,13 +513,9 @@ int fallocate(int fd, int mode, off_t off, off_t len) {
   INIT();
   return do_fallocate(fd, mode, off, len);
 }
-int fallocate64(int fd, int mode, off_t off, off_t len) {
-  INIT();
-  return do_fallocate(fd, mode, off, len);
-}
 
 static int do_sync(int fd, int data_only) {
-  if (!tracking() || fd < 0 || fd >= MAX_FDS || g_fds[fd].kind == UNTRACKED) {
+  if (!still_tracked(fd)) {
     return data_only ? real_fdatasync(fd) : real_fsync(fd);
   }
   pthread_mutex_lock(&g_mu);
@@ -585,11 +564,7 @@ static int do_rename(int olddirfd, const char* from, int newdirfd, const char* t
   int r = which == 0   ? real_rename(from, to)
           : which == 1 ? real_renameat(olddirfd, from, newdirfd, to)
                        : real_renameat2(olddirfd, from, newdirfd, to, flags);
-  int err = errno;
-  if (r != 0) log_line("K\n");
-  pthread_mutex_unlock(&g_mu);
-  errno = err;
-  return r;
+  return end_logged(r);
 }
 int rename(const char* from, const char* to) {
   INIT();
@@ -617,11 +592,7 @@ static int do_unlink(int dirfd, const char* path, int flags) {
     log_line("U %s %s\n", hex(a, ha), shadow);
   }
   int r = real_unlinkat(dirfd, path, flags);
-  int err = errno;
-  if (r != 0) log_line("K\n");
-  pthread_mutex_unlock(&g_mu);
-  errno = err;
-  return r;
+  return end_logged(r);
 }
 int unlink(const char* path) {
   INIT();
@@ -643,11 +614,7 @@ static int do_mkdir(int dirfd, const char* path, mode_t mode) {
   char ha[2 * PATH_MAX + 1];
   log_line("M %s\n", hex(a, ha));
   int r = real_mkdirat(dirfd, path, mode);
-  int err = errno;
-  if (r != 0) log_line("K\n");
-  pthread_mutex_unlock(&g_mu);
-  errno = err;
-  return r;
+  return end_logged(r);
 }
 int mkdir(const char* path, mode_t mode) {
   INIT();
@@ -665,11 +632,7 @@ static int do_link(int olddirfd, const char* from, int newdirfd, const char* to,
   char hb[2 * PATH_MAX + 1];
   log_line("C %s\n", hex(b, hb));  /* a new name: undone like a created file */
   int r = real_linkat(olddirfd, from, newdirfd, to, flags);
-  int err = errno;
-  if (r != 0) log_line("K\n");
-  pthread_mutex_unlock(&g_mu);
-  errno = err;
-  return r;
+  return end_logged(r);
 }
 int link(const char* from, const char* to) {
   INIT();
@@ -679,3 +642,16 @@ int linkat(int od, const char* from, int nd, const char* to, int flags) {
   INIT();
   return do_link(od, from, nd, to, flags);
 }
+
+/* The 64-bit offset names are the same functions on LP64 (off_t is 64 bits). */
+_Static_assert(sizeof(off_t) == 8, "the *64 aliases below assume a 64-bit off_t");
+int open64(const char*, int, ...) __attribute__((alias("open")));
+int openat64(int, const char*, int, ...) __attribute__((alias("openat")));
+int __open64_2(const char*, int) __attribute__((alias("__open_2")));
+int __openat64_2(int, const char*, int) __attribute__((alias("__openat_2")));
+int creat64(const char*, mode_t) __attribute__((alias("creat")));
+ssize_t pwrite64(int, const void*, size_t, off_t) __attribute__((alias("pwrite")));
+ssize_t pwritev64(int, const struct iovec*, int, off_t) __attribute__((alias("pwritev")));
+ssize_t pwritev64v2(int, const struct iovec*, int, off_t, int) __attribute__((alias("pwritev2")));
+int ftruncate64(int, off_t) __attribute__((alias("ftruncate")));
+int fallocate64(int, int, off_t, off_t) __attribute__((alias("fallocate")));

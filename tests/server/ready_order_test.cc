@@ -141,8 +141,14 @@ class LoopCluster {
     for (const std::string& t : trace_) absl::StrAppend(&out, "  ", t, "\n");
     return out;
   }
-  // Messages sent and not delivered yet.
-  std::deque<Message>& network() { return net_; }
+  // Removes and returns the undelivered messages `pick` selects.
+  std::deque<Message> Take(const std::function<bool(const Message&)>& pick) {
+    std::deque<Message> taken;
+    std::deque<Message> rest;
+    for (Message& m : net_) (pick(m) ? taken : rest).push_back(std::move(m));
+    net_.swap(rest);
+    return taken;
+  }
   size_t Count(raftpb::MessageType type, bool reject) const {
     size_t n = 0;
     for (const Message& m : sent_) n += m.type() == type && m.reject() == reject;
@@ -183,13 +189,14 @@ class LoopCluster {
     }
     ADD_FAILURE() << "no quiet network after 1000 rounds";
   }
-  // Ticks `id` until it becomes a leader or candidate, then stabilizes.
-  void Elect(uint64_t id) {
+  // Ticks `id` until it campaigns, then stabilizes; returns whether `id` leads.
+  bool Elect(uint64_t id) {
     for (int i = 0; i < 100 && core(id).role() == raft::Role::kFollower; ++i) {
       core(id).Tick();
       Process(id);
     }
     Stabilize();
+    return core(id).role() == raft::Role::kLeader;
   }
 
   // Checks the promise each message makes about the sender's disk, as it leaves.
@@ -259,47 +266,34 @@ class LoopCluster {
   std::vector<std::string> violations_;
 };
 
-uint64_t LeaderOf(LoopCluster& c, int n) {
-  for (int id = 1; id <= n; ++id) {
-    if (c.core(id).role() == raft::Role::kLeader) return id;
-  }
-  return 0;
-}
-
 TEST(ReadyOrderTest, VotesLeaveOnlyAfterTermAndVoteAreSynced) {
   LoopCluster c(3);
-  c.Elect(1);
-  ASSERT_EQ(LeaderOf(c, 3), 1u) << c.Trace();
+  ASSERT_TRUE(c.Elect(1)) << c.Trace();
   // Not vacuous: two granted votes were checked as they left.
   EXPECT_EQ(c.Count(raftpb::MSG_VOTE_RESP, /*reject=*/false), 2u) << c.Trace();
-  EXPECT_TRUE(c.violations().empty())
-      << c.Report();
+  EXPECT_TRUE(c.violations().empty()) << c.Report();
 
   // A second election in a new term, with node 1 cut off: node 2 or 3 takes over.
   const uint64_t first_term = c.core(1).term();
   auto cut_off_1 = [](const Message& m) { return m.from() == 1 || m.to() == 1; };
-  for (int i = 0; i < 100 && LeaderOf(c, 3) == 1; ++i) {
+  auto new_leader = [&] {
+    return c.core(2).role() == raft::Role::kLeader || c.core(3).role() == raft::Role::kLeader;
+  };
+  for (int i = 0; i < 100 && !new_leader(); ++i) {
     c.core(2).Tick();
     c.core(3).Tick();
     c.Stabilize(cut_off_1);
-    if (c.core(2).role() == raft::Role::kLeader || c.core(3).role() == raft::Role::kLeader) {
-      break;
-    }
   }
-  ASSERT_TRUE(c.core(2).role() == raft::Role::kLeader ||
-              c.core(3).role() == raft::Role::kLeader)
-      << c.Trace();
+  ASSERT_TRUE(new_leader()) << c.Trace();
   EXPECT_GT(c.core(2).term(), first_term);
   c.Stabilize();
   EXPECT_GE(c.Count(raftpb::MSG_VOTE_RESP, false), 3u) << c.Trace();
-  EXPECT_TRUE(c.violations().empty())
-      << c.Report();
+  EXPECT_TRUE(c.violations().empty()) << c.Report();
 }
 
 TEST(ReadyOrderTest, AppendAcksLeaveOnlyAfterEntriesAreSynced) {
   LoopCluster c(3);
-  c.Elect(1);
-  ASSERT_EQ(LeaderOf(c, 3), 1u) << c.Trace();
+  ASSERT_TRUE(c.Elect(1)) << c.Trace();
   const size_t acks_before = c.Count(raftpb::MSG_APP_RESP, false);
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(c.core(1).Propose(absl::StrCat("w", i)).ok());
@@ -310,8 +304,7 @@ TEST(ReadyOrderTest, AppendAcksLeaveOnlyAfterEntriesAreSynced) {
   EXPECT_EQ(c.core(2).log().committed(), last) << c.Trace();
   // Not vacuous: each proposal was acknowledged by both followers, each ack checked.
   EXPECT_GE(c.Count(raftpb::MSG_APP_RESP, false) - acks_before, 6u) << c.Trace();
-  EXPECT_TRUE(c.violations().empty())
-      << c.Report();
+  EXPECT_TRUE(c.violations().empty()) << c.Report();
 }
 
 // The leader sends its entries before its own fsync (messages_before_persist). A follower's
@@ -319,8 +312,7 @@ TEST(ReadyOrderTest, AppendAcksLeaveOnlyAfterEntriesAreSynced) {
 // counted, one follower would make a quorum of entries that only that follower has synced.
 TEST(ReadyOrderTest, LeaderCountsItsOwnEntriesOnlyAfterItsSync) {
   LoopCluster c(3);
-  c.Elect(1);
-  ASSERT_EQ(LeaderOf(c, 3), 1u) << c.Trace();
+  ASSERT_TRUE(c.Elect(1)) << c.Trace();
   const uint64_t commit_before = c.core(1).log().committed();
 
   bool delivered = false;
@@ -329,19 +321,12 @@ TEST(ReadyOrderTest, LeaderCountsItsOwnEntriesOnlyAfterItsSync) {
     delivered = true;
     // Node 2 gets the leader's MsgApp (sent before the persist step), syncs, answers; its
     // answer reaches the leader while the leader's own fsync is still running.
-    std::deque<Message> to_2;
-    std::deque<Message> rest;
-    for (Message& m : c.network()) (m.to() == 2 ? to_2 : rest).push_back(std::move(m));
-    c.network().swap(rest);
+    std::deque<Message> to_2 = c.Take([](const Message& m) { return m.to() == 2; });
     EXPECT_FALSE(to_2.empty()) << "the leader's MsgApp did not leave before its sync";
     for (const Message& m : to_2) c.Deliver(m);
     c.Process(2);
-    std::deque<Message> answers;
-    rest.clear();
-    for (Message& m : c.network()) {
-      (m.from() == 2 && m.to() == 1 ? answers : rest).push_back(std::move(m));
-    }
-    c.network().swap(rest);
+    std::deque<Message> answers =
+        c.Take([](const Message& m) { return m.from() == 2 && m.to() == 1; });
     EXPECT_FALSE(answers.empty()) << "node 2 did not answer";
     for (const Message& m : answers) c.Deliver(m);
     EXPECT_EQ(c.core(1).log().committed(), commit_before)
@@ -354,15 +339,13 @@ TEST(ReadyOrderTest, LeaderCountsItsOwnEntriesOnlyAfterItsSync) {
   c.Stabilize();
   // After its sync the leader counts itself: the entry commits.
   EXPECT_EQ(c.core(1).log().committed(), c.core(1).log().LastIndex()) << c.Trace();
-  EXPECT_TRUE(c.violations().empty())
-      << c.Report();
+  EXPECT_TRUE(c.violations().empty()) << c.Report();
 }
 
 // One node: nobody else holds the entry, so it may commit only once its own sync is done.
 TEST(ReadyOrderTest, SingleNodeCommitsOnlyWhatItSynced) {
   LoopCluster c(1);
-  c.Elect(1);
-  ASSERT_EQ(LeaderOf(c, 1), 1u) << c.Trace();
+  ASSERT_TRUE(c.Elect(1)) << c.Trace();
   size_t syncs_checked = 0;
   c.log(1).during_sync = [&] {
     ++syncs_checked;
@@ -374,8 +357,7 @@ TEST(ReadyOrderTest, SingleNodeCommitsOnlyWhatItSynced) {
   }
   EXPECT_GE(syncs_checked, 3u);
   EXPECT_EQ(c.core(1).log().committed(), c.core(1).log().LastIndex());
-  EXPECT_TRUE(c.violations().empty())
-      << c.Report();
+  EXPECT_TRUE(c.violations().empty()) << c.Report();
 }
 
 }  // namespace
