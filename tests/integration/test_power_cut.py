@@ -13,6 +13,7 @@ passes even with kvd's fsyncs removed; these do not.
 """
 import os
 import re
+import shutil
 import sys
 import unittest
 
@@ -113,6 +114,24 @@ class PowerCutTest(unittest.TestCase):
         self.assertLess(applied, commit, recovered_line(node))
         self.assertEqual(missing(node.port, acked), {},
                          f"lost after a power cut ({summary}); {recovered_line(node)}")
+
+    def test_store_lost_after_a_power_cut_is_rebuilt_from_the_synced_snapshot(self):
+        # The cut leaves the newest snapshot and the WAL after it; the store is then lost
+        # altogether, so start-up must load the snapshot the cut kept (its fsyncs and its
+        # directory's) and replay the WAL tail onto it.
+        cluster = self.start_cluster(1, FAST + SNAPSHOTS)
+        node = cluster.nodes[0]
+        node.start()
+        wait_for_leader([node])
+        acked = write_keys(node.port, "a", KEYS)
+        summary = self.power_cut(node)
+        shutil.rmtree(os.path.join(node.data_dir, "db"))
+        node.start()
+        wait_for_leader([node])
+        self.assertIn("loading snapshot", node.read_log().split("recovered:")[-2])
+        self.assertEqual(missing(node.port, acked), {},
+                         f"lost after a power cut and the store ({summary}); "
+                         f"{recovered_line(node)}")
 
     def test_minority_power_cut_keeps_every_acknowledged_write(self):
         # The writes are acknowledged by the leader and follower F alone (G is down), so F's
