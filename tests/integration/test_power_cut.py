@@ -9,7 +9,8 @@ not synced (docs/architecture.md: the Raft WAL is the source of truth), so a cut
 is behind and must be rebuilt from its WAL at start-up.
 
 Kill signals without the cut (plain SIGKILL) keep the page cache, so every other restart test
-passes even with kvd's fsyncs removed; these do not.
+passes even with kvd's fsyncs removed; these do not (tests/powercut/README.md lists the
+mutations tried).
 """
 import os
 import re
