@@ -60,6 +60,11 @@ def recovered_line(node):
     return lines[-1] if lines else "(no recovery line)"
 
 
+def restart(node):
+    node.start()
+    wait_for_leader([node])
+
+
 def commit_and_applied(node):
     m = re.search(r"commit (\d+), .*applied (\d+)", recovered_line(node))
     return (int(m.group(1)), int(m.group(2))) if m else (None, None)
@@ -87,15 +92,17 @@ class PowerCutTest(unittest.TestCase):
         self.assertGreater(summary["files_rolled_back"], 0, summary)
         return summary
 
-    def test_single_node_keeps_every_acknowledged_write(self):
-        cluster = self.start_cluster(1, FAST + SNAPSHOTS)
-        node = cluster.nodes[0]
-        node.start()
-        wait_for_leader([node])
+    def cut_single_node(self):
+        """A one-node cluster (snapshots and compaction on) cut after KEYS acknowledged
+        writes; returns the node (stopped), the writes and what the cut dropped."""
+        node = self.start_cluster(1, FAST + SNAPSHOTS).nodes[0]
+        restart(node)
         acked = write_keys(node.port, "a", KEYS)
-        summary = self.power_cut(node)
-        node.start()
-        wait_for_leader([node])
+        return node, acked, self.power_cut(node)
+
+    def test_single_node_keeps_every_acknowledged_write(self):
+        node, acked, summary = self.cut_single_node()
+        restart(node)
         self.assertEqual(missing(node.port, acked), {},
                          f"lost after a power cut ({summary}); {recovered_line(node)}")
 
@@ -104,12 +111,10 @@ class PowerCutTest(unittest.TestCase):
         # the WAL alone carries the new writes.
         node.kill()
         node.extra_args = FAST + ["--snapshot-entries=1000000"]
-        node.start()
-        wait_for_leader([node])
+        restart(node)
         acked.update(write_keys(node.port, "b", KEYS // 4))
         summary = self.power_cut(node)
-        node.start()
-        wait_for_leader([node])
+        restart(node)
         commit, applied = commit_and_applied(node)
         self.assertIsNotNone(commit, recovered_line(node))
         self.assertLess(applied, commit, recovered_line(node))
@@ -120,15 +125,9 @@ class PowerCutTest(unittest.TestCase):
         # The cut leaves the newest snapshot and the WAL after it; the store is then lost
         # altogether, so start-up must load the snapshot the cut kept (its fsyncs and its
         # directory's) and replay the WAL tail onto it.
-        cluster = self.start_cluster(1, FAST + SNAPSHOTS)
-        node = cluster.nodes[0]
-        node.start()
-        wait_for_leader([node])
-        acked = write_keys(node.port, "a", KEYS)
-        summary = self.power_cut(node)
+        node, acked, summary = self.cut_single_node()
         shutil.rmtree(os.path.join(node.data_dir, "db"))
-        node.start()
-        wait_for_leader([node])
+        restart(node)
         self.assertIn("loading snapshot", node.read_log().split("recovered:")[-2])
         self.assertEqual(missing(node.port, acked), {},
                          f"lost after a power cut and the store ({summary}); "
