@@ -55,6 +55,7 @@ class Node:
         self.cluster = cluster
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.env = {}  # added to the process's environment (e.g. the power-cut shim)
         self.proc = None
         self.config_path = os.path.join(os.path.dirname(data_dir), "node_config.json")
         with open(self.config_path, "w") as f:
@@ -73,7 +74,8 @@ class Node:
         self.proc = subprocess.Popen(
             [KVD, f"--id={self.id}", "--config", self.config_path, "--data-dir", self.data_dir]
             + self.extra_args,
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **self.env) if self.env else None)
         if wait:
             wait_until(lambda: self.proc.poll() is not None or
                        (port_open(self.port) and port_open(self.grpc_port)),

@@ -428,26 +428,56 @@ void RaftLoop::StartRead(std::vector<ReadDone> reads) {
   pending_.AddReads(std::move(context), absl::Now(), std::move(reads));
 }
 
-void RaftLoop::ProcessReady() {
-  raft::Ready rd = raft_->GetReady();
+void ProcessReadyInOrder(raft::Raft& core,
+                         absl::FunctionRef<void(std::vector<raftpb::Message>)> send,
+                         absl::FunctionRef<void(const raft::Ready&)> persist,
+                         absl::FunctionRef<void(const raft::Ready&)> apply) {
+  raft::Ready rd = core.GetReady();
 
   // 1. What the core lets go before the persist step (a leader's replication of its term:
   //    its own fsync runs in parallel with the followers').
-  SendMessages(std::move(rd.messages_before_persist));
+  send(std::move(rd.messages_before_persist));
 
   // 2. Persist: entries and hard state, one fsync for the whole batch.
-  Persist(rd);
+  persist(rd);
 
   // 3. Send what depended on the persisted state (votes, acks).
-  SendMessages(std::move(rd.messages));
+  send(std::move(rd.messages));
 
   // 4. Apply, answer writers, release reads.
-  for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
-  for (const raft::ReadState& rs : rd.read_states) pending_.OnReadState(rs.context, rs.index);
-  pending_.ReleaseApplied(sm_->applied_index());
+  apply(rd);
 
   // 5. Advance.
-  raft_->Advance(rd);
+  core.Advance(rd);
+}
+
+void PersistReady(const raft::Ready& rd, raft::LogStorage& log) {
+  if (!rd.entries.empty()) {
+    if (absl::Status s = log.Append(rd.entries); !s.ok()) {
+      ExitOnStorageFailure("WAL write", s);
+    }
+  }
+  if (rd.hard_state) {
+    if (absl::Status s = log.SetHardState(*rd.hard_state); !s.ok()) {
+      ExitOnStorageFailure("WAL write", s);
+    }
+  }
+  if (rd.must_sync || rd.hard_state) {
+    if (absl::Status s = log.Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
+  }
+}
+
+void RaftLoop::ProcessReady() {
+  ProcessReadyInOrder(
+      *raft_, [this](std::vector<raftpb::Message> msgs) { SendMessages(std::move(msgs)); },
+      [this](const raft::Ready& rd) { Persist(rd); },
+      [this](const raft::Ready& rd) {
+        for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
+        for (const raft::ReadState& rs : rd.read_states) {
+          pending_.OnReadState(rs.context, rs.index);
+        }
+        pending_.ReleaseApplied(sm_->applied_index());
+      });
 }
 
 void RaftLoop::Persist(const raft::Ready& rd) {
@@ -455,19 +485,7 @@ void RaftLoop::Persist(const raft::Ready& rd) {
     InstallStepDone("install: begin");
     InstallSnapshot(*rd.snapshot, rd.hard_state.value_or(wal_->hard_state()));
   }
-  if (!rd.entries.empty()) {
-    if (absl::Status s = wal_->Append(rd.entries); !s.ok()) {
-      ExitOnStorageFailure("WAL write", s);
-    }
-  }
-  if (rd.hard_state) {
-    if (absl::Status s = wal_->SetHardState(*rd.hard_state); !s.ok()) {
-      ExitOnStorageFailure("WAL write", s);
-    }
-  }
-  if (rd.must_sync || rd.hard_state) {
-    if (absl::Status s = wal_->Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
-  }
+  PersistReady(rd, *wal_);
   if (rd.snapshot) InstallStepDone("install: done");
 }
 

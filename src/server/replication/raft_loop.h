@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv/state_machine.h"
@@ -47,6 +48,7 @@
 #include "server/snapshots/snapshot_store.h"
 
 namespace raftkv::raft {
+class LogStorage;
 class Raft;
 struct Ready;
 namespace wal {
@@ -115,6 +117,22 @@ struct RaftLoopOptions {
 // kUnavailable "no leader" / "not the leader; the leader is N" (not applied), or
 // kResourceExhausted "not applied: the leader's uncommitted log is over its limit".
 absl::Status RefusedProposal(const absl::Status& propose_error);
+
+// One Ready through the core's caller contract (raft/raft.h), in its order: take
+// core.GetReady(); send rd.messages_before_persist; persist(rd); send rd.messages (votes and
+// acknowledgements promise what persist made durable); apply(rd); core.Advance(rd) (the
+// leader counts its own new entries in a commit quorum from here on, so only after its
+// sync). RaftLoop::ProcessReady is this with the WAL, the peer transport and the state
+// machine; tests/server/ready_order_test.cc drives it with a recording log and transport.
+void ProcessReadyInOrder(raft::Raft& core,
+                         absl::FunctionRef<void(std::vector<raftpb::Message>)> send,
+                         absl::FunctionRef<void(const raft::Ready&)> persist,
+                         absl::FunctionRef<void(const raft::Ready&)> apply);
+
+// The log part of the persist step (the snapshot, if any, is installed before it): appends
+// rd.entries, records rd.hard_state, then makes both durable with one log.Sync() (group
+// commit). A failed write or sync exits the process (exit code 70): never retried.
+void PersistReady(const raft::Ready& rd, raft::LogStorage& log);
 
 class RaftLoop : public Replicator, public PeerHandler {
  public:
