@@ -95,5 +95,18 @@ TEST(TextProtocolTest, ImmediateReplies) {
   EXPECT_EQ(PrepareTextRequest("MGET a b", false).kind, RequestKind::kRead);
 }
 
+// LF ends the line, so a CR is the only line break a SET value could carry; GET could not
+// return it on one line, so SET refuses it before anything is written.
+TEST(TextProtocolTest, SetWithCarriageReturnInValueIsRefusedAtOnce) {
+  const std::string err =
+      "ERR value has a CR: a text-protocol value cannot hold line breaks (write it with RESP "
+      "SET)";
+  TcpRequest set = PrepareTextRequest("SET k a\rb", false);
+  EXPECT_EQ(set.kind, RequestKind::kImmediate);
+  EXPECT_EQ(set.reply, err + "\n");
+  EXPECT_EQ(PrepareTextRequest("PUT k b\r", true).reply, err + "\r\n");
+  EXPECT_EQ(PrepareTextRequest("SET k a\tb", false).kind, RequestKind::kWrite);
+}
+
 }  // namespace
 }  // namespace raftkv::server

@@ -12,6 +12,16 @@ namespace {
 
 constexpr std::string_view kInvalid = "INVALID COMMAND";
 constexpr std::string_view kNotFound = "KEY NOT FOUND";
+// A value that holds CR or LF cannot be one reply line (text_protocol.h).
+constexpr std::string_view kGetLineBreak =
+    "ERR value has a line break (CR or LF): read it with RESP GET on this port";
+constexpr std::string_view kMgetLineBreak = "VALUE HAS LINE BREAK";
+constexpr std::string_view kSetCarriageReturn =
+    "ERR value has a CR: a text-protocol value cannot hold line breaks (write it with RESP SET)";
+
+bool HasLineBreak(std::string_view value) {
+  return value.find_first_of("\r\n") != std::string_view::npos;
+}
 
 // Splits on runs of spaces; no empty tokens.
 std::vector<std::string> Tokens(std::string_view s) {
@@ -121,6 +131,11 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
     case TextVerb::kQuit:
       return TcpRequest::Immediate("", /*close_after=*/true);
     case TextVerb::kSet:
+      // The line ends at LF, so only a CR can be in the value; refused so that whatever the
+      // text protocol writes, it reads back byte for byte.
+      if (cmd.args[1].find('\r') != std::string::npos) {
+        return TcpRequest::Immediate(Lines(crlf).Add(kSetCarriageReturn).Take());
+      }
       req.kind = RequestKind::kWrite;
       req.run = [key = std::move(cmd.args[0]), value = std::move(cmd.args[1]), crlf](
                     KvService* kv, ReplyFn reply) mutable {
@@ -148,9 +163,10 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
     case TextVerb::kGet:
     case TextVerb::kMget:
       req.kind = RequestKind::kRead;
-      req.run = [keys = std::move(cmd.args), crlf](KvService* kv, ReplyFn reply) mutable {
+      req.run = [keys = std::move(cmd.args), mget = cmd.verb == TextVerb::kMget, crlf](
+                    KvService* kv, ReplyFn reply) mutable {
         kv->Get(std::move(keys),
-                [reply = std::move(reply),
+                [reply = std::move(reply), mget,
                  crlf](absl::StatusOr<std::vector<std::optional<kv::KeyValue>>> r) mutable {
                   if (!r.ok()) {
                     std::move(reply)(ErrLine(r.status(), crlf));
@@ -158,7 +174,15 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
                   }
                   Lines lines(crlf);
                   for (const std::optional<kv::KeyValue>& v : *r) {
-                    lines.Add(v ? std::string_view(v->value) : kNotFound);
+                    if (!v) {
+                      lines.Add(kNotFound);
+                    } else if (HasLineBreak(v->value)) {
+                      // GET's one line may be an error; in an MGET an "ERR" line would
+                      // read as the whole request's error, so the key gets its own marker.
+                      lines.Add(mget ? kMgetLineBreak : kGetLineBreak);
+                    } else {
+                      lines.Add(v->value);
+                    }
                   }
                   std::move(reply)(lines.Take());
                 });
