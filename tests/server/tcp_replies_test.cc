@@ -1,5 +1,5 @@
-// Replies on the client port that could break the text framing: values with CR or LF read
-// over the text protocol.
+// Replies on the client port that could break the text framing or grow without bound: values
+// with CR or LF read over the text protocol, and --max-reply-bytes (tcp_server.h).
 #include <string>
 #include <vector>
 
@@ -78,6 +78,80 @@ TEST(TcpRepliesTest, TextSetRefusesCarriageReturnInValue) {
   ExpectFramedLines(c, "GET k\n", {"KEY NOT FOUND"});  // nothing was written
   ExpectFramedLines(c, "SET k v\r\n", {"OK"}, "\r\n");
   ExpectFramedLines(c, "GET k\n", {"v"});
+}
+
+// One MGET may name --max-ops-per-request keys of up to --max-value-bytes each: 10,000 MiB
+// with the defaults. The default --max-reply-bytes (8 MiB) refuses a reply over it, on both
+// protocols, and the connection goes on.
+TEST(TcpRepliesTest, MgetOverDefaultMaxReplyBytesIsRefused) {
+  constexpr size_t kDefaultMaxReplyBytes = 8 << 20;
+  TcpFixture f;
+  TestClient c(f.Start());
+  const std::string big(f.limits.max_value_bytes, 'v');
+  std::vector<std::string> resp_mget = {"MGET"};
+  std::string text_mget = "MGET";
+  for (int i = 0; i < 9; ++i) {  // 9 MiB of values
+    std::string key = absl::StrCat("big", i);
+    SetOverResp(c, key, big);
+    resp_mget.push_back(key);
+    absl::StrAppend(&text_mget, " ", key);
+  }
+  ASSERT_GT(9 * big.size(), kDefaultMaxReplyBytes);
+
+  // Only sizes and prefixes are compared: a failure must not print megabytes.
+  ASSERT_TRUE(c.Send(RespCommand(resp_mget)));
+  std::optional<std::string> reply = c.ReadResp();
+  ASSERT_TRUE(reply);
+  ASSERT_LE(reply->size(), kDefaultMaxReplyBytes);
+  EXPECT_EQ(reply->rfind("-ERR reply too large (", 0), 0u) << *reply;
+
+  ASSERT_TRUE(c.Send(text_mget + "\nPING\n"));
+  std::optional<std::string> line = c.ReadLine();
+  ASSERT_TRUE(line);
+  ASSERT_LE(line->size(), kDefaultMaxReplyBytes);
+  EXPECT_EQ(line->rfind("ERR reply too large (", 0), 0u) << *line;
+  EXPECT_EQ(c.ReadLine(), "PONG");
+
+  // Under the limit: served as before, on the same connection.
+  ASSERT_TRUE(c.Send("MGET big0 missing\n"));
+  line = c.ReadLine();
+  ASSERT_TRUE(line);
+  EXPECT_TRUE(*line == big) << line->size() << " bytes";
+  EXPECT_EQ(c.ReadLine(), "KEY NOT FOUND");
+  ASSERT_TRUE(c.Send(RespCommand({"MGET", "big0", "big1"})));
+  reply = c.ReadResp();
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE(*reply == absl::StrCat("*2\r\n$", big.size(), "\r\n", big, "\r\n$", big.size(),
+                                     "\r\n", big, "\r\n"))
+      << reply->size() << " bytes";
+}
+
+// The bound counts the reply as sent (terminators, RESP headers); the read stops as soon as the
+// values alone are over it.
+TEST(TcpRepliesTest, MaxReplyBytesCountsTheReplyAsSent) {
+  TcpFixture f;
+  f.limits.max_value_bytes = 1000;
+  f.options.max_reply_bytes = 3003;  // three 1000-byte values on "\n" lines, exactly
+  TestClient c(f.Start());
+  const std::string v(1000, 'x');
+  for (const char* key : {"a", "b", "c", "d", "e"}) SetOverResp(c, key, v);
+
+  ExpectFramedLines(c, "MGET a b c\n", {v, v, v});
+  ExpectFramedLines(c, "MGET a b c\r\n",  // 3006 bytes with "\r\n"
+                    {"ERR reply too large (3006 bytes, limit 3003): ask for fewer keys"},
+                    "\r\n");
+  ExpectFramedLines(c, "MGET a b missing\n",  // 2 * 1001 + 14
+                    {v, v, "KEY NOT FOUND"});
+  ASSERT_TRUE(c.Send(RespCommand({"MGET", "a", "b", "c"})));  // 4 + 3 * (7 + 1000 + 2)
+  EXPECT_EQ(c.ReadResp(), "-ERR reply too large (3031 bytes, limit 3003): ask for fewer keys\r\n");
+  ASSERT_TRUE(c.Send(RespCommand({"GET", "a"})));
+  EXPECT_EQ(c.ReadResp(), "$1000\r\n" + v + "\r\n");
+  // The values of a, b, c, d are 4000 bytes: the read stops there, e is not read.
+  ExpectFramedLines(c, "MGET a b c d e\n",
+                    {"ERR reply too large (over 4000 bytes, limit 3003): ask for fewer keys"});
+  ASSERT_TRUE(c.Send(RespCommand({"MGET", "a", "b", "c", "d", "e"})));
+  EXPECT_EQ(c.ReadResp(),
+            "-ERR reply too large (over 4000 bytes, limit 3003): ask for fewer keys\r\n");
 }
 
 }  // namespace

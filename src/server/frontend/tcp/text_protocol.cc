@@ -56,6 +56,12 @@ std::optional<TextVerb> VerbOf(std::string_view std_word) {
 class Lines {
  public:
   explicit Lines(bool crlf) : eol_(crlf ? "\r\n" : "\n") {}
+  // The bytes `lines` take with their terminators.
+  size_t BytesOf(const std::vector<std::string_view>& lines) const {
+    size_t bytes = lines.size() * eol_.size();
+    for (std::string_view line : lines) bytes += line.size();
+    return bytes;
+  }
   Lines& Add(std::string_view line) {
     out_.append(line);
     out_.append(eol_);
@@ -70,6 +76,32 @@ class Lines {
 
 std::string ErrLine(const absl::Status& status, bool crlf) {
   return Lines(crlf).Add("ERR " + StatusReason(status)).Take();
+}
+
+using GetResult = absl::StatusOr<std::vector<std::optional<kv::KeyValue>>>;
+
+// The reply to GET (`mget` false) or MGET: one line per key, or one ERR line.
+std::string GetReply(const GetResult& r, bool mget, bool crlf, size_t max_reply_bytes) {
+  if (!r.ok()) return ErrLine(r.status(), crlf);
+  std::vector<std::string_view> values;
+  values.reserve(r->size());
+  for (const std::optional<kv::KeyValue>& v : *r) {
+    if (!v) {
+      values.push_back(kNotFound);
+    } else if (HasLineBreak(v->value)) {
+      // GET's one line may be an error; in an MGET an "ERR" line would read as the whole
+      // request's error, so the key gets its own marker.
+      values.push_back(mget ? kMgetLineBreak : kGetLineBreak);
+    } else {
+      values.push_back(v->value);
+    }
+  }
+  Lines lines(crlf);
+  if (size_t bytes = lines.BytesOf(values); bytes > max_reply_bytes) {
+    return ErrLine(ReplyTooLarge(bytes, max_reply_bytes), crlf);
+  }
+  for (std::string_view value : values) lines.Add(value);
+  return lines.Take();
 }
 
 }  // namespace
@@ -120,7 +152,7 @@ TextCommand ParseTextLine(std::string_view line) {
   return invalid;
 }
 
-TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes) {
   TextCommand cmd = ParseTextLine(line);
   TcpRequest req;
   switch (cmd.verb) {
@@ -163,28 +195,11 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
     case TextVerb::kGet:
     case TextVerb::kMget:
       req.kind = RequestKind::kRead;
-      req.run = [keys = std::move(cmd.args), mget = cmd.verb == TextVerb::kMget, crlf](
-                    KvService* kv, ReplyFn reply) mutable {
-        kv->Get(std::move(keys),
-                [reply = std::move(reply), mget,
-                 crlf](absl::StatusOr<std::vector<std::optional<kv::KeyValue>>> r) mutable {
-                  if (!r.ok()) {
-                    std::move(reply)(ErrLine(r.status(), crlf));
-                    return;
-                  }
-                  Lines lines(crlf);
-                  for (const std::optional<kv::KeyValue>& v : *r) {
-                    if (!v) {
-                      lines.Add(kNotFound);
-                    } else if (HasLineBreak(v->value)) {
-                      // GET's one line may be an error; in an MGET an "ERR" line would
-                      // read as the whole request's error, so the key gets its own marker.
-                      lines.Add(mget ? kMgetLineBreak : kGetLineBreak);
-                    } else {
-                      lines.Add(v->value);
-                    }
-                  }
-                  std::move(reply)(lines.Take());
+      req.run = [keys = std::move(cmd.args), mget = cmd.verb == TextVerb::kMget, crlf,
+                 max_reply_bytes](KvService* kv, ReplyFn reply) mutable {
+        kv->Get(std::move(keys), max_reply_bytes,
+                [reply = std::move(reply), mget, crlf, max_reply_bytes](GetResult r) mutable {
+                  std::move(reply)(GetReply(r, mget, crlf, max_reply_bytes));
                 });
       };
       return req;

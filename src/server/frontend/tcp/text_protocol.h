@@ -11,6 +11,7 @@
 //   QUIT                -> (no reply) the connection closes
 //   anything else, missing or extra arguments, a NUL byte in the line -> INVALID COMMAND
 //   the cluster cannot serve it now (no leader, timeout, a size limit) -> ERR <reason>
+//   a GET/MGET reply over --max-reply-bytes -> ERR reply too large (N bytes, limit M): ...
 //
 // Reply lines end the way the request line ended ("\r\n" or "\n"). One exception: "PING\r\n"
 // is answered "+PONG\r\n", the RESP reply to an inline PING, because redis-benchmark's
@@ -48,7 +49,8 @@ struct TextCommand {
 TextCommand ParseTextLine(std::string_view line);
 
 // Turns one line (without terminator) into a runnable request. `crlf` says how the line
-// ended, which decides how reply lines end.
-TcpRequest PrepareTextRequest(std::string_view line, bool crlf);
+// ended, which decides how reply lines end. A GET/MGET reply over `max_reply_bytes`
+// (--max-reply-bytes, terminators included) is answered "ERR reply too large (...)" instead.
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes);
 
 }  // namespace raftkv::server
