@@ -76,6 +76,9 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "Most open connections on the client port; more are refused");
   add("--max-pending-per-conn", &config->tcp.max_pending_per_conn,
       "Unanswered requests per connection before kvd stops reading from it");
+  add("--max-reply-bytes", &config->tcp.max_reply_bytes,
+      "Largest GET/MGET reply on the client port (text or RESP, framing included); a larger "
+      "one is refused with an error (at least --max-value-bytes + 64)");
   add("--idle-timeout-ms", &config->tcp.idle_timeout_ms,
       "Close a client connection idle this long (0 = never)");
   add("--partial-request-timeout-ms", &config->tcp.partial_request_timeout_ms,

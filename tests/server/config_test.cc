@@ -76,6 +76,7 @@ TEST(NodeConfigTest, EachBadFieldIsNamed) {
   check([](NodeConfig& c) { c.raft.snapshot_entries = 0; }, "--snapshot-entries");
   check([](NodeConfig& c) { c.grpc_max_message_bytes = 1000; }, "--grpc-max-message-bytes");
   check([](NodeConfig& c) { c.tcp.max_request_bytes = 10; }, "max_request_bytes");
+  check([](NodeConfig& c) { c.tcp.max_reply_bytes = c.kv.max_value_bytes; }, "max_reply_bytes");
   check([](NodeConfig& c) { c.listen_ip = "node0"; }, "--listen-ip=node0");
 }
 

@@ -11,6 +11,8 @@
 namespace raftkv::server {
 namespace {
 
+constexpr size_t kMaxReplyBytes = 8 << 20;
+
 using testing::RespCommand;
 using Args = std::vector<std::string>;
 using Status = RespRequestParser::Status;
@@ -101,7 +103,7 @@ TEST(RespParserTest, ShortBulkWaitsForMoreBytes) {
 std::string ImmediateReply(Args args) {
   RespSession session;
   session.client_id = 7;
-  TcpRequest req = PrepareRespRequest(std::move(args), &session);
+  TcpRequest req = PrepareRespRequest(std::move(args), &session, kMaxReplyBytes);
   EXPECT_EQ(req.kind, RequestKind::kImmediate);
   return req.reply;
 }
@@ -113,7 +115,7 @@ TEST(RespCommandsTest, PingEchoSelectQuit) {
   EXPECT_EQ(ImmediateReply({"SELECT", "0"}), "+OK\r\n");
   EXPECT_EQ(ImmediateReply({"SELECT", "1"}), "-ERR DB index is out of range\r\n");
   RespSession session;
-  TcpRequest quit = PrepareRespRequest({"QUIT"}, &session);
+  TcpRequest quit = PrepareRespRequest({"QUIT"}, &session, kMaxReplyBytes);
   EXPECT_EQ(quit.reply, "+OK\r\n");
   EXPECT_TRUE(quit.close_after);
 }
@@ -138,9 +140,11 @@ TEST(RespCommandsTest, HandshakesOfRedisCliAndRedisBenchmark) {
 
 TEST(RespCommandsTest, ClientNameIsKeptPerSession) {
   RespSession session;
-  EXPECT_EQ(PrepareRespRequest({"CLIENT", "GETNAME"}, &session).reply, "$-1\r\n");
-  PrepareRespRequest({"CLIENT", "SETNAME", "app"}, &session);
-  EXPECT_EQ(PrepareRespRequest({"CLIENT", "GETNAME"}, &session).reply, "$3\r\napp\r\n");
+  EXPECT_EQ(PrepareRespRequest({"CLIENT", "GETNAME"}, &session, kMaxReplyBytes).reply,
+            "$-1\r\n");
+  PrepareRespRequest({"CLIENT", "SETNAME", "app"}, &session, kMaxReplyBytes);
+  EXPECT_EQ(PrepareRespRequest({"CLIENT", "GETNAME"}, &session, kMaxReplyBytes).reply,
+            "$3\r\napp\r\n");
 }
 
 TEST(RespCommandsTest, ArityAndUnknownCommands) {
@@ -166,12 +170,12 @@ TEST(RespCommandsTest, ArityAndUnknownCommands) {
 
 TEST(RespCommandsTest, KvCommandsAreReadsOrWrites) {
   RespSession s;
-  EXPECT_EQ(PrepareRespRequest({"GET", "a"}, &s).kind, RequestKind::kRead);
-  EXPECT_EQ(PrepareRespRequest({"MGET", "a", "b"}, &s).kind, RequestKind::kRead);
-  EXPECT_EQ(PrepareRespRequest({"EXISTS", "a"}, &s).kind, RequestKind::kRead);
-  EXPECT_EQ(PrepareRespRequest({"SET", "a", "1"}, &s).kind, RequestKind::kWrite);
-  EXPECT_EQ(PrepareRespRequest({"MSET", "a", "1"}, &s).kind, RequestKind::kWrite);
-  EXPECT_EQ(PrepareRespRequest({"DEL", "a"}, &s).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareRespRequest({"GET", "a"}, &s, kMaxReplyBytes).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareRespRequest({"MGET", "a", "b"}, &s, kMaxReplyBytes).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareRespRequest({"EXISTS", "a"}, &s, kMaxReplyBytes).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareRespRequest({"SET", "a", "1"}, &s, kMaxReplyBytes).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareRespRequest({"MSET", "a", "1"}, &s, kMaxReplyBytes).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareRespRequest({"DEL", "a"}, &s, kMaxReplyBytes).kind, RequestKind::kWrite);
 }
 
 }  // namespace

@@ -11,6 +11,8 @@ namespace {
 
 using Args = std::vector<std::string>;
 
+constexpr size_t kMaxReplyBytes = 8 << 20;
+
 void ExpectParse(std::string_view line, TextVerb verb, Args args) {
   TextCommand cmd = ParseTextLine(line);
   EXPECT_EQ(cmd.verb, verb) << "line: " << line;
@@ -81,18 +83,31 @@ TEST(TextProtocolTest, NulByteMakesTheLineInvalid) {
 }
 
 TEST(TextProtocolTest, ImmediateReplies) {
-  EXPECT_EQ(PrepareTextRequest("PING", false).reply, "PONG\n");
+  EXPECT_EQ(PrepareTextRequest("PING", false, kMaxReplyBytes).reply, "PONG\n");
   // The inline PING of redis-benchmark expects RESP.
-  EXPECT_EQ(PrepareTextRequest("PING", true).reply, "+PONG\r\n");
-  EXPECT_EQ(PrepareTextRequest("BOGUS", false).reply, "INVALID COMMAND\n");
-  EXPECT_EQ(PrepareTextRequest("BOGUS", true).reply, "INVALID COMMAND\r\n");
-  TcpRequest quit = PrepareTextRequest("QUIT", false);
+  EXPECT_EQ(PrepareTextRequest("PING", true, kMaxReplyBytes).reply, "+PONG\r\n");
+  EXPECT_EQ(PrepareTextRequest("BOGUS", false, kMaxReplyBytes).reply, "INVALID COMMAND\n");
+  EXPECT_EQ(PrepareTextRequest("BOGUS", true, kMaxReplyBytes).reply, "INVALID COMMAND\r\n");
+  TcpRequest quit = PrepareTextRequest("QUIT", false, kMaxReplyBytes);
   EXPECT_TRUE(quit.close_after);
   EXPECT_EQ(quit.reply, "");
-  EXPECT_EQ(PrepareTextRequest("SET a b", false).kind, RequestKind::kWrite);
-  EXPECT_EQ(PrepareTextRequest("DEL a", false).kind, RequestKind::kWrite);
-  EXPECT_EQ(PrepareTextRequest("GET a", false).kind, RequestKind::kRead);
-  EXPECT_EQ(PrepareTextRequest("MGET a b", false).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareTextRequest("SET a b", false, kMaxReplyBytes).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareTextRequest("DEL a", false, kMaxReplyBytes).kind, RequestKind::kWrite);
+  EXPECT_EQ(PrepareTextRequest("GET a", false, kMaxReplyBytes).kind, RequestKind::kRead);
+  EXPECT_EQ(PrepareTextRequest("MGET a b", false, kMaxReplyBytes).kind, RequestKind::kRead);
+}
+
+// LF ends the line, so a CR is the only line break a SET value could carry; GET could not
+// return it on one line, so SET refuses it before anything is written.
+TEST(TextProtocolTest, SetWithCarriageReturnInValueIsRefusedAtOnce) {
+  const std::string err =
+      "ERR value has a CR: a text-protocol value cannot hold line breaks (write it with RESP "
+      "SET)";
+  TcpRequest set = PrepareTextRequest("SET k a\rb", false, kMaxReplyBytes);
+  EXPECT_EQ(set.kind, RequestKind::kImmediate);
+  EXPECT_EQ(set.reply, err + "\n");
+  EXPECT_EQ(PrepareTextRequest("PUT k b\r", true, kMaxReplyBytes).reply, err + "\r\n");
+  EXPECT_EQ(PrepareTextRequest("SET k a\tb", false, kMaxReplyBytes).kind, RequestKind::kWrite);
 }
 
 }  // namespace

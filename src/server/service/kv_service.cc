@@ -88,7 +88,7 @@ void KvService::DeleteMany(std::vector<std::string> keys, Done<kv::ApplyResult> 
   Write(std::move(cmd), std::move(done));
 }
 
-void KvService::Get(std::vector<std::string> keys,
+void KvService::Get(std::vector<std::string> keys, size_t max_total_value_bytes,
                     Done<std::vector<std::optional<kv::KeyValue>>> done) {
   if (keys.empty()) {
     std::move(done)(absl::InvalidArgumentError("no keys"));
@@ -105,7 +105,7 @@ void KvService::Get(std::vector<std::string> keys,
       return;
     }
   }
-  replicator_->ReadBarrier([this, keys = std::move(keys),
+  replicator_->ReadBarrier([this, keys = std::move(keys), max_total_value_bytes,
                             done = std::move(done)](absl::Status barrier) mutable {
     if (!barrier.ok()) {
       std::move(done)(barrier);
@@ -113,10 +113,18 @@ void KvService::Get(std::vector<std::string> keys,
     }
     std::vector<std::optional<kv::KeyValue>> values;
     values.reserve(keys.size());
+    size_t value_bytes = 0;
     for (const std::string& key : keys) {
       absl::StatusOr<std::optional<kv::KeyValue>> kv = sm_->Get(key);
       if (!kv.ok()) {
         std::move(done)(kv.status());
+        return;
+      }
+      if (*kv) value_bytes += (*kv)->value.size();
+      if (value_bytes > max_total_value_bytes) {
+        std::move(done)(absl::ResourceExhaustedError(
+            absl::StrFormat("reply too large (over %d bytes, limit %d): ask for fewer keys",
+                            value_bytes, max_total_value_bytes)));
         return;
       }
       values.push_back(*std::move(kv));

@@ -48,7 +48,11 @@ class KvService {
   void Write(kvpb::Command cmd, Done<kv::ApplyResult> done);
 
   // Linearizable reads.
-  void Get(std::vector<std::string> keys, Done<std::vector<std::optional<kv::KeyValue>>> done);
+  // Get stops reading once the values read add up to more than `max_total_value_bytes` and
+  // fails with kResourceExhausted "reply too large (over N bytes, limit M): ask for fewer
+  // keys", so one request holds at most that much plus one value (--max-reply-bytes).
+  void Get(std::vector<std::string> keys, size_t max_total_value_bytes,
+           Done<std::vector<std::optional<kv::KeyValue>>> done);
   void Range(std::string key, std::string range_end, int64_t limit, bool keys_only,
              bool count_only, Done<kv::RangeResult> done);
 

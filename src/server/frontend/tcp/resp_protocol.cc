@@ -71,12 +71,21 @@ TcpRequest Async(RequestKind kind, F start) {
 
 using GetResult = absl::StatusOr<std::vector<std::optional<kv::KeyValue>>>;
 
-TcpRequest Get(std::vector<std::string> keys, bool as_array) {
-  return Async(RequestKind::kRead, [keys = std::move(keys), as_array](KvService* kv,
-                                                                      ReplyFn reply) mutable {
-    kv->Get(std::move(keys), [reply = std::move(reply), as_array](GetResult r) mutable {
+TcpRequest Get(std::vector<std::string> keys, bool as_array, size_t max_reply_bytes) {
+  return Async(RequestKind::kRead, [keys = std::move(keys), as_array, max_reply_bytes](
+                                       KvService* kv, ReplyFn reply) mutable {
+    kv->Get(std::move(keys), max_reply_bytes, [reply = std::move(reply), as_array,
+                                               max_reply_bytes](GetResult r) mutable {
       if (!r.ok()) return std::move(reply)(StatusErr(r.status()));
+      size_t bytes = as_array ? RespArrayHeader(r->size()).size() : 0;
+      for (const std::optional<kv::KeyValue>& v : *r) {
+        bytes += v ? RespBulkBytes(v->value.size()) : RespNull().size();
+      }
+      if (bytes > max_reply_bytes) {
+        return std::move(reply)(StatusErr(ReplyTooLarge(bytes, max_reply_bytes)));
+      }
       std::string out = as_array ? RespArrayHeader(r->size()) : "";
+      out.reserve(bytes);
       for (const std::optional<kv::KeyValue>& v : *r) {
         out += v ? RespBulk(v->value) : RespNull();
       }
@@ -88,7 +97,9 @@ TcpRequest Get(std::vector<std::string> keys, bool as_array) {
 TcpRequest Exists(std::vector<std::string> keys) {
   return Async(RequestKind::kRead, [keys = std::move(keys)](KvService* kv,
                                                             ReplyFn reply) mutable {
-    kv->Get(std::move(keys), [reply = std::move(reply)](GetResult r) mutable {
+    // The reply is one integer, so --max-reply-bytes does not apply; the values are still
+    // read (KvService has no keys-only Get), bounded only by --max-ops-per-request.
+    kv->Get(std::move(keys), SIZE_MAX, [reply = std::move(reply)](GetResult r) mutable {
       if (!r.ok()) return std::move(reply)(StatusErr(r.status()));
       int64_t n = std::count_if(r->begin(), r->end(), [](const auto& v) { return v.has_value(); });
       std::move(reply)(RespInteger(n));
@@ -268,7 +279,8 @@ RespRequestParser::Result RespRequestParser::Parse(std::string_view buf) {
   return done;
 }
 
-TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* session) {
+TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* session,
+                              size_t max_reply_bytes) {
   if (args.empty()) return TcpRequest::Immediate("");
   const std::string name = absl::AsciiStrToUpper(args[0]);
   const std::string lower = absl::AsciiStrToLower(args[0]);
@@ -285,12 +297,13 @@ TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* sessio
   if (name == "GET") {
     if (argc != 2) return TcpRequest::Immediate(WrongArgs(lower));
     args.erase(args.begin());
-    return Get(std::move(args), /*as_array=*/false);
+    return Get(std::move(args), /*as_array=*/false, max_reply_bytes);
   }
   if (name == "MGET" || name == "EXISTS") {
     if (argc < 2) return TcpRequest::Immediate(WrongArgs(lower));
     args.erase(args.begin());
-    return name == "MGET" ? Get(std::move(args), /*as_array=*/true) : Exists(std::move(args));
+    return name == "MGET" ? Get(std::move(args), /*as_array=*/true, max_reply_bytes)
+                          : Exists(std::move(args));
   }
   if (name == "SET") {
     if (argc < 3) return TcpRequest::Immediate(WrongArgs(lower));
@@ -343,6 +356,7 @@ std::string RespBulk(std::string_view s) {
   out.append("\r\n");
   return out;
 }
+size_t RespBulkBytes(size_t len) { return 1 + absl::StrCat(len).size() + 2 + len + 2; }
 std::string RespNull() { return "$-1\r\n"; }
 std::string RespInteger(int64_t n) { return absl::StrCat(":", n, "\r\n"); }
 std::string RespArrayHeader(size_t n) { return absl::StrCat("*", n, "\r\n"); }

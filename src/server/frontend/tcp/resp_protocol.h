@@ -16,7 +16,8 @@
 //     HELLO [2 ...] -> the RESP2 server-info array; HELLO 3 -> "-NOPROTO", which clients
 //       take as "fall back to RESP2"
 // SET options (EX, PX, NX, XX, GET, KEEPTTL ...) are rejected with an error, not ignored.
-// Errors from the cluster or the limits: "-ERR <reason>".
+// Errors from the cluster or the limits: "-ERR <reason>"; a GET/MGET reply over
+// --max-reply-bytes: "-ERR reply too large (N bytes, limit M): ask for fewer keys".
 #pragma once
 
 #include <cstddef>
@@ -71,12 +72,16 @@ struct RespSession {
 };
 
 // Turns one parsed request into a runnable one. `session` is read and written here only.
-TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* session);
+// A GET/MGET reply over `max_reply_bytes` (--max-reply-bytes, framing included) is answered
+// "-ERR reply too large (...)" instead.
+TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* session,
+                              size_t max_reply_bytes);
 
 // Reply encoders.
 std::string RespSimple(std::string_view s);       // "+s\r\n"
 std::string RespError(std::string_view msg);      // "-msg\r\n"; msg must carry its prefix (ERR)
 std::string RespBulk(std::string_view s);         // "$len\r\ns\r\n"
+size_t RespBulkBytes(size_t len);                 // RespBulk(s).size() for s.size() == len
 std::string RespNull();                           // "$-1\r\n"
 std::string RespInteger(int64_t n);               // ":n\r\n"
 std::string RespArrayHeader(size_t n);            // "*n\r\n"

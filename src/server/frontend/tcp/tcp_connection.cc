@@ -83,7 +83,9 @@ void TcpConnection::ProcessInput() {
         break;
       }
       off += r.consumed;
-      if (!r.args.empty()) Enqueue(PrepareRespRequest(std::move(r.args), &session_));
+      if (!r.args.empty()) {
+        Enqueue(PrepareRespRequest(std::move(r.args), &session_, opts_.max_reply_bytes));
+      }
       continue;
     }
     size_t nl = buf.find('\n', text_scanned_);
@@ -107,7 +109,7 @@ void TcpConnection::ProcessInput() {
       off = in_.size();
       break;
     }
-    Enqueue(PrepareTextRequest(buf.substr(0, len), crlf));
+    Enqueue(PrepareTextRequest(buf.substr(0, len), crlf, opts_.max_reply_bytes));
     off += nl + 1;
   }
   in_.erase(0, off);

@@ -1,5 +1,7 @@
 #include "server/frontend/tcp/tcp_request.h"
 
+#include "absl/strings/str_format.h"
+
 namespace raftkv::server {
 
 std::string StatusReason(const absl::Status& status) {
@@ -11,6 +13,11 @@ std::string StatusReason(const absl::Status& status) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   }
   return reason;
+}
+
+absl::Status ReplyTooLarge(size_t bytes, size_t limit) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "reply too large (%d bytes, limit %d): ask for fewer keys", bytes, limit));
 }
 
 std::string PrintableExcerpt(std::string_view text, size_t max_bytes) {

@@ -49,6 +49,10 @@ struct TcpRequest {
 // spaces and cut to 200 bytes, so it cannot break the framing of either protocol.
 std::string StatusReason(const absl::Status& status);
 
+// kResourceExhausted "reply too large (N bytes, limit M): ask for fewer keys", for a reply of
+// `bytes` over --max-reply-bytes (`limit`); the same words as KvService::Get's early stop.
+absl::Status ReplyTooLarge(size_t bytes, size_t limit);
+
 // `text` with control bytes replaced by '?' and cut to `max_bytes`, for echoing client input
 // in an error line.
 std::string PrintableExcerpt(std::string_view text, size_t max_bytes);

@@ -90,6 +90,14 @@ absl::Status TcpServerOptions::Validate(size_t max_key_bytes, size_t max_value_b
         "so that the largest allowed SET fits",
         max_request_bytes, max_set_bytes));
   }
+  // "*1\r\n$<v>\r\n<value>\r\n" (an MGET of one key) with a 20-digit length, or a text line.
+  size_t max_get_bytes = max_value_bytes + 64;
+  if (max_reply_bytes < max_get_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_reply_bytes (%d) must be at least max_value_bytes + 64 (%d) so that a GET of the "
+        "largest allowed value fits",
+        max_reply_bytes, max_get_bytes));
+  }
   return absl::OkStatus();
 }
 

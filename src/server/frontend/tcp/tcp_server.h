@@ -14,6 +14,7 @@
 //   the cluster (an idle client, or one that stopped reading its replies) -> close
 //   an unfinished request for partial_request_timeout_ms (since its first byte) -> close
 //   max_pending_per_conn requests unanswered -> stop reading until replies drain
+//   a GET/MGET reply over max_reply_bytes -> "ERR reply too large (...)" for that request only
 #pragma once
 
 #include <atomic>
@@ -40,6 +41,9 @@ struct TcpServerOptions {
   int64_t idle_timeout_ms = 300000;             // --idle-timeout-ms: 0 = never
   int64_t partial_request_timeout_ms = 30000;   // --partial-request-timeout-ms: 0 = never
   size_t max_pending_per_conn = 1024;           // --max-pending-per-conn: unanswered requests
+  // --max-reply-bytes: one GET/MGET reply, framing included (the values it may read are
+  // bounded by the same number, KvService::Get). At least max_value_bytes + 64.
+  size_t max_reply_bytes = 8 * 1024 * 1024;
   int64_t stop_timeout_ms = 5000;               // Stop(): wait this long for in-flight requests
   // After the last reply of a connection we close: how long to read and discard what the
   // client still sends before closing anyway (closing with unread input would send a RST,
@@ -47,8 +51,9 @@ struct TcpServerOptions {
   int64_t close_linger_ms = 2000;
   int listen_backlog = 1024;
 
-  // InvalidArgument naming the field if a value is out of range, or if a RESP SET of a
-  // maximal key and value (the KvLimits passed in) would not fit in max_request_bytes.
+  // InvalidArgument naming the field if a value is out of range, if a RESP SET of a maximal
+  // key and value (the KvLimits passed in) would not fit in max_request_bytes, or if a GET of
+  // a maximal value would not fit in max_reply_bytes.
   absl::Status Validate(size_t max_key_bytes, size_t max_value_bytes) const;
 };
 

@@ -12,6 +12,16 @@ namespace {
 
 constexpr std::string_view kInvalid = "INVALID COMMAND";
 constexpr std::string_view kNotFound = "KEY NOT FOUND";
+// A value that holds CR or LF cannot be one reply line (text_protocol.h).
+constexpr std::string_view kGetLineBreak =
+    "ERR value has a line break (CR or LF): read it with RESP GET on this port";
+constexpr std::string_view kMgetLineBreak = "VALUE HAS LINE BREAK";
+constexpr std::string_view kSetCarriageReturn =
+    "ERR value has a CR: a text-protocol value cannot hold line breaks (write it with RESP SET)";
+
+bool HasLineBreak(std::string_view value) {
+  return value.find_first_of("\r\n") != std::string_view::npos;
+}
 
 // Splits on runs of spaces; no empty tokens.
 std::vector<std::string> Tokens(std::string_view s) {
@@ -46,6 +56,12 @@ std::optional<TextVerb> VerbOf(std::string_view std_word) {
 class Lines {
  public:
   explicit Lines(bool crlf) : eol_(crlf ? "\r\n" : "\n") {}
+  // The bytes `lines` take with their terminators.
+  size_t BytesOf(const std::vector<std::string_view>& lines) const {
+    size_t bytes = lines.size() * eol_.size();
+    for (std::string_view line : lines) bytes += line.size();
+    return bytes;
+  }
   Lines& Add(std::string_view line) {
     out_.append(line);
     out_.append(eol_);
@@ -60,6 +76,32 @@ class Lines {
 
 std::string ErrLine(const absl::Status& status, bool crlf) {
   return Lines(crlf).Add("ERR " + StatusReason(status)).Take();
+}
+
+using GetResult = absl::StatusOr<std::vector<std::optional<kv::KeyValue>>>;
+
+// The reply to GET (`mget` false) or MGET: one line per key, or one ERR line.
+std::string GetReply(const GetResult& r, bool mget, bool crlf, size_t max_reply_bytes) {
+  if (!r.ok()) return ErrLine(r.status(), crlf);
+  std::vector<std::string_view> values;
+  values.reserve(r->size());
+  for (const std::optional<kv::KeyValue>& v : *r) {
+    if (!v) {
+      values.push_back(kNotFound);
+    } else if (HasLineBreak(v->value)) {
+      // GET's one line may be an error; in an MGET an "ERR" line would read as the whole
+      // request's error, so the key gets its own marker.
+      values.push_back(mget ? kMgetLineBreak : kGetLineBreak);
+    } else {
+      values.push_back(v->value);
+    }
+  }
+  Lines lines(crlf);
+  if (size_t bytes = lines.BytesOf(values); bytes > max_reply_bytes) {
+    return ErrLine(ReplyTooLarge(bytes, max_reply_bytes), crlf);
+  }
+  for (std::string_view value : values) lines.Add(value);
+  return lines.Take();
 }
 
 }  // namespace
@@ -110,7 +152,7 @@ TextCommand ParseTextLine(std::string_view line) {
   return invalid;
 }
 
-TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes) {
   TextCommand cmd = ParseTextLine(line);
   TcpRequest req;
   switch (cmd.verb) {
@@ -121,6 +163,11 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
     case TextVerb::kQuit:
       return TcpRequest::Immediate("", /*close_after=*/true);
     case TextVerb::kSet:
+      // The line ends at LF, so only a CR can be in the value; refused so that whatever the
+      // text protocol writes, it reads back byte for byte.
+      if (cmd.args[1].find('\r') != std::string::npos) {
+        return TcpRequest::Immediate(Lines(crlf).Add(kSetCarriageReturn).Take());
+      }
       req.kind = RequestKind::kWrite;
       req.run = [key = std::move(cmd.args[0]), value = std::move(cmd.args[1]), crlf](
                     KvService* kv, ReplyFn reply) mutable {
@@ -148,19 +195,11 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf) {
     case TextVerb::kGet:
     case TextVerb::kMget:
       req.kind = RequestKind::kRead;
-      req.run = [keys = std::move(cmd.args), crlf](KvService* kv, ReplyFn reply) mutable {
-        kv->Get(std::move(keys),
-                [reply = std::move(reply),
-                 crlf](absl::StatusOr<std::vector<std::optional<kv::KeyValue>>> r) mutable {
-                  if (!r.ok()) {
-                    std::move(reply)(ErrLine(r.status(), crlf));
-                    return;
-                  }
-                  Lines lines(crlf);
-                  for (const std::optional<kv::KeyValue>& v : *r) {
-                    lines.Add(v ? std::string_view(v->value) : kNotFound);
-                  }
-                  std::move(reply)(lines.Take());
+      req.run = [keys = std::move(cmd.args), mget = cmd.verb == TextVerb::kMget, crlf,
+                 max_reply_bytes](KvService* kv, ReplyFn reply) mutable {
+        kv->Get(std::move(keys), max_reply_bytes,
+                [reply = std::move(reply), mget, crlf, max_reply_bytes](GetResult r) mutable {
+                  std::move(reply)(GetReply(r, mget, crlf, max_reply_bytes));
                 });
       };
       return req;
