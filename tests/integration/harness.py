@@ -1,6 +1,8 @@
 """Starts and talks to real kvd processes for the integration tests (stdlib only).
 
-Every server listens on 127.0.0.1 on ports picked free at start-up. Waiting is always for a
+Every server listens on 127.0.0.1 on ports picked free at start-up (or where a test's own
+cluster list puts it: test_stale_reads.py gives each node a network namespace and address of
+its own, and sets Node.exec_prefix to start kvd there). Waiting is always for a
 condition (a port accepting, a reply arriving, a process exiting), bounded by a deadline.
 """
 import ctypes
