@@ -149,10 +149,19 @@ class StaleReadTest(unittest.TestCase):
     def set(self, node, key, value):
         self.assertEqual(TextClient(node.port, host=node.ip).cmd(f"SET {key} {value}"), "OK")
 
-    def kvctl_get(self, node, key):
-        """(exit code, stdout, stderr) of kvctl get against `node` alone."""
-        return run([KVCTL, "--endpoints", f"{node.ip}:{node.grpc_port}", "--timeout-ms", "5000",
-                    "get", key], timeout_s=30)
+    def assert_etcd_refused(self, node):
+        """kvctl get k against `node` alone (etcd Range) fails and prints no value."""
+        code, out, err = run([KVCTL, "--endpoints", f"{node.ip}:{node.grpc_port}",
+                              "--timeout-ms", "5000", "get", "k"], timeout_s=30)
+        print(f"  etcd Range: exit {code}: {out.strip()!r} {err.strip()!r}")
+        self.assertNotIn("old", out, "etcd Range served the old value")
+        self.assertNotEqual(code, 0, f"etcd Range answered {out!r} while cut off")
+
+    def heal_and_read_new(self, node):
+        """Once healed, `node` learns and serves k=new."""
+        self.net.heal()
+        wait_until(lambda: self.get(node, "k") == "new", timeout_s=30,
+                   what=f"node {node.id} to read k=new after healing")
 
     def assert_refused(self, reply, old, what):
         print(f"  {what}: {reply!r}")
@@ -174,13 +183,8 @@ class StaleReadTest(unittest.TestCase):
         mget = TextClient(f.port, host=f.ip).cmd("MGET k")
         self.assert_refused(mget, "old", "text MGET")
         self.assert_refused(resp_get(f, "k"), "old", "RESP GET")
-        code, out, err = self.kvctl_get(f, "k")
-        self.assertNotIn("old", out, "etcd Range served the old value")
-        self.assertNotEqual(code, 0, f"etcd Range answered {out!r} while cut off")
-        # Healed, it serves the new value.
-        self.net.heal()
-        wait_until(lambda: self.get(f, "k") == "new", timeout_s=30,
-                   what="the healed follower to read k=new")
+        self.assert_etcd_refused(f)
+        self.heal_and_read_new(f)
 
     def test_old_leader_isolated_before_the_write_never_serves_old_data(self):
         old = self.leader
@@ -204,13 +208,8 @@ class StaleReadTest(unittest.TestCase):
         self.assert_refused(c.line(), "old", "text GET on the isolated old leader")
         self.assert_refused(c2.line(), "old", "text MGET on the isolated old leader")
         self.assert_refused(resp_get(old, "k"), "old", "RESP GET on the isolated old leader")
-        code, out, err = self.kvctl_get(old, "k")
-        self.assertNotIn("old", out, "etcd Range served the old value")
-        self.assertNotEqual(code, 0, f"etcd Range answered {out!r} while cut off")
-        # Healed, it follows the new leader and serves the new value.
-        self.net.heal()
-        wait_until(lambda: self.get(old, "k") == "new", timeout_s=30,
-                   what="the healed old leader to read k=new")
+        self.assert_etcd_refused(old)
+        self.heal_and_read_new(old)
         st = {s["id"]: s for s in kvctl_status([f"{n.ip}:{n.grpc_port}" for n in self.nodes])}
         self.assertEqual(st[old.id]["role"], "follower", st)
 
