@@ -1,8 +1,11 @@
 """Starts and talks to real kvd processes for the integration tests (stdlib only).
 
-Every server listens on 127.0.0.1 on ports picked free at start-up. Waiting is always for a
+Every server listens on 127.0.0.1 on ports picked free at start-up (or where a test's own
+cluster list puts it: test_stale_reads.py gives each node a network namespace and address of
+its own, and sets Node.exec_prefix to start kvd there). Waiting is always for a
 condition (a port accepting, a reply arriving, a process exiting), bounded by a deadline.
 """
+import ctypes
 import json
 import os
 import signal
@@ -47,8 +50,15 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the test process dies, even by SIGKILL (a
+    ctest timeout), so no kvd outlives its test."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Node:
-    """One kvd process. `cluster` is the list of {"ip","port","grpc_port"} dicts."""
+    """One kvd process. `cluster` is the list of {"ip","port","grpc_port"} dicts.
+    `exec_prefix`: a command kvd runs under (e.g. ["ip", "netns", "exec", NS])."""
 
     def __init__(self, node_id, cluster, data_dir, extra_args=()):
         self.id = node_id
@@ -56,10 +66,15 @@ class Node:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.env = {}  # added to the process's environment (e.g. the power-cut shim)
+        self.exec_prefix = []
         self.proc = None
         self.config_path = os.path.join(os.path.dirname(data_dir), "node_config.json")
         with open(self.config_path, "w") as f:
             json.dump(cluster, f)
+
+    @property
+    def ip(self):
+        return self.cluster[self.id]["ip"]
 
     @property
     def port(self):
@@ -72,13 +87,15 @@ class Node:
     def start(self, wait=True):
         self.log = open(self.data_dir + ".log", "ab")
         self.proc = subprocess.Popen(
+            self.exec_prefix +
             [KVD, f"--id={self.id}", "--config", self.config_path, "--data-dir", self.data_dir]
             + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, **self.env) if self.env else None)
+            env=dict(os.environ, **self.env) if self.env else None,
+            preexec_fn=_die_with_parent)
         if wait:
             wait_until(lambda: self.proc.poll() is not None or
-                       (port_open(self.port) and port_open(self.grpc_port)),
+                       (port_open(self.port, self.ip) and port_open(self.grpc_port, self.ip)),
                        what=f"kvd {self.id} to listen")
             if self.proc.poll() is not None:
                 raise AssertionError(f"kvd {self.id} exited with {self.proc.returncode}: "
@@ -126,8 +143,9 @@ class TempCluster:
 
 
 def kvctl_status(grpc_ports, timeout_ms=1000):
-    """kvctl status --output json over the given gRPC ports: a list of dicts."""
-    eps = ",".join(f"127.0.0.1:{p}" for p in grpc_ports)
+    """kvctl status --output json over the given gRPC endpoints (a port on 127.0.0.1, or
+    "ip:port"): a list of dicts."""
+    eps = ",".join(p if isinstance(p, str) else f"127.0.0.1:{p}" for p in grpc_ports)
     code, out, err = run([KVCTL, "--endpoints", eps, "--timeout-ms", str(timeout_ms),
                           "--output", "json", "status"], timeout_s=30)
     try:
@@ -142,7 +160,7 @@ def wait_for_leader(nodes, timeout_s=30.0):
     ids = {n.id: n for n in nodes}
 
     def agreed():
-        st = kvctl_status([n.grpc_port for n in nodes])
+        st = kvctl_status([f"{n.ip}:{n.grpc_port}" for n in nodes])
         leaders = {s.get("leader") for s in st if "error" not in s}
         if len(st) != len(nodes) or len(leaders) != 1:
             return None
@@ -151,7 +169,7 @@ def wait_for_leader(nodes, timeout_s=30.0):
             return None
         for n in nodes:  # a read barrier passes on every node
             try:
-                c = TextClient(n.port, timeout_s=5)
+                c = TextClient(n.port, timeout_s=5, host=n.ip)
                 reply = c.cmd("GET __raftkv_probe__")
                 c.close()
             except OSError:
@@ -166,8 +184,8 @@ def wait_for_leader(nodes, timeout_s=30.0):
 class TextClient:
     """The line protocol over one TCP connection."""
 
-    def __init__(self, port, timeout_s=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    def __init__(self, port, timeout_s=10, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.buf = b""
 
     def send(self, data: bytes):

@@ -2,6 +2,7 @@
 // without changing anything, and a crash at any point of the directory swap reopens to the
 // old or the new store.
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -119,9 +120,14 @@ TEST_F(InstallSnapshotTest, ConcurrentReadersSeeOldOrNew) {
     });
   }
   ASSERT_TRUE(sm_->InstallSnapshot(snap).ok());
-  // Let the readers see the new state at least once before stopping them.
-  while (saw_new.load() < 2 && running.load() > 0) std::this_thread::yield();
-  EXPECT_GE(saw_new.load(), 2);
+  // Let the readers see the new state at least once before stopping them; an install that
+  // never shows the new state to readers fails here instead of hanging.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (saw_new.load() < 2 && running.load() > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_GE(saw_new.load(), 2) << "readers did not see the installed snapshot within 30 s";
   done.store(true);
   for (std::thread& t : readers) t.join();
 }

@@ -192,17 +192,19 @@ TEST_F(TcpBadInputTest, ClientThatNeverFinishesItsLineIsClosed) {
 
 // The partial-request clock starts at the first byte of the request: trickling bytes does
 // not keep a connection alive forever (slowloris).
+// A byte every 50 ms never leaves the connection quiet for 300 ms: if each byte restarted
+// the clock it would stay open for as long as bytes keep coming. The check is that it is
+// closed while they still come, not how fast (a loaded machine only makes rounds longer,
+// which closes it sooner).
 TEST_F(TcpBadInputTest, TricklingBytesDoesNotExtendThePartialTimeout) {
   TestClient c(Start());
-  auto start = std::chrono::steady_clock::now();
   bool closed = false;
   for (int i = 0; i < 100 && !closed; ++i) {
     if (!c.Send("a")) break;
     // Wait 50 ms for the close; 100 rounds is 5 s, far past the 300 ms timeout.
     closed = c.ReadUntilClosed(/*timeout_ms=*/50).has_value();
   }
-  EXPECT_TRUE(closed);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_TRUE(closed) << "still open after 100 bytes 50 ms apart";
 }
 
 TEST_F(TcpBadInputTest, ClientDisconnectingMidRequest) {

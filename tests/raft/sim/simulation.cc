@@ -1,6 +1,7 @@
 #include "sim/simulation.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -92,7 +93,9 @@ class Simulation {
   // Steps 1 (sync) to 4 of a Ready whose writes were issued: sync, send rd.messages, apply,
   // Advance.
   void CompleteReady(SimNode& n, Ready rd);
-  void Apply(SimNode& n, const raftpb::Entry& e);
+  // `early`: kApplyBeforeCommit applying an entry not known to be committed (no client is
+  // answered for it, so only the state machine check can notice).
+  void Apply(SimNode& n, const raftpb::Entry& e, bool early = false);
   void MaybeSnapshot(SimNode& n);
 
   // ---- checks ----
@@ -407,7 +410,20 @@ void Simulation::Deliver(const raftpb::Message& m) {
   const bool ok = to.up && Linked(m.from(), m.to()) && !(faults_on_ && Chance(drop_prob_));
   if (ok) {
     if (stats_) ++stats_->messages_delivered;
-    to.raft->Step(m);
+    if (opt_.bug == SimOptions::Bug::kAcceptAnyPrev && m.type() == raftpb::MSG_APP &&
+        m.index() > m.commit()) {
+      raftpb::Message lie = m;
+      lie.set_log_term(to.raft->log().TermOrZero(m.index()));
+      to.raft->Step(lie);
+    } else if (opt_.bug == SimOptions::Bug::kVoteIgnoresLog &&
+               (m.type() == raftpb::MSG_VOTE || m.type() == raftpb::MSG_PRE_VOTE)) {
+      raftpb::Message lie = m;
+      lie.set_log_term(m.term());  // no voter's last entry is of a later term
+      lie.set_index(uint64_t{1} << 40);
+      to.raft->Step(lie);
+    } else {
+      to.raft->Step(m);
+    }
     // At once, not at the end of the tick: a second leader of a term would confuse the next
     // message it gets (an ack for entries it never had) before the tick's check ran.
     if (to.raft->role() == Role::kLeader) CheckLeaders();
@@ -501,7 +517,15 @@ void Simulation::CompleteReady(SimNode& n, Ready rd) {
   // 2. Send what waited for the persist step.
   for (raftpb::Message& m : rd.messages) Send(std::move(m));
   // 3. Apply.
-  for (const raftpb::Entry& e : rd.committed_entries) Apply(n, e);
+  if (opt_.bug == SimOptions::Bug::kApplyBeforeCommit) {
+    for (const raftpb::Entry& e : rd.entries) {
+      if (e.index() == n.applied + 1) Apply(n, e, /*early=*/true);
+    }
+  }
+  for (const raftpb::Entry& e : rd.committed_entries) {
+    if (opt_.bug == SimOptions::Bug::kApplyBeforeCommit && e.index() <= n.applied) continue;
+    Apply(n, e);
+  }
   if (failure_) return;
   for (const ReadState& rs : rd.read_states) {
     auto it = n.reads.find(rs.context);
@@ -529,7 +553,7 @@ void Simulation::CompleteReady(SimNode& n, Ready rd) {
   MaybeSnapshot(n);
 }
 
-void Simulation::Apply(SimNode& n, const raftpb::Entry& e) {
+void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
   if (e.index() != n.applied + 1) {
     return Fail(absl::StrCat("node ", n.id, " applies ", e.index(), " after ", n.applied));
   }
@@ -541,7 +565,8 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e) {
     c.known = true;
     c.term = e.term();
     c.data = e.data();
-    c.commit_term = term_now;
+    // (An early apply is no proof of commitment: leader completeness does not count it.)
+    c.commit_term = early ? std::numeric_limits<uint64_t>::max() : term_now;
     if (!e.data().empty() && !applied_data_.insert(e.data()).second) {
       return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
     }
@@ -551,11 +576,11 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e) {
                                e.term(), " '", e.data(), "' but ", c.term, " '", c.data,
                                "' was applied there before"));
     }
-    c.commit_term = std::min(c.commit_term, term_now);
+    if (!early) c.commit_term = std::min(c.commit_term, term_now);
   }
   if (stats_) stats_->commit_index = std::max<uint64_t>(stats_->commit_index, e.index());
   auto p = n.proposals.find(e.index());
-  if (p != n.proposals.end()) {
+  if (p != n.proposals.end() && !early) {
     if (p->second.term == e.term()) {
       if (p->second.data != e.data()) {
         return Fail(absl::StrCat("proposal at ", e.index(), "/", e.term(), " changed data"));
@@ -569,7 +594,8 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e) {
 }
 
 void Simulation::MaybeSnapshot(SimNode& n) {
-  if (snapshot_every_ == 0) return;
+  // (kApplyBeforeCommit: what is applied may not be committed, so no snapshot covers it.)
+  if (snapshot_every_ == 0 || opt_.bug == SimOptions::Bug::kApplyBeforeCommit) return;
   const uint64_t snap_index = n.storage->FirstIndex() - 1;
   if (n.applied < snap_index + snapshot_every_) return;
   // Only what is durable may be covered (the state machine's snapshot covers applied

@@ -40,6 +40,15 @@ struct SimOptions {
     kForgetVotes,    // never persist the hard state: a restarted node may vote twice
     kReadTooEarly,   // serve reads at half the confirmed read index
     kLostDiskVotes,  // a node that lost its disk restarts as a voter at once (no rejoin)
+    // One per safety check, so each is shown to fire with its own message:
+    kAcceptAnyPrev,      // the network rewrites the previous-entry term of AppendEntries
+                         // beyond the leader's commit to the receiver's own: the consistency
+                         // check passes, logs diverge below the appended entries (log
+                         // matching)
+    kVoteIgnoresLog,     // the network rewrites vote requests to claim the longest log: a
+                         // candidate missing committed entries can win (leader completeness)
+    kApplyBeforeCommit,  // apply entries once persisted, before they commit (state machine
+                         // safety)
   };
   Bug bug = Bug::kNone;
 };
