@@ -28,6 +28,12 @@ class PeerHandler {
   virtual void WriteFromPeer(kvpb::Command cmd, ForwardDone done) = 0;
 };
 
+// What the gRPC server that serves RaftPeerService must allow so that its peers' keepalive
+// (peer_channels.h) is not taken for abuse: a PING as often as every kMinPeerKeepaliveMs / 2
+// (gRPC's default is one per 5 minutes, and it answers a faster client with GOAWAY
+// "too_many_pings"), also on a connection with no call open.
+void AllowPeerKeepalive(grpc::ServerBuilder* builder);
+
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
   // REQUIRES: handler outlives the service (the gRPC server is shut down first).
