@@ -15,11 +15,11 @@ first write sent at or after it (as chaos.py's "heal -> hit node" column counts 
 Kinds (the target is the node measured):
   isolated-leader    the leader, cut off from both others, both ways
   isolated-follower  a follower, cut off from both others, both ways
-  one-way            packets one way only between the target and both others; by repetition:
+  one-way            packets one way only between the target and both others; in turn:
                      the leader's packets dropped, the others' packets to a follower dropped,
                      the others' packets to the leader dropped, a follower's packets dropped
   bridge             a follower and the leader cannot see each other; the third node sees both
-Each round runs every kind once; --repeat rounds.
+Each round cuts once per kind listed (a kind listed twice, twice); --repeat rounds.
 
 Exit: 0 every heal time within --bound (or no --bound); 1 a heal time over --bound, a node
 that did not serve within --measure-timeout, a crash; 2 set-up error; 130 interrupted.
@@ -28,7 +28,6 @@ Without network namespaces (not root, no `ip netns`) it prints SKIPPED and exits
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import threading
@@ -49,6 +48,7 @@ class HealRun(chaos.Run):
         super().__init__(args)
         self.results = []
         self.cut_no = 0
+        self.one_way_cuts = 0  # picks the next variant of ONE_WAY
 
     def client(self, i):
         return chaos.C.TextClient(self.nodes[i].ip, self.nodes[i].port, self.args.op_timeout,
@@ -102,7 +102,7 @@ class HealRun(chaos.Run):
         with lock:
             return (min(oks) - t_heal) / 1e9 if oks else None
 
-    def cut(self, kind, rnd):
+    def cut(self, kind):
         """Applies one cut; returns (target, what was cut)."""
         n = len(self.nodes)
         leader = self.leader()
@@ -119,7 +119,8 @@ class HealRun(chaos.Run):
             self.net.cut([t], others)
             return t, f"follower {t} | {others} (leader {leader})"
         if kind == "one-way":
-            role, direction = ONE_WAY[rnd % len(ONE_WAY)]
+            role, direction = ONE_WAY[self.one_way_cuts % len(ONE_WAY)]
+            self.one_way_cuts += 1
             t = leader if role == "leader" else self.rng.choice(followers)
             others = [i for i in range(n) if i != t]
             if direction == "out":
@@ -134,13 +135,13 @@ class HealRun(chaos.Run):
             return t, f"follower {t} | leader {leader}, bridge {bridge} sees both"
         raise ValueError(kind)
 
-    def one_cut(self, kind, rnd):
+    def one_cut(self, kind):
         a = self.args
         if not self.wait_serving(30):
             raise RuntimeError(f"the cluster did not serve on every node before cut "
                                f"{self.cut_no + 1}")
         self.cut_no += 1
-        target, detail = self.cut(kind, rnd)
+        target, detail = self.cut(kind)
         fid = self.fault_event(kind, "start", [target], detail)
         stop = threading.Event()
         loader = threading.Thread(target=self.load_during_cut, args=(target, stop), daemon=True)
@@ -165,9 +166,9 @@ class HealRun(chaos.Run):
                             "hold": a.hold, "bound": a.bound})
         log(f"cluster up; leader {self.leader()}; {a.repeat} round(s) of {','.join(a.kinds)}, "
             f"each held {a.hold:.1f}s")
-        for rnd in range(a.repeat):
+        for _ in range(a.repeat):
             for kind in a.kinds:
-                self.one_cut(kind, rnd)
+                self.one_cut(kind)
         self.hist_file.close()
         self.hist_file = None
         return self.report()
@@ -182,18 +183,16 @@ class HealRun(chaos.Run):
         by_kind = {}
         for r in self.results:
             by_kind.setdefault(r["kind"], []).append(r["heal_s"])
-        every = [s for r in self.results for s in [r["heal_s"]]]
 
         def row(name, xs):
             got = [x for x in xs if x is not None]
             med = f"{statistics.median(got):.2f}" if got else "-"
-            mx = f"{max(got):.2f}" if len(got) == len(xs) and got else "none" if not got \
-                else "never"
+            mx = "never" if len(got) < len(xs) else f"{max(got):.2f}" if got else "-"
             out.append(f"{name:20s} {len(xs):3d} {med:>8s} {mx:>8s}  "
                        + " ".join("never" if x is None else f"{x:.2f}" for x in xs))
-        for kind in a.kinds:
+        for kind in dict.fromkeys(a.kinds):
             row(kind, by_kind.get(kind, []))
-        row("all", every)
+        row("all", [r["heal_s"] for r in self.results])
         for r in self.results:
             if r["heal_s"] is None:
                 failures.append(f"cut {r['cut']} {r['kind']} ({r['detail']}): node "
@@ -229,7 +228,8 @@ class HealRun(chaos.Run):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="heal.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {KINDS}")
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help=f"comma-separated, of {KINDS}; one cut each per round")
     p.add_argument("--repeat", type=int, default=3, help="rounds (every kind once each)")
     p.add_argument("--hold", type=float, default=4.0, help="seconds each cut lasts")
     p.add_argument("--bound", type=float, default=None,

@@ -16,7 +16,7 @@ PeerChannels::PeerChannels(std::map<uint64_t, std::string> addresses,
       // Probe the link between two streams too (a broken Raft stream is re-opened only after
       // a backoff), and with no limit on pings while no data is sent (a follower with
       // nothing to say still needs to know whether its leader is reachable). The peer's
-      // server accepts this rate: AllowPeerKeepalive.
+      // server accepts this rate: ApplyPeerServerOptions.
       args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
       args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }

@@ -52,7 +52,7 @@ class Backoff {
 };
 
 // The smallest --peer-keepalive-ms accepted; every node's gRPC server accepts pings from its
-// peers this often (AllowPeerKeepalive in peer_service.h), whatever their own setting.
+// peers this often (ApplyPeerServerOptions in peer_service.h), whatever their own setting.
 inline constexpr uint32_t kMinPeerKeepaliveMs = 100;
 
 struct PeerChannelOptions {

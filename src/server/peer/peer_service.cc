@@ -10,11 +10,13 @@
 
 namespace raftkv::server {
 
-void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
+void ApplyPeerServerOptions(grpc::ServerBuilder* builder) {
   // Half the smallest interval a peer may use: pings arrive up to a scheduling delay early.
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               static_cast<int>(kMinPeerKeepaliveMs / 2));
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
 }
 
 RaftPeerService::RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
