@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "server/peer/forwarder.h"
 #include "server/peer/peer_channels.h"
 
 namespace raftkv::server {
@@ -95,6 +98,60 @@ TEST(PeerTransportTest, StopDoesNotWaitForAHangingConnection) {
   const absl::Time start = absl::Now();
   transport.Stop();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// Every wait lies in [nominal / 2, nominal]: the nominal doubles from min up to max, so no
+// wait exceeds max; Reset() starts over.
+TEST(BackoffTest, JitteredDoublingCappedAtMaxAndReset) {
+  Backoff backoff(absl::Milliseconds(20), absl::Milliseconds(500));
+  const int nominal_ms[] = {20, 40, 80, 160, 320, 500, 500, 500};
+  for (int round = 0; round < 2; ++round) {
+    for (int nominal : nominal_ms) {
+      const absl::Duration wait = backoff.Next();
+      EXPECT_GE(wait, absl::Milliseconds(nominal) / 2) << "nominal " << nominal;
+      EXPECT_LE(wait, absl::Milliseconds(nominal)) << "nominal " << nominal;
+    }
+    backoff.Reset();
+  }
+}
+
+// The waits are drawn at random, so peers that lost each other together do not re-dial in
+// lockstep.
+TEST(BackoffTest, WaitsAreJittered) {
+  Backoff a(absl::Milliseconds(500), absl::Milliseconds(500));
+  bool differ = false;
+  absl::Duration first = a.Next();
+  for (int i = 0; i < 20 && !differ; ++i) differ = a.Next() != first;
+  EXPECT_TRUE(differ);
+}
+
+// One dial of an unreachable peer gives up after --peer-connect-timeout-ms (gRPC's default
+// is 20 s, which outlasts most partitions and kept a healed node cut off: issue 15); a
+// forwarded write then fails at once as not sent, instead of waiting out its deadline.
+TEST(PeerChannelsTest, ADialOfAnUnreachablePeerGivesUpAfterTheConnectTimeout) {
+  BlackHolePort hole;
+  PeerChannelOptions options;
+  options.connect_timeout_ms = 300;
+  // Keepalive also sets TCP_USER_TIMEOUT, which bounds a connect too (to 1 s by default):
+  // off, so that only the connect timeout can end this dial.
+  options.keepalive_ms = 0;
+  PeerChannels channels({{2, "127.0.0.1:" + std::to_string(hole.port())}}, options);
+  Forwarder forwarder(&channels);
+  struct Answer {  // outlives this test if the callback comes late
+    absl::Notification done;
+    absl::Status status;
+  };
+  auto answer = std::make_shared<Answer>();
+  const absl::Time start = absl::Now();
+  forwarder.Forward(2, "command", /*timeout_ms=*/15000,
+                    [answer](absl::StatusOr<ForwardResult> result) {
+                      answer->status = result.status();
+                      answer->done.Notify();
+                    });
+  ASSERT_TRUE(answer->done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(answer->status.code(), absl::StatusCode::kUnavailable) << answer->status;
+  EXPECT_LT(took, absl::Seconds(3)) << answer->status;
 }
 
 }  // namespace
