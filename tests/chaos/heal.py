@@ -3,8 +3,9 @@
 off serve a write again?
 
 A 3-node kvd cluster, each node a host of its own (network namespaces and nftables drop rules,
-as chaos.py builds them). Each cut is held for --hold seconds while a client keeps writing to
-the cut-off node, then healed. From the heal on, a fresh write (its own connection, text
+as chaos.py builds them). Each cut is held for --hold seconds while one client keeps writing to
+the cut-off node and one to the majority (so the cut-off node falls behind, and with the
+default --kvd-args catches up by InstallSnapshot), then healed. From the heal on, a fresh write (its own connection, text
 protocol) goes to the cut-off node every --probe-ms until one is acknowledged. A cut's heal
 time: from the heal (the moment the last drop rule is gone) to the acknowledgement of the
 first write sent at or after it (as chaos.py's "heal -> hit node" column counts it).
@@ -65,13 +66,16 @@ class HealRun(chaos.Run):
                      "outcome": rep.outcome, "error": rep.error})
         return inv, done, rep
 
-    def load_during_cut(self, target, stop):
-        """A client that keeps writing to the cut-off node, as real clients would."""
+    def load_during_cut(self, node, stop, acked):
+        """A client that keeps writing to `node` until `stop`, as real clients would; counts
+        its acknowledged writes in acked[node]."""
         k = 0
         while not stop.is_set():
             k += 1
-            _, _, rep = self.write(target, f"cut{self.cut_no}.load{k}")
-            if rep.outcome != "ok":
+            _, _, rep = self.write(node, f"cut{self.cut_no}.load{node}.{k}")
+            if rep.outcome == "ok":
+                acked[node] = acked.get(node, 0) + 1
+            else:
                 stop.wait(0.05)
 
     def time_to_serve(self, target, t_heal):
@@ -143,20 +147,30 @@ class HealRun(chaos.Run):
         self.cut_no += 1
         target, detail = self.cut(kind)
         fid = self.fault_event(kind, "start", [target], detail)
-        stop = threading.Event()
-        loader = threading.Thread(target=self.load_during_cut, args=(target, stop), daemon=True)
-        loader.start()
+        # Clients keep writing on both sides: to the cut-off node (failing until the heal) and
+        # to the majority, whose writes the cut-off node must catch up on after the heal (by
+        # InstallSnapshot once they outnumber --log-retained-entries).
+        stop, acked = threading.Event(), {}
+        majority_node = next(i for i in range(len(self.nodes)) if i != target)
+        loaders = [threading.Thread(target=self.load_during_cut, args=(i, stop, acked),
+                                    daemon=True) for i in (target, majority_node)]
+        for t in loaders:
+            t.start()
         self.hold(a.hold)
         self.net.heal()
         t_heal = now_ns()
         stop.set()
         self.fault_event(kind, "end", [target], fault_id=fid)
         secs = self.time_to_serve(target, t_heal)
-        loader.join(timeout=a.op_timeout + 2)
+        for t in loaders:
+            t.join(timeout=a.op_timeout + 2)
+        missed = acked.get(majority_node, 0)
         self.check_crashes()
         self.results.append({"cut": self.cut_no, "kind": kind, "target": target,
-                             "detail": detail, "hold_s": a.hold, "heal_s": secs})
-        log(f"cut {self.cut_no} {kind} ({detail}): node {target} served a write "
+                             "detail": detail, "hold_s": a.hold, "heal_s": secs,
+                             "writes_missed": missed})
+        log(f"cut {self.cut_no} {kind} ({detail}; it missed {missed} writes): node {target} "
+            "served a write "
             + (f"{secs:.2f}s after the heal" if secs is not None else
                f"NOT within {a.measure_timeout:.0f}s of the heal"))
 
@@ -204,6 +218,18 @@ class HealRun(chaos.Run):
                                 f"after the heal (bound {a.bound:.1f}s)")
         for an in self.anomalies:
             failures.append(f"anomaly: {an['kind']} on node {an['node']}")
+        sent = {"done": 0, "failed": 0}  # InstallSnapshot transfers, from the node logs
+        for n in self.nodes:
+            try:
+                with open(n.log_path, errors="replace") as f:
+                    for line in f:
+                        if "snapshot send:" in line:
+                            sent["done" if line.rstrip().endswith("done") else "failed"] += 1
+            except OSError:
+                pass
+        out.append(f"writes the cut-off node missed per cut: "
+                   f"{[r['writes_missed'] for r in self.results]}; InstallSnapshot transfers "
+                   f"done {sent['done']}, failed {sent['failed']} (node logs)")
         verdict = "FAIL" if failures else "PASS"
         out.append(f"VERDICT: {verdict}" + (f" (bound {a.bound:.1f}s on every heal)"
                                             if a.bound is not None else " (no bound given)"))
@@ -244,7 +270,9 @@ def parse_args(argv):
                                                           "time)")
     p.add_argument("--bin", default=os.path.join(chaos.REPO, "build", "bin"),
                    help="directory holding kvd (default: build/bin)")
-    p.add_argument("--kvd-args", default="", help="extra kvd flags")
+    p.add_argument("--kvd-args", default="--snapshot-entries 200 --log-retained-entries 50",
+                   help="extra kvd flags (default: snapshots so frequent that a cut-off node "
+                        "catches up by InstallSnapshot after the heal, over the same channel)")
     p.add_argument("--no-netns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="where history, node logs and report go "
                                                "(default build/chaos/heal-SEED-TIME)")
