@@ -29,9 +29,10 @@
 namespace raftkv::server {
 
 // Exponential backoff with jitter between attempts: the nominal wait starts at `min` and
-// doubles up to `max`; each wait is drawn uniformly from [nominal / 2, nominal], so peers
-// that lost each other at the same moment do not re-dial in lockstep, and no wait exceeds
-// `max`. Reset() after a success starts over. Not thread-safe (one per retry loop).
+// doubles up to `max`; each wait is drawn uniformly from [nominal / 2, nominal], so loops
+// that failed at the same moment (every stream on a connection that died) do not retry in
+// lockstep, and no wait exceeds `max`. Reset() after a success starts over. Not thread-safe
+// (one per retry loop). Dials themselves follow gRPC's own backoff, jittered too.
 class Backoff {
  public:
   Backoff(absl::Duration min, absl::Duration max)
