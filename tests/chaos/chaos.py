@@ -1141,5 +1141,6 @@ def launch(a, make_run, partitions_required=False):
         run.cleanup()
         shutil.rmtree(a.workdir, ignore_errors=True) if own_workdir else None
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
