@@ -6,7 +6,7 @@
 #   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there,
 #   4. runs the chaos checker's own tests (first, they need no build), the heal test (five
 #      partitions of a 3-node cluster, each cut-off node must serve a write within 2 s of the
-#      heal; about 50 s) and a bounded chaos run (tests/chaos, about 3 min),
+#      heal; about 40 s) and a bounded chaos run (tests/chaos, about 3 min),
 #   5. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
 #      where no Docker engine answers).
 # Exit code 0 only if everything passed.
