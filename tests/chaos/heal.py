@@ -5,10 +5,10 @@ off serve a write again?
 A 3-node kvd cluster, each node a host of its own (network namespaces and nftables drop rules,
 as chaos.py builds them). Each cut is held for --hold seconds while one client keeps writing to
 the cut-off node and one to the majority (so the cut-off node falls behind, and with the
-default --kvd-args catches up by InstallSnapshot), then healed. From the heal on, a fresh write (its own connection, text
-protocol) goes to the cut-off node every --probe-ms until one is acknowledged. A cut's heal
-time: from the heal (the moment the last drop rule is gone) to the acknowledgement of the
-first write sent at or after it (as chaos.py's "heal -> hit node" column counts it).
+default --kvd-args catches up by InstallSnapshot), then healed. From the heal on, a fresh
+write (its own connection, text protocol) goes to the cut-off node every --probe-ms until one
+is acknowledged. A cut's heal time: from the heal (the moment the last drop rule is gone) to
+the acknowledgement of the first write sent at or after it.
 
   tests/chaos/run heal [--kinds K,...] [--repeat N] [--hold S] [--bound S] [--bin DIR]
                        [--kvd-args "..."] [--seed S]
