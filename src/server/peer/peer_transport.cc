@@ -58,7 +58,13 @@ class PeerTransport::Peer {
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stopping_ || !queue_.empty();
         };
-        mu_.Await(absl::Condition(&ready));
+        // With nothing to send for idle_write_ms, an empty batch goes out anyway: a stream
+        // whose connection died while this peer had nothing to say (a follower towards
+        // another follower) is noticed now, not when the first message after the heal is
+        // lost on it; and a broken stream is re-opened at once, so the channel keeps
+        // redialling through a partition and the stream is ready when it heals.
+        mu_.AwaitWithTimeout(absl::Condition(&ready),
+                             absl::Milliseconds(options_.idle_write_ms));
         if (stopping_) break;
         if (!writer) {
           context_ = std::make_unique<grpc::ClientContext>();
@@ -74,7 +80,7 @@ class PeerTransport::Peer {
       // Stop() take.
       if (new_stream != nullptr) writer = stub_->Send(new_stream, &response);
       // The batch is taken once the stream is open: it carries everything queued while the
-      // stream was opening.
+      // stream was opening (or nothing: an idle write).
       raftpb::MessageBatch batch;
       {
         absl::MutexLock lock(&mu_);

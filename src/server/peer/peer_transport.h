@@ -8,7 +8,8 @@
 // broken stream (the peer gone, or the link found dead by the channel's keepalive) is
 // re-opened after the channels' backoff (peer_channels.h), and the new stream waits for the
 // channel to connect again; the messages in flight on the old one are lost, and the peer is
-// reported unreachable so the core can slow down.
+// reported unreachable so the core can slow down. A sender with nothing to send writes an
+// empty batch every idle_write_ms, so a stream that died idle is noticed and re-opened too.
 //
 // Peer ids are raft ids (node_id.h).
 #pragma once
@@ -28,6 +29,7 @@ class PeerChannels;
 struct PeerTransportOptions {
   size_t max_queue_msgs = 4096;              // --peer-queue-msgs: per peer, then dropped
   size_t max_batch_bytes = 4 * 1024 * 1024;  // one stream write carries at most this much
+  uint32_t idle_write_ms = 200;              // an empty batch after this long with nothing
 };
 
 class PeerTransport {
