@@ -29,7 +29,7 @@ class PeerChannels;
 struct PeerTransportOptions {
   size_t max_queue_msgs = 4096;              // --peer-queue-msgs: per peer, then dropped
   size_t max_batch_bytes = 4 * 1024 * 1024;  // one stream write carries at most this much
-  uint32_t idle_write_ms = 200;              // an empty batch after this long with nothing
+  uint32_t idle_write_ms = 200;              // nothing to send this long: an empty batch
 };
 
 class PeerTransport {
