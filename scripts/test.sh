@@ -4,8 +4,9 @@
 #   2. builds build/ (RelWithDebInfo) and runs every ctest suite there (unit, Raft
 #      simulation, integration with real kvd processes),
 #   3. builds build-asan/ (Debug, AddressSanitizer + UBSan) and runs the unit suites there,
-#   4. runs the chaos checker's own tests (first, they need no build) and a bounded chaos
-#      run (tests/chaos, about 3 min),
+#   4. runs the chaos checker's own tests (first, they need no build), a bounded chaos run
+#      (tests/chaos, about 3 min) and the heal test (five partitions of a 3-node cluster, each
+#      cut-off node must serve a write within 2 s of the heal; about 40 s),
 #   5. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
 #      where no Docker engine answers).
 # Exit code 0 only if everything passed.
@@ -34,6 +35,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 step "chaos (bounded: 3 min of kill/pause/partition/restart/lost-disk faults; prints seed on failure)"
 tests/chaos/run --minutes 3 --faults kill,pause,partition,restart,disk --bin build/bin \
   ${RAFTKV_CHAOS_SEED:+--seed "$RAFTKV_CHAOS_SEED"}
+step "chaos heal test (issue 15: a cut-off node serves a write within 2 s of the heal)"
+tests/chaos/run heal --kinds isolated-leader,isolated-follower,one-way,one-way,bridge \
+  --repeat 1 --hold 7 --bound 2 --bin build/bin ${RAFTKV_CHAOS_SEED:+--seed "$RAFTKV_CHAOS_SEED"}
 step "deploy test (docker)"
 bash tests/deploy/run    # the image and a 3-node compose cluster; SKIPPED without a Docker engine
 step "all tests passed"

@@ -116,6 +116,11 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--request-timeout-ms", raft.request_timeout_ms},
                             Positive{"--max-pending-writes", raft.max_pending_writes},
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
+                            Positive{"--peer-keepalive-timeout-ms",
+                                     raft.peer.keepalive_timeout_ms},
+                            Positive{"--peer-connect-timeout-ms", raft.peer.connect_timeout_ms},
+                            Positive{"--peer-reconnect-backoff-max-ms",
+                                     raft.peer.reconnect_backoff_max_ms},
                             Positive{"--wal-segment-bytes", raft.wal_segment_bytes},
                             Positive{"--max-range-keys", max_range_keys},
                             Positive{"--max-range-bytes", max_range_bytes},
@@ -126,6 +131,10 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--snapshot-chunk-bytes", raft.snapshot_chunk_bytes},
                             Positive{"--grpc-max-message-bytes", grpc_max_message_bytes}}) {
     if (p.value == 0) return absl::InvalidArgumentError(absl::StrCat(p.flag, " must be > 0"));
+  }
+  if (raft.peer.keepalive_ms != 0 && raft.peer.keepalive_ms < kMinPeerKeepaliveMs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--peer-keepalive-ms must be 0 (off) or at least ", kMinPeerKeepaliveMs));
   }
   if (raft.election_ticks <= raft.heartbeat_ticks) {
     return absl::InvalidArgumentError("--election-ticks must be greater than --heartbeat-ticks");

@@ -121,6 +121,25 @@ void AddRaftFlags(CLI::App* app, NodeConfig* config) {
       "0 = keep none");
 }
 
+void AddPeerFlags(CLI::App* app, NodeConfig* config) {
+  auto add = [&](const char* flag, auto* value, const char* help) {
+    AddTuning(app, flag, value, help, "Peer links (how soon a dead link is noticed and redialled)");
+  };
+  raftkv::server::PeerChannelOptions* peer = &config->raft.peer;
+  add("--peer-keepalive-ms", &peer->keepalive_ms,
+      "An HTTP/2 PING on each peer connection when nothing arrived on it for this long; a dead "
+      "or black-holed link is then noticed within this plus --peer-keepalive-timeout-ms and "
+      "re-dialled (0 = off: a dead connection lingers until TCP gives up; else >= 100)");
+  add("--peer-keepalive-timeout-ms", &peer->keepalive_timeout_ms,
+      "Close a peer connection whose PING (or any data sent, by TCP_USER_TIMEOUT) goes "
+      "unacknowledged this long");
+  add("--peer-connect-timeout-ms", &peer->connect_timeout_ms,
+      "How long one dial of a peer may take before it is abandoned and retried");
+  add("--peer-reconnect-backoff-max-ms", &peer->reconnect_backoff_max_ms,
+      "Longest wait between dials of an unreachable peer (jittered, doubling from 20 ms); "
+      "also caps the waits before re-opening a broken Raft stream or snapshot transfer");
+}
+
 void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
   auto add = [&](const char* flag, auto* value, const char* help) {
     AddTuning(app, flag, value, help, "Backup and snapshots");
@@ -160,6 +179,7 @@ int ParseFlags(int argc, char** argv, NodeConfig* config) {
   AddNodeFlags(&app, config, &config_path);
   AddLimitFlags(&app, config);
   AddRaftFlags(&app, config);
+  AddPeerFlags(&app, config);
   AddSnapshotFlags(&app, config);
   AddTuning(&app, "--tcp-io-threads", &config->tcp.num_io_threads,
             "Threads serving the client port", "Tuning");

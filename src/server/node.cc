@@ -113,6 +113,7 @@ absl::Status Node::StartGrpc() {
   builder.SetMaxSendMessageSize(static_cast<int>(config_.grpc_max_message_bytes));
   etcd_->Register(&builder);
   builder.RegisterService(peer_service_.get());
+  ApplyPeerServerOptions(&builder);
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_ || grpc_port == 0) {
     return absl::UnavailableError(

@@ -780,7 +780,9 @@ class Run:
         return backups
 
     # main -------------------------------------------------------------------------------
-    def execute(self):
+    def start_cluster(self, meta):
+        """Makes the hosts, enters the client namespace, starts every node and waits until
+        they serve; `meta` (the history's first record) gets the cluster's addresses."""
         a = self.args
         os.makedirs(a.out, exist_ok=True)
         self.hist_file = open(os.path.join(a.out, "history.jsonl"), "w", buffering=1)
@@ -805,17 +807,19 @@ class Run:
             self.nodes.append(Node(i, cluster, self.net, os.path.join(a.bin, "kvd"), config_path,
                                    os.path.join(a.workdir, f"node{i}"),
                                    os.path.join(a.out, f"node{i}.log"), extra, pids_file))
-        meta = {"type": "meta", "seed": a.seed, "nodes": n, "network": self.net.mode,
-                "cluster": cluster, "faults": a.faults, "minutes": a.minutes,
-                "clients": a.clients, "error_mode": a.error_mode, "kvd_args": extra,
-                "inject_bug": a.inject_bug,
-                "t0": self.t0}
+        meta = dict(meta, type="meta", seed=a.seed, nodes=n, network=self.net.mode,
+                    cluster=cluster, kvd_args=extra, t0=self.t0)
         self.hist_file.write(json.dumps(meta) + "\n")
         for i in range(n):
             if not self.start_node(i):
                 raise RuntimeError(f"node {i} did not start: see {self.nodes[i].log_path}")
         if not self.wait_serving(60):
             raise RuntimeError("the cluster did not elect a leader within 60 s")
+
+    def execute(self):
+        a = self.args
+        self.start_cluster({"faults": a.faults, "minutes": a.minutes, "clients": a.clients,
+                            "error_mode": a.error_mode, "inject_bug": a.inject_bug})
         log(f"cluster up ({self.net.mode}); leader {self.leader()}; "
             f"{a.clients} clients; faults {','.join(a.faults)} for {a.minutes} min")
 
@@ -1082,13 +1086,15 @@ def main(argv):
     a = parse_args(argv)
     if a.cmd == "check":
         return evaluate(a.dir, a.check_budget, a.check_total_budget)
+    return launch(a, Run)
+
+
+def launch(a, make_run, partitions_required=False):
+    """Runs make_run(a).execute() on fresh hosts and removes them on every exit path.
+    Without network namespaces: the loopback fallback, or (partitions_required) SKIPPED."""
     if not os.access(os.path.join(a.bin, "kvd"), os.X_OK):
         print(f"chaos: {a.bin}/kvd not found (build it, or pass --bin)", file=sys.stderr)
         return 2
-    own_workdir = a.workdir is None
-    if own_workdir:
-        import tempfile
-        a.workdir = tempfile.mkdtemp(prefix="raftkv-chaos-")
     tag = a.tag or f"rkc{os.getpid() % 100000}"
     if a.no_netns:
         use_netns, why = False, "--no-netns"
@@ -1097,11 +1103,19 @@ def main(argv):
     else:
         use_netns, why = netns_available()
     if not use_netns:
+        if partitions_required:
+            print(f"chaos: SKIPPED: network namespaces unavailable ({why}); this test cuts "
+                  "the network and cannot run without them", flush=True)
+            return 0
         groups = [g for g in a.faults if g != "partition"]
         print(f"chaos: NOTE: network namespaces unavailable ({why}): falling back to loopback; "
               f"partition faults DISABLED (running: {','.join(groups)})", flush=True)
         a.faults = groups
-    run = Run(a)
+    own_workdir = a.workdir is None
+    if own_workdir:
+        import tempfile
+        a.workdir = tempfile.mkdtemp(prefix="raftkv-chaos-")
+    run = make_run(a)
     run.net = NetnsNetwork(tag, a.nodes) if use_netns else LoopbackNetwork(a.nodes)
 
     def on_term(signum, frame):

@@ -78,6 +78,19 @@ TEST(NodeConfigTest, EachBadFieldIsNamed) {
   check([](NodeConfig& c) { c.tcp.max_request_bytes = 10; }, "max_request_bytes");
   check([](NodeConfig& c) { c.tcp.max_reply_bytes = c.kv.max_value_bytes; }, "max_reply_bytes");
   check([](NodeConfig& c) { c.listen_ip = "node0"; }, "--listen-ip=node0");
+  check([](NodeConfig& c) { c.raft.peer.keepalive_ms = 50; }, "--peer-keepalive-ms");
+  check([](NodeConfig& c) { c.raft.peer.connect_timeout_ms = 0; }, "--peer-connect-timeout-ms");
+}
+
+// --peer-keepalive-ms=0 turns keepalive off (the heal test's mutation); any other value
+// must leave the peers' servers room to accept its pings.
+TEST(NodeConfigTest, PeerKeepaliveMayBeOff) {
+  NodeConfig c;
+  c.cluster = DefaultCluster();
+  c.raft.peer.keepalive_ms = 0;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  c.raft.peer.keepalive_ms = kMinPeerKeepaliveMs;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
 }
 
 // --listen-ip binds another address than the one the cluster file advertises.

@@ -3,8 +3,17 @@
 // snapshot streams (SnapshotSender). One connection per peer, dialled and re-dialled in one
 // place with one rule; HTTP/2 interleaves the streams on it frame by frame.
 //
+// A dead or black-holed link is noticed within a bound (keepalive: an HTTP/2 PING every
+// keepalive_ms, the connection closed when no ack comes within keepalive_timeout_ms; gRPC
+// also sets TCP_USER_TIMEOUT to keepalive_timeout_ms, so data left unacknowledged that long
+// closes it too). Every stream on it then fails at once, and the channel re-dials: each
+// attempt waits at most connect_timeout_ms for the peer, and attempts follow a jittered
+// backoff capped at reconnect_backoff_max_ms. So after a partition heals, a SYN reaches the
+// peer within about max(connect timeout, backoff cap) instead of whenever TCP's doubling
+// retransmission timer of the old connection fires (issue 15, docs/reliability.md).
+//
 // Peer ids are the core's (raft ids; node_id.h). Includes gRPC headers: only peer/ sources
-// include it.
+// and the raft loop (which owns the channels) include it.
 #pragma once
 
 #include <cstdint>
@@ -12,35 +21,57 @@
 #include <memory>
 #include <string>
 
+#include "absl/random/random.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "raft_service.grpc.pb.h"
 
 namespace raftkv::server {
 
-// Exponential backoff between attempts: the first wait is `min`, each later one doubles, up
-// to `max`; Reset() after a success starts over. Not thread-safe (one per retry loop).
+// Exponential backoff with jitter between attempts: the nominal wait starts at `min` and
+// doubles up to `max`; each wait is drawn uniformly from [nominal / 2, nominal], so loops
+// that failed at the same moment (every stream on a connection that died) do not retry in
+// lockstep, and no wait exceeds `max`. Reset() after a success starts over. Not thread-safe
+// (one per retry loop). Dials themselves follow gRPC's own backoff, jittered too.
 class Backoff {
  public:
-  Backoff(absl::Duration min, absl::Duration max) : min_(min), max_(max), next_(min) {}
-  // The wait before the next attempt; the one after it is twice as long (capped).
+  Backoff(absl::Duration min, absl::Duration max)
+      : min_(min), max_(std::max(min, max)), nominal_(min) {}
+  // The wait before the next attempt.
   absl::Duration Next() {
-    absl::Duration d = next_;
-    next_ = std::min(next_ * 2, max_);
-    return d;
+    const absl::Duration nominal = nominal_;
+    nominal_ = std::min(nominal_ * 2, max_);
+    return nominal * absl::Uniform(bitgen_, 0.5, 1.0);
   }
-  void Reset() { next_ = min_; }
+  void Reset() { nominal_ = min_; }
 
  private:
   const absl::Duration min_;
   const absl::Duration max_;
-  absl::Duration next_;
+  absl::Duration nominal_;
+  absl::BitGen bitgen_;
 };
 
+// The smallest --peer-keepalive-ms accepted; every node's gRPC server accepts pings from its
+// peers this often (ApplyPeerServerOptions in peer_service.h), whatever their own setting.
+inline constexpr uint32_t kMinPeerKeepaliveMs = 100;
+
 struct PeerChannelOptions {
-  // gRPC's own re-dial backoff of a broken connection.
+  // --peer-keepalive-ms: an HTTP/2 PING on each peer connection when nothing arrived from the
+  // peer for this long; 0 turns keepalive (and TCP_USER_TIMEOUT) off. 0 or at least
+  // kMinPeerKeepaliveMs.
+  uint32_t keepalive_ms = 500;
+  // --peer-keepalive-timeout-ms: no ack (or unacknowledged data, by TCP_USER_TIMEOUT) for this
+  // long closes the connection. A dead link is noticed within keepalive_ms plus this.
+  uint32_t keepalive_timeout_ms = 1000;
+  // --peer-connect-timeout-ms: how long one dial waits for the peer (TCP and HTTP/2
+  // handshakes; gRPC's GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20 s by default).
+  uint32_t connect_timeout_ms = 500;
+  // First wait before re-dialling and before re-opening a broken stream; doubles from there.
   uint32_t reconnect_backoff_min_ms = 20;
-  uint32_t reconnect_backoff_max_ms = 1000;
+  // --peer-reconnect-backoff-max-ms: the longest wait between dials (and between stream
+  // re-opens and snapshot retries: one rule, Backoff above / gRPC's own, both jittered).
+  uint32_t reconnect_backoff_max_ms = 500;
 };
 
 class PeerChannels {
@@ -53,9 +84,14 @@ class PeerChannels {
   // "" for an unknown peer.
   const std::string& address(uint64_t peer) const;
   const std::map<uint64_t, std::string>& addresses() const { return addresses_; }
+  // The retry rule of every loop that re-opens something on these channels: the first wait
+  // `first` (default: reconnect_backoff_min_ms), capped at reconnect_backoff_max_ms.
+  Backoff NewBackoff() const;
+  Backoff NewBackoff(absl::Duration first) const;
 
  private:
   const std::map<uint64_t, std::string> addresses_;
+  const PeerChannelOptions options_;
   std::map<uint64_t, std::unique_ptr<raftpb::RaftPeer::Stub>> stubs_;
 };
 

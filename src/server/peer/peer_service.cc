@@ -6,8 +6,18 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/peer/peer_channels.h"
 
 namespace raftkv::server {
+
+void ApplyPeerServerOptions(grpc::ServerBuilder* builder) {
+  // Half the smallest interval a peer may use: pings arrive up to a scheduling delay early.
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              static_cast<int>(kMinPeerKeepaliveMs / 2));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+}
 
 RaftPeerService::RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
                                  absl::Duration max_forward_wait)

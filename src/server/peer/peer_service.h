@@ -28,6 +28,17 @@ class PeerHandler {
   virtual void WriteFromPeer(kvpb::Command cmd, ForwardDone done) = 0;
 };
 
+// Options of the gRPC server that serves RaftPeerService (and the etcd API on the same port):
+// - it accepts the peers' keepalive (peer_channels.h) instead of taking it for abuse: a PING
+//   as often as every kMinPeerKeepaliveMs / 2, also on a connection with no call open
+//   (gRPC's default is one per 5 minutes; a faster client gets GOAWAY "too_many_pings");
+// - it pings idle connections itself every 10 s and closes those that do not answer within
+//   20 s (gRPC's defaults: 2 h and 20 s). A peer that dropped a dead connection during a
+//   partition opens a new one, and the server's end of the old one, whose FIN was lost, would
+//   otherwise hold its stream and a server thread until the process exits. These are kept
+//   long, unlike the peers' own, because clients share the port.
+void ApplyPeerServerOptions(grpc::ServerBuilder* builder);
+
 class RaftPeerService final : public raftpb::RaftPeer::Service {
  public:
   // REQUIRES: handler outlives the service (the gRPC server is shut down first).

@@ -19,6 +19,7 @@ class PeerTransport::Peer {
        const OnUnreachable* on_unreachable)
       : peer_id_(peer_id),
         address_(channels->address(peer_id)),
+        channels_(channels),
         stub_(channels->stub(peer_id)),
         options_(options),
         on_unreachable_(on_unreachable) {
@@ -45,20 +46,44 @@ class PeerTransport::Peer {
 
  private:
   void Run() {
-    Backoff backoff(absl::Milliseconds(options_.backoff_min_ms),
-                    absl::Milliseconds(options_.backoff_max_ms));
+    Backoff backoff = channels_->NewBackoff();
     std::unique_ptr<grpc::ClientWriter<raftpb::MessageBatch>> writer;
     raftpb::PeerEmpty response;
-    bool connected = false;
+    bool connected = false;        // the open stream has carried a batch
+    absl::Time broke_at;           // when the last stream broke, for the log
     for (;;) {
-      raftpb::MessageBatch batch;
       grpc::ClientContext* new_stream = nullptr;
       {
         absl::MutexLock lock(&mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stopping_ || !queue_.empty();
         };
-        mu_.Await(absl::Condition(&ready));
+        // With nothing to send for idle_write_ms, an empty batch goes out anyway: a stream
+        // whose connection died while this peer had nothing to say (a follower towards
+        // another follower) is noticed now, not when the first message after the heal is
+        // lost on it; and a broken stream is re-opened at once, so the channel keeps
+        // redialling through a partition and the stream is ready when it heals.
+        mu_.AwaitWithTimeout(absl::Condition(&ready),
+                             absl::Milliseconds(options_.idle_write_ms));
+        if (stopping_) break;
+        if (!writer) {
+          context_ = std::make_unique<grpc::ClientContext>();
+          // Wait until the channel is connected instead of failing at once while it
+          // re-dials (peer_channels.h: bounded dials on a jittered, capped backoff): the
+          // stream opens as soon as the peer is reachable again, not at this loop's next
+          // retry. Stop() cancels the wait.
+          context_->set_wait_for_ready(true);
+          new_stream = context_.get();
+        }
+      }
+      // Opening the stream waits for the connection: never under mu_, which Send() and
+      // Stop() take.
+      if (new_stream != nullptr) writer = stub_->Send(new_stream, &response);
+      // The batch is taken once the stream is open: it carries everything queued while the
+      // stream was opening (or nothing: an idle write).
+      raftpb::MessageBatch batch;
+      {
+        absl::MutexLock lock(&mu_);
         if (stopping_) break;
         size_t bytes = 0;
         while (!queue_.empty() &&
@@ -67,28 +92,28 @@ class PeerTransport::Peer {
           *batch.add_messages() = std::move(queue_.front());
           queue_.pop_front();
         }
-        if (!writer) {
-          context_ = std::make_unique<grpc::ClientContext>();
-          new_stream = context_.get();
-        }
       }
-      // Opening the stream waits for the connection (up to gRPC's connect timeout, about
-      // 20 s towards a vanished host): never under mu_, which Send() and Stop() take. Stop()
-      // cancels the context, which also ends an attempt in progress.
-      if (new_stream != nullptr) writer = stub_->Send(new_stream, &response);
       if (writer->Write(batch)) {
+        if (!connected && broke_at != absl::Time()) {
+          spdlog::info("peer {}: stream to {} open again, {} after it broke", peer_id_,
+                       address_, absl::FormatDuration(absl::Now() - broke_at));
+        }
         connected = true;
         backoff.Reset();
         continue;
       }
-      // The stream broke (peer down, restarted, or never up): these messages are lost.
+      // The stream broke (peer down, restarted, never up, or the link found dead by
+      // keepalive): these messages are lost.
       writer->Finish();
       writer.reset();
       {
         absl::MutexLock lock(&mu_);
         context_.reset();
       }
-      if (connected) spdlog::warn("peer {}: stream to {} broke", peer_id_, address_);
+      if (connected) {
+        spdlog::warn("peer {}: stream to {} broke", peer_id_, address_);
+        broke_at = absl::Now();
+      }
       connected = false;
       (*on_unreachable_)(peer_id_);
       absl::MutexLock lock(&mu_);
@@ -103,6 +128,7 @@ class PeerTransport::Peer {
 
   const uint64_t peer_id_;
   const std::string address_;
+  const PeerChannels* const channels_;
   raftpb::RaftPeer::Stub* const stub_;  // owned by PeerChannels
   const PeerTransportOptions options_;
   const OnUnreachable* const on_unreachable_;  // owned by PeerTransport

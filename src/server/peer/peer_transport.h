@@ -5,8 +5,11 @@
 // Each peer has its own bounded queue and its own sender thread, so a slow or dead peer
 // never blocks the raft loop or the other peers: Send() only enqueues. When a peer's queue
 // is full, new messages to it are dropped (Raft retransmits; dropping is always safe). A
-// broken stream is re-opened after a backoff (peer_channels.h); the messages in flight on it
-// are lost, and the peer is reported unreachable so the core can slow down.
+// broken stream (the peer gone, or the link found dead by the channel's keepalive) is
+// re-opened after the channels' backoff (peer_channels.h), and the new stream waits for the
+// channel to connect again; the messages in flight on the old one are lost, and the peer is
+// reported unreachable so the core can slow down. A sender with nothing to send writes an
+// empty batch every idle_write_ms, so a stream that died idle is noticed and re-opened too.
 //
 // Peer ids are raft ids (node_id.h).
 #pragma once
@@ -26,8 +29,7 @@ class PeerChannels;
 struct PeerTransportOptions {
   size_t max_queue_msgs = 4096;              // --peer-queue-msgs: per peer, then dropped
   size_t max_batch_bytes = 4 * 1024 * 1024;  // one stream write carries at most this much
-  uint32_t backoff_min_ms = 20;              // first wait before re-opening a broken stream
-  uint32_t backoff_max_ms = 1000;            // longest wait (doubling in between)
+  uint32_t idle_write_ms = 200;              // nothing to send this long: an empty batch
 };
 
 class PeerTransport {

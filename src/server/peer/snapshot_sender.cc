@@ -82,7 +82,11 @@ void SnapshotSender::Run(Transfer* t) {
   } else {
     t->size = static_cast<uint64_t>(t->file.tellg());
   }
-  Backoff backoff(absl::Milliseconds(options_.backoff_ms), absl::Seconds(5));
+  // The channels' retry rule (jittered, capped at --peer-reconnect-backoff-max-ms): a transfer
+  // broken by a dead link (noticed by the channel's keepalive) resumes soon after the link
+  // is back; one that runs out of attempts is reported failed, and the core sends MSG_SNAP
+  // again once the follower answers, resuming at the receiver's offset.
+  Backoff backoff = channels_->NewBackoff(absl::Milliseconds(options_.backoff_ms));
   t->started = absl::Now();
   Attempt outcome = Attempt::kFailed;
   for (uint32_t attempt = 0; error.empty() && attempt < options_.max_attempts; ++attempt) {

@@ -34,7 +34,7 @@ struct SnapshotTransferOptions {
   uint64_t chunk_bytes = 1 << 20;            // --snapshot-chunk-bytes
   uint64_t rate_bytes_per_sec = 0;           // --snapshot-rate-bytes-per-sec, 0 = unlimited
   uint32_t max_attempts = 10;                // stream (re)starts before giving up
-  uint32_t backoff_ms = 200;                 // first retry delay; doubles, capped at 5 s
+  uint32_t backoff_ms = 200;                 // first retry delay; then PeerChannels' rule
 };
 
 // Leader side. One transfer at a time per follower, each on its own thread.

@@ -154,7 +154,7 @@ void RaftLoop::StartPeerLinks() {
       peers[NodeId::FromPosition(i).raft_id()] = options_.cluster[i].grpc_address();
     }
   }
-  channels_ = std::make_unique<PeerChannels>(std::move(peers));
+  channels_ = std::make_unique<PeerChannels>(std::move(peers), options_.peer);
   PeerTransportOptions transport_options;
   transport_options.max_queue_msgs = options_.peer_queue_msgs;
   transport_ = std::make_unique<PeerTransport>(

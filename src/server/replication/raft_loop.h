@@ -42,6 +42,7 @@
 #include "server/data_dir.h"
 #include "server/node_address.h"
 #include "server/node_id.h"
+#include "server/peer/peer_channels.h"
 #include "server/peer/peer_service.h"
 #include "server/replication/pending_requests.h"
 #include "server/service/replicator.h"
@@ -61,7 +62,6 @@ namespace raftkv::server {
 
 class BackupWorker;
 class Forwarder;
-class PeerChannels;
 class PeerTransport;
 class SnapshotSender;
 struct SnapshotReport;
@@ -78,6 +78,7 @@ struct RaftLoopOptions {
   uint32_t request_timeout_ms = 5000; // --request-timeout-ms
   size_t max_pending_writes = 100000; // --max-pending-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
+  PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
   uint64_t wal_cache_bytes = 64ull << 20;    // --wal-cache-bytes (0: read every entry back)
   // --initial-cluster-state: what an empty data dir means (raft::Config::EmptyStart).
