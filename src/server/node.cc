@@ -104,7 +104,7 @@ absl::Status Node::StartGrpc() {
   const absl::Duration max_forward_wait =
       absl::Milliseconds(config_.raft.request_timeout_ms + 2 * config_.raft.tick_ms);
   peer_service_ = std::make_unique<RaftPeerService>(
-      raft_.get(), data_dir_.received_snapshots(), max_forward_wait);
+      raft_.get(), data_dir_.received_snapshots(), max_forward_wait, cluster_id());
   const std::string listen = absl::StrCat(config_.listen_host(), ":", config_.self().grpc_port);
   grpc::ServerBuilder builder;
   int grpc_port = 0;

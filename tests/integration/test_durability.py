@@ -100,6 +100,21 @@ class IdentityTest(unittest.TestCase):
             self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
             self.assertTrue(os.path.exists(os.path.join(n0.data_dir, "identity")))
 
+    def test_nodes_of_two_clusters_refuse_each_others_messages(self):
+        # Two fresh nodes of one node_config.json, but started with different tokens: they
+        # must never form a cluster (each waits for the other to answer), and say why.
+        with TempCluster(2, FAST) as cluster:
+            n0, n1 = cluster.nodes
+            n1.extra_args += ["--cluster-token=other"]
+            n0.start(wait=False)
+            n1.start(wait=False)
+            for n in (n0, n1):
+                wait_until(lambda: "refusing peer messages" in n.read_log(),
+                           what=f"node {n.id} to refuse the other cluster's messages")
+                self.assertIn("--cluster-token", n.read_log())
+            st = kvctl_status([n0.grpc_port, n1.grpc_port])
+            self.assertEqual({s.get("leader") for s in st}, {None}, st)
+
     def test_bad_initial_cluster_state_is_a_usage_error(self):
         with TempCluster(1) as cluster:
             r = self.run_kvd(cluster.nodes[0], "--initial-cluster-state=maybe")

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <memory>
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "server/peer/peer_channels.h"
+#include "spdlog/spdlog.h"
 
 namespace raftkv::server {
 
@@ -20,8 +22,9 @@ void ApplyPeerServerOptions(grpc::ServerBuilder* builder) {
 }
 
 RaftPeerService::RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
-                                 absl::Duration max_forward_wait)
+                                 absl::Duration max_forward_wait, uint64_t cluster_id)
     : handler_(handler),
+      cluster_id_(cluster_id),
       max_forward_wait_(max_forward_wait),
       receiver_(std::move(snapshot_dir),
                 [handler](raftpb::Message m) { handler->Deliver(std::move(m)); }) {}
@@ -37,6 +40,14 @@ grpc::Status RaftPeerService::Send(grpc::ServerContext* context,
                                    raftpb::PeerEmpty* response) {
   raftpb::MessageBatch batch;
   while (reader->Read(&batch)) {
+    if (cluster_id_ != 0 && batch.cluster_id() != 0 && batch.cluster_id() != cluster_id_) {
+      const std::string why = absl::StrFormat(
+          "refusing peer messages from %s: they come from cluster %#018x, this node is in "
+          "cluster %#018x (check that both use the same node_config.json and --cluster-token)",
+          context->peer(), batch.cluster_id(), cluster_id_);
+      spdlog::error("{}", why);
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
+    }
     for (raftpb::Message& m : *batch.mutable_messages()) handler_->Deliver(std::move(m));
   }
   return grpc::Status::OK;

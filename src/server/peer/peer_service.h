@@ -45,8 +45,10 @@ class RaftPeerService final : public raftpb::RaftPeer::Service {
   // Received snapshots are written under `snapshot_dir`. A Forward waits for its answer
   // until the caller's deadline, and never longer than `max_forward_wait`
   // (--request-timeout-ms plus a margin).
+  // Message batches stamped with another `cluster_id` (a node of another cluster, or started
+  // with another --cluster-token) are refused, and the refusal is logged; 0 checks nothing.
   RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
-                  absl::Duration max_forward_wait);
+                  absl::Duration max_forward_wait, uint64_t cluster_id = 0);
 
   grpc::Status InstallSnapshot(
       grpc::ServerContext* context,
@@ -60,6 +62,7 @@ class RaftPeerService final : public raftpb::RaftPeer::Service {
 
  private:
   PeerHandler* const handler_;
+  const uint64_t cluster_id_;
   const absl::Duration max_forward_wait_;
   SnapshotReceiver receiver_;
 };

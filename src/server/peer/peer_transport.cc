@@ -82,6 +82,7 @@ class PeerTransport::Peer {
       // The batch is taken once the stream is open: it carries everything queued while the
       // stream was opening (or nothing: an idle write).
       raftpb::MessageBatch batch;
+      batch.set_cluster_id(options_.cluster_id);
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) break;

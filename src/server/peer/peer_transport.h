@@ -30,6 +30,7 @@ struct PeerTransportOptions {
   size_t max_queue_msgs = 4096;              // --peer-queue-msgs: per peer, then dropped
   size_t max_batch_bytes = 4 * 1024 * 1024;  // one stream write carries at most this much
   uint32_t idle_write_ms = 200;              // nothing to send this long: an empty batch
+  uint64_t cluster_id = 0;                   // stamped on every batch (peers check it)
 };
 
 class PeerTransport {

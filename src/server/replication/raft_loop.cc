@@ -157,6 +157,7 @@ void RaftLoop::StartPeerLinks() {
   channels_ = std::make_unique<PeerChannels>(std::move(peers), options_.peer);
   PeerTransportOptions transport_options;
   transport_options.max_queue_msgs = options_.peer_queue_msgs;
+  transport_options.cluster_id = options_.cluster_id;
   transport_ = std::make_unique<PeerTransport>(
       channels_.get(), transport_options,
       [this](uint64_t peer) { Post(UnreachableEvent{peer}); });
