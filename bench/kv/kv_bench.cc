@@ -23,19 +23,13 @@
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
 
+#include "../bench_util.h"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-long PeakRssMib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024;  // ru_maxrss is in KiB on Linux
-}
+using raftkv::bench::Clock;
+using raftkv::bench::PeakRssMib;
+using raftkv::bench::Seconds;
 
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "kv_bench: %s\n", what.c_str());

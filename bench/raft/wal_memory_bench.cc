@@ -31,22 +31,16 @@
 #include "absl/strings/numbers.h"
 #include "raft/wal/wal_storage.h"
 
+#include "../bench_util.h"
+
 namespace {
 
 namespace raftpb = raftkv::raftpb;
 using raftkv::raft::wal::WalOptions;
 using raftkv::raft::wal::WalStorage;
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-long PeakRssMib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024;  // KiB on Linux
-}
+using raftkv::bench::Clock;
+using raftkv::bench::PeakRssMib;
+using raftkv::bench::Seconds;
 
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "wal_memory_bench: %s\n", what.c_str());
