@@ -120,7 +120,7 @@ std::string Mode(const Options& o) { return o.rate > 0 ? "open" : "closed"; }
 
 void PrintJson(const Options& o, const Summary& s) {
   const WorkerResult& r = s.merged;
-  std::printf(
+  absl::PrintF(
       "{\"label\":\"%s\",\"backend\":\"%s\",\"mode\":\"%s\",\"endpoints\":\"%s\","
       "\"clients\":%d,\"conns\":%d,\"pipeline\":%d,\"threads\":%d,\"rate\":%.1f,"
       "\"read_ratio\":%.3f,\"serializable\":%s,\"keys\":%d,\"key_bytes\":%d,"
@@ -137,43 +137,43 @@ void PrintJson(const Options& o, const Summary& s) {
 void PrintTsv(const Options& o, const Summary& s, bool header) {
   const WorkerResult& r = s.merged;
   if (header) {
-    std::printf("label\tbackend\tmode\tclients\tconns\tpipeline\trate\tread_ratio\tvalue_bytes\t"
+    absl::PrintF("label\tbackend\tmode\tclients\tconns\tpipeline\trate\tread_ratio\tvalue_bytes\t"
                 "measured_s\tok\terrors\ttimeouts\tunsent\tthroughput\tmin_us\tmean_us\t"
                 "p50_us\tp90_us\tp99_us\tp999_us\tmax_us\n");
   }
-  std::printf("%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%.3f\t%d\t%.3f\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f",
+  absl::PrintF("%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%.3f\t%d\t%.3f\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f",
               o.label.empty() ? "-" : o.label, o.backend, Mode(o), o.clients, o.conns,
               o.pipeline, o.rate, o.read_ratio, o.value_bytes, s.seconds, s.ok(), r.errors,
               r.timeouts, r.unsent, s.throughput(), Us(r.all.min()), r.all.Mean() / 1000.0);
-  for (const Pct& p : kPercentiles) std::printf("\t%.1f", Us(r.all.Percentile(p.p)));
-  std::printf("\t%.1f\n", Us(r.all.max()));
+  for (const Pct& p : kPercentiles) absl::PrintF("\t%.1f", Us(r.all.Percentile(p.p)));
+  absl::PrintF("\t%.1f\n", Us(r.all.max()));
 }
 
 void PrintText(const Options& o, const Summary& s) {
   const WorkerResult& r = s.merged;
-  std::printf("kvbench %s%s: %s loop%s, %d clients over %d connection(s) to %s, %d thread(s)\n",
+  absl::PrintF("kvbench %s%s: %s loop%s, %d clients over %d connection(s) to %s, %d thread(s)\n",
               o.backend, o.label.empty() ? "" : " [" + o.label + "]", Mode(o),
               o.rate > 0 ? absl::StrFormat(" at %.0f ops/s", o.rate) : "", o.clients, o.conns,
               absl::StrJoin(o.endpoints, ","), o.threads);
-  std::printf("  workload: %.0f%% reads%s, %d keys, %d-byte keys, %d-byte values%s\n",
+  absl::PrintF("  workload: %.0f%% reads%s, %d keys, %d-byte keys, %d-byte values%s\n",
               o.read_ratio * 100,
               o.read_ratio > 0 ? (o.serializable ? " (serializable)" : " (linearizable)") : "",
               o.keys, std::max<int>(o.key_bytes, 0), o.value_bytes,
               o.pipeline > 1 ? absl::StrFormat(", pipeline %d", o.pipeline) : "");
-  std::printf("  measured %.2f s: %d ok, %d errors, %d timeouts -> %.1f ops/s\n", s.seconds,
+  absl::PrintF("  measured %.2f s: %d ok, %d errors, %d timeouts -> %.1f ops/s\n", s.seconds,
               s.ok(), r.errors, r.timeouts, s.throughput());
   if (r.unsent > 0) {
-    std::printf("  open loop fell behind: %d ops were due but never sent (the target cannot "
+    absl::PrintF("  open loop fell behind: %d ops were due but never sent (the target cannot "
                 "sustain %.0f ops/s with %d clients)\n", r.unsent, o.rate, o.clients);
   }
-  if (!r.first_error.empty()) std::printf("  first error: %s\n", r.first_error);
-  std::printf("  latency (ms)%9s%9s%9s%9s%9s%9s%9s%10s\n", "count", "min", "mean", "p50",
+  if (!r.first_error.empty()) absl::PrintF("  first error: %s\n", r.first_error);
+  absl::PrintF("  latency (ms)%9s%9s%9s%9s%9s%9s%9s%10s\n", "count", "min", "mean", "p50",
               "p90", "p99", "p99.9", "max");
   auto row = [&](const char* name, const LatencyHistogram& h) {
     if (h.count() == 0) return;
-    std::printf("  %-12s%9d%9.3f%9.3f", name, h.count(), h.min() / 1e6, h.Mean() / 1e6);
-    for (const Pct& p : kPercentiles) std::printf("%9.3f", h.Percentile(p.p) / 1e6);
-    std::printf("%10.3f\n", h.max() / 1e6);
+    absl::PrintF("  %-12s%9d%9.3f%9.3f", name, h.count(), h.min() / 1e6, h.Mean() / 1e6);
+    for (const Pct& p : kPercentiles) absl::PrintF("%9.3f", h.Percentile(p.p) / 1e6);
+    absl::PrintF("%10.3f\n", h.max() / 1e6);
   };
   row("all", r.all);
   if (r.reads.count() > 0 && r.writes.count() > 0) {

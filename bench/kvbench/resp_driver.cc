@@ -207,7 +207,7 @@ void RunRespWorker(RunState& run, int worker, WorkerResult* result) {
     const bool want = !c.out.empty();
     if (want != c.writable_armed) {
       epoll_event ev{};
-      ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+      ev.events = EPOLLIN | (want ? uint32_t{EPOLLOUT} : uint32_t{0});
       ev.data.u64 = i;
       epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
       c.writable_armed = want;
