@@ -19,10 +19,10 @@ OpGenerator::OpGenerator(const Options& opts, int worker)
       rng_(opts.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(worker)),
       key_dist_(0, std::max<int64_t>(opts.keys, 1) - 1),
       read_dist_(std::clamp(opts.read_ratio, 0.0, 1.0)) {
-  digits_ = std::to_string(std::max<int64_t>(opts.keys, 1) - 1).size();
-  digits_ = std::max(digits_, opts.key_bytes > static_cast<int>(opts.key_prefix.size())
-                                  ? opts.key_bytes - opts.key_prefix.size()
-                                  : size_t{0});
+  // Keys are padded to key_bytes; a key whose number needs more digits is longer.
+  digits_ = opts.key_bytes > static_cast<int>(opts.key_prefix.size())
+                ? opts.key_bytes - opts.key_prefix.size()
+                : 0;
   // Values: letters drawn once per worker (not compressible to nothing, cheap to send).
   value_.resize(opts.value_bytes);
   for (char& c : value_) c = static_cast<char>('a' + rng_() % 26);
@@ -256,6 +256,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_flag("--serializable", o.serializable,
                "etcd: serializable (local) Range instead of linearizable");
+  app.add_flag("--sequential-keys", o.sequential_keys, "op i uses key i % --keys instead of a "
+               "random one (with --ops N --keys N: write every key once)");
   app.add_flag("--preload", o.preload, "first write every key once (not measured), so reads "
                "find values");
   app.add_option("--timeout-ms", o.timeout_ms, "deadline of one op; also the most the end of "

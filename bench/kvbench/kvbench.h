@@ -37,6 +37,7 @@ struct Options {
   double read_ratio = 0;   // fraction of ops that are reads (Range / GET), drawn per op
   bool serializable = false;  // etcd: Range with serializable=true (default linearizable)
   bool preload = false;       // write every key once (not measured) before the run
+  bool sequential_keys = false;  // key of op i is i % keys (a load of every key, in order)
   int timeout_ms = 5000;      // deadline of one request; also how long the end drains
   int connect_timeout_ms = 5000;
   double max_error_ratio = 0;  // exit 1 when (errors + timeouts) / attempts exceed this
@@ -44,9 +45,6 @@ struct Options {
   std::string key_prefix = "kvbench-";
   std::string format = "text";  // text, json or tsv
   std::string label;            // copied into the output, for scripts that collect runs
-
-  // Set by kvbench itself for the preload phase: key of op i is i, not random.
-  bool sequential_keys = false;
 };
 
 // The state the worker threads of one run share.
