@@ -271,13 +271,13 @@ run_kvbench() {  # round system workload role kvbench-args...
   else
     log "round $r $sys $wl: kvbench exited non-zero: $(tail -n 2 "$work/kvbench.err" | tr '\n' ' ')"
   fi
-  if [ -n "$res" ]; then
-    echo "$res" | note "$r" "$sys" "$wl" "$role"
+  last_throughput=0
+  if [ -n "$res" ] && echo "$res" | note "$r" "$sys" "$wl" "$role"; then
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); a=d["latency_us"]["all"]; print(f"{d[\"throughput\"]:10.0f} ops/s  p50 {a[\"p50\"]/1000:8.2f} ms  p99 {a[\"p99\"]/1000:8.2f} ms  errors {d[\"errors\"]} timeouts {d[\"timeouts\"]}")' "$res" |
       sed "s|^|  round $r $sys $wl ${role:+($role) }|" >&2
     last_throughput=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["throughput"]))' "$res")
   else
-    last_throughput=0
+    log "round $r $sys $wl: no result"
   fi
 }
 
@@ -303,7 +303,7 @@ run_redis_benchmark() {  # round system workload role port test pipeline
     log "round $r $sys $wl: redis-benchmark failed or timed out after ${limit}s"
     return 0
   fi
-  python3 - "$r" "$sys" "$wl" "$role" "$res" "$n" >> "$raw" <<'PY'
+  python3 - "$r" "$sys" "$wl" "$role" "$res" "$n" >> "$raw" <<'PY' || { log "round $r $sys $wl: unreadable redis-benchmark output: $res"; return 0; }
 import csv, json, sys
 r, system, wl, role, line, n = sys.argv[1:]
 row = next(csv.reader([line]))
@@ -360,7 +360,7 @@ for ((r = 1; r <= rounds; r++)); do
       *) etcd_api_workloads "$r" "$sys" ;;
     esac
     stop_all
-    rm -rf "$work/$sys-r$r"/n* "$work/$sys-r$r"/e[0-9]   # data dirs; logs stay until exit
+    rm -rf "$work/$sys-r$r"/n[0-9] "$work/$sys-r$r"/e[0-9]   # data dirs; logs stay until exit
   done
 done
 

@@ -45,7 +45,9 @@ TEST(LatencyHistogramTest, BucketsTileTheRangeWithBoundedRelativeWidth) {
     ASSERT_LE(lo, hi);
     ASSERT_EQ(LatencyHistogram::BucketIndex(lo), i);
     ASSERT_EQ(LatencyHistogram::BucketIndex(hi), i);
-    if (lo > 0) ASSERT_LE(static_cast<double>(hi - lo) / lo, LatencyHistogram::RelativeError());
+    if (lo > 0) {
+      ASSERT_LE(static_cast<double>(hi - lo) / lo, LatencyHistogram::RelativeError());
+    }
     expect_lowest = hi + 1;
   }
   EXPECT_EQ(expect_lowest, LatencyHistogram::kMaxTrackable);
