@@ -262,6 +262,18 @@ raw=$out/raw.jsonl
 note() {  # tags one kvbench JSON line with round, system, workload, role
   python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(round=int(sys.argv[1]), system=sys.argv[2], workload=sys.argv[3], role=sys.argv[4], tool="kvbench"); print(json.dumps(d))' "$@" >> "$raw"
 }
+show() {  # prefix: one progress line from one JSON result on stdin
+  python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+a = d["latency_us"]["all"]
+line = "%10.0f ops/s  p50 %8.2f ms  p99 %8.2f ms" % (d["throughput"], a["p50"] / 1000, a["p99"] / 1000)
+if d.get("tool") == "redis-benchmark":
+    line += "  (redis-benchmark -n %d)" % d["ok"]
+else:
+    line += "  errors %d timeouts %d" % (d["errors"], d["timeouts"])
+print("  %s %s" % (sys.argv[1], line))' "$1"
+}
 run_kvbench() {  # round system workload role kvbench-args...
   local r=$1 sys=$2 wl=$3 role=$4; shift 4
   local res
@@ -273,8 +285,7 @@ run_kvbench() {  # round system workload role kvbench-args...
   fi
   last_throughput=0
   if [ -n "$res" ] && echo "$res" | note "$r" "$sys" "$wl" "$role"; then
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); a=d["latency_us"]["all"]; print(f"{d[\"throughput\"]:10.0f} ops/s  p50 {a[\"p50\"]/1000:8.2f} ms  p99 {a[\"p99\"]/1000:8.2f} ms  errors {d[\"errors\"]} timeouts {d[\"timeouts\"]}")' "$res" |
-      sed "s|^|  round $r $sys $wl ${role:+($role) }|" >&2
+    echo "$res" | show "round $r $sys $wl ${role:+($role)}" >&2
     last_throughput=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["throughput"]))' "$res")
   else
     log "round $r $sys $wl: no result"
@@ -313,8 +324,7 @@ print(json.dumps(dict(round=int(r), system=system, workload=wl, role=role, tool=
                       ok=int(n), throughput=float(row[1]),
                       latency_us=dict(all=dict(p50=ms(4), p99=ms(6), max=ms(7))))))
 PY
-  tail -n 1 "$raw" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(f"{d[\"throughput\"]:10.0f} ops/s  p50 {d[\"latency_us\"][\"all\"][\"p50\"]/1000:8.2f} ms  p99 {d[\"latency_us\"][\"all\"][\"p99\"]/1000:8.2f} ms (redis-benchmark -n {d[\"ok\"]})")' |
-    sed "s|^|  round $r $sys $wl ${role:+($role) }|" >&2
+  tail -n 1 "$raw" | show "round $r $sys $wl ${role:+($role)}" >&2
 }
 resp_workloads() {  # round system role port
   local r=$1 sys=$2 role=$3 port=$4 t p
@@ -337,7 +347,7 @@ systems+=(redis)
 {
   echo "# raftkv compare.sh run of $(date -u '+%Y-%m-%d %H:%M UTC')$([ $quick -eq 1 ] && echo ' (--quick: a smoke run, not a measurement)')"
   echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# raftkv: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?'); etcd 3.4: $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'); etcd 3.6: $([ -n "$etcd36_bin" ] && "$etcd36_bin" --version | head -1 | awk '{print $3}' || echo skipped); redis: $(redis-server --version | awk '{print $3}' | cut -d= -f2)"
+  echo "# raftkv: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?'); etcd 3.4: $(etcd --version 2>/dev/null | awk 'NR == 1 {print $3}'); etcd 3.6: $(if [ -n "$etcd36_bin" ]; then "$etcd36_bin" --version | awk 'NR == 1 {print $3}'; else echo skipped; fi); redis: $(redis-server --version | awk '{print $3}' | cut -d= -f2)"
   echo "# rounds: $rounds, $duration s per workload ($warmup s warm-up), $keys keys, put sweep: $sweep clients"
 } > "$out/header.txt"
 cat "$out/header.txt" >&2
