@@ -3,7 +3,7 @@
 #
 # Usage: bench/compare.sh [--quick] [--rounds N] [--duration S] [--warmup S] [--sweep LIST]
 #                         [--bin DIR] [--out DIR] [--base-port P] [--no-etcd36]
-#                         [--etcd36-version vX.Y.Z] [--keep-logs]
+#                         [--etcd36-version vX.Y.Z] [--open-rate LIST] [--keep-logs]
 #
 # Starts, on fresh data dirs under one temp dir, all on 127.0.0.1:
 #   raftkv     3 nodes (DIR/kvd, fsync on: its defaults)
@@ -26,6 +26,9 @@
 #   --rounds N    rounds (default 3); --duration S seconds per workload (default 10),
 #                 --warmup S of them not recorded (default 1)
 #   --sweep LIST  client counts of the put workload (default 1,50,1000)
+#   --open-rate LIST  also an open-loop put workload at each of these rates (ops/s; at most
+#                 1,000 in flight over 100 connections): the same offered load for every
+#                 system, latency counted from when each put was due (default: none)
 #   --bin DIR     where kvd, kvctl and kvbench are (default build/bin)
 #   --out DIR     results (default ~/.cache/raftkv-bench/results/DATE)
 #   --base-port P ports P..P+399 on 127.0.0.1 are used (default 23000)
@@ -41,6 +44,7 @@ rounds_set=0
 duration=10
 warmup=1
 sweep=1,50,1000
+open_rates=""
 bin=build/bin
 out=""
 base=23000
@@ -48,7 +52,7 @@ etcd36=1
 etcd36_version=v3.6.16
 keep_logs=0
 quick=0
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; shift ;;
@@ -56,6 +60,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --sweep) sweep=$2; shift 2 ;;
+    --open-rate) open_rates=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --base-port) base=$2; shift 2 ;;
@@ -298,6 +303,10 @@ etcd_api_workloads() {  # round system
     run_kvbench "$1" "$2" "put-c$c" "" --backend etcd --endpoints "$eps" --clients "$c" \
       --conns $((c < 100 ? c : 100)) --value-bytes 256
   done
+  for c in ${open_rates//,/ }; do
+    run_kvbench "$1" "$2" "put-open$c" "" --backend etcd --endpoints "$eps" --rate "$c" \
+      --clients 1000 --conns 100 --value-bytes 256
+  done
   run_kvbench "$1" "$2" range-c100 "" --backend etcd --endpoints "$eps" --clients 100 --conns 100 \
     --read-ratio 1 --preload --value-bytes 256
 }
@@ -348,7 +357,7 @@ systems+=(redis)
   echo "# raftkv compare.sh run of $(date -u '+%Y-%m-%d %H:%M UTC')$([ $quick -eq 1 ] && echo ' (--quick: a smoke run, not a measurement)')"
   echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# raftkv: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?'); etcd 3.4: $(etcd --version 2>/dev/null | awk 'NR == 1 {print $3}'); etcd 3.6: $(if [ -n "$etcd36_bin" ]; then "$etcd36_bin" --version | awk 'NR == 1 {print $3}'; else echo skipped; fi); redis: $(redis-server --version | awk '{print $3}' | cut -d= -f2)"
-  echo "# rounds: $rounds, $duration s per workload ($warmup s warm-up), $keys keys, put sweep: $sweep clients"
+  echo "# rounds: $rounds, $duration s per workload ($warmup s warm-up), $keys keys, put sweep: $sweep clients${open_rates:+, open-loop puts at $open_rates/s}"
 } > "$out/header.txt"
 cat "$out/header.txt" >&2
 

@@ -13,6 +13,8 @@ def describe(workload, tool):
     if workload.startswith("put-c"):
         c = int(workload[5:])
         return f"etcd API put, {c:,} client{'s' if c > 1 else ''} / {min(c, 100)} conn{'s' if c > 1 else ''}, 256 B"
+    if workload.startswith("put-open"):
+        return f"etcd API put, open loop at {int(workload[8:]):,}/s (at most 1,000 in flight / 100 conns), 256 B"
     if workload == "range-c100":
         return "etcd API linearizable range, 100 clients / 100 conns"
     if workload.startswith("resp-"):
@@ -54,7 +56,8 @@ def main():
             m = dict(n=len(rs), tp=statistics.median(tp), lo=min(tp), hi=max(tp), p50=lat("p50"),
                      p99=lat("p99"), p999=lat("p999"),
                      errors=sum(r.get("errors", 0) for r in rs),
-                     timeouts=sum(r.get("timeouts", 0) for r in rs))
+                     timeouts=sum(r.get("timeouts", 0) for r in rs),
+                     unsent=sum(r.get("unsent", 0) for r in rs))
             med[key] = m
             f.write("\t".join(str(x) for x in (*key, m["n"], f"{m['tp']:.1f}", f"{m['lo']:.1f}",
                                                f"{m['hi']:.1f}", f"{m['p50']:.3f}", f"{m['p99']:.3f}",
@@ -78,6 +81,8 @@ def main():
         if m["n"] > 1:
             s += f" ({m['lo']:,.0f}-{m['hi']:,.0f})"
         s += f", p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms"
+        if m.get("unsent"):
+            s += f", {m['unsent']} due but unsent"
         if m["errors"] or m["timeouts"]:
             s += f", {m['errors']} errors, {m['timeouts']} timeouts"
         return s

@@ -24,8 +24,12 @@ class KvbenchSmokeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.cluster = harness.TempCluster(1)
-        cls.node = cls.cluster.nodes[0].start()
-        harness.wait_for_leader(cls.cluster.nodes)
+        try:
+            cls.node = cls.cluster.nodes[0].start()
+            harness.wait_for_leader(cls.cluster.nodes)
+        except BaseException:
+            cls.cluster.__exit__(None, None, None)  # tearDownClass does not run after this
+            raise
 
     @classmethod
     def tearDownClass(cls):
