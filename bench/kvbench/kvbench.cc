@@ -284,6 +284,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvbench: --endpoints is empty\n");
     return 2;
   }
+  if (o.warmup_s >= o.duration_s) {
+    std::fprintf(stderr, "kvbench: --warmup (%.3f s) must be shorter than --duration (%.3f s)\n",
+                 o.warmup_s, o.duration_s);
+    return 2;
+  }
   o.conns = std::min(o.conns, o.clients);
   o.threads = std::min({o.threads, o.conns, o.backend == "etcd" ? o.clients : o.conns});
 
