@@ -32,36 +32,51 @@ class Reply:
 
 
 # --- what an error says about a write -----------------------------------------------------
-# kvd's messages for a write that was refused before it was proposed (design.md: "not
-# applied, safe to retry"). Only these count as "failed" in the default (trusting-little)
-# mode; anything else from the server is "unknown".
+# The two kinds of failure (README.md, "Errors"; issue 10): text and RESP errors start with a
+# kind word after "ERR" ("UNAVAILABLE ": not applied, safe to retry; "UNKNOWN ": outcome
+# unknown; none: refused as given, not applied); etcd uses the gRPC code (UNAVAILABLE,
+# RESOURCE_EXHAUSTED: not applied; DEADLINE_EXCEEDED, UNKNOWN: outcome unknown).
+#
+# kvd's messages for a write that was refused before it was proposed. In the "safe" mode
+# only these count as "failed"; anything else from the server is "unknown".
 _NOT_APPLIED = [
     re.compile(r"^no leader \(election in progress\)"),
     re.compile(r"^not the leader; the leader is node \d+"),
     re.compile(r"^too many pending writes"),
     re.compile(r"^leadership changed before the write committed; it was not applied"),
     re.compile(r"^leader \d+ is not a known peer"),
+    re.compile(r"^not applied: "),
     # gRPC's own "the channel never connected": the forward was never sent
     re.compile(r"^failed to connect to all addresses"),
 ]
 _FORWARD = re.compile(r"^forwarding to the leader at \S+: (.*)$", re.S)
+KIND_WORDS = ("UNAVAILABLE", "UNKNOWN")
 
 # Modes for classify():
-#   "safe"   (default) only the messages above mean "not applied"; a forwarded write is
-#            "not applied" only if the leader itself answered with one of them. Today kvd
-#            labels some writes that may have committed as UNAVAILABLE (a Forward that broke
-#            after the leader committed; pending writes at shutdown: issue 10), so trusting
-#            every UNAVAILABLE would report kvd's known mislabels as violations.
-#   "strict" the promise of design.md: every UNAVAILABLE / RESOURCE_EXHAUSTED (etcd) and
-#            every ERR without "outcome unknown" (text, RESP) means "not applied". Expected
-#            to find the mislabels of issue 10 until it lands.
+#   "safe"   (default) only the messages above mean "not applied" (and never an error of the
+#            "outcome unknown" kind); a forwarded write is "not applied" only if the leader
+#            itself answered with one of them.
+#   "strict" the promise of design.md, as the wire says it: every UNAVAILABLE /
+#            RESOURCE_EXHAUSTED (etcd) and every ERR that is not of the UNKNOWN kind (text,
+#            RESP) means "not applied".
 ERROR_MODES = ("safe", "strict")
+
+
+def split_kind(message):
+    """(kind word or None, the rest) of a text/RESP error message (after "ERR")."""
+    msg = message.strip()
+    for word in KIND_WORDS:
+        if msg.startswith(word + " "):
+            return word, msg[len(word) + 1:].strip()
+    return None, msg
 
 
 def classify_server_error(message, grpc_code=None, mode="safe"):
     """'failed' or 'unknown' for a write the server answered with an error."""
-    msg = message.strip()
-    if "outcome unknown" in msg:
+    kind, msg = split_kind(message) if grpc_code is None else (None, message.strip())
+    if kind == "UNKNOWN" or "outcome unknown" in msg:
+        return "unknown"
+    if grpc_code in ("DEADLINE_EXCEEDED", "UNKNOWN"):
         return "unknown"
     if mode == "strict":
         if grpc_code is None:

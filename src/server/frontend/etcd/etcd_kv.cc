@@ -85,9 +85,12 @@ grpc::Status EtcdKv::Range(grpc::ServerContext* context, const pb::RangeRequest*
 grpc::Status EtcdKv::Put(grpc::ServerContext* context, const pb::PutRequest* req,
                          pb::PutResponse* resp) {
   if (grpc::Status s = CheckPut(*req); !s.ok()) return s;
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = req->prev_kv();
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Put(req->key(), req->value(), std::move(done));
+        s_->kv()->Put(req->key(), req->value(), std::move(done), *session);
       });
   if (!result.ok()) return s_->ToGrpc(result.status());
   s_->FillHeader(result->revision, resp->mutable_header());
@@ -101,9 +104,12 @@ grpc::Status EtcdKv::DeleteRange(grpc::ServerContext* context,
                                  const pb::DeleteRangeRequest* req,
                                  pb::DeleteRangeResponse* resp) {
   if (grpc::Status s = CheckDelete(*req); !s.ok()) return s;
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = req->prev_kv();
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Delete(req->key(), req->range_end(), std::move(done));
+        s_->kv()->Delete(req->key(), req->range_end(), std::move(done), *session);
       });
   if (!result.ok()) return s_->ToGrpc(result.status());
   if (result->ops.size() != 1) {
@@ -159,9 +165,12 @@ grpc::Status EtcdKv::Txn(grpc::ServerContext* context, const pb::TxnRequest* req
     s_->FillHeader(s_->replicator()->Status().revision, resp->mutable_header());
     return grpc::Status::OK;
   }
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = true;  // a txn's puts may ask for prev_kv one by one
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Write(std::move(cmd), std::move(done));
+        s_->kv()->Write(std::move(cmd), std::move(done), *session);
       });
   if (!result.ok()) return s_->ToGrpc(result.status());
   if (result->ops.size() != static_cast<size_t>(req->success_size())) {
