@@ -24,6 +24,7 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
   EntryEffect effect;
   ApplyResult& result = effect.result;
   result.revision = revision;
+  effect.store_revision = revision;
 
   // Expiry, by log position only (every replica sees the same entries with the same stamp):
   // sessions whose last command is more than session_expiry_entries entries old go.
@@ -133,6 +134,7 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
     // An Op with neither field set does nothing.
   }
   if (changed) result.revision = new_revision;
+  effect.store_revision = result.revision;
 
   if (cmd.client_id() != 0) {
     // Remember the first result of this sequence; drop what the client acknowledged and what

@@ -41,7 +41,10 @@ inline constexpr size_t kMaxSessionsExpiredPerEntry = 8;
 inline constexpr uint64_t kDefaultSessionWindow = 64;
 
 struct EntryEffect {
-  ApplyResult result;  // what Apply returns; result.revision is the store revision after
+  // What Apply returns. result.revision is the store revision after the entry, except for a
+  // duplicate, which carries its first application's revision.
+  ApplyResult result;
+  int64_t store_revision = 0;  // the store revision after the entry
   // Keys the entry changed, ascending: the new record, or nullopt for a deletion.
   std::map<std::string, std::optional<coding::KeyRecord>, std::less<>> writes;
   // Sessions to remove (expired), as (last_index, client_id); removed before `session` is

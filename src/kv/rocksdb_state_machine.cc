@@ -376,7 +376,7 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
     batch.Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
     batch.Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
   }
-  if (absl::Status s = Commit(&batch, index, term, effect->result.revision); !s.ok()) return s;
+  if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
   return std::move(effect->result);
 }
 

@@ -298,7 +298,7 @@ absl::Status SqliteBackup::ApplyOne(View& view, const BackupEntry& entry) {
       meta_.sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index, e.record);
       meta_.sessions_count++;
     }
-    meta_.revision = effect->result.revision;
+    meta_.revision = effect->store_revision;
   }
   meta_.applied_index = entry.index;
   meta_.applied_term = entry.term;
