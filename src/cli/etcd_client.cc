@@ -32,6 +32,14 @@ std::string Describe(const std::string& endpoint, const grpc::Status& s) {
                       " [gRPC code ", static_cast<int>(s.error_code()), "]");
 }
 
+// gRPC's UNAVAILABLE for a call that never left: the channel could not connect.
+bool NeverSent(const grpc::Status& s) {
+  const std::string& m = s.error_message();
+  return m.find("failed to connect") != std::string::npos ||
+         m.find("Connection refused") != std::string::npos ||
+         m.find("DNS resolution failed") != std::string::npos;
+}
+
 }  // namespace
 
 class EtcdClient::Impl {
@@ -84,9 +92,16 @@ class EtcdClient::Impl {
         grpc::Status s = call(endpoint, context.get());
         if (s.ok()) return static_cast<size_t>(&endpoint - endpoints_.data());
         const grpc::StatusCode code = s.error_code();
-        if (code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::UNKNOWN) {
+        const auto& trailers = context->GetServerTrailingMetadata();
+        const bool server_said_not_applied =
+            trailers.find("raftkv-error-kind") != trailers.end() &&
+            trailers.find("raftkv-error-kind")->second == "not-applied";
+        if (code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::UNKNOWN ||
+            (code == grpc::StatusCode::UNAVAILABLE && !server_said_not_applied &&
+             !NeverSent(s))) {
+          // It may have run: the server said so, or the call broke after it was sent.
           maybe_applied = true;
-          unknown_code = code;
+          unknown_code = code == grpc::StatusCode::UNAVAILABLE ? grpc::StatusCode::UNKNOWN : code;
         } else if (code != grpc::StatusCode::UNAVAILABLE) {
           return absl::Status(static_cast<absl::StatusCode>(code),
                               Describe(endpoint.address, s));

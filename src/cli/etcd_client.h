@@ -11,6 +11,9 @@
 // (DEADLINE_EXCEEDED, UNKNOWN: it may have been applied) is sent again to the next endpoint
 // too: the cluster applies it at most once and answers a retry with the first result. Writes
 // go round the endpoints up to ClientOptions::write_rounds times (an election takes a moment).
+// A write's final error says "not applied" (kUnavailable) only if every attempt was refused
+// by the server with its "not-applied" mark (trailing metadata raftkv-error-kind) or never
+// connected; an UNAVAILABLE without the mark broke after it may have been sent.
 //
 // gRPC stays in etcd_client.cc: this header is plain C++.
 #pragma once

@@ -1,5 +1,9 @@
 """raftkv clients for the chaos driver: the text protocol, RESP2 and etcd v3 gRPC.
 
+put and delete take an optional session = (client id, sequence) (README.md, "Sessions"):
+text and RESP send `SESSION id seq` just before the write, etcd sets the raftkv-session-*
+metadata. Sending a write again under the same session is applied at most once.
+
 Every call returns a Reply(outcome, result, error):
   outcome "ok"       the server answered and the operation took effect as `result` says;
           "failed"   the operation certainly did not take effect (never sent, or the server
@@ -170,18 +174,38 @@ class _SocketClient:
         return Reply(classify_server_error(text, None, self.error_mode), error=text)
 
 
+def _session_prefix(session, resp=False):
+    """The SESSION command that makes the next write carry `session` = (id, sequence)."""
+    if session is None:
+        return b""
+    if resp:
+        return resp_encode("SESSION", str(session[0]), str(session[1]))
+    return f"SESSION {session[0]} {session[1]}\n".encode()
+
+
+def _session_ok(c, session, resp=False):
+    """Reads SESSION's reply (if one was sent); raises ProtocolError unless it is OK."""
+    if session is None:
+        return
+    line = c.readline()
+    if line != ("+OK" if resp else "OK"):
+        raise ProtocolError(f"unexpected reply to SESSION: {line!r}")
+
+
 class TextClient(_SocketClient):
     proto = "text"
 
-    def put(self, key, value):
+    def put(self, key, value, session=None):
         def parse(c):
+            _session_ok(c, session)
             line = c.readline()
             if line == "OK":
                 return Reply("ok")
             if line.startswith("ERR"):
                 return self._err(line[3:].strip(), True)
             raise ProtocolError(f"unexpected reply to SET: {line!r}")
-        return self._call(f"SET {key} {value}\n".encode(), parse, True)
+        return self._call(_session_prefix(session) + f"SET {key} {value}\n".encode(), parse,
+                          True)
 
     def get(self, key):
         def parse(c):
@@ -193,8 +217,9 @@ class TextClient(_SocketClient):
             return Reply("ok", line)
         return self._call(f"GET {key}\n".encode(), parse, False)
 
-    def delete(self, key):
+    def delete(self, key, session=None):
         def parse(c):
+            _session_ok(c, session)
             line = c.readline()
             if line == "OK":
                 return Reply("ok", True)
@@ -203,7 +228,7 @@ class TextClient(_SocketClient):
             if line.startswith("ERR"):
                 return self._err(line[3:].strip(), True)
             raise ProtocolError(f"unexpected reply to DEL: {line!r}")
-        return self._call(f"DEL {key}\n".encode(), parse, True)
+        return self._call(_session_prefix(session) + f"DEL {key}\n".encode(), parse, True)
 
     def mget(self, keys):
         def parse(c):
@@ -259,8 +284,9 @@ def resp_read(c):
 class RespClient(_SocketClient):
     proto = "resp"
 
-    def _resp(self, args, on_value, is_write):
+    def _resp(self, args, on_value, is_write, session=None):
         def parse(c):
+            _session_ok(c, session, resp=True)
             try:
                 v = resp_read(c)
             except _RespError as e:
@@ -269,24 +295,25 @@ class RespClient(_SocketClient):
                     text = text[3:].strip()
                 return self._err(text, is_write)
             return on_value(v)
-        return self._call(resp_encode(*args), parse, is_write)
+        return self._call(_session_prefix(session, resp=True) + resp_encode(*args), parse,
+                          is_write)
 
-    def put(self, key, value):
+    def put(self, key, value, session=None):
         def ok(v):
             if v != "OK":
                 raise ProtocolError(f"unexpected reply to SET: {v!r}")
             return Reply("ok")
-        return self._resp(("SET", key, value), ok, True)
+        return self._resp(("SET", key, value), ok, True, session)
 
     def get(self, key):
         return self._resp(("GET", key), lambda v: Reply("ok", v), False)
 
-    def delete(self, key):
+    def delete(self, key, session=None):
         def ok(v):
             if not isinstance(v, int):
                 raise ProtocolError(f"unexpected reply to DEL: {v!r}")
             return Reply("ok", v > 0)
-        return self._resp(("DEL", key), ok, True)
+        return self._resp(("DEL", key), ok, True, session)
 
     def mget(self, keys):
         def ok(v):
@@ -405,9 +432,13 @@ class EtcdClient:
     def close(self):
         self.channel.close()
 
-    def _rpc(self, stub, request, is_write):
+    def _rpc(self, stub, request, is_write, session=None):
+        metadata = None
+        if session is not None:
+            metadata = (("raftkv-session-id", str(session[0])),
+                        ("raftkv-session-sequence", str(session[1])))
         try:
-            return stub(request, timeout=self.timeout_s), None
+            return stub(request, timeout=self.timeout_s, metadata=metadata), None
         except grpc.RpcError as e:
             code = e.code().name if e.code() else "UNKNOWN"
             details = e.details() or ""
@@ -423,8 +454,8 @@ class EtcdClient:
             return None, Reply(classify_server_error(details, code, self.error_mode),
                                error=text)
 
-    def put(self, key, value):
-        resp, err = self._rpc(self._put, pb_bytes(1, key) + pb_bytes(2, value), True)
+    def put(self, key, value, session=None):
+        resp, err = self._rpc(self._put, pb_bytes(1, key) + pb_bytes(2, value), True, session)
         return err or Reply("ok")
 
     def get(self, key):
@@ -454,8 +485,8 @@ class EtcdClient:
                 kv.get(5, [b""])[0].decode("utf-8", "replace")
         return Reply("ok", out)
 
-    def delete(self, key):
-        resp, err = self._rpc(self._delete, pb_bytes(1, key), True)
+    def delete(self, key, session=None):
+        resp, err = self._rpc(self._delete, pb_bytes(1, key), True, session)
         if err:
             return err
         deleted = pb_decode(resp).get(2, [0])[0]

@@ -28,10 +28,9 @@ absl::Status NotLeaderError(const absl::Status& core) {
   if (!hint || *hint == 0) {
     // When this node itself is why (it lost its data and does not vote yet: raft/rejoin.cc),
     // the core says so; pass it on, it tells the operator what the cluster waits for.
-    const size_t why = core.message().find("; this node ");
-    return absl::UnavailableError(
-        absl::StrCat("no leader (election in progress)",
-                     why == absl::string_view::npos ? "" : core.message().substr(why)));
+    std::optional<std::string> why = raft::RejoinDetailOf(core);
+    return absl::UnavailableError(absl::StrCat("no leader (election in progress)",
+                                               why ? absl::StrCat("; this node ", *why) : ""));
   }
   return absl::UnavailableError(
       absl::StrCat("not the leader; the leader is ", NodeId::FromRaftId(*hint).ToString()));
@@ -61,7 +60,8 @@ constexpr int kCrashedAtInstallStep = 86;
 
 // With RAFTKV_CRASH_AFTER_APPLYING_KEY=<key>, a LEADER ends the process as a kill would
 // (_exit, kCrashedAfterApplying) right after applying the entry whose put creates <key>
-// (not a duplicate, the key did not exist), before it answers anyone (tests/integration/test_sessions.py: the leader dies right after a commit).
+// (not a duplicate, the key did not exist), before it answers anyone
+// (tests/integration/test_sessions.py: the leader dies right after a commit).
 constexpr int kCrashedAfterApplying = 87;
 
 std::uint64_t RandomSessionId() {
@@ -443,7 +443,8 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
   std::string data = w.cmd.SerializeAsString();
   absl::StatusOr<raft::EntryId> id = raft_->Propose(data);
   if (id.ok()) {
-    pending_.AddWrite(id->index, id->term, now, std::move(w.done));
+    // The deadline runs from when this node took the write, whichever try this is.
+    pending_.AddWrite(id->index, id->term, w.taken, std::move(w.done));
     return;
   }
   std::optional<uint64_t> hint = raft::LeaderHint(id.status());
@@ -492,8 +493,12 @@ void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
     std::move(done)(std::move(r));
   };
   forwards_in_flight_.fetch_add(1);
+  // A try after a broken Forward gets what is left of the write's deadline.
+  const int64_t left_ms = absl::ToInt64Milliseconds(
+      w.taken + absl::Milliseconds(options_.request_timeout_ms) - absl::Now());
   forwarder_->Forward(
-      leader, w.cmd.SerializeAsString(), options_.request_timeout_ms,
+      leader, w.cmd.SerializeAsString(),
+      static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 1, options_.request_timeout_ms)),
       [this, taken = w.taken, cmd = w.cmd,
        answer = std::move(answer)](absl::StatusOr<ForwardResult> r) mutable {
         if (!r.ok()) {

@@ -92,7 +92,7 @@ grpc::Status EtcdKv::Put(grpc::ServerContext* context, const pb::PutRequest* req
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
         s_->kv()->Put(req->key(), req->value(), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   s_->FillHeader(result->revision, resp->mutable_header());
   if (req->prev_kv() && !result->ops.empty() && result->ops[0].prev.has_value()) {
     FillKv(*result->ops[0].prev, resp->mutable_prev_kv());
@@ -111,7 +111,7 @@ grpc::Status EtcdKv::DeleteRange(grpc::ServerContext* context,
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
         s_->kv()->Delete(req->key(), req->range_end(), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   if (result->ops.size() != 1) {
     return grpc::Status(grpc::StatusCode::INTERNAL, "state machine returned no op result");
   }
@@ -172,7 +172,7 @@ grpc::Status EtcdKv::Txn(grpc::ServerContext* context, const pb::TxnRequest* req
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
         s_->kv()->Write(std::move(cmd), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   if (result->ops.size() != static_cast<size_t>(req->success_size())) {
     return grpc::Status(grpc::StatusCode::INTERNAL,
                         "state machine returned a result count unlike the op count");

@@ -101,6 +101,23 @@ class Shared {
     return session;
   }
 
+  // ToGrpc for a failed write, which also marks the answer with its kind (trailing metadata
+  // raftkv-error-kind: "not-applied" or "outcome-unknown"), so a client can tell the
+  // server's UNAVAILABLE from a call that broke in transport (also UNAVAILABLE in gRPC).
+  grpc::Status WriteError(grpc::ServerContext* context, const absl::Status& s) const {
+    switch (KindOf(s)) {
+      case ErrorKind::kNotApplied:
+        context->AddTrailingMetadata("raftkv-error-kind", "not-applied");
+        break;
+      case ErrorKind::kOutcomeUnknown:
+        context->AddTrailingMetadata("raftkv-error-kind", "outcome-unknown");
+        break;
+      case ErrorKind::kRefused:
+        break;
+    }
+    return ToGrpc(s);
+  }
+
   // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)
   // thread until `done` runs, the client's deadline passes, or request_timeout_ms passes.
   template <typename T, typename Start>
