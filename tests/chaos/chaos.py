@@ -547,6 +547,9 @@ class Run:
             rep = send(c)
             tries += 1
         rec["attempts"] = tries
+        if tries > 1 and rep.outcome == "failed":
+            # This try was not applied, but an earlier one may have been.
+            rep = C.Reply("unknown", error=f"after an unknown outcome: {rep.error}")
         return rep
 
     def inject(self, rng, f, rec, rep, first_seen):

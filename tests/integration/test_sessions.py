@@ -45,11 +45,11 @@ class SessionRetryTest(unittest.TestCase):
         return json.loads(out)
 
     def test_kvctl_retry_through_another_node_applies_once(self):
-        # kvctl gives each attempt 1 s: the follower's own attempt outlasts that while the
-        # cluster elects a new leader, so kvctl sends the write again, to the other follower,
-        # under the same session and sequence.
+        # kvctl gives each attempt 300 ms, less than an election takes (500-1000 ms here): the
+        # follower's attempt outlasts that, so kvctl sends the write again, to the other
+        # follower and back, under the same session and sequence, until a new leader answers.
         code, out, err = run([KVCTL, "--endpoints", endpoints(self.followers), "--timeout-ms",
-                              "1000", "--output", "json", "put", KEY, "v1"], timeout_s=60)
+                              "300", "--output", "json", "put", KEY, "v1"], timeout_s=60)
         self.leader_died_after_applying()
         self.assertEqual(code, 0, f"kvctl put: exit {code}: {err}")
         answered = json.loads(out)["revision"]

@@ -30,7 +30,7 @@ std::string_view ErrorKindWord(const absl::Status& status) {
 }
 
 std::string ErrorText(const absl::Status& status) {
-  return absl::StrCat(ErrorKindWord(status), StatusReason(status));
+  return std::string(ErrorKindWord(status)) + StatusReason(status);
 }
 
 bool ParseSessionArgs(std::string_view id, std::string_view sequence,
