@@ -206,14 +206,14 @@ TEST(TcpServerTest, SessionMakesRetriedWritesApplyOnce) {
   ExpectLines(c, "SESSION 77 5\n", {"OK"});
   ExpectLines(c, "DEL gone\nSET k first\n", {"OK", "OK"});  // sequences 5 and 6
   ExpectLines(c, "SET k other\n", {"OK"});                 // sequence 7
-  TestClient again(f.Start());
+  TestClient again(f.port());
   ExpectLines(again, "SESSION 77 5\n", {"OK"});
   // The DEL deleted the key the first time: its retry says so (not KEY NOT FOUND), and the
   // retried SET does not overwrite the newer value.
   ExpectLines(again, "DEL gone\nSET k first\n", {"OK", "OK"});
   ExpectLines(again, "GET k\n", {"other"});
   // Without a session the same DEL is a new write.
-  TestClient plain(f.Start());
+  TestClient plain(f.port());
   ExpectLines(plain, "DEL gone\n", {"KEY NOT FOUND"});
   // RESP shares the command.
   ExpectResp(again, {"SESSION", "78", "1"}, "+OK\r\n");
