@@ -86,8 +86,9 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
   add("--max-pending-writes", &config->raft.max_pending_writes,
       "Writes waiting for consensus on this node before new ones are refused");
   add("--session-expiry-entries", &config->raft.session_expiry_entries,
-      "A client session (exactly-once writes) idle for this many log entries is forgotten "
-      "(0 = never; the leader stamps it into each entry, so every node expires alike)");
+      "A client session (exactly-once writes) idle for this many log entries is forgotten, "
+      "which bounds the session table (the leader stamps it into each entry, so every node "
+      "expires alike)");
   add("--session-window", &config->raft.session_window,
       "First results a client session keeps for retries: its newest unacknowledged writes "
       "(stamped into each entry by the leader)");

@@ -81,7 +81,7 @@ struct RaftLoopOptions {
   size_t max_pending_writes = 100000; // --max-pending-writes
   // Client sessions (docs/architecture.md, "Sessions"): stamped into every entry this node
   // proposes, so the state machine of every replica applies the leader's values.
-  uint64_t session_expiry_entries = 100000;  // --session-expiry-entries (0: never)
+  uint64_t session_expiry_entries = 100000;  // --session-expiry-entries
   uint64_t session_window = 64;              // --session-window
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
