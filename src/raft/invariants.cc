@@ -26,13 +26,12 @@ void Raft::CheckInvariants() {
     RAFTKV_CHECK_MSG(progress_.at(config_.id).match() <= log_.StableLastIndex(),
                      "leader counts unpersisted entries");
     for (const auto& [id, pr] : progress_) RAFTKV_CHECK(pr.match() < pr.next());
-    // Membership: the leader tracks exactly the members of its configuration (and itself).
-    for (uint64_t member : MembersOf(log_.conf())) {
-      RAFTKV_CHECK_MSG(progress_.count(member) == 1, "a member the leader does not track");
-    }
-    for (const auto& [id, pr] : progress_) {
-      RAFTKV_CHECK_MSG(id == config_.id || IsMemberIn(log_.conf(), id),
-                       "the leader tracks a node outside its configuration");
+    // Membership: the leader tracks exactly the members of its configuration in force and
+    // of its committed one (and itself).
+    const std::vector<uint64_t> tracked = Tracked();
+    RAFTKV_CHECK_MSG(tracked.size() == progress_.size(), "the leader tracks the wrong nodes");
+    for (uint64_t id : tracked) {
+      RAFTKV_CHECK_MSG(progress_.count(id) == 1, "a member the leader does not track");
     }
     if (lead_transferee_ != 0) {
       RAFTKV_CHECK_MSG(IsVoterIn(log_.conf(), lead_transferee_),

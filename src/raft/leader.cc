@@ -102,27 +102,43 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
   return EntryId{log_.LastIndex(), term_};
 }
 
+std::vector<uint64_t> Raft::Tracked() const {
+  std::vector<uint64_t> ids = MembersOf(log_.conf());
+  for (uint64_t id : MembersOf(log_.ConfAt(log_.committed()))) ids.push_back(id);
+  ids.push_back(config_.id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
 void Raft::MaybeApplyConf() {
-  if (log_.conf_version() == seen_conf_version_) return;
-  seen_conf_version_ = log_.conf_version();
-  if (role_ != Role::kLeader) return;  // followers track no progress (Reset rebuilds it)
-  const raftpb::ConfState& cs = log_.conf();
-  for (auto it = progress_.begin(); it != progress_.end();) {
-    if (it->first != config_.id && !IsMemberIn(cs, it->first)) {
-      it = progress_.erase(it);
-    } else {
-      ++it;
+  // (Followers track no progress: Reset rebuilds it when one becomes leader.)
+  if (role_ != Role::kLeader) return;
+  // Until stable: a commit below may change the committed configuration (bounded: commit
+  // only grows, up to the last index).
+  while (true) {
+    if (log_.conf_version() == seen_conf_version_ && log_.committed() == seen_commit_) return;
+    seen_conf_version_ = log_.conf_version();
+    seen_commit_ = log_.committed();
+    const std::vector<uint64_t> tracked = Tracked();
+    for (auto it = progress_.begin(); it != progress_.end();) {
+      if (!std::binary_search(tracked.begin(), tracked.end(), it->first)) {
+        it = progress_.erase(it);
+      } else {
+        ++it;
+      }
     }
+    for (uint64_t id : tracked) {
+      if (progress_.count(id)) continue;
+      Progress pr(log_.LastIndex() + 1, config_.max_inflight_msgs);
+      pr.set_recent_active(true);  // a new member: give it a chance (snapshots included)
+      progress_.emplace(id, std::move(pr));
+    }
+    if (lead_transferee_ != 0 && !IsVoterIn(log_.conf(), lead_transferee_)) AbortTransfer();
+    // Fewer voters may make a smaller quorum that already holds more; then the committed
+    // configuration may have changed too (the next round).
+    if (MaybeCommit()) BroadcastAppend();
   }
-  for (uint64_t id : MembersOf(cs)) {
-    if (progress_.count(id)) continue;
-    Progress pr(log_.LastIndex() + 1, config_.max_inflight_msgs);
-    pr.set_recent_active(true);  // a new member: give it a chance (snapshots included)
-    progress_.emplace(id, std::move(pr));
-  }
-  if (lead_transferee_ != 0 && !IsVoterIn(cs, lead_transferee_)) AbortTransfer();
-  // Fewer voters may make a smaller quorum that already holds more.
-  if (MaybeCommit()) BroadcastAppend();
 }
 
 void Raft::MaybeStepDownRemoved() {

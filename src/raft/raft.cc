@@ -70,7 +70,6 @@ Raft::Raft(const Config& config, const LogStorage* storage)
   vote_ = hs.vote();
   prev_hard_state_ = hs;
   BecomeFollower(term_, 0);
-  seen_conf_version_ = log_.conf_version();
   InitVoterState(hs);
   inv_term_ = term_;
   inv_vote_ = vote_;
@@ -98,11 +97,7 @@ void Raft::Reset(uint64_t term) {
   votes_.clear();
   progress_.clear();
   AbortTransfer();
-  // Every member is tracked (learners receive the log too), and the node itself even when
-  // it is not one (a leader that removed itself leads until the removal commits).
-  std::vector<uint64_t> tracked = MembersOf(log_.conf());
-  tracked.push_back(config_.id);
-  for (uint64_t p : tracked) {
+  for (uint64_t p : Tracked()) {
     auto [it, _] = progress_.emplace(p, Progress(log_.LastIndex() + 1, config_.max_inflight_msgs));
     if (p == config_.id) it->second.set_recent_active(true);
   }

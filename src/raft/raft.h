@@ -268,8 +268,13 @@ class Raft {
   // The voters of the configuration in force (the only nodes that count anywhere).
   std::vector<uint64_t> Voters() const { return VotersOf(log_.conf()); }
   bool SelfIsVoter() const { return IsVoterIn(log_.conf(), config_.id); }
-  // After anything that may have changed the log: if the configuration changed, the leader
-  // tracks the new members and forgets the removed, and a transfer to a non-voter aborts.
+  // Who a leader replicates to: the members of the configuration in force, those of the
+  // committed one (a removed node keeps receiving until its removal commits, so it learns it
+  // is removed and stops campaigning), and itself.
+  std::vector<uint64_t> Tracked() const;
+  // After anything that may have changed the log or the commit index: the leader tracks
+  // Tracked() (new members get a Progress, others lose theirs), a transfer to a node that
+  // is no longer a voter aborts, and a smaller voter set may commit more.
   void MaybeApplyConf();
   // A leader removed by a committed ENTRY_CONF steps down (Raft thesis §4.2.2).
   void MaybeStepDownRemoved();
@@ -361,6 +366,7 @@ class Raft {
   std::optional<raftpb::Snapshot> snapshot_;  // latest snapshot to send (SetSnapshot)
 
   uint64_t seen_conf_version_ = 0;  // log_.conf_version() that progress_ reflects
+  uint64_t seen_commit_ = 0;        // ... and the commit index it reflects
   // Leader: the target of a leadership transfer (0: none) and ticks since it began.
   uint64_t lead_transferee_ = 0;
   int transfer_elapsed_ = 0;

@@ -21,8 +21,8 @@ RaftLog::RaftLog(const LogStorage* storage, uint64_t applied, raftpb::ConfState 
   RAFTKV_CHECK(committed_ <= storage->LastIndex());
   // The configuration is rebuilt from what is durable: the snapshot's, then every ENTRY_CONF
   // entry of the log (read in bounded batches).
-  const raftpb::ConfState& snap_conf = storage->snapshot_metadata().conf_state();
-  base_conf_ = snap_conf.voters_size() > 0 ? snap_conf : bootstrap_conf_;
+  const raftpb::SnapshotMetadata meta = storage->snapshot_metadata();  // (a copy)
+  base_conf_ = meta.conf_state().voters_size() > 0 ? meta.conf_state() : bootstrap_conf_;
   constexpr uint64_t kScanBytes = 4 << 20;
   for (uint64_t lo = storage->FirstIndex(); lo <= storage->LastIndex();) {
     absl::StatusOr<std::vector<raftpb::Entry>> batch =

@@ -98,6 +98,7 @@ void Raft::Advance(const Ready& rd) {
       BroadcastAppend();
     }
   }
+  MaybeApplyConf();
   MaybeStepDownRemoved();
   MaybeFinishRecovery();
   if (config_.check_invariants) CheckInvariants();
