@@ -90,6 +90,28 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
           config_.max_promote_lag_entries, " allowed): retry once it has caught up"));
     }
   }
+  if (change.type() == raftpb::CONF_PROMOTE ||
+      (change.type() == raftpb::CONF_REMOVE && IsVoterIn(cur, change.node_id()))) {
+    // Availability (etcd's strict reconfiguration check): the new voter set must keep a
+    // majority of voters that count now -- data intact by their latest incarnation and heard
+    // from in this election timeout (or this leader) -- else the change itself could leave
+    // the cluster unable to commit: promoting a learner that lost its disk, removing a
+    // healthy voter while another is down or recovering.
+    std::vector<uint64_t> healthy;
+    for (uint64_t v : next->voters()) {
+      auto it = progress_.find(v);
+      if (v == config_.id ||
+          (it != progress_.end() && it->second.counts() && it->second.recent_active())) {
+        healthy.push_back(v);
+      }
+    }
+    if (healthy.size() < static_cast<size_t>(next->voters_size()) / 2 + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the change would leave ", healthy.size(), " of ", next->voters_size(),
+          " voters up with their data (", DescribeConfState(*next),
+          "): a majority is needed; bring the others back first"));
+    }
+  }
   *change.mutable_conf_state() = std::move(*next);
   raftpb::Entry e;
   e.set_type(raftpb::ENTRY_CONF);

@@ -141,10 +141,16 @@ void Raft::BecomeLeader() {
 }
 
 bool Raft::Promotable() const {
-  // Only a voter of the configuration in force campaigns (never a learner or a removed
-  // node). A node with a snapshot not yet installed may not lead: its log is in flux. A node
-  // that lost its data may not either until it is a voter again (rejoin.cc).
-  return SelfIsVoter() && !log_.UnstableSnapshot().has_value() && IsVoter();
+  // Only a voter campaigns (never a learner, nor a node whose removal committed). A node that
+  // holds its own removal uncommitted still does (thesis §4.2.2): its vote does not count
+  // (Poll tallies the configuration in force), but the others may need it elected to commit
+  // the removal -- it may hold the longest log, and refuse its vote to everyone else.
+  const bool voter =
+      SelfIsVoter() || (log_.LastConfIndex() > log_.committed() &&
+                        IsVoterIn(log_.ConfAt(log_.committed()), config_.id));
+  // A node with a snapshot not yet installed may not lead: its log is in flux. A node that
+  // lost its data may not either until it is a voter again (rejoin.cc).
+  return voter && !log_.UnstableSnapshot().has_value() && IsVoter();
 }
 
 void Raft::Campaign(bool pre_vote, bool transfer) {

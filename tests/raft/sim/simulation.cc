@@ -91,6 +91,13 @@ class Simulation {
   // Whether `n` may lose its disk now: the nodes without their data (down with a lost disk,
   // or not yet voters again, by what is durable) would remain a minority.
   bool MayLoseDisk(const SimNode& n) const;
+  // Membership runs: whether node `id` is without its data (down with a lost disk, never
+  // started, or not a voter by its durable state).
+  bool WithoutData(uint64_t id) const;
+  // Whether the voters of `cs` keep a majority with their data even if every learner of `cs`
+  // were promoted, and `lost` (if not 0) lost its data too (the operator's rule: a minority
+  // at most, in every configuration in play).
+  bool MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) const;
   void MaybeCrashOrRestart();
   void ClientOps();
   void DeliverDue();
@@ -336,28 +343,27 @@ void Simulation::ChangeFaults() {
                       blocked_.size()));
 }
 
+bool Simulation::WithoutData(uint64_t id) const {
+  const SimNode& n = nodes_[id - 1];
+  if (!n.started || (!n.up && n.restart_empty)) return true;
+  const raftpb::HardState hs = n.storage->DurableCopy()->hard_state();
+  return hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0);
+}
+
+bool Simulation::MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) const {
+  int without_data = 0;
+  for (uint64_t id : MembersOf(cs)) {
+    if (id == lost || WithoutData(id)) ++without_data;
+  }
+  return without_data <= (cs.voters_size() - 1) / 2;
+}
+
 bool Simulation::MayLoseDisk(const SimNode& x) const {
   if (opt_.membership) {
-    // Every voter set in play (the committed one, and what each node has in force) must keep
-    // a majority with their data.
-    std::vector<raftpb::ConfState> sets = {committed_conf_};
+    // Every configuration in play: the committed one, and what each node has in force.
+    if (!MajorityKeepsData(committed_conf_, x.id)) return false;
     for (const SimNode& n : nodes_) {
-      if (n.up) sets.push_back(n.raft->configuration());
-    }
-    for (const raftpb::ConfState& cs : sets) {
-      int without_data = 0;
-      for (uint64_t v : cs.voters()) {
-        const SimNode& n = nodes_[v - 1];
-        if (v == x.id || (!n.up && n.restart_empty) || !n.started) {
-          ++without_data;
-          continue;
-        }
-        const raftpb::HardState hs = n.storage->DurableCopy()->hard_state();
-        if (hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0)) {
-          ++without_data;
-        }
-      }
-      if (without_data > (cs.voters_size() - 1) / 2) return false;
+      if (n.up && !MajorityKeepsData(n.raft->configuration(), x.id)) return false;
     }
     return true;
   }
@@ -757,6 +763,14 @@ void Simulation::MembershipOps() {
     raftpb::ConfChange cc;
     cc.set_type(type);
     cc.set_node_id(id);
+    // The operator keeps a majority of every configuration with its data (as for lost
+    // disks): no removal of a voter or promotion that would break it.
+    absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cs, cc);
+    if (next.ok() && type != raftpb::CONF_ADD_LEARNER && !MajorityKeepsData(*next, 0)) {
+      Log(absl::StrCat("leader ", l, ": not ", raftpb::ConfChangeType_Name(type), " ", id,
+                       ": too many nodes without their data"));
+      return false;
+    }
     absl::StatusOr<EntryId> r = leader.raft->ProposeConfChange(cc);
     Log(absl::StrCat("leader ", l, ": ", raftpb::ConfChangeType_Name(type), " ", id, ": ",
                      r.ok() ? absl::StrCat("at ", r->index) : r.status().ToString()));
