@@ -212,6 +212,51 @@ TEST(MembershipTest, LeaderThatRemovesItselfLeadsUntilCommittedThenStepsDown) {
   EXPECT_TRUE(leader == 2 || leader == 3) << leader;
 }
 
+TEST(MembershipTest, NodeHoldingItsOwnUncommittedRemovalStillCampaigns) {
+  // Thesis §4.2.2. Voters {1,2,3,4}; 1 removes 4, and only 4 gets the entry before 1 dies.
+  // 2 and 3 (config {1,2,3,4}) need 4's vote, which 4 refuses (its log is longer); 4 must
+  // lead: it wins {2,3} of its configuration {1,2,3}, commits its removal, steps down.
+  Harness h(4);
+  h.Campaign(1);
+  h.Cut(1, 2);
+  h.Cut(1, 3);
+  ASSERT_TRUE(h.Change(1, raftpb::CONF_REMOVE, 4).ok());
+  h.Stabilize();
+  ASSERT_EQ(Voters(h.raft(4)), (Ids{1, 2, 3}));
+  ASSERT_EQ(Voters(h.raft(2)), (Ids{1, 2, 3, 4}));
+  h.Heal();
+  h.Isolate(1);
+  h.TickAll(100);
+  const uint64_t leader = h.Leader();
+  EXPECT_TRUE(leader == 2 || leader == 3) << leader;
+  for (uint64_t id : {2, 3, 4}) EXPECT_EQ(Voters(h.raft(id)), (Ids{1, 2, 3})) << id;
+  EXPECT_NE(h.raft(4).role(), Role::kLeader);
+}
+
+TEST(MembershipTest, RefusesChangesThatLeaveNoMajorityOfHealthyVoters) {
+  Harness h(3);
+  StartWithLearner(h);
+  // 3 is cut off for an election timeout: removing healthy 2 would leave {1,3}, one of them
+  // up.
+  h.Isolate(3);
+  h.TickAll(10);
+  ASSERT_EQ(h.raft(1).role(), Role::kLeader);
+  absl::StatusOr<EntryId> r = h.Change(1, raftpb::CONF_REMOVE, 2);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("would leave 1 of 2 voters"), std::string::npos)
+      << r.status();
+  // Learner 4 lost its disk and is still recovering (it hears from 1 alone, it needs two
+  // voters' terms): promoting it would make {1,2,3,4} with only 1 and 2 able to count.
+  h.Wipe(4);
+  h.CutBoth(4, 2);
+  h.TickAll(10);
+  ASSERT_EQ(h.raft(4).Status().voter_state, raftpb::RECOVERING);
+  r = h.Change(1, raftpb::CONF_PROMOTE, 4);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("would leave 2 of 4 voters"), std::string::npos)
+      << r.status();
+}
+
 TEST(MembershipTest, RemovedFollowerStopsReceivingAndNeverCampaigns) {
   Harness h(3);
   h.Campaign(1);
