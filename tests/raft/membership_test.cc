@@ -39,11 +39,15 @@ void StartWithLearner(Harness& h) {
 TEST(MembershipTest, LearnerReceivesTheLogButIsNeverCountedForCommit) {
   Harness h(3);
   StartWithLearner(h);
+  ASSERT_EQ(h.AddNode(), 5u);
+  ASSERT_TRUE(h.Change(1, raftpb::CONF_ADD_LEARNER, 5).ok());
+  h.Stabilize();
   ASSERT_TRUE(h.raft(1).Propose("a").ok());
   h.Stabilize();
   EXPECT_EQ(h.node(4).applied.back().data(), "a");
-  EXPECT_EQ(Learners(h.raft(4)), Ids{4});  // the learner knows it is one
-  // Without voters 2 and 3 nothing commits, though learner 4 acknowledges everything.
+  EXPECT_EQ(Learners(h.raft(4)), (Ids{4, 5}));  // the learner knows it is one
+  // Without voters 2 and 3 nothing commits, though learners 4 and 5 (with the leader, three
+  // of five members) acknowledge everything.
   h.CutBoth(1, 2);
   h.CutBoth(1, 3);
   const uint64_t commit = h.raft(1).log().committed();
