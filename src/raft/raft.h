@@ -32,16 +32,18 @@
 // afterwards the members live in the log. ProposeConfChange() appends an ENTRY_CONF entry on
 // the leader; every node uses a configuration from the moment the entry is in its log and
 // drops it if the entry is truncated. The caller:
-//   5. applies committed ENTRY_CONF entries like any other (the core has already acted on
-//      them; the server updates its member table and peer addresses from ConfChange), and
-//      learns the configuration in force from configuration() / Status().conf_state;
+//   5. applies committed ENTRY_CONF entries in order with the others, but not as commands:
+//      their data is a raftpb::ConfChange (the core has already acted on them; the server
+//      updates its member table and peer addresses from it). The configuration in force is
+//      configuration() / Status().conf_state; SetSnapshot() fills a snapshot's conf_state;
 //   6. restarts a node with the same bootstrap Config::peers (or any: the storage's snapshot
 //      conf_state and log override it). A node joining an existing cluster starts with empty
 //      storage, Config::empty_start = kNewCluster (a fresh id promised nothing) and peers that
 //      need not include itself: it campaigns for nothing until a leader's log makes it a
 //      voter;
-//   7. stops a node once its removal is committed (a removed node never campaigns once it
-//      holds the entry; PreVote and CheckQuorum keep one that missed it from disrupting).
+//   7. stops a node once its removal is committed. (A node that holds its removal stops
+//      campaigning once it knows the entry committed -- until then the others may need it to
+//      lead, thesis §4.2.2; PreVote and CheckQuorum keep one that missed it from disrupting.)
 // Leadership transfer: TransferLeadership(to) on the leader; proposals are refused until the
 // transfer ends (the target won, or an election timeout passed: the old leader serves again).
 //
@@ -173,7 +175,9 @@ class Raft {
   //   kFailedPrecondition: an earlier change is not committed yet (one at a time), or this
   //     leader has not yet committed an entry of its own term (both: retry shortly); or a
   //     promotion of a learner more than config.max_promote_lag_entries behind the leader's
-  //     last index (the message says how far behind); or a voter's change of itself;
+  //     last index (the message says how far behind); or a promotion/removal after which
+  //     fewer than a majority of the voters would be up with their data (heard from in this
+  //     election timeout, not recovering a lost disk);
   //   kAlreadyExists / kNotFound / kInvalidArgument from ApplyConfChange (membership.h).
   // A leader that removes itself keeps leading until the entry commits, then steps down.
   absl::StatusOr<EntryId> ProposeConfChange(raftpb::ConfChange change);
