@@ -260,6 +260,16 @@ constexpr RegressionSeed kRegressionSeeds[] = {
     {2333, 0, "bridge check: isolated node at a higher term"},
     {2539, 0, "bridge check: isolated node at a higher term"},
     {2680, 0, "bridge check: isolated node at a higher term"},
+    // Membership (issue 13), first sweep of 300 seeds:
+    // a voter removed while another was recovering a lost disk left {2,3,4,5} with two of
+    // four able to count: no commit, no recovery (the healthy-majority check, and the
+    // simulated operator keeping a majority with data in every configuration in play);
+    {69, 0, "membership: removal left no healthy majority", true},
+    // a learner that lost its disk was promoted: {1,2,3,4} with 1 and 4 recovering;
+    {125, 0, "membership: promotion of a recovering learner", true},
+    // node 3 alone held its uncommitted self-removal (the longest log) and so refused its vote
+    // to 2 and 7, which needed it; it did not campaign: no leader ever (thesis §4.2.2).
+    {245, 0, "membership: node holding its own uncommitted removal must campaign", true},
 };
 
 TEST(SimRegressionTest, Seeds) {
