@@ -98,6 +98,9 @@ class Simulation {
   // were promoted, and `lost` (if not 0) lost its data too (the operator's rule: a minority
   // at most, in every configuration in play).
   bool MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) const;
+  // Whether some node's log (up: in memory; down: its storage) holds a change of the voter
+  // set that is not known committed.
+  bool VoterChangeInFlight() const;
   void MaybeCrashOrRestart();
   void ClientOps();
   void DeliverDue();
@@ -358,8 +361,43 @@ bool Simulation::MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) c
   return without_data <= (cs.voters_size() - 1) / 2;
 }
 
+bool Simulation::VoterChangeInFlight() const {
+  for (const SimNode& n : nodes_) {
+    if (!n.started || n.retired || !n.storage) continue;
+    raftpb::ConfState cs;
+    if (n.up) {
+      if (n.raft->log().LastConfIndex() <= committed_conf_index_) continue;
+      cs = n.raft->configuration();
+    } else {
+      // The newest ENTRY_CONF in its storage above the committed one.
+      absl::StatusOr<std::vector<raftpb::Entry>> entries = n.storage->Entries(
+          std::max(n.storage->FirstIndex(), committed_conf_index_ + 1),
+          n.storage->LastIndex() + 1, std::numeric_limits<uint64_t>::max());
+      bool found = false;
+      if (entries.ok()) {
+        for (auto it = entries->rbegin(); it != entries->rend() && !found; ++it) {
+          if (it->type() != raftpb::ENTRY_CONF) continue;
+          absl::StatusOr<raftpb::ConfState> c = ConfStateOfEntry(*it);
+          if (c.ok()) {
+            cs = *c;
+            found = true;
+          }
+        }
+      }
+      if (!found) continue;
+    }
+    if (VotersOf(cs) != VotersOf(committed_conf_)) return true;
+  }
+  return false;
+}
+
 bool Simulation::MayLoseDisk(const SimNode& x) const {
   if (opt_.membership) {
+    // Liveness with lost disks needs no voter change in flight (architecture.md: an
+    // uncommitted change can leave the nodes that would elect a leader split between two
+    // configurations, one of them a learner with a newer log that cannot campaign; with a
+    // minority without data on top there may be no leader at all).
+    if (VoterChangeInFlight()) return false;
     // Every configuration in play: the committed one, and what each node has in force.
     if (!MajorityKeepsData(committed_conf_, x.id)) return false;
     for (const SimNode& n : nodes_) {
@@ -765,8 +803,13 @@ void Simulation::MembershipOps() {
     cc.set_node_id(id);
     // The operator keeps a majority of every configuration with its data (as for lost
     // disks): no removal of a voter or promotion that would break it.
+    // And no voter change while a node is without its data (the same liveness argument).
+    bool any_without_data = false;
+    for (uint64_t id : StartedIds()) any_without_data = any_without_data || WithoutData(id);
     absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cs, cc);
-    if (next.ok() && type != raftpb::CONF_ADD_LEARNER && !MajorityKeepsData(*next, 0)) {
+    const bool voter_change =
+        type == raftpb::CONF_PROMOTE || (type == raftpb::CONF_REMOVE && IsVoterIn(cs, id));
+    if (next.ok() && voter_change && (any_without_data || !MajorityKeepsData(*next, 0))) {
       Log(absl::StrCat("leader ", l, ": not ", raftpb::ConfChangeType_Name(type), " ", id,
                        ": too many nodes without their data"));
       return false;
