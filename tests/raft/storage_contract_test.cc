@@ -247,6 +247,14 @@ TYPED_TEST(StorageContractTest, CompactKeepsTheConfigurationOfDroppedConfEntries
   EXPECT_EQ(8u, this->s_->FirstIndex() - 1);
   EXPECT_EQ(4, this->s_->snapshot_metadata().conf_state().voters_size());
   EXPECT_EQ(0, this->s_->snapshot_metadata().conf_state().learners_size());
+  // An ENTRY_CONF read back at start-up (the WAL's replay) is known as one when compacted.
+  ASSERT_TRUE(this->s_->Append({conf_entry(11, {1, 2}, {5})}).ok());
+  ASSERT_TRUE(this->s_->Sync().ok());
+  this->s_ = this->factory_.CrashAndRestart(std::move(this->s_));
+  ASSERT_NE(nullptr, this->s_);
+  ASSERT_TRUE(this->s_->Compact(11).ok());
+  EXPECT_EQ(2, this->s_->snapshot_metadata().conf_state().voters_size());
+  EXPECT_EQ(1, this->s_->snapshot_metadata().conf_state().learners_size());
 }
 
 TYPED_TEST(StorageContractTest, RestartKeepsSyncedStateOnly) {
