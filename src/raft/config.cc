@@ -8,9 +8,8 @@ namespace raftkv::raft {
 
 absl::Status Config::Validate() const {
   if (id == 0) return absl::InvalidArgumentError("raft config: id must be >= 1");
-  if (std::find(peers.begin(), peers.end(), id) == peers.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("raft config: id ", id, " not in peers"));
-  }
+  // (A node joining an existing cluster is not among the bootstrap voters.)
+  if (peers.empty()) return absl::InvalidArgumentError("raft config: no peers");
   std::vector<uint64_t> sorted = peers;
   std::sort(sorted.begin(), sorted.end());
   if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {

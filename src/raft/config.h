@@ -12,8 +12,14 @@ namespace raftkv::raft {
 struct Config {
   // This node's id, 1-based (0 means "none" in messages and hard state).
   uint64_t id = 0;
-  // Every voter, this node included. Ids are 1-based and distinct.
+  // The bootstrap configuration: the voters of a new cluster. Ids are 1-based and distinct.
+  // Once the storage holds a snapshot with a conf_state or an ENTRY_CONF entry, those decide
+  // (membership.h) and this is ignored. A node joining an existing cluster is not among them.
   std::vector<uint64_t> peers;
+  // A learner is promoted only when its match index is within this many entries of the
+  // leader's last index (etcd's "learner not ready"), so a new voter does not make the
+  // quorum wait for it to catch up.
+  uint64_t max_promote_lag_entries = 1000;
   // A follower that hears nothing from a leader for a random number of ticks in
   // [election_tick, 2 * election_tick) starts an election. A CheckQuorum leader steps down if
   // it has not heard from a quorum for election_tick ticks.

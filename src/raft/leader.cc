@@ -28,12 +28,21 @@ absl::Status NotLeader(uint64_t lead, const std::string& why = "") {
   return s;
 }
 
+absl::Status TransferInProgress(uint64_t to) {
+  // Retryable, and no leader hint: the leader is about to change.
+  return absl::UnavailableError(
+      absl::StrCat("not accepting proposals: leadership transfer to ", to, " in progress"));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- proposals, replication
 
 absl::StatusOr<EntryId> Raft::Propose(std::string data) {
   if (role_ != Role::kLeader) return NotLeader(lead_, RejoinDetail());
+  // §3.10: proposals stop while leadership is handed over (else the target might never
+  // catch up, and what it lacks would be lost with the old leader's term).
+  if (lead_transferee_ != 0) return TransferInProgress(lead_transferee_);
   if (uncommitted_bytes_ > 0 && uncommitted_bytes_ + data.size() > config_.max_uncommitted_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("too many uncommitted proposals (", uncommitted_bytes_, " bytes)"));
@@ -48,6 +57,163 @@ absl::StatusOr<EntryId> Raft::Propose(std::string data) {
   broadcast_pending_ = true;
   if (config_.check_invariants) CheckInvariants();
   return EntryId{log_.LastIndex(), term_};
+}
+
+absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
+  if (role_ != Role::kLeader) return NotLeader(lead_, RejoinDetail());
+  if (lead_transferee_ != 0) return TransferInProgress(lead_transferee_);
+  // One change at a time (thesis §4.1): the next one only once the previous one committed,
+  // so any two configurations in force at once differ by one server and their majorities
+  // intersect.
+  if (log_.LastConfIndex() > log_.committed()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a configuration change (index ", log_.LastConfIndex(),
+                     ") is not committed yet; one change at a time"));
+  }
+  // A new leader may still hold an uncommitted change of an earlier term in its log whose
+  // fate is undecided: committing an entry of its own term first settles it (the fix for
+  // the single-server bug, raft-dev 2015 / thesis errata).
+  if (!CommittedInCurrentTerm()) {
+    return absl::FailedPreconditionError(
+        "this leader has not committed an entry of its term yet; retry shortly");
+  }
+  const raftpb::ConfState& cur = log_.conf();
+  absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cur, change);
+  if (!next.ok()) return next.status();
+  if (change.type() == raftpb::CONF_PROMOTE) {
+    // A voter that makes the quorum wait for it to catch up costs availability.
+    const uint64_t match = progress_.at(change.node_id()).match();
+    const uint64_t behind = log_.LastIndex() - std::min(match, log_.LastIndex());
+    if (behind > config_.max_promote_lag_entries) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "learner ", change.node_id(), " is ", behind, " entries behind the leader (match ",
+          match, ", leader's last index ", log_.LastIndex(), "; at most ",
+          config_.max_promote_lag_entries, " allowed): retry once it has caught up"));
+    }
+  }
+  if (change.type() == raftpb::CONF_PROMOTE ||
+      (change.type() == raftpb::CONF_REMOVE && IsVoterIn(cur, change.node_id()))) {
+    // Availability (etcd's strict reconfiguration check): the new voter set must keep a
+    // majority of voters that count now -- data intact by their latest incarnation and heard
+    // from in this election timeout (or this leader) -- else the change itself could leave
+    // the cluster unable to commit: promoting a learner that lost its disk, removing a
+    // healthy voter while another is down or recovering.
+    std::vector<uint64_t> healthy;
+    for (uint64_t v : next->voters()) {
+      auto it = progress_.find(v);
+      if (v == config_.id ||
+          (it != progress_.end() && it->second.counts() && it->second.recent_active())) {
+        healthy.push_back(v);
+      }
+    }
+    if (healthy.size() < static_cast<size_t>(next->voters_size()) / 2 + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the change would leave ", healthy.size(), " of ", next->voters_size(),
+          " voters up with their data (", DescribeConfState(*next),
+          "): a majority is needed; bring the others back first"));
+    }
+  }
+  *change.mutable_conf_state() = std::move(*next);
+  raftpb::Entry e;
+  e.set_type(raftpb::ENTRY_CONF);
+  e.set_data(change.SerializeAsString());
+  uncommitted_bytes_ += e.data().size();
+  AppendEntry(std::move(e));
+  MaybeApplyConf();  // in force here at once
+  broadcast_pending_ = true;
+  if (config_.check_invariants) CheckInvariants();
+  return EntryId{log_.LastIndex(), term_};
+}
+
+std::vector<uint64_t> Raft::Tracked() const {
+  std::vector<uint64_t> ids = MembersOf(log_.conf());
+  for (uint64_t id : MembersOf(log_.ConfAt(log_.committed()))) ids.push_back(id);
+  ids.push_back(config_.id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+void Raft::MaybeApplyConf() {
+  // (Followers track no progress: Reset rebuilds it when one becomes leader.)
+  if (role_ != Role::kLeader) return;
+  // Until stable: a commit below may change the committed configuration (bounded: commit
+  // only grows, up to the last index).
+  while (true) {
+    if (log_.conf_version() == seen_conf_version_ && log_.committed() == seen_commit_) return;
+    seen_conf_version_ = log_.conf_version();
+    seen_commit_ = log_.committed();
+    const std::vector<uint64_t> tracked = Tracked();
+    for (auto it = progress_.begin(); it != progress_.end();) {
+      if (!std::binary_search(tracked.begin(), tracked.end(), it->first)) {
+        it = progress_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (uint64_t id : tracked) {
+      if (progress_.count(id)) continue;
+      Progress pr(log_.LastIndex() + 1, config_.max_inflight_msgs);
+      pr.set_recent_active(true);  // a new member: give it a chance (snapshots included)
+      progress_.emplace(id, std::move(pr));
+    }
+    if (lead_transferee_ != 0 && !IsVoterIn(log_.conf(), lead_transferee_)) AbortTransfer();
+    // Fewer voters may make a smaller quorum that already holds more; then the committed
+    // configuration may have changed too (the next round).
+    if (MaybeCommit()) BroadcastAppend();
+  }
+}
+
+void Raft::MaybeStepDownRemoved() {
+  // Thesis §4.2.2: a leader not in its configuration manages the cluster until that
+  // configuration commits (it does not count itself meanwhile), then steps down. It never
+  // campaigns again (Promotable), so the remaining voters elect one of themselves.
+  if (role_ == Role::kLeader && !SelfIsVoter() && log_.committed() >= log_.LastConfIndex()) {
+    BecomeFollower(term_, 0);
+  }
+}
+
+absl::Status Raft::TransferLeadership(uint64_t to) {
+  if (role_ != Role::kLeader) return NotLeader(lead_, RejoinDetail());
+  if (to == 0) {
+    // The most up-to-date other voter: the one that needs least to catch up.
+    uint64_t best_match = 0;
+    for (uint64_t v : Voters()) {
+      if (v == config_.id || !progress_.at(v).counts()) continue;
+      if (to == 0 || progress_.at(v).match() > best_match) {
+        to = v;
+        best_match = progress_.at(v).match();
+      }
+    }
+    if (to == 0) return absl::FailedPreconditionError("no other voter to transfer to");
+  }
+  if (to == config_.id) {
+    return absl::FailedPreconditionError(absl::StrCat("node ", to, " already leads"));
+  }
+  if (!IsVoterIn(log_.conf(), to)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", to, " is not a voter (", DescribeConfState(log_.conf()), ")"));
+  }
+  if (!progress_.at(to).counts()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", to, " lost its data and is recovering: it cannot lead yet"));
+  }
+  lead_transferee_ = to;
+  transfer_elapsed_ = 0;
+  if (progress_.at(to).match() == log_.LastIndex()) {
+    SendTimeoutNow(to);
+  } else {
+    MaybeSendAppend(to, true);  // TimeoutNow follows once it acknowledges our last entry
+  }
+  if (config_.check_invariants) CheckInvariants();
+  return absl::OkStatus();
+}
+
+void Raft::SendTimeoutNow(uint64_t to) {
+  Message m;
+  m.set_type(raftpb::MSG_TIMEOUT_NOW);
+  m.set_to(to);
+  Send(std::move(m));
 }
 
 void Raft::AppendEntry(raftpb::Entry e) {
@@ -193,6 +359,10 @@ void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
     }
     while (MaybeSendAppend(m.from(), false)) {
     }
+    // The transfer target now holds our whole log: it may campaign.
+    if (m.from() == lead_transferee_ && pr.match() == log_.LastIndex()) {
+      SendTimeoutNow(m.from());
+    }
   }
 }
 
@@ -205,7 +375,7 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
   // A node that lost its data confirms nothing (rejoin.cc).
   if (!pr.counts()) return;
   ReadIndexTracker::AckResult acked =
-      reads_.OnHeartbeatAck(config_.peers, config_.id, m.from(), m.context());
+      reads_.OnHeartbeatAck(Voters(), config_.id, m.from(), m.context());
   for (const ReadIndexTracker::Read& r : acked.released) AnswerRead(r);
   if (acked.start_round) BroadcastHeartbeat();
 }
@@ -214,7 +384,9 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
 
 bool Raft::MaybeCommit() {
   // The leader's own match counts only what Advance reported persisted.
-  const uint64_t quorum_index = quorum::CommittedIndex(config_.peers, [this](uint64_t id) {
+  // Counted among the voters of the configuration in force (the newest in our log, even
+  // uncommitted: thesis §4.1), never learners.
+  const uint64_t quorum_index = quorum::CommittedIndex(Voters(), [this](uint64_t id) {
     auto it = progress_.find(id);
     return it == progress_.end() || !it->second.counts() ? uint64_t{0} : it->second.match();
   });
@@ -231,7 +403,7 @@ bool Raft::CommittedInCurrentTerm() const { return log_.TermOrZero(log_.committe
 bool Raft::QuorumActive() const {
   // Every voter "answers": yes when heard from this election timeout (the leader itself
   // always is).
-  return quorum::TallyVotes(config_.peers, [this](uint64_t id) -> std::optional<bool> {
+  return quorum::TallyVotes(Voters(), [this](uint64_t id) -> std::optional<bool> {
            if (id == config_.id) return true;
            auto it = progress_.find(id);
            return it != progress_.end() && it->second.recent_active() && it->second.counts();
@@ -239,7 +411,7 @@ bool Raft::QuorumActive() const {
 }
 
 bool Raft::LeaderAloneIsQuorum() const {
-  return quorum::TallyVotes(config_.peers, [this](uint64_t id) -> std::optional<bool> {
+  return quorum::TallyVotes(Voters(), [this](uint64_t id) -> std::optional<bool> {
            if (id == config_.id) return true;
            return std::nullopt;
          }) == quorum::VoteResult::kWon;

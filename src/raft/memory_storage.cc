@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "raft/membership.h"
 
 namespace raftkv::raft {
 
@@ -85,6 +86,14 @@ absl::Status MemoryStorage::Compact(uint64_t index) {
         absl::StrCat("compact to ", index, " past last index ", LastIndex()));
   }
   const uint64_t term = entries_[Offset(index)].term();
+  // Keep the configuration in force at `index` (storage.h): the newest ENTRY_CONF dropped.
+  for (size_t i = Offset(index) + 1; i-- > 0;) {
+    if (entries_[i].type() != raftpb::ENTRY_CONF) continue;
+    absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(entries_[i]);
+    if (!cs.ok()) return cs.status();
+    *snapshot_.mutable_conf_state() = std::move(*cs);
+    break;
+  }
   entries_.erase(entries_.begin(), entries_.begin() + Offset(index) + 1);
   snapshot_.set_index(index);
   snapshot_.set_term(term);

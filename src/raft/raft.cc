@@ -69,7 +69,7 @@ absl::StatusOr<std::unique_ptr<Raft>> Raft::Create(const Config& config,
 Raft::Raft(const Config& config, const LogStorage* storage)
     : config_(config),
       storage_(storage),
-      log_(storage, config.applied),
+      log_(storage, config.applied, ConfStateOf(config.peers)),
       rng_(config.seed * 0x9e3779b97f4a7c15ULL + config.id) {
   const raftpb::HardState hs = storage->hard_state();
   term_ = hs.term();
@@ -102,7 +102,8 @@ void Raft::Reset(uint64_t term) {
   ResetRandomizedElectionTimeout();
   votes_.clear();
   progress_.clear();
-  for (uint64_t p : config_.peers) {
+  AbortTransfer();
+  for (uint64_t p : Tracked()) {
     auto [it, _] = progress_.emplace(p, Progress(log_.LastIndex() + 1, config_.max_inflight_msgs));
     if (p == config_.id) it->second.set_recent_active(true);
   }
@@ -146,12 +147,19 @@ void Raft::BecomeLeader() {
 }
 
 bool Raft::Promotable() const {
+  // Only a voter campaigns (never a learner, nor a node whose removal committed). A node that
+  // holds its own removal uncommitted still does (thesis §4.2.2): its vote does not count
+  // (Poll tallies the configuration in force), but the others may need it elected to commit
+  // the removal -- it may hold the longest log, and refuse its vote to everyone else.
+  const bool voter =
+      SelfIsVoter() || (log_.LastConfIndex() > log_.committed() &&
+                        IsVoterIn(log_.ConfAt(log_.committed()), config_.id));
   // A node with a snapshot not yet installed may not lead: its log is in flux. A node that
   // lost its data may not either until it is a voter again (rejoin.cc).
-  return progress_.count(config_.id) > 0 && !log_.UnstableSnapshot().has_value() && IsVoter();
+  return voter && !log_.UnstableSnapshot().has_value() && IsVoter();
 }
 
-void Raft::Campaign(bool pre_vote) {
+void Raft::Campaign(bool pre_vote, bool transfer) {
   MessageType type;
   uint64_t term;
   if (pre_vote) {
@@ -172,7 +180,8 @@ void Raft::Campaign(bool pre_vote) {
     }
     return;
   }
-  for (uint64_t p : config_.peers) {
+  // Only voters are asked: a learner's answer would count for nothing.
+  for (uint64_t p : Voters()) {
     if (p == config_.id) continue;
     Message m;
     m.set_type(type);
@@ -180,13 +189,16 @@ void Raft::Campaign(bool pre_vote) {
     m.set_term(term);
     m.set_index(log_.LastIndex());
     m.set_log_term(log_.LastTerm());
+    m.set_leader_transfer(transfer);
     Send(std::move(m));
   }
 }
 
 quorum::VoteResult Raft::Poll(uint64_t id, bool granted) {
   votes_.emplace(id, granted);  // the first answer of a voter counts
-  return quorum::TallyVotes(config_.peers, [this](uint64_t voter) -> std::optional<bool> {
+  // Tallied among the voters of our configuration: a learner's (or stranger's) grant is
+  // recorded but never counts.
+  return quorum::TallyVotes(Voters(), [this](uint64_t voter) -> std::optional<bool> {
     auto it = votes_.find(voter);
     if (it == votes_.end()) return std::nullopt;
     return it->second;
@@ -199,6 +211,9 @@ void Raft::Tick() {
   if (role_ == Role::kLeader) {
     ++heartbeat_elapsed_;
     ++election_elapsed_;
+    // A transfer that did not finish within an election timeout is abandoned: the target is
+    // down or too slow, and this leader serves again (Raft thesis §3.10).
+    if (lead_transferee_ != 0 && ++transfer_elapsed_ >= config_.election_tick) AbortTransfer();
     if (election_elapsed_ >= config_.election_tick) {
       election_elapsed_ = 0;
       if (config_.check_quorum) {
@@ -224,7 +239,7 @@ void Raft::Tick() {
     // The only voter cannot lose an election: it campaigns at its first tick instead of
     // waiting out a randomized timeout (as etcd), so a restarted one-node cluster serves
     // at once.
-    const bool sole_voter = config_.peers.size() == 1 && config_.peers[0] == config_.id;
+    const bool sole_voter = log_.conf().voters_size() == 1 && SelfIsVoter();
     if (Promotable() && (sole_voter || election_elapsed_ >= randomized_election_timeout_)) {
       election_elapsed_ = 0;
       Campaign(config_.pre_vote);
@@ -235,16 +250,18 @@ void Raft::Tick() {
 
 void Raft::Step(const Message& m) {
   StepInner(m);
+  MaybeApplyConf();
+  MaybeStepDownRemoved();
   MaybeFinishRecovery();
   if (config_.check_invariants) CheckInvariants();
 }
 
 void Raft::StepInner(const Message& m) {
-  if (progress_.count(m.from()) == 0 && std::find(config_.peers.begin(), config_.peers.end(),
-                                                  m.from()) == config_.peers.end()) {
-    return;  // not a member
-  }
-  if (m.from() == config_.id) return;
+  // Messages from nodes outside our configuration are taken as from anyone else, as in
+  // etcd: a node that lags may not know yet of the member that now leads or campaigns
+  // (dropping them could leave it behind for good). A leader ignores answers of nodes it does
+  // not track (StepLeader); a removed node is kept from disrupting by PreVote and the lease.
+  if (m.from() == 0 || m.from() == config_.id) return;
   if (m.to() != 0 && m.to() != config_.id) return;  // misrouted
 
   if (m.term() == 0) {
@@ -253,8 +270,9 @@ void Raft::StepInner(const Message& m) {
     if (m.type() == raftpb::MSG_VOTE || m.type() == raftpb::MSG_PRE_VOTE) {
       // CheckQuorum lease: a follower that heard from a live leader within the minimum
       // election timeout does not help depose it (Raft thesis §4.2.3).
+      // A leadership transfer is the leader's own wish: no lease protects it from that.
       const bool in_lease = config_.check_quorum && lead_ != 0 &&
-                            election_elapsed_ < config_.election_tick;
+                            election_elapsed_ < config_.election_tick && !m.leader_transfer();
       if (in_lease) return;
     }
     if (m.type() == raftpb::MSG_PRE_VOTE) {
@@ -412,6 +430,15 @@ void Raft::StepFollower(const Message& m) {
     case raftpb::MSG_READ_INDEX_RESP:
       if (HandleRecoveryReadAnswer(m)) break;
       read_states_.push_back(ReadState{m.context(), m.index()});
+      break;
+    case raftpb::MSG_TIMEOUT_NOW:
+      // Leadership transfer (§3.10): our leader handed over; campaign now, skipping PreVote
+      // (the leader agreed, and its followers would refuse a pre-vote while it is alive).
+      // Not if we cannot lead (a learner, a removed node, a node recovering a lost disk).
+      if (Promotable()) {
+        election_elapsed_ = 0;
+        Campaign(/*pre_vote=*/false, /*transfer=*/true);
+      }
       break;
     default:
       break;

@@ -28,6 +28,25 @@
 // leader's id as a status payload (LeaderHint()); lead() says the same. ReadIndex(ctx) is
 // answered by a ReadState{ctx, index} in a later Ready of the node it was called on.
 //
+// Membership (membership.h has the rules): Config::peers is only the bootstrap configuration;
+// afterwards the members live in the log. ProposeConfChange() appends an ENTRY_CONF entry on
+// the leader; every node uses a configuration from the moment the entry is in its log and
+// drops it if the entry is truncated. The caller:
+//   5. applies committed ENTRY_CONF entries in order with the others, but not as commands:
+//      their data is a raftpb::ConfChange (the core has already acted on them; the server
+//      updates its member table and peer addresses from it). The configuration in force is
+//      configuration() / Status().conf_state; SetSnapshot() fills a snapshot's conf_state;
+//   6. restarts a node with the same bootstrap Config::peers (or any: the storage's snapshot
+//      conf_state and log override it). A node joining an existing cluster starts with empty
+//      storage, Config::empty_start = kNewCluster (a fresh id promised nothing) and peers that
+//      need not include itself: it campaigns for nothing until a leader's log makes it a
+//      voter;
+//   7. stops a node once its removal is committed. (A node that holds its removal stops
+//      campaigning once it knows the entry committed -- until then the others may need it to
+//      lead, thesis §4.2.2; PreVote and CheckQuorum keep one that missed it from disrupting.)
+// Leadership transfer: TransferLeadership(to) on the leader; proposals are refused until the
+// transfer ends (the target won, or an election timeout passed: the old leader serves again).
+//
 // Snapshots: the caller reports each state-machine snapshot with SetSnapshot() (metadata +
 // opaque handle) and then may compact its LogStorage up to that index. A follower that needs
 // compacted entries gets MSG_SNAP carrying that Snapshot; the transport streams the data and
@@ -46,6 +65,7 @@
 #include "absl/status/statusor.h"
 #include "raft.pb.h"
 #include "raft/config.h"
+#include "raft/membership.h"
 #include "raft/progress.h"
 #include "raft/quorum.h"
 #include "raft/raft_log.h"
@@ -96,6 +116,7 @@ struct ProgressStatus {
   const char* state = "";
   bool recent_active = false;
   size_t inflight = 0;
+  bool learner = false;  // a learner of the configuration in force (never counted)
 };
 
 struct RaftStatus {
@@ -112,6 +133,11 @@ struct RaftStatus {
   raftpb::VoterState voter_state = raftpb::VOTER;
   uint64_t incarnation = 0;
   std::string rejoin_detail;  // "" for a voter
+  // The configuration in force (the newest ENTRY_CONF in this node's log, maybe uncommitted)
+  // and the index of its entry (0: from the snapshot or the bootstrap Config::peers).
+  raftpb::ConfState conf_state;
+  uint64_t conf_index = 0;
+  uint64_t lead_transferee = 0;  // leader: the target of a transfer in progress, else 0
 };
 
 // Where a proposal landed: it is committed iff the entry at `index` has `term` when applied.
@@ -148,6 +174,28 @@ class Raft {
   // Errors: kUnavailable "not leader" carrying the leader hint (see LeaderHint());
   // kResourceExhausted when uncommitted proposals exceed config.max_uncommitted_bytes.
   absl::StatusOr<EntryId> Propose(std::string data);
+  // Proposes a membership change (its type and node_id; the core fills conf_state) on the
+  // leader; it is in force on this node at once (the returned entry is appended), on others
+  // as they append it. Errors (nothing was appended):
+  //   kUnavailable: not leader (with the hint), or a leadership transfer is in progress;
+  //   kFailedPrecondition: an earlier change is not committed yet (one at a time), or this
+  //     leader has not yet committed an entry of its own term (both: retry shortly); or a
+  //     promotion of a learner more than config.max_promote_lag_entries behind the leader's
+  //     last index (the message says how far behind); or a promotion/removal after which
+  //     fewer than a majority of the voters would be up with their data (heard from in this
+  //     election timeout, not recovering a lost disk);
+  //   kAlreadyExists / kNotFound / kInvalidArgument from ApplyConfChange (membership.h).
+  // A leader that removes itself keeps leading until the entry commits, then steps down.
+  absl::StatusOr<EntryId> ProposeConfChange(raftpb::ConfChange change);
+  // Leadership transfer (Raft thesis §3.10): stops accepting proposals, brings `to` up to
+  // date and sends it MSG_TIMEOUT_NOW; it campaigns at once (no PreVote, and voters answer
+  // despite CheckQuorum's lease). The transfer ends when this node stops leading, or aborts
+  // after election_tick ticks. `to` = 0 picks the voter with the highest match. A second call
+  // replaces the target. Errors: kUnavailable not leader; kFailedPrecondition when `to` is
+  // not a voter of the configuration in force, is this node, or lost its data (recovering),
+  // or (to = 0) no other voter exists.
+  absl::Status TransferLeadership(uint64_t to);
+
   // Requests a linearizable read index for `context` (an id unique among pending reads). The
   // answer arrives as a ReadState in a later Ready, possibly never (leader change, lost
   // message): callers time out. Reads are batched: one heartbeat round confirms every read
@@ -179,6 +227,8 @@ class Raft {
   uint64_t lead() const { return lead_; }
   uint64_t vote() const { return vote_; }
   const RaftLog& log() const { return log_; }
+  // The configuration in force (see the contract above).
+  const raftpb::ConfState& configuration() const { return log_.conf(); }
 
   // Aborts if a local invariant is broken: term, commit and applied never decrease; the vote
   // of a term never changes; applied <= commit <= last index; a leader leads its own term and
@@ -222,8 +272,24 @@ class Raft {
   void BecomeCandidate();
   void BecomeLeader();
   void Reset(uint64_t term);
-  void Campaign(bool pre_vote);
+  // `transfer`: answering MSG_TIMEOUT_NOW (skips PreVote, flags the vote requests).
+  void Campaign(bool pre_vote, bool transfer = false);
   bool Promotable() const;
+  // The voters of the configuration in force (the only nodes that count anywhere).
+  std::vector<uint64_t> Voters() const { return VotersOf(log_.conf()); }
+  bool SelfIsVoter() const { return IsVoterIn(log_.conf(), config_.id); }
+  // Who a leader replicates to: the members of the configuration in force, those of the
+  // committed one (a removed node keeps receiving until its removal commits, so it learns it
+  // is removed and stops campaigning), and itself.
+  std::vector<uint64_t> Tracked() const;
+  // After anything that may have changed the log or the commit index: the leader tracks
+  // Tracked() (new members get a Progress, others lose theirs), a transfer to a node that
+  // is no longer a voter aborts, and a smaller voter set may commit more.
+  void MaybeApplyConf();
+  // A leader removed by a committed ENTRY_CONF steps down (Raft thesis §4.2.2).
+  void MaybeStepDownRemoved();
+  void SendTimeoutNow(uint64_t to);
+  void AbortTransfer() { lead_transferee_ = 0; transfer_elapsed_ = 0; }
   void ResetRandomizedElectionTimeout();
   // Counts a vote; returns how the election stands among the voters.
   quorum::VoteResult Poll(uint64_t id, bool granted);
@@ -308,6 +374,12 @@ class Raft {
   ReadIndexTracker reads_;
 
   std::optional<raftpb::Snapshot> snapshot_;  // latest snapshot to send (SetSnapshot)
+
+  uint64_t seen_conf_version_ = 0;  // log_.conf_version() that progress_ reflects
+  uint64_t seen_commit_ = 0;        // ... and the commit index it reflects
+  // Leader: the target of a leadership transfer (0: none) and ticks since it began.
+  uint64_t lead_transferee_ = 0;
+  int transfer_elapsed_ = 0;
 
   // Output accumulated for the next Ready.
   std::vector<raftpb::Message> msgs_;

@@ -1,21 +1,36 @@
 #include "raft/raft_log.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "raft/membership.h"
 
 namespace raftkv::raft {
 
-RaftLog::RaftLog(const LogStorage* storage, uint64_t applied)
+RaftLog::RaftLog(const LogStorage* storage, uint64_t applied, raftpb::ConfState bootstrap)
     : storage_(storage),
       offset_(storage->LastIndex() + 1),
       committed_(storage->hard_state().commit()),
-      applied_(std::max(applied, storage->FirstIndex() - 1)) {
+      applied_(std::max(applied, storage->FirstIndex() - 1)),
+      bootstrap_conf_(std::move(bootstrap)) {
   // A snapshot is committed by definition; an old hard state may lag behind it.
   committed_ = std::max(committed_, storage->FirstIndex() - 1);
   RAFTKV_CHECK(applied_ <= committed_);
   RAFTKV_CHECK(committed_ <= storage->LastIndex());
+  // The configuration is rebuilt from what is durable: the snapshot's, then every ENTRY_CONF
+  // entry of the log (read in bounded batches).
+  const raftpb::SnapshotMetadata meta = storage->snapshot_metadata();  // (a copy)
+  base_conf_ = meta.conf_state().voters_size() > 0 ? meta.conf_state() : bootstrap_conf_;
+  constexpr uint64_t kScanBytes = 4 << 20;
+  for (uint64_t lo = storage->FirstIndex(); lo <= storage->LastIndex();) {
+    absl::StatusOr<std::vector<raftpb::Entry>> batch =
+        storage->Entries(lo, storage->LastIndex() + 1, kScanBytes);
+    RAFTKV_CHECK_MSG(batch.ok() && !batch->empty(), "cannot read the log back at start-up");
+    TrackConf(*batch);
+    lo += batch->size();
+  }
 }
 
 uint64_t RaftLog::FirstIndex() const {
@@ -119,6 +134,12 @@ uint64_t RaftLog::Append(const std::vector<raftpb::Entry>& entries) {
 
 void RaftLog::TruncateAndAppend(const std::vector<raftpb::Entry>& entries) {
   const uint64_t after = entries.front().index();
+  // A configuration takes effect when appended and reverts when its entry is truncated.
+  if (auto it = conf_entries_.lower_bound(after); it != conf_entries_.end()) {
+    conf_entries_.erase(it, conf_entries_.end());
+    ++conf_version_;
+  }
+  TrackConf(entries);
   if (after == offset_ + unstable_.size()) {
     unstable_.insert(unstable_.end(), entries.begin(), entries.end());
   } else if (after <= offset_) {
@@ -191,6 +212,38 @@ void RaftLog::Restore(const raftpb::Snapshot& snap) {
   offset_ = index + 1;
   unstable_.clear();
   unstable_snapshot_ = snap;
+  const raftpb::ConfState& snap_conf = snap.metadata().conf_state();
+  base_conf_ = snap_conf.voters_size() > 0 ? snap_conf : bootstrap_conf_;
+  conf_entries_.clear();
+  ++conf_version_;
+}
+
+void RaftLog::TrackConf(const std::vector<raftpb::Entry>& entries) {
+  for (const raftpb::Entry& e : entries) {
+    if (e.type() != raftpb::ENTRY_CONF) continue;
+    absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(e);
+    RAFTKV_CHECK_MSG(cs.ok(), std::string(cs.status().message()).c_str());
+    conf_entries_[e.index()] = std::move(*cs);
+    ++conf_version_;
+  }
+}
+
+const raftpb::ConfState& RaftLog::conf() const {
+  return conf_entries_.empty() ? base_conf_ : conf_entries_.rbegin()->second;
+}
+
+raftpb::ConfState RaftLog::ConfAt(uint64_t index) const {
+  auto it = conf_entries_.upper_bound(index);
+  if (it == conf_entries_.begin()) return base_conf_;
+  return std::prev(it)->second;
+}
+
+uint64_t RaftLog::LastConfIndex() const {
+  return conf_entries_.empty() ? 0 : conf_entries_.rbegin()->first;
+}
+
+size_t RaftLog::UncommittedConfCount() const {
+  return std::distance(conf_entries_.upper_bound(committed_), conf_entries_.end());
 }
 
 }  // namespace raftkv::raft

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -21,7 +22,10 @@ class RaftLog {
  public:
   // `storage` must outlive this object. The log starts with everything in storage stable and
   // committed up to storage->hard_state().commit(); applied = max(applied, snapshot index).
-  RaftLog(const LogStorage* storage, uint64_t applied);
+  // `bootstrap` is the configuration before any snapshot or ENTRY_CONF entry (Config::peers);
+  // the storage's snapshot conf_state and its ENTRY_CONF entries override it (membership.h).
+  // Aborts on an ENTRY_CONF entry that does not parse (the configuration is then unknowable).
+  RaftLog(const LogStorage* storage, uint64_t applied, raftpb::ConfState bootstrap = {});
 
   uint64_t FirstIndex() const;
   uint64_t LastIndex() const;
@@ -73,12 +77,29 @@ class RaftLog {
   uint64_t StableLastIndex() const;
 
   // Follower: replace the log by `snap` (pending in the unstable part); commit = its index.
+  // The configuration becomes the snapshot's conf_state (the bootstrap one if it has none).
   void Restore(const raftpb::Snapshot& snap);
+
+  // ---- Membership (membership.h): the configuration follows the log ----
+  // The configuration in force: the newest ENTRY_CONF entry's, committed or not.
+  const raftpb::ConfState& conf() const;
+  // The configuration in force once the log ends at `index` (index >= FirstIndex() - 1 of
+  // the storage the log started from; earlier indexes give the oldest configuration known).
+  raftpb::ConfState ConfAt(uint64_t index) const;
+  // Index of the newest ENTRY_CONF entry in the log, 0 when there is none after the snapshot.
+  uint64_t LastConfIndex() const;
+  // How many ENTRY_CONF entries lie above the commit index (a leader allows at most one).
+  size_t UncommittedConfCount() const;
+  // Changes whenever conf() may have changed (an ENTRY_CONF appended or truncated, a
+  // snapshot restored): the core compares it to react (progress trackers, step-down).
+  uint64_t conf_version() const { return conf_version_; }
 
  private:
   // Term from the unstable part, if it knows `index`.
   std::optional<uint64_t> UnstableTerm(uint64_t index) const;
   void TruncateAndAppend(const std::vector<raftpb::Entry>& entries);
+  // Records the ENTRY_CONF entries among `entries` (appended after any truncation).
+  void TrackConf(const std::vector<raftpb::Entry>& entries);
 
   const LogStorage* storage_;
   std::optional<raftpb::Snapshot> unstable_snapshot_;
@@ -86,6 +107,14 @@ class RaftLog {
   uint64_t offset_;      // index of unstable_[0] (or where the next one would go)
   uint64_t committed_;   // highest index known committed
   uint64_t applied_;     // highest index handed to the caller and acknowledged by Advance
+
+  raftpb::ConfState bootstrap_conf_;  // Config::peers, for snapshots without a conf_state
+  raftpb::ConfState base_conf_;       // in force at the snapshot the log starts after
+  // The ENTRY_CONF entries in the log: index -> the configuration it establishes. Entries
+  // truncated away are erased (their configuration reverts); compacted ones stay, which is
+  // harmless (ConfAt of a later index finds the newest) and bounded by the number of changes.
+  std::map<uint64_t, raftpb::ConfState> conf_entries_;
+  uint64_t conf_version_ = 0;
 };
 
 }  // namespace raftkv::raft

@@ -98,6 +98,8 @@ void Raft::Advance(const Ready& rd) {
       BroadcastAppend();
     }
   }
+  MaybeApplyConf();
+  MaybeStepDownRemoved();
   MaybeFinishRecovery();
   if (config_.check_invariants) CheckInvariants();
 }
@@ -107,7 +109,12 @@ void Raft::Advance(const Ready& rd) {
 void Raft::SetSnapshot(const raftpb::Snapshot& snap) {
   RAFTKV_CHECK_MSG(snap.metadata().index() <= log_.applied(),
                    "SetSnapshot beyond the applied index");
-  if (!snapshot_ || snapshot_->metadata().index() <= snap.metadata().index()) snapshot_ = snap;
+  if (!snapshot_ || snapshot_->metadata().index() <= snap.metadata().index()) {
+    snapshot_ = snap;
+    // The configuration travels with the snapshot (a follower installing it learns it); the
+    // core knows it at every index the caller can snapshot, the caller need not.
+    *snapshot_->mutable_metadata()->mutable_conf_state() = log_.ConfAt(snap.metadata().index());
+  }
 }
 
 void Raft::ReportSnapshot(uint64_t id, bool ok) {
@@ -138,11 +145,14 @@ RaftStatus Raft::Status() const {
   s.voter_state = voter_state_;
   s.incarnation = incarnation_;
   s.rejoin_detail = RejoinDetail();
+  s.conf_state = log_.conf();
+  s.conf_index = log_.LastConfIndex();
+  s.lead_transferee = lead_transferee_;
   if (role_ == Role::kLeader) {
     for (const auto& [id, pr] : progress_) {
       s.progress.push_back(ProgressStatus{id, pr.match(), pr.next(),
                                           Progress::StateName(pr.state()), pr.recent_active(),
-                                          pr.inflight()});
+                                          pr.inflight(), IsLearnerIn(log_.conf(), id)});
     }
   }
   return s;

@@ -31,6 +31,16 @@
 //   Nodes that are not voters hold no promise, so losing the disks of a minority at a time
 //   loses nothing acknowledged. Liveness needs n - n/2 voters up besides this node.
 //
+// Membership: every count above is over the voters of the configuration in force on this
+//   node (membership.h). A node that lost its disk knows only what it is told at start-up
+//   (Config::peers: kvd passes the bootstrap cluster) until a leader's log or snapshot
+//   reaches it; the term floor is then taken over those voters. That is sound when they are
+//   the voters of the configuration in force (a static cluster, or an operator who passes
+//   the current members), and is NOT shown safe otherwise: if voters changed since, the
+//   n - n/2 answers may miss the majority of the election it took part in. The safe way to
+//   replace a lost disk in a cluster whose membership changed is the one the design names:
+//   remove the old member, add the node afresh under a new id (a fresh id promised nothing).
+//
 // Incarnations: each start with empty storage picks a new incarnation (Config, persisted).
 // Every message carries the sender's voter state and incarnation; a leader drops messages of
 // an incarnation older than the latest it saw from that peer this term (sent before the loss:
@@ -82,7 +92,7 @@ void Raft::InitVoterState(const raftpb::HardState& hs) {
         break;
     }
   }
-  if (voter_state_ != raftpb::VOTER && config_.peers.size() == 1) {
+  if (voter_state_ != raftpb::VOTER && Voters().size() == 1 && SelfIsVoter()) {
     // The only voter has no one to learn from: what it lost is lost; serve what it has.
     voter_state_ = raftpb::VOTER;
   }
@@ -116,7 +126,7 @@ void Raft::TickRejoin() {
 
 void Raft::SendProbes() {
   rejoin_elapsed_ = 0;
-  for (uint64_t p : config_.peers) {
+  for (uint64_t p : Voters()) {
     // Peers that answered as voters need not be asked again; the others may have become
     // voters since (a node is counted only once it is one).
     auto it = probe_answers_.find(p);
@@ -153,6 +163,8 @@ void Raft::AnswerProbe(const Message& m) {
 
 void Raft::HandleProbeAnswer(const Message& m) {
   if (IsVoter() || term_floor_set_ || m.context() != RejoinContext("probe")) return;
+  // Only voters of the configuration in force count (see "Membership" above).
+  if (!IsVoterIn(log_.conf(), m.from())) return;
   probe_answers_[m.from()] = ProbeAnswer{m.voter_state(), m.current_term(), m.index()};
   uint64_t max_term = 0;
   size_t voters = 0;
@@ -162,7 +174,8 @@ void Raft::HandleProbeAnswer(const Message& m) {
     if (a.state == raftpb::VOTER) ++voters;
     if (a.last_index > 0 || a.state == raftpb::RECOVERING) any_log = true;
   }
-  const size_t others = config_.peers.size() - 1;
+  const size_t n = Voters().size();
+  const size_t others = n - (SelfIsVoter() ? 1 : 0);
   if (voter_state_ == raftpb::UNDECIDED) {
     if (any_log) {
       BecomeRecovering();
@@ -175,7 +188,7 @@ void Raft::HandleProbeAnswer(const Message& m) {
       return;  // wait for every peer
     }
   }
-  if (voters < OthersNeeded(config_.peers.size())) return;
+  if (voters < OthersNeeded(std::max<size_t>(n, 1))) return;
   SetTermFloor(max_term);
   SendRecoveryRead();
 }
@@ -231,12 +244,12 @@ std::string Raft::RejoinDetail() const {
       return "";
     case raftpb::UNDECIDED:
       return absl::StrCat("empty data dir: asking every peer whether the cluster exists (",
-                          probe_answers_.size(), " of ", config_.peers.size() - 1,
+                          probe_answers_.size(), " of ", Voters().size() - (SelfIsVoter() ? 1 : 0),
                           " answered)");
     case raftpb::RECOVERING:
       if (!term_floor_set_) {
         return absl::StrCat(
-            "lost its data: not voting until ", OthersNeeded(config_.peers.size()),
+            "lost its data: not voting until ", OthersNeeded(std::max<size_t>(Voters().size(), 1)),
             " other voters answer (heard from ", probe_answers_.size(), ")");
       }
       if (!recovery_index_) return "lost its data: waiting for a leader to confirm its commit index";

@@ -55,7 +55,10 @@ class LogStorage {
   // A failed sync is fatal to the caller: it must stop the process.
   virtual absl::Status Sync() = 0;
   // Drops entries up to and including `index` (which must be <= LastIndex() and already
-  // covered by a snapshot the state machine holds); Term(index) stays answerable.
+  // covered by a snapshot the state machine holds); Term(index) stays answerable, and so does
+  // the configuration: snapshot_metadata().conf_state() becomes the one in force at `index`
+  // (that of the newest ENTRY_CONF entry dropped, else unchanged), so a restart rebuilds the
+  // membership from the storage alone (membership.h).
   virtual absl::Status Compact(uint64_t index) = 0;
   // Discards the whole log and restarts it after the snapshot: FirstIndex() becomes
   // meta.index()+1. Durable on return.

@@ -69,8 +69,30 @@ void Harness::ProcessReady(uint64_t id) {
   }
 }
 
+uint64_t Harness::AddNode() {
+  HarnessNode node;
+  node.id = nodes_.size() + 1;
+  node.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+  Config c = MakeConfig(node.id);
+  c.empty_start = Config::EmptyStart::kNewCluster;
+  auto raft = Raft::Create(c, node.storage.get());
+  EXPECT_TRUE(raft.ok()) << raft.status();
+  node.raft = std::move(*raft);
+  nodes_.push_back(std::move(node));
+  return nodes_.back().id;
+}
+
+absl::StatusOr<EntryId> Harness::Change(uint64_t leader, raftpb::ConfChangeType type,
+                                        uint64_t node_id) {
+  raftpb::ConfChange cc;
+  cc.set_type(type);
+  cc.set_node_id(node_id);
+  return raft(leader).ProposeConfChange(cc);
+}
+
 void Harness::Deliver(const raftpb::Message& m) {
   sent_.push_back(m);
+  if (m.to() == 0 || m.to() > nodes_.size()) return;  // a member that was never started
   const bool ok = cut_.count({m.from(), m.to()}) == 0 && !(drop_ && drop_(m));
   if (m.type() == raftpb::MSG_SNAP) {
     // The transport streams the snapshot and reports the outcome to the sender.

@@ -48,6 +48,13 @@ class Harness {
   // The leader according to a majority of nodes' role, or 0.
   uint64_t Leader() const;
 
+  // A new node (id size() + 1) joining the running cluster: empty storage, kNewCluster (a
+  // fresh id promised nothing), the bootstrap peers (itself not among them). It is no member
+  // until a leader adds it (ProposeConfChange). Returns its id.
+  uint64_t AddNode();
+  // Proposes `type` for `node_id` on `leader`.
+  absl::StatusOr<EntryId> Change(uint64_t leader, raftpb::ConfChangeType type, uint64_t node_id);
+
   // Takes a state-machine snapshot at `id`'s applied index and compacts its log to it.
   void SnapshotAndCompact(uint64_t id);
   // Crash: the node's storage reverts to its last Sync() and the core restarts from it.
@@ -82,10 +89,10 @@ class Harness {
   void StartNode(uint64_t id, const Config& config);
   void Deliver(const raftpb::Message& m);
 
-  int n_;
+  int n_;  // the bootstrap voters: 1..n_
   uint64_t incarnations_ = 1000;  // the last incarnation handed to a wiped node
   std::function<void(Config&)> tweak_;
-  std::vector<HarnessNode> nodes_;
+  std::vector<HarnessNode> nodes_;  // nodes_[id - 1]
   std::vector<raftpb::Message> queue_;
   std::vector<raftpb::Message> sent_;
   std::set<std::pair<uint64_t, uint64_t>> cut_;

@@ -595,8 +595,12 @@ TEST(ConfigTest, ValidateRejectsBadConfigs) {
   c.peers = {1, 2, 3};
   EXPECT_TRUE(c.Validate().ok());
   Config bad = c;
-  bad.id = 4;
+  bad.peers = {};
   EXPECT_FALSE(bad.Validate().ok());
+  // A node joining an existing cluster is not among the bootstrap voters (membership.h).
+  Config joiner = c;
+  joiner.id = 4;
+  EXPECT_TRUE(joiner.Validate().ok());
   bad = c;
   bad.peers = {1, 2, 2};
   EXPECT_FALSE(bad.Validate().ok());

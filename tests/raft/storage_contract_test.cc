@@ -216,6 +216,47 @@ TYPED_TEST(StorageContractTest, ApplySnapshotRestartsTheLog) {
   EXPECT_EQ(2, s.snapshot_metadata().conf_state().voters_size());
 }
 
+// Compaction keeps the configuration in force at the compaction point (the newest ENTRY_CONF
+// entry dropped), durably: a node restarted from the storage alone knows its members.
+TYPED_TEST(StorageContractTest, CompactKeepsTheConfigurationOfDroppedConfEntries) {
+  auto conf_entry = [](uint64_t index, std::vector<uint64_t> voters,
+                       std::vector<uint64_t> learners) {
+    raftpb::ConfChange cc;
+    for (uint64_t v : voters) cc.mutable_conf_state()->add_voters(v);
+    for (uint64_t l : learners) cc.mutable_conf_state()->add_learners(l);
+    raftpb::Entry e = MakeEntry(index, 1);
+    e.set_type(raftpb::ENTRY_CONF);
+    e.set_data(cc.SerializeAsString());
+    return e;
+  };
+  std::vector<raftpb::Entry> log = MakeEntries(1, 11, 1);
+  log[2] = conf_entry(3, {1, 2, 3}, {4});
+  log[5] = conf_entry(6, {1, 2, 3, 4}, {});
+  ASSERT_TRUE(this->s_->Append(log).ok());
+  // No ENTRY_CONF dropped: the configuration is unchanged (none yet).
+  ASSERT_TRUE(this->s_->Compact(2).ok());
+  EXPECT_EQ(0, this->s_->snapshot_metadata().conf_state().voters_size());
+  ASSERT_TRUE(this->s_->Compact(4).ok());
+  EXPECT_EQ(3, this->s_->snapshot_metadata().conf_state().voters_size());
+  EXPECT_EQ(1, this->s_->snapshot_metadata().conf_state().learners_size());
+  // Two dropped at once: the newest wins.
+  ASSERT_TRUE(this->s_->Compact(8).ok());
+  ASSERT_TRUE(this->s_->Sync().ok());
+  this->s_ = this->factory_.CrashAndRestart(std::move(this->s_));
+  ASSERT_NE(nullptr, this->s_);
+  EXPECT_EQ(8u, this->s_->FirstIndex() - 1);
+  EXPECT_EQ(4, this->s_->snapshot_metadata().conf_state().voters_size());
+  EXPECT_EQ(0, this->s_->snapshot_metadata().conf_state().learners_size());
+  // An ENTRY_CONF read back at start-up (the WAL's replay) is known as one when compacted.
+  ASSERT_TRUE(this->s_->Append({conf_entry(11, {1, 2}, {5})}).ok());
+  ASSERT_TRUE(this->s_->Sync().ok());
+  this->s_ = this->factory_.CrashAndRestart(std::move(this->s_));
+  ASSERT_NE(nullptr, this->s_);
+  ASSERT_TRUE(this->s_->Compact(11).ok());
+  EXPECT_EQ(2, this->s_->snapshot_metadata().conf_state().voters_size());
+  EXPECT_EQ(1, this->s_->snapshot_metadata().conf_state().learners_size());
+}
+
 TYPED_TEST(StorageContractTest, RestartKeepsSyncedStateOnly) {
   ASSERT_TRUE(this->s_->SetHardState(MakeHardState(2, 1, 4)).ok());
   ASSERT_TRUE(this->s_->Append(MakeEntries(1, 8, 1)).ok());

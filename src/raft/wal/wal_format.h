@@ -93,6 +93,7 @@ struct EntryLocation {
   uint64_t seq = 0;            // the segment file
   uint64_t offset = 0;         // of the record's first byte in it
   uint32_t payload_bytes = 0;  // the entry's encoded size (the record is 9 bytes more)
+  bool conf = false;           // an ENTRY_CONF entry (Compact keeps its configuration)
 };
 
 struct ParsedSegment {

@@ -35,7 +35,8 @@ absl::Status LogReplayer::Apply(const Record& r, uint64_t seq, const std::string
         first_index_ = index;
       }
       entries_.push_back(EntryLocation{e.term(), seq, r.offset,
-                                       static_cast<uint32_t>(r.payload.size())});
+                                       static_cast<uint32_t>(r.payload.size()),
+                                       e.type() == raftpb::ENTRY_CONF});
       return absl::OkStatus();
     }
     case RecordType::kHardState:

@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "raft/membership.h"
 #include "raft/wal/wal_replay.h"
 
 namespace raftkv::raft::wal {
@@ -411,6 +412,7 @@ absl::Status WalStorage::Append(const std::vector<raftpb::Entry>& entries) {
       return s;
     }
     locs[i].term = e.term();
+    locs[i].conf = e.type() == raftpb::ENTRY_CONF;
     Segment& seg = segments_.back();
     seg.max_entry_index = std::max(seg.max_entry_index, e.index());
   }
@@ -447,7 +449,20 @@ absl::Status WalStorage::Compact(uint64_t index) {
     return absl::InvalidArgumentError(
         absl::StrCat("compact to ", index, " past last index ", LastIndex()));
   }
-  raftpb::SnapshotMetadata marker = snapshot_;  // keeps the last snapshot's conf_state
+  // The marker keeps the configuration in force at `index`: the newest ENTRY_CONF entry
+  // being dropped, else the last marker's (storage.h).
+  raftpb::SnapshotMetadata marker = snapshot_;
+  for (uint64_t i = index; i >= FirstIndex(); --i) {
+    const EntryLocation& loc = index_[i - FirstIndex()];
+    if (!loc.conf) continue;
+    SegmentReader reader;
+    absl::StatusOr<raftpb::Entry> e = ReadEntry(i, loc, &reader);
+    if (!e.ok()) return e.status();
+    absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(*e);
+    if (!cs.ok()) return Fail(cs.status(), absl::StatusCode::kDataLoss);
+    *marker.mutable_conf_state() = std::move(*cs);
+    break;
+  }
   marker.set_index(index);
   marker.set_term(index_[index - FirstIndex()].term);
   if (absl::Status s = AddRecord(RecordType::kCompact, Serialize(marker)); !s.ok()) return s;

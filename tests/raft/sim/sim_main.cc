@@ -1,5 +1,6 @@
 // raft_sim: runs seeded Raft simulations (simulation.h).
-//   raft_sim --seeds=N --start=S [--nodes=3|5] [--chaos_ticks=T] [--verbose]
+//   raft_sim --seeds=N --start=S [--nodes=3|5] [--chaos_ticks=T] [--membership] [--verbose]
+// --membership: membership changes and leadership transfers as faults (simulation.h).
 // Exit status 0 when every seed passed, 1 otherwise. A failing seed prints one line with the
 // command that replays it (also when the core aborts on a broken invariant).
 #include <csignal>
@@ -38,7 +39,7 @@ bool Flag(const char* arg, const char* name, long long* value) {
 
 int main(int argc, char** argv) {
   long long seeds = 1000, start = 1, nodes = 0, chaos_ticks = 300;
-  bool verbose = false;
+  bool verbose = false, membership = false;
   for (int i = 1; i < argc; ++i) {
     if (Flag(argv[i], "--seeds", &seeds) || Flag(argv[i], "--start", &start) ||
         Flag(argv[i], "--nodes", &nodes) || Flag(argv[i], "--chaos_ticks", &chaos_ticks)) {
@@ -48,8 +49,13 @@ int main(int argc, char** argv) {
       verbose = true;
       continue;
     }
+    if (strcmp(argv[i], "--membership") == 0) {
+      membership = true;
+      continue;
+    }
     fprintf(stderr,
-            "usage: %s --seeds=N --start=S [--nodes=3|5] [--chaos_ticks=T] [--verbose]\n",
+            "usage: %s --seeds=N --start=S [--nodes=3|5] [--chaos_ticks=T] [--membership] "
+            "[--verbose]\n",
             argv[0]);
     return 2;
   }
@@ -58,7 +64,8 @@ int main(int argc, char** argv) {
   long long failed = 0;
   raftkv::raft::sim::SimStats total;
   for (long long s = start; s < start + seeds; ++s) {
-    snprintf(g_replay, sizeof(g_replay), "%s --seeds=1 --start=%lld%s%s --verbose", argv[0], s,
+    snprintf(g_replay, sizeof(g_replay), "%s --seeds=1 --start=%lld%s%s%s --verbose", argv[0], s,
+             membership ? " --membership" : "",
              nodes ? (" --nodes=" + std::to_string(nodes)).c_str() : "",
              chaos_ticks != 300 ? (" --chaos_ticks=" + std::to_string(chaos_ticks)).c_str()
                                 : "");
@@ -67,6 +74,7 @@ int main(int argc, char** argv) {
     opt.nodes = static_cast<int>(nodes);
     opt.chaos_ticks = static_cast<int>(chaos_ticks);
     opt.verbose = verbose;
+    opt.membership = membership;
     raftkv::raft::sim::SimStats stats;
     absl::Status st = raftkv::raft::sim::RunSimulation(opt, &stats);
     total.ticks += stats.ticks;
@@ -77,6 +85,8 @@ int main(int argc, char** argv) {
     total.crashes += stats.crashes;
     total.disks_lost += stats.disks_lost;
     total.snapshots_installed += stats.snapshots_installed;
+    total.conf_changes += stats.conf_changes;
+    total.transfers += stats.transfers;
     if (!st.ok()) {
       ++failed;
       fprintf(stderr, "FAIL seed=%lld: %s\n  replay: %s\n", s, std::string(st.message()).c_str(),
@@ -86,12 +96,14 @@ int main(int argc, char** argv) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("raft_sim: %lld seeds from %lld in %.1f s: ticks=%llu msgs=%llu writes_acked=%llu "
-         "reads=%llu leaders=%llu crashes=%llu disks_lost=%llu snapshots=%llu\n",
+         "reads=%llu leaders=%llu crashes=%llu disks_lost=%llu snapshots=%llu "
+         "conf_changes=%llu transfers=%llu\n",
          seeds, start, secs, (unsigned long long)total.ticks,
          (unsigned long long)total.messages_delivered, (unsigned long long)total.writes_acked,
          (unsigned long long)total.reads_served, (unsigned long long)total.leaders_elected,
          (unsigned long long)total.crashes, (unsigned long long)total.disks_lost,
-         (unsigned long long)total.snapshots_installed);
+         (unsigned long long)total.snapshots_installed, (unsigned long long)total.conf_changes,
+         (unsigned long long)total.transfers);
   printf("%lld passed, %lld failed\n", seeds - failed, failed);
   return failed == 0 ? 0 : 1;
 }

@@ -18,22 +18,49 @@
 namespace raftkv::raft::sim {
 namespace {
 
-void RunSeeds(uint64_t first, uint64_t count, int nodes) {
+void RunSeeds(uint64_t first, uint64_t count, int nodes, bool membership = false) {
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions opt;
     opt.seed = seed;
     opt.nodes = nodes;
+    opt.membership = membership;
     SimStats stats;
     absl::Status s = RunSimulation(opt, &stats);
     ASSERT_TRUE(s.ok()) << "seed " << seed << ": " << s.message()
                         << "\n  replay: raft_sim --seeds=1 --start=" << seed
-                        << " --nodes=" << nodes << " --verbose";
+                        << " --nodes=" << nodes << (membership ? " --membership" : "")
+                        << " --verbose";
   }
 }
 
 TEST(SimTest, ThreeNodes) { RunSeeds(1, 300, 3); }
 
 TEST(SimTest, FiveNodes) { RunSeeds(1, 300, 5); }
+
+TEST(SimTest, MembershipChanges) { RunSeeds(1, 300, 0, /*membership=*/true); }
+
+TEST(SimTest, MembershipSeedsChangeMembersAndTransferLeadership) {
+  // The membership sweep must actually change members, transfer leadership, and still
+  // commit writes and survive crashes.
+  SimStats total;
+  for (uint64_t seed = 1; seed <= 50; ++seed) {
+    SimOptions opt;
+    opt.seed = seed;
+    opt.membership = true;
+    SimStats s;
+    ASSERT_TRUE(RunSimulation(opt, &s).ok()) << seed;
+    total.writes_acked += s.writes_acked;
+    total.conf_changes += s.conf_changes;
+    total.transfers += s.transfers;
+    total.crashes += s.crashes;
+    total.disks_lost += s.disks_lost;
+  }
+  EXPECT_GT(total.writes_acked, 50u * 20);
+  EXPECT_GT(total.conf_changes, 50u * 2);
+  EXPECT_GT(total.transfers, 50u);
+  EXPECT_GT(total.crashes, 50u);
+  EXPECT_GT(total.disks_lost, 5u);
+}
 
 TEST(SimTest, SeedsMakeProgressAndExerciseFaults) {
   // A sweep that passes because nothing happens would prove nothing: check that the runs
@@ -87,7 +114,7 @@ int FailingSeeds(SimOptions::Bug bug, uint64_t seeds, std::string* first_failure
 // (the CHECK message).
 constexpr unsigned kSeedLimitS = 20;
 
-std::string RunSeedIsolated(SimOptions::Bug bug, uint64_t seed) {
+std::string RunSeedIsolated(SimOptions::Bug bug, uint64_t seed, bool membership) {
   int fds[2];
   if (pipe(fds) != 0) return "abort: pipe failed";
   fflush(stderr);
@@ -99,6 +126,7 @@ std::string RunSeedIsolated(SimOptions::Bug bug, uint64_t seed) {
     SimOptions opt;
     opt.seed = seed;
     opt.bug = bug;
+    opt.membership = membership;
     const absl::Status s = RunSimulation(opt);
     const std::string out = absl::StrCat("\nresult:", s.ok() ? "" : s.message());
     (void)!write(fds[1], out.data(), out.size());
@@ -125,7 +153,7 @@ std::string RunSeedIsolated(SimOptions::Bug bug, uint64_t seed) {
 // returns that message, or "" and in `seen` what the seeds did instead.
 // The scan stops after kScanLimitS (a check that cannot fire can leave runs that last).
 std::string FirstFailureWith(SimOptions::Bug bug, uint64_t seeds, const std::string& wanted,
-                             std::string* seen) {
+                             std::string* seen, bool membership) {
   constexpr auto kScanLimitS = std::chrono::seconds(60);
   const auto deadline = std::chrono::steady_clock::now() + kScanLimitS;
   int passed = 0;
@@ -134,7 +162,7 @@ std::string FirstFailureWith(SimOptions::Bug bug, uint64_t seeds, const std::str
       absl::StrAppend(seen, "\n  stopped before seed ", seed, ": the scan took over 60 s");
       break;
     }
-    const std::string msg = RunSeedIsolated(bug, seed);
+    const std::string msg = RunSeedIsolated(bug, seed, membership);
     if (msg.find(wanted) != std::string::npos) return absl::StrCat("seed ", seed, ": ", msg);
     if (msg.empty()) {
       ++passed;
@@ -153,9 +181,10 @@ TEST(SimCheckerTest, DetectsDoubleVotingAfterRestart) {
 }
 
 // Some seed in 1..`seeds` with `bug` fails with a message containing `wanted`.
-void ExpectCheckFires(SimOptions::Bug bug, uint64_t seeds, const std::string& wanted) {
+void ExpectCheckFires(SimOptions::Bug bug, uint64_t seeds, const std::string& wanted,
+                      bool membership = false) {
   std::string seen;
-  const std::string hit = FirstFailureWith(bug, seeds, wanted, &seen);
+  const std::string hit = FirstFailureWith(bug, seeds, wanted, &seen, membership);
   EXPECT_NE(hit, "") << "no seed failed with '" << wanted << "'; instead:" << seen;
 }
 
@@ -177,6 +206,13 @@ TEST(SimCheckerTest, LeaderCompletenessCheckFires) {
 
 TEST(SimCheckerTest, StateMachineSafetyCheckFires) {
   ExpectCheckFires(SimOptions::Bug::kApplyBeforeCommit, 300, "state machine safety: node");
+}
+
+TEST(SimCheckerTest, CommitQuorumOfTheConfigurationInForceCheckFires) {
+  // A leader that counts a learner's acknowledgement commits without a majority of its
+  // voters: the checker, which counts only acknowledgements voters really sent, notices.
+  ExpectCheckFires(SimOptions::Bug::kLearnerAckCounted, 300, "commit without a quorum: leader",
+                   /*membership=*/true);
 }
 
 TEST(SimCheckerDeathTest, DetectsANodeThatVotesRightAfterLosingItsDisk) {
@@ -216,6 +252,7 @@ struct RegressionSeed {
   uint64_t seed;
   int nodes;
   const char* caught;
+  bool membership = false;
 };
 constexpr RegressionSeed kRegressionSeeds[] = {
     // The bridge-partition check once demanded that every node share the leader's term; a
@@ -223,6 +260,16 @@ constexpr RegressionSeed kRegressionSeeds[] = {
     {2333, 0, "bridge check: isolated node at a higher term"},
     {2539, 0, "bridge check: isolated node at a higher term"},
     {2680, 0, "bridge check: isolated node at a higher term"},
+    // Membership (issue 13), first sweep of 300 seeds:
+    // a voter removed while another was recovering a lost disk left {2,3,4,5} with two of
+    // four able to count: no commit, no recovery (the healthy-majority check, and the
+    // simulated operator keeping a majority with data in every configuration in play);
+    {69, 0, "membership: removal left no healthy majority", true},
+    // a learner that lost its disk was promoted: {1,2,3,4} with 1 and 4 recovering;
+    {125, 0, "membership: promotion of a recovering learner", true},
+    // node 3 alone held its uncommitted self-removal (the longest log) and so refused its vote
+    // to 2 and 7, which needed it; it did not campaign: no leader ever (thesis §4.2.2).
+    {245, 0, "membership: node holding its own uncommitted removal must campaign", true},
 };
 
 TEST(SimRegressionTest, Seeds) {
@@ -230,6 +277,7 @@ TEST(SimRegressionTest, Seeds) {
     SimOptions opt;
     opt.seed = r.seed;
     opt.nodes = r.nodes;
+    opt.membership = r.membership;
     absl::Status s = RunSimulation(opt);
     EXPECT_TRUE(s.ok()) << "seed " << r.seed << " (" << r.caught << "): " << s.message();
   }

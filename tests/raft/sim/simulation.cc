@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "raft/membership.h"
 #include "raft/memory_storage.h"
 #include "raft/raft.h"
 
@@ -31,7 +33,12 @@ struct PendingRead {
 
 struct SimNode {
   uint64_t id = 0;
-  bool up = true;
+  bool up = false;
+  // Membership runs: ids past the bootstrap voters start when a leader accepts their
+  // addition; a node whose removal committed is shut down for good (retired).
+  bool started = false;
+  bool retired = false;
+  bool was_member = false;  // in a committed configuration once
   uint64_t restart_at = 0;
   bool restart_empty = false;  // the crash lost the whole disk
   // What the node does whenever it starts with empty storage (kvd's --initial-cluster-state,
@@ -84,6 +91,16 @@ class Simulation {
   // Whether `n` may lose its disk now: the nodes without their data (down with a lost disk,
   // or not yet voters again, by what is durable) would remain a minority.
   bool MayLoseDisk(const SimNode& n) const;
+  // Membership runs: whether node `id` is without its data (down with a lost disk, never
+  // started, or not a voter by its durable state).
+  bool WithoutData(uint64_t id) const;
+  // Whether the voters of `cs` keep a majority with their data even if every learner of `cs`
+  // were promoted, and `lost` (if not 0) lost its data too (the operator's rule: a minority
+  // at most, in every configuration in play).
+  bool MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) const;
+  // Whether some node's log (up: in memory; down: its storage) holds a change of the voter
+  // set that is not known committed.
+  bool VoterChangeInFlight() const;
   void MaybeCrashOrRestart();
   void ClientOps();
   void DeliverDue();
@@ -98,7 +115,21 @@ class Simulation {
   void Apply(SimNode& n, const raftpb::Entry& e, bool early = false);
   void MaybeSnapshot(SimNode& n);
 
+  // ---- membership (SimOptions::membership) ----
+  // Random additions, promotions, removals and transfers on the leader; retires removed
+  // nodes some time after their removal committed.
+  void MembershipOps();
+  void Retire(SimNode& n);
+  std::vector<uint64_t> StartedIds() const;
+  SimNode* RandomStarted();
+  // The configuration in force on `n`, derived by the checker from n's log and storage
+  // (independently of the core's bookkeeping).
+  raftpb::ConfState ConfInForce(const SimNode& n) const;
+
   // ---- checks ----
+  // No commit without a quorum of the configuration in force: run after every step of a
+  // leader (see simulation.h).
+  void CheckCommitQuorum(SimNode& n);
   void CheckLeaders();
   void BridgePhase();
   void CheckLogMatching();
@@ -134,6 +165,14 @@ class Simulation {
   bool harsh_ = false;
   Config::EmptyStart first_start_ = Config::EmptyStart::kNewCluster;
   uint64_t incarnations_ = 0;
+  uint64_t next_new_id_ = 0;  // membership: the next id to add (ids are never reused)
+  // The newest configuration known committed (applied somewhere), and its entry's index.
+  raftpb::ConfState committed_conf_;
+  uint64_t committed_conf_index_ = 0;
+  // (leader, term) -> voter -> highest index it acknowledged (MSG_APP_RESP delivered).
+  std::map<std::pair<uint64_t, uint64_t>, std::map<uint64_t, uint64_t>> acks_;
+  // leader -> (term, commit index) last checked by CheckCommitQuorum.
+  std::map<uint64_t, std::pair<uint64_t, uint64_t>> checked_commit_;
 
   std::vector<SimNode> nodes_;
   std::vector<InFlight> pool_;
@@ -173,6 +212,11 @@ void Simulation::StartNode(SimNode& n) {
   Config c = MakeConfig(n.id);
   // Used only if the storage is empty: the first start, or after a lost disk.
   c.incarnation = ++incarnations_;
+  if (n.restart_empty && opt_.membership && committed_conf_.voters_size() > 0) {
+    // The operator restarts a node that lost its disk with the current members (its storage
+    // no longer knows them); see rejoin.cc on what that relies on.
+    c.peers = VotersOf(committed_conf_);
+  }
   if (n.restart_empty) {
     n.empty_start = opt_.bug == SimOptions::Bug::kLostDiskVotes
                         ? Config::EmptyStart::kNewCluster
@@ -220,14 +264,16 @@ uint64_t Simulation::CurrentLeader() const {
 std::string Simulation::NodeStates() const {
   std::string states;
   for (const SimNode& n : nodes_) {
+    if (!n.started) continue;
     if (!n.up) {
-      absl::StrAppend(&states, " [", n.id, ": down]");
+      absl::StrAppend(&states, " [", n.id, n.retired ? ": retired]" : ": down]");
       continue;
     }
     const RaftStatus s = n.raft->Status();
     absl::StrAppend(&states, " [", n.id, ": ", RoleName(s.role), " term ", s.term, " lead ",
                     s.lead, " commit ", s.commit, " last ", s.last_index, "/",
-                    n.raft->log().LastTerm(), " ", raftpb::VoterState_Name(s.voter_state),
+                    n.raft->log().LastTerm(), " ", raftpb::VoterState_Name(s.voter_state), " ",
+                    DescribeConfState(s.conf_state), "@", s.conf_index,
                     s.rejoin_detail.empty() ? "" : ": ", s.rejoin_detail, "]");
   }
   return states;
@@ -254,8 +300,7 @@ void Simulation::ChangeFaults() {
   }
   PartitionKind kind = static_cast<PartitionKind>(Uniform(0, 4));
   if (harsh_ && Chance(0.4)) kind = PartitionKind::kLeaderIsolated;
-  std::vector<uint64_t> ids;
-  for (int i = 1; i <= n_; ++i) ids.push_back(i);
+  std::vector<uint64_t> ids = StartedIds();
   std::shuffle(ids.begin(), ids.end(), rng_);
   auto cut_both = [&](uint64_t a, uint64_t b) {
     blocked_.insert({a, b});
@@ -265,15 +310,17 @@ void Simulation::ChangeFaults() {
     case PartitionKind::kNone:
       break;
     case PartitionKind::kSymmetric: {
-      const size_t k = Uniform(1, n_ / 2);  // minority side size
+      const size_t k = Uniform(1, ids.size() / 2);  // minority side size
       for (size_t i = 0; i < k; ++i)
         for (size_t j = k; j < ids.size(); ++j) cut_both(ids[i], ids[j]);
       break;
     }
     case PartitionKind::kOneWay: {
-      const int cuts = static_cast<int>(Uniform(1, n_));
+      const std::vector<uint64_t> sorted = StartedIds();
+      const int cuts = static_cast<int>(Uniform(1, sorted.size()));
       for (int i = 0; i < cuts; ++i) {
-        const uint64_t a = Uniform(1, n_), b = Uniform(1, n_);
+        const uint64_t a = sorted[Uniform(1, sorted.size()) - 1];
+        const uint64_t b = sorted[Uniform(1, sorted.size()) - 1];
         if (a != b) blocked_.insert({a, b});
       }
       break;
@@ -288,8 +335,8 @@ void Simulation::ChangeFaults() {
     case PartitionKind::kLeaderIsolated: {
       const uint64_t l = CurrentLeader();
       if (l != 0) {
-        for (int i = 1; i <= n_; ++i)
-          if (static_cast<uint64_t>(i) != l) cut_both(l, i);
+        for (uint64_t i : ids)
+          if (i != l) cut_both(l, i);
       }
       break;
     }
@@ -299,7 +346,65 @@ void Simulation::ChangeFaults() {
                       blocked_.size()));
 }
 
+bool Simulation::WithoutData(uint64_t id) const {
+  const SimNode& n = nodes_[id - 1];
+  if (!n.started || (!n.up && n.restart_empty)) return true;
+  const raftpb::HardState hs = n.storage->DurableCopy()->hard_state();
+  return hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0);
+}
+
+bool Simulation::MajorityKeepsData(const raftpb::ConfState& cs, uint64_t lost) const {
+  int without_data = 0;
+  for (uint64_t id : MembersOf(cs)) {
+    if (id == lost || WithoutData(id)) ++without_data;
+  }
+  return without_data <= (cs.voters_size() - 1) / 2;
+}
+
+bool Simulation::VoterChangeInFlight() const {
+  for (const SimNode& n : nodes_) {
+    if (!n.started || n.retired || !n.storage) continue;
+    raftpb::ConfState cs;
+    if (n.up) {
+      if (n.raft->log().LastConfIndex() <= committed_conf_index_) continue;
+      cs = n.raft->configuration();
+    } else {
+      // The newest ENTRY_CONF in its storage above the committed one.
+      absl::StatusOr<std::vector<raftpb::Entry>> entries = n.storage->Entries(
+          std::max(n.storage->FirstIndex(), committed_conf_index_ + 1),
+          n.storage->LastIndex() + 1, std::numeric_limits<uint64_t>::max());
+      bool found = false;
+      if (entries.ok()) {
+        for (auto it = entries->rbegin(); it != entries->rend() && !found; ++it) {
+          if (it->type() != raftpb::ENTRY_CONF) continue;
+          absl::StatusOr<raftpb::ConfState> c = ConfStateOfEntry(*it);
+          if (c.ok()) {
+            cs = *c;
+            found = true;
+          }
+        }
+      }
+      if (!found) continue;
+    }
+    if (VotersOf(cs) != VotersOf(committed_conf_)) return true;
+  }
+  return false;
+}
+
 bool Simulation::MayLoseDisk(const SimNode& x) const {
+  if (opt_.membership) {
+    // Liveness with lost disks needs no voter change in flight (architecture.md: an
+    // uncommitted change can leave the nodes that would elect a leader split between two
+    // configurations, one of them a learner with a newer log that cannot campaign; with a
+    // minority without data on top there may be no leader at all).
+    if (VoterChangeInFlight()) return false;
+    // Every configuration in play: the committed one, and what each node has in force.
+    if (!MajorityKeepsData(committed_conf_, x.id)) return false;
+    for (const SimNode& n : nodes_) {
+      if (n.up && !MajorityKeepsData(n.raft->configuration(), x.id)) return false;
+    }
+    return true;
+  }
   int without_data = 1;  // x itself
   for (const SimNode& n : nodes_) {
     if (n.id == x.id) continue;
@@ -336,13 +441,13 @@ void Simulation::Crash(SimNode& n, const char* why, bool lose_disk) {
 
 void Simulation::MaybeCrashOrRestart() {
   for (SimNode& n : nodes_) {
-    if (!n.up && (now_ >= n.restart_at || !faults_on_)) {
+    if (!n.up && n.started && !n.retired && (now_ >= n.restart_at || !faults_on_)) {
       Log(absl::StrCat("restart node ", n.id));
       StartNode(n);
     }
   }
   if (faults_on_ && Chance(harsh_ ? 0.04 : 0.01)) {
-    SimNode& n = node(Uniform(1, n_));
+    SimNode& n = *RandomStarted();
     if (n.up) Crash(n, "between steps", Chance(0.3) && MayLoseDisk(n));
   }
 }
@@ -351,7 +456,7 @@ void Simulation::MaybeCrashOrRestart() {
 
 void Simulation::ClientOps() {
   if (Chance(0.4)) {
-    SimNode* n = &node(Uniform(1, n_));
+    SimNode* n = RandomStarted();
     if (n->up) {
       std::string data = absl::StrCat("w", ++next_client_id_);
       absl::StatusOr<EntryId> r = n->raft->Propose(data);
@@ -368,7 +473,7 @@ void Simulation::ClientOps() {
     }
   }
   if (Chance(0.3)) {
-    SimNode& n = node(Uniform(1, n_));
+    SimNode& n = *RandomStarted();
     if (n.up) {
       std::string ctx = absl::StrCat("r", ++next_client_id_);
       if (n.raft->ReadIndex(ctx).ok()) n.reads[ctx] = PendingRead{max_acked_index_, {}};
@@ -405,11 +510,34 @@ void Simulation::DeliverDue() {
 }
 
 void Simulation::Deliver(const raftpb::Message& m) {
+  if (m.to() == 0 || m.to() > nodes_.size()) return;
   SimNode& to = node(m.to());
   SimNode& from = node(m.from());
   const bool ok = to.up && Linked(m.from(), m.to()) && !(faults_on_ && Chance(drop_prob_));
   if (ok) {
     if (stats_) ++stats_->messages_delivered;
+    const bool ack_to_leader = m.type() == raftpb::MSG_APP_RESP && !m.reject() &&
+                               to.raft->role() == Role::kLeader && m.term() == to.raft->term();
+    if (ack_to_leader) {
+      uint64_t& acked = acks_[{to.id, m.term()}][m.from()];
+      acked = std::max(acked, m.index());
+    }
+    if (opt_.bug == SimOptions::Bug::kLearnerAckCounted && ack_to_leader &&
+        IsLearnerIn(to.raft->configuration(), m.from())) {
+      // The lie: the same acknowledgement, as from a voter that did not send it.
+      std::vector<uint64_t> others;
+      for (uint64_t v : to.raft->configuration().voters()) {
+        if (v != to.id && node(v).up) others.push_back(v);
+      }
+      if (!others.empty()) {
+        raftpb::Message lie = m;
+        const uint64_t v = others[Uniform(0, others.size() - 1)];
+        lie.set_from(v);
+        lie.set_incarnation(node(v).raft->Status().incarnation);
+        lie.set_voter_state(raftpb::VOTER);
+        to.raft->Step(lie);
+      }
+    }
     if (opt_.bug == SimOptions::Bug::kAcceptAnyPrev && m.type() == raftpb::MSG_APP &&
         m.index() > m.commit()) {
       raftpb::Message lie = m;
@@ -426,7 +554,10 @@ void Simulation::Deliver(const raftpb::Message& m) {
     }
     // At once, not at the end of the tick: a second leader of a term would confuse the next
     // message it gets (an ack for entries it never had) before the tick's check ran.
-    if (to.raft->role() == Role::kLeader) CheckLeaders();
+    if (to.raft->role() == Role::kLeader) {
+      CheckLeaders();
+      CheckCommitQuorum(to);
+    }
     if (failure_) return;
     if (to.deferred && faults_on_ && Chance(0.02)) {
       Crash(to, "leader before its fsync completed");
@@ -541,6 +672,7 @@ void Simulation::CompleteReady(SimNode& n, Ready rd) {
   }
   // 4. Advance.
   n.raft->Advance(rd);
+  CheckCommitQuorum(n);
   // Reads are served once the state machine caught up with their index.
   for (auto it = n.reads.begin(); it != n.reads.end();) {
     if (it->second.index && *it->second.index <= n.applied) {
@@ -567,7 +699,17 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
     c.data = e.data();
     // (An early apply is no proof of commitment: leader completeness does not count it.)
     c.commit_term = early ? std::numeric_limits<uint64_t>::max() : term_now;
-    if (!e.data().empty() && !applied_data_.insert(e.data()).second) {
+    if (e.type() == raftpb::ENTRY_CONF && !early && e.index() > committed_conf_index_) {
+      absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(e);
+      if (!cs.ok()) return Fail(std::string(cs.status().message()));
+      committed_conf_ = *cs;
+      committed_conf_index_ = e.index();
+      for (uint64_t id : MembersOf(committed_conf_)) node(id).was_member = true;
+      Log(absl::StrCat("committed configuration ", DescribeConfState(committed_conf_), " at ",
+                       e.index()));
+    }
+    if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty() &&
+        !applied_data_.insert(e.data()).second) {
       return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
     }
   } else {
@@ -613,7 +755,150 @@ void Simulation::MaybeSnapshot(SimNode& n) {
   }
 }
 
+// ---------------------------------------------------------------- membership
+
+std::vector<uint64_t> Simulation::StartedIds() const {
+  std::vector<uint64_t> ids;
+  for (const SimNode& n : nodes_) {
+    if (n.started && !n.retired) ids.push_back(n.id);
+  }
+  return ids;
+}
+
+SimNode* Simulation::RandomStarted() {
+  const std::vector<uint64_t> ids = StartedIds();
+  // Like Uniform(1, n_) when the started nodes are 1..n_ (runs without membership).
+  return &node(ids[Uniform(1, ids.size()) - 1]);
+}
+
+void Simulation::Retire(SimNode& n) {
+  Log(absl::StrCat("shut down removed node ", n.id));
+  n.up = false;
+  n.retired = true;
+  n.raft.reset();
+  n.proposals.clear();
+  n.reads.clear();
+  n.deferred.reset();
+}
+
+void Simulation::MembershipOps() {
+  if (!opt_.membership) return;
+  // An operator stops a removed node some time after its removal committed (at once when
+  // the faults are over).
+  for (SimNode& n : nodes_) {
+    if (n.started && !n.retired && n.was_member && !IsMemberIn(committed_conf_, n.id) &&
+        (!faults_on_ || Chance(0.05))) {
+      Retire(n);
+    }
+  }
+  if (!faults_on_ || !Chance(harsh_ ? 0.05 : 0.03)) return;
+  const uint64_t l = CurrentLeader();
+  if (l == 0) return;
+  SimNode& leader = node(l);
+  const raftpb::ConfState cs = leader.raft->configuration();
+  auto pick = [&](const auto& ids) { return ids[Uniform(0, ids.size() - 1)]; };
+  auto change = [&](raftpb::ConfChangeType type, uint64_t id) {
+    raftpb::ConfChange cc;
+    cc.set_type(type);
+    cc.set_node_id(id);
+    // The operator keeps a majority of every configuration with its data (as for lost
+    // disks): no removal of a voter or promotion that would break it.
+    // And no voter change while a node is without its data (the same liveness argument).
+    bool any_without_data = false;
+    for (uint64_t id : StartedIds()) any_without_data = any_without_data || WithoutData(id);
+    absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cs, cc);
+    const bool voter_change =
+        type == raftpb::CONF_PROMOTE || (type == raftpb::CONF_REMOVE && IsVoterIn(cs, id));
+    if (next.ok() && voter_change && (any_without_data || !MajorityKeepsData(*next, 0))) {
+      Log(absl::StrCat("leader ", l, ": not ", raftpb::ConfChangeType_Name(type), " ", id,
+                       ": too many nodes without their data"));
+      return false;
+    }
+    absl::StatusOr<EntryId> r = leader.raft->ProposeConfChange(cc);
+    Log(absl::StrCat("leader ", l, ": ", raftpb::ConfChangeType_Name(type), " ", id, ": ",
+                     r.ok() ? absl::StrCat("at ", r->index) : r.status().ToString()));
+    if (r.ok() && stats_) ++stats_->conf_changes;
+    return r.ok();
+  };
+  switch (Uniform(0, 3)) {
+    case 0:  // add a learner: a new node that starts empty and joins
+      if (next_new_id_ <= nodes_.size() && cs.voters_size() + cs.learners_size() < 7 &&
+          change(raftpb::CONF_ADD_LEARNER, next_new_id_)) {
+        SimNode& n = node(next_new_id_++);
+        n.started = true;
+        n.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+        n.empty_start = Config::EmptyStart::kNewCluster;  // a fresh id promised nothing
+        StartNode(n);
+      }
+      break;
+    case 1:  // promote a learner (refused while it lags)
+      if (cs.learners_size() > 0) change(raftpb::CONF_PROMOTE, pick(cs.learners()));
+      break;
+    case 2: {  // remove a learner, or a voter (the leader too) while more than 3 remain
+      const std::vector<uint64_t> members = MembersOf(cs);
+      const uint64_t id = pick(members);
+      if (IsLearnerIn(cs, id) || cs.voters_size() > 3) change(raftpb::CONF_REMOVE, id);
+      break;
+    }
+    case 3: {  // leadership transfer, to a chosen voter or the most up-to-date one
+      const uint64_t to = Chance(0.3) ? 0 : pick(cs.voters());
+      absl::Status s = leader.raft->TransferLeadership(to);
+      Log(absl::StrCat("leader ", l, ": transfer to ", to, ": ", s.ToString()));
+      if (s.ok() && stats_) ++stats_->transfers;
+      break;
+    }
+  }
+  CheckCommitQuorum(leader);
+  ProcessReady(leader);
+}
+
+raftpb::ConfState Simulation::ConfInForce(const SimNode& n) const {
+  const RaftLog& log = n.raft->log();
+  absl::StatusOr<std::vector<raftpb::Entry>> entries =
+      log.Entries(log.FirstIndex(), log.LastIndex() + 1, std::numeric_limits<uint64_t>::max());
+  if (entries.ok()) {
+    for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
+      if (it->type() != raftpb::ENTRY_CONF) continue;
+      absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(*it);
+      if (cs.ok()) return *cs;
+    }
+  }
+  const raftpb::SnapshotMetadata meta = log.UnstableSnapshot()
+                                            ? log.UnstableSnapshot()->metadata()
+                                            : n.storage->snapshot_metadata();
+  if (meta.conf_state().voters_size() > 0) return meta.conf_state();
+  std::vector<uint64_t> bootstrap;
+  for (int i = 1; i <= n_; ++i) bootstrap.push_back(i);
+  return ConfStateOf(bootstrap);
+}
+
 // ---------------------------------------------------------------- checks
+
+void Simulation::CheckCommitQuorum(SimNode& n) {
+  if (!n.up || failure_ || n.raft->role() != Role::kLeader) return;
+  const uint64_t term = n.raft->term(), commit = n.raft->log().committed();
+  auto [it, first] = checked_commit_.try_emplace(n.id, term, commit);
+  if (first || it->second.first != term) {
+    it->second = {term, commit};  // what it learned before leading is not its doing
+    return;
+  }
+  if (commit <= it->second.second) return;
+  it->second.second = commit;
+  const raftpb::ConfState cs = ConfInForce(n);
+  const std::map<uint64_t, uint64_t>& acks = acks_[{n.id, term}];
+  std::vector<uint64_t> backing;
+  for (uint64_t v : cs.voters()) {
+    auto a = acks.find(v);
+    const uint64_t acked =
+        v == n.id ? n.raft->log().StableLastIndex() : (a == acks.end() ? 0 : a->second);
+    if (acked >= commit) backing.push_back(v);
+  }
+  if (backing.size() < static_cast<size_t>(cs.voters_size()) / 2 + 1) {
+    Fail(absl::StrCat("commit without a quorum: leader ", n.id, " of term ", term,
+                      " committed ", commit, " with acknowledgements from {",
+                      absl::StrJoin(backing, ","), "} of ", DescribeConfState(cs)));
+  }
+}
 
 void Simulation::CheckLeaders() {
   for (SimNode& n : nodes_) {
@@ -674,6 +959,7 @@ void Simulation::Tick() {
   if (faults_on_ && now_ >= next_fault_change_) ChangeFaults();
   MaybeCrashOrRestart();
   ClientOps();
+  MembershipOps();
   for (SimNode& n : nodes_) {
     if (!n.up) continue;
     n.raft->Tick();
@@ -771,12 +1057,21 @@ absl::Status Simulation::Run() {
                       opt_.seed, n_, pre_vote_, check_quorum_, max_msg_bytes_, max_inflight_,
                       heartbeat_tick_, snapshot_every_, retain_entries_, harsh_,
                       first_start_ == Config::EmptyStart::kAskPeers));
-  nodes_.resize(n_);
+  // Membership runs have room for four nodes added over the run (ids are never reused).
+  nodes_.resize(opt_.membership ? n_ + 4 : n_);
+  for (size_t i = 0; i < nodes_.size(); ++i) nodes_[i].id = i + 1;
   for (int i = 0; i < n_; ++i) {
-    nodes_[i].id = i + 1;
+    nodes_[i].started = true;
+    nodes_[i].was_member = true;
     nodes_[i].storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
     nodes_[i].empty_start = first_start_;
     StartNode(nodes_[i]);
+  }
+  next_new_id_ = n_ + 1;
+  {
+    std::vector<uint64_t> bootstrap;
+    for (int i = 1; i <= n_; ++i) bootstrap.push_back(i);
+    committed_conf_ = ConfStateOf(bootstrap);
   }
   committed_.resize(1);
 
@@ -784,7 +1079,10 @@ absl::Status Simulation::Run() {
 
   // With PreVote and CheckQuorum, a stable bridge partition (one node sees both halves, the
   // halves not each other) must settle: a leader, and no more elections.
-  if (pre_vote_ && check_quorum_ && Chance(0.3) && !failure_) BridgePhase();
+  // (Not with membership changes: the phase assumes a fixed set of voters.)
+  if (!opt_.membership && pre_vote_ && check_quorum_ && Chance(0.3) && !failure_) {
+    BridgePhase();
+  }
 
   // Heal: no faults, everyone up. Liveness: a leader all nodes follow, then a new write
   // applied everywhere, within the bound.
@@ -804,9 +1102,18 @@ absl::Status Simulation::Run() {
     Tick();
     if (failure_) break;
     const uint64_t l = CurrentLeader();
+    // Liveness is owed by the members of the leader's configuration (removed nodes are shut
+    // down; a node whose addition was truncated away waits idle, owed nothing).
+    std::vector<uint64_t> members;
+    if (l != 0) {
+      members = MembersOf(node(l).raft->configuration());
+    } else {
+      for (const SimNode& n : nodes_) members.push_back(n.id);
+    }
     if (!marker) {
       bool all_follow = l != 0;
-      for (const SimNode& n : nodes_) {
+      for (uint64_t id : members) {
+        const SimNode& n = node(id);
         if (!all_follow) break;
         if (!n.up || n.raft->lead() != l || n.raft->term() != node(l).raft->term()) {
           all_follow = false;
@@ -823,7 +1130,8 @@ absl::Status Simulation::Run() {
       }
     } else {
       bool done = true;
-      for (const SimNode& n : nodes_) {
+      for (uint64_t id : members) {
+        const SimNode& n = node(id);
         if (!n.up || n.applied < marker->second) done = false;
       }
       if (done) {

@@ -17,6 +17,14 @@
 // after every write acknowledged before the read started), plus the core's own
 // CheckInvariants(). After the faults heal: a leader known to all within a bounded number of
 // ticks, and a new write commits and is applied everywhere.
+//
+// With SimOptions::membership, the cluster also changes while it runs: learners are added
+// (new nodes that start empty and join), promoted and removed, voters removed, leadership
+// transferred, all under the same partitions and crashes; removed nodes are shut down some
+// time after their removal commits. Extra check: every commit is backed by acknowledgements
+// (MSG_APP_RESP actually delivered, the leader's own persisted log) of a majority of the
+// voters of the configuration in force on the leader at that moment, which the checker
+// derives itself from the leader's log (the newest ENTRY_CONF entry, else the snapshot's).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +41,7 @@ struct SimOptions {
   // After healing: ticks allowed for a leader to emerge and a write to reach every node.
   int liveness_ticks = 200;
   bool verbose = false;   // print events to stderr
+  bool membership = false;  // membership changes and leadership transfers as faults
   // Deliberate caller bugs, to show the checks catch them (tests of the simulator itself).
   enum class Bug {
     kNone,
@@ -49,6 +58,10 @@ struct SimOptions {
                          // candidate missing committed entries can win (leader completeness)
     kApplyBeforeCommit,  // apply entries once persisted, before they commit (state machine
                          // safety)
+    // Membership (with `membership`): the network turns a learner's append acknowledgement
+    // into one from a voter that did not send it, so the leader counts a learner toward
+    // commit (no commit without a quorum of the configuration in force).
+    kLearnerAckCounted,
   };
   Bug bug = Bug::kNone;
 };
@@ -63,6 +76,8 @@ struct SimStats {
   uint64_t disks_lost = 0;
   uint64_t snapshots_installed = 0;
   uint64_t commit_index = 0;
+  uint64_t conf_changes = 0;  // membership changes the leader accepted
+  uint64_t transfers = 0;     // leadership transfers started
 };
 
 // Runs one seed. Returns OK, or kInternal describing the first violated property.
