@@ -236,7 +236,9 @@ TEST_F(SnapshotReceiverTest, AChunkAtAnyOtherOffsetThanTheNextIsRefused) {
   for (uint64_t wrong : {uint64_t{0}, kChunk + 1, 3 * kChunk}) {
     RawStream s(stub_.get());
     const uint64_t next = s.Header(kName, bytes_.size(), 300).next_offset();
-    if (next == 0) ASSERT_TRUE(s.Range(bytes_, 0, 2 * kChunk).error().empty());
+    if (next == 0) {
+      ASSERT_TRUE(s.Range(bytes_, 0, 2 * kChunk).error().empty());
+    }
     ASSERT_EQ(std::filesystem::file_size(PartPath()), 2 * kChunk);
     raftpb::SnapshotAck ack = s.Chunk(wrong, bytes_.substr(wrong, kChunk), false);
     EXPECT_EQ(ack.error(), "chunk at offset " + std::to_string(wrong) + ", expected " +
