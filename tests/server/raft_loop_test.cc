@@ -1,6 +1,6 @@
 // RaftLoop (replication/raft_loop.h) as a component, on a real data dir: the pending-writes
 // limit, a committed entry whose command does not parse, a read barrier failed at once by a
-// term change, and the compaction bound. The test plays the other nodes where there are any
+// term change, a deposed leader's writes answered at once, and the compaction bound. The test plays the other nodes where there are any
 // (tests/server/install_crash_scenario.h).
 #include <future>
 #include <memory>
@@ -163,6 +163,52 @@ TEST_F(FollowerLoopTest, AReadWaitingForItsIndexFailsAtOnceWhenTheTermChanges) {
   ASSERT_EQ(answer.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   const absl::Status s = answer.get();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
+// A leader with a write in flight loses its leadership (a newer leader's heartbeat): the
+// write is answered at once as outcome unknown ("leadership changed"), not at its deadline,
+// which only a term-stamped write of this node's old leadership could otherwise reach.
+TEST(RaftLoopLeadershipTest, AWriteOfADeposedLeaderIsAnsweredAtOnceAsOutcomeUnknown) {
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  std::unique_ptr<WaitableStateMachine> sm = OpenStore(dir);
+  RaftLoopOptions options = testing::FollowerLoopOptions(dir.root());
+  options.tick_ms = 10;                 // node 1 campaigns within a few hundred ms
+  options.request_timeout_ms = 60'000;  // so only the step-down can answer the write soon
+  auto started = RaftLoop::Start(sm.get(), dir, options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<RaftLoop> loop = *std::move(started);
+  // Node 1 (raft id 1) grants the pre-vote and then the vote node 2 asks for, as often as it
+  // takes to find node 2 campaigning (a grant of the wrong kind or term is ignored).
+  auto grant = [&](raftpb::MessageType type, uint64_t term) {
+    raftpb::Message m;
+    m.set_type(type);
+    m.set_from(testing::kLeaderRaftId);
+    m.set_to(testing::kFollowerRaftId);
+    m.set_term(term);
+    loop->Deliver(m);
+  };
+  ASSERT_TRUE(Eventually([&] {
+    const NodeStatus st = loop->Status();
+    if (st.role == "pre-candidate") grant(raftpb::MSG_PRE_VOTE_RESP, st.term + 1);
+    if (st.role == "candidate") grant(raftpb::MSG_VOTE_RESP, st.term);
+    return st.role == "leader";
+  }, absl::Seconds(30))) << "node 2 never won the election";
+  PendingWrite w;
+  loop->Write(PutCommand("k", "v"), w.Done());
+  // Node 3 leads term 5 (CheckQuorum would depose node 2 soon anyway: nobody acks it).
+  raftpb::Message hb;
+  hb.set_type(raftpb::MSG_HEARTBEAT);
+  hb.set_from(3);
+  hb.set_to(testing::kFollowerRaftId);
+  hb.set_term(5);
+  loop->Deliver(hb);
+  ASSERT_EQ(w.answer.wait_for(std::chrono::seconds(30)), std::future_status::ready)
+      << "the write of the deposed leader waits for its deadline";
+  const absl::Status s = w.answer.get();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_THAT(s.message(), HasSubstr("leadership changed"));
+  loop->Stop();
 }
 
 // The log is compacted up to the lowest of what it must keep for: the snapshot (the oldest
