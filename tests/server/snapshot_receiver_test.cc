@@ -43,6 +43,7 @@ class RawStream {
  public:
   explicit RawStream(raftpb::RaftPeer::Stub* stub) : stream_(stub->InstallSnapshot(&context_)) {}
   ~RawStream() {
+    if (finished_) return;
     context_.TryCancel();
     stream_->Finish();
   }
@@ -83,6 +84,7 @@ class RawStream {
   // The stream's status once the receiver has ended it.
   grpc::Status Finish() {
     stream_->WritesDone();
+    finished_ = true;
     return stream_->Finish();
   }
 
@@ -94,6 +96,7 @@ class RawStream {
   }
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<raftpb::SnapshotChunk, raftpb::SnapshotAck>> stream_;
+  bool finished_ = false;
 };
 
 class SnapshotReceiverTest : public ::testing::Test {
