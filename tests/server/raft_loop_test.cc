@@ -93,6 +93,9 @@ class FollowerLoopTest : public ::testing::Test {
     sm_ = OpenStore(dir_);
     RaftLoopOptions options = testing::FollowerLoopOptions(dir_.root());
     options.request_timeout_ms = 30'000;  // so only the term change can end a read early
+    // A member of a new cluster (an empty data dir otherwise waits to hear from its peers
+    // before it takes part: raft/rejoin.cc).
+    options.empty_start = raft::Config::EmptyStart::kNewCluster;
     auto loop = RaftLoop::Start(sm_.get(), dir_, options);
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = *std::move(loop);
@@ -175,6 +178,7 @@ TEST(RaftLoopLeadershipTest, AWriteOfADeposedLeaderIsAnsweredAtOnceAsOutcomeUnkn
   RaftLoopOptions options = testing::FollowerLoopOptions(dir.root());
   options.tick_ms = 10;                 // node 1 campaigns within a few hundred ms
   options.request_timeout_ms = 60'000;  // so only the step-down can answer the write soon
+  options.empty_start = raft::Config::EmptyStart::kNewCluster;  // may campaign at once
   auto started = RaftLoop::Start(sm.get(), dir, options);
   ASSERT_TRUE(started.ok()) << started.status();
   std::unique_ptr<RaftLoop> loop = *std::move(started);
