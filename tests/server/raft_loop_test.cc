@@ -64,11 +64,21 @@ TEST(RaftLoopTest, WritesPastMaxPendingWritesAreRefusedAtOnceAndSlotsComeBack) {
 
   sm->BlockApplyOf("hold");
   PendingWrite held[3];
+  PendingWrite over;
+  // On every exit (a failed assertion too): let the loop go and stop it, so that it answers
+  // every write while they still exist.
+  struct Release {
+    WaitableStateMachine* sm;
+    RaftLoop* loop;
+    ~Release() {
+      sm->Unblock();
+      loop->Stop();
+    }
+  } release{sm.get(), loop->get()};
   (*loop)->Write(PutCommand("hold", "v"), held[0].Done());
   ASSERT_TRUE(sm->WaitBlocked(absl::Seconds(30))) << "the loop never applied the held write";
   (*loop)->Write(PutCommand("a", "v"), held[1].Done());
   (*loop)->Write(PutCommand("b", "v"), held[2].Done());
-  PendingWrite over;
   (*loop)->Write(PutCommand("c", "v"), over.Done());
   ASSERT_EQ(over.answer.wait_for(std::chrono::seconds(30)), std::future_status::ready)
       << "the write over the limit waited for the loop";
@@ -84,7 +94,6 @@ TEST(RaftLoopTest, WritesPastMaxPendingWritesAreRefusedAtOnceAndSlotsComeBack) {
   auto c = sm->Get("c");
   ASSERT_TRUE(c.ok());
   EXPECT_FALSE(c->has_value()) << "the refused write was applied";
-  (*loop)->Stop();
 }
 
 class FollowerLoopTest : public ::testing::Test {
