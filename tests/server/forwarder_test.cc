@@ -14,6 +14,7 @@
 #include "raft_service.grpc.pb.h"
 #include "server/peer/forwarder.h"
 #include "server/peer/peer_channels.h"
+#include "server/peer/peer_service.h"
 
 namespace raftkv::server {
 namespace {
@@ -104,6 +105,7 @@ class ForwarderCallTest : public ::testing::Test {
  protected:
   void SetUp() override {
     grpc::ServerBuilder b;
+    ApplyPeerServerOptions(&b);  // as a node does: accepts the channels' keepalive pings
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     b.RegisterService(&leader_);

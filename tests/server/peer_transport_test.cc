@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "raft_service.grpc.pb.h"
 #include "server/peer/peer_channels.h"
+#include "server/peer/peer_service.h"
 #include "eventually.h"
 
 namespace raftkv::server {
@@ -212,6 +213,7 @@ class RecordingPeer final : public raftpb::RaftPeer::Service {
 
 std::unique_ptr<grpc::Server> StartPeer(RecordingPeer* peer, int port) {
   grpc::ServerBuilder b;
+  ApplyPeerServerOptions(&b);  // as a node does: accepts the channels' keepalive pings
   b.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials());
   b.RegisterService(peer);
   return b.BuildAndStart();

@@ -17,6 +17,7 @@
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
 #include "raft_service.grpc.pb.h"
+#include "server/peer/peer_service.h"
 #include "server/peer/snapshot_receiver.h"
 
 namespace raftkv::server {
@@ -131,6 +132,7 @@ class SnapshotReceiverTest : public ::testing::Test {
     });
     service_ = std::make_unique<ReceiverService>(receiver_.get());
     grpc::ServerBuilder b;
+    ApplyPeerServerOptions(&b);  // as a node does
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     b.RegisterService(service_.get());

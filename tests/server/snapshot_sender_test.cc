@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "raft_service.grpc.pb.h"
 #include "server/peer/peer_channels.h"
+#include "server/peer/peer_service.h"
 #include "server/peer/snapshot_sender.h"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
@@ -134,6 +135,7 @@ class SnapshotSenderTest : public ::testing::Test {
   void StartReceiver(ScriptedReceiver::Script script) {
     receiver_ = std::make_unique<ScriptedReceiver>(script);
     grpc::ServerBuilder b;
+    ApplyPeerServerOptions(&b);  // as a node does: accepts the channels' keepalive pings
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     b.RegisterService(receiver_.get());
     server_ = b.BuildAndStart();
