@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -77,6 +79,10 @@ struct RaftLoopOptions {
   uint32_t max_inflight_msgs = 256;   // --max-inflight-msgs: AppendEntries in flight/follower
   uint32_t request_timeout_ms = 5000; // --request-timeout-ms
   size_t max_pending_writes = 100000; // --max-pending-writes
+  // Client sessions (docs/architecture.md, "Sessions"): stamped into every entry this node
+  // proposes, so the state machine of every replica applies the leader's values.
+  uint64_t session_expiry_entries = 100000;  // --session-expiry-entries
+  uint64_t session_window = 64;              // --session-window
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
@@ -172,6 +178,12 @@ class RaftLoop : public Replicator, public PeerHandler {
     kvpb::Command cmd;
     PendingRequests::WriteDone done;
     bool may_forward = true;
+    // A forwarded write whose Forward broke (outcome unknown), sent again under this node's
+    // session: not before `not_before`, and answered "outcome unknown" once `taken` +
+    // --request-timeout-ms passed.
+    bool retry = false;
+    absl::Time taken;
+    absl::Time not_before;
   };
   struct ReadEvent {
     ReadDone done;
@@ -222,6 +234,12 @@ class RaftLoop : public Replicator, public PeerHandler {
   void Loop();
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
+  // Sends a write this node cannot propose to the leader `leader` (a raft id), under this
+  // node's own session unless the client gave one, so a Forward that broke can be sent again
+  // (to the next leader) without being applied twice.
+  void ForwardWrite(WriteEvent& w, uint64_t leader);
+  // The lowest sequence of this node's session still unanswered (first_unacked).
+  uint64_t ForwardSessionFloor();
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
@@ -258,6 +276,14 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<SnapshotSender> snapshot_sender_;
   std::unique_ptr<BackupWorker> backup_;
+  // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
+  std::vector<WriteEvent> deferred_writes_;
+  // This node's own client session for the writes it forwards (random per start) and its
+  // next sequence.
+  const uint64_t forward_session_id_;
+  // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
+  const std::optional<std::string> crash_after_applying_key_;
+  uint64_t next_forward_sequence_ = 1;
 
   // ---- Shared with other threads ----
   absl::Mutex mu_;
@@ -271,6 +297,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
+  // Sequences of this node's session not yet answered to their client.
+  absl::Mutex forward_mu_;
+  std::set<uint64_t> forward_unanswered_ ABSL_GUARDED_BY(forward_mu_);
 };
 
 }  // namespace raftkv::server
