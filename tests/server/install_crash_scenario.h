@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -101,8 +102,39 @@ class WaitableStateMachine final : public kv::StateMachine {
     return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
   }
 
+  // From now on, applying a put of `key` blocks (the caller, the raft loop, with it) until
+  // Unblock(); WaitBlocked says when the loop is held there.
+  void BlockApplyOf(const std::string& key) {
+    absl::MutexLock lock(&gate_mu_);
+    block_key_ = key;
+  }
+  bool WaitBlocked(absl::Duration timeout) {
+    absl::MutexLock lock(&gate_mu_);
+    return gate_mu_.AwaitWithTimeout(absl::Condition(&blocked_), timeout);
+  }
+  void Unblock() {
+    absl::MutexLock lock(&gate_mu_);
+    block_key_.reset();
+  }
+
   absl::StatusOr<kv::ApplyResult> Apply(uint64_t index, uint64_t term,
                                         const kvpb::Command& cmd) override {
+    {
+      absl::MutexLock lock(&gate_mu_);
+      auto blocks = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(gate_mu_) {
+        if (!block_key_) return false;
+        for (const auto& op : cmd.ops()) {
+          if (op.has_put() && op.put().key() == *block_key_) return true;
+        }
+        return false;
+      };
+      if (blocks()) {
+        blocked_ = true;
+        auto released = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(gate_mu_) { return !blocks(); };
+        gate_mu_.Await(absl::Condition(&released));
+        blocked_ = false;
+      }
+    }
     absl::MutexLock lock(&mu_);  // releasing it re-evaluates WaitApplied's condition
     return inner_->Apply(index, term, cmd);
   }
@@ -132,6 +164,9 @@ class WaitableStateMachine final : public kv::StateMachine {
  private:
   std::unique_ptr<kv::StateMachine> inner_;
   absl::Mutex mu_;
+  absl::Mutex gate_mu_;
+  std::optional<std::string> block_key_ ABSL_GUARDED_BY(gate_mu_);
+  bool blocked_ ABSL_GUARDED_BY(gate_mu_) = false;
 };
 
 }  // namespace raftkv::server::testing

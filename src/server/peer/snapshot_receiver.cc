@@ -98,8 +98,39 @@ grpc::Status SnapshotReceiver::Serve(grpc::ServerContext* context, Stream* strea
   if (absl::Status s = base::CreateDirIfMissing(dir_); !s.ok()) {
     return Reject(stream, std::string(s.message()));
   }
-  PartFile part(absl::StrCat(dir_, "/", header.name(), ".", header.total_size(), ".part"),
-                header.total_size());
+  const std::string part_path =
+      absl::StrCat(dir_, "/", header.name(), ".", header.total_size(), ".part");
+  Claim(part_path, context);
+  grpc::Status status = ServeClaimed(header, part_path, stream);
+  Release(part_path);
+  return status;
+}
+
+void SnapshotReceiver::Claim(const std::string& part_path, grpc::ServerContext* context) {
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    auto it = serving_.find(part_path);
+    if (it == serving_.end()) break;
+    grpc::ServerContext* older = it->second;
+    spdlog::info("snapshot receive: a newer stream of {} takes over", part_path);
+    older->TryCancel();  // its next Read or Write fails, and it returns
+    auto gone = [this, &part_path, older]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto it = serving_.find(part_path);
+      return it == serving_.end() || it->second != older;
+    };
+    mu_.Await(absl::Condition(&gone));
+  }
+  serving_[part_path] = context;
+}
+
+void SnapshotReceiver::Release(const std::string& part_path) {
+  absl::MutexLock lock(&mu_);
+  serving_.erase(part_path);
+}
+
+grpc::Status SnapshotReceiver::ServeClaimed(const raftpb::SnapshotChunk& header,
+                                            const std::string& part_path, Stream* stream) {
+  PartFile part(part_path, header.total_size());
   if (absl::Status s = part.Open(); !s.ok()) return Reject(stream, s.ToString());
   if (part.next() > 0) {
     spdlog::info("snapshot receive: resuming {} at byte {}", header.name(), part.next());

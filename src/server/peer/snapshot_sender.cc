@@ -131,6 +131,13 @@ SnapshotSender::Attempt SnapshotSender::SendOnce(Transfer* t, std::string* error
   raftpb::SnapshotAck ack;
   bool stream_ok = stream->Write(header) && stream->Read(&ack) && ack.error().empty();
   uint64_t offset = ack.next_offset();  // resume where the receiver is
+  if (stream_ok && offset > t->size) {
+    // It holds something else under this name (or is broken): size - offset would wrap
+    // around. Retrying cannot help.
+    *error = absl::StrCat("the receiver asked for offset ", offset, " past the end of ",
+                          t->name, " (", t->size, " bytes)");
+    stream_ok = false;
+  }
   std::string buf;
   while (stream_ok && !ack.done()) {
     uint64_t n = std::min<uint64_t>(options_.chunk_bytes, t->size - offset);

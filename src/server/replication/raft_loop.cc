@@ -711,16 +711,19 @@ void RaftLoop::OnSnapshotMade(const SnapshotReport& report) {
   for (uint64_t id : Voters()) snap.mutable_metadata()->mutable_conf_state()->add_voters(id);
   snap.set_handle(report.path);
   raft_->SetSnapshot(snap);
-  // Compact: never past the snapshot, what RocksDB has flushed, or the backup; keep a tail
-  // for followers that are only a little behind.
-  uint64_t safe = std::min({report.meta.applied_index, report.flushed_index,
-                            backup_->applied_index()});
-  if (safe <= options_.log_retained_entries) return;
-  uint64_t compact_to = safe - options_.log_retained_entries;
-  if (compact_to < wal_->FirstIndex()) return;
+  const uint64_t compact_to =
+      CompactionBound(report.meta.applied_index, report.flushed_index,
+                      backup_->applied_index(), options_.log_retained_entries);
+  if (compact_to == 0 || compact_to < wal_->FirstIndex()) return;
   if (absl::Status s = wal_->Compact(compact_to); !s.ok()) ExitOnStorageFailure("WAL write", s);
   spdlog::info("raft: log compacted through index {} (snapshot at {})", compact_to,
                report.meta.applied_index);
+}
+
+uint64_t CompactionBound(uint64_t snapshot_index, uint64_t flushed_index,
+                         uint64_t backup_index, uint64_t retained_entries) {
+  const uint64_t safe = std::min({snapshot_index, flushed_index, backup_index});
+  return safe <= retained_entries ? 0 : safe - retained_entries;
 }
 
 void RaftLoop::OnTermOrRoleChange() {

@@ -125,6 +125,14 @@ struct RaftLoopOptions {
 // kResourceExhausted "not applied: the leader's uncommitted log is over its limit".
 absl::Status RefusedProposal(const absl::Status& propose_error);
 
+// Where the log may be compacted to after a snapshot (0: nowhere yet): never past the
+// snapshot (the oldest thing a follower can be sent instead of entries), what RocksDB has
+// flushed (a crash loses the rest of the store, which the log must replay) or the backup
+// (which follows the log), keeping `retained_entries` before that for followers that are
+// only a little behind.
+uint64_t CompactionBound(uint64_t snapshot_index, uint64_t flushed_index,
+                         uint64_t backup_index, uint64_t retained_entries);
+
 // One Ready through the core's caller contract (raft/raft.h), in its order: take
 // core.GetReady(); send rd.messages_before_persist; persist(rd); send rd.messages (votes and
 // acknowledgements promise what persist made durable); apply(rd); core.Advance(rd) (the
