@@ -18,7 +18,7 @@ import shutil
 import sys
 import unittest
 
-from harness import BIN, TempCluster, TextClient, wait_for_leader
+from harness import BIN, TempCluster, TextClient, wait_for_leader, wait_until
 from test_cluster import FAST
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "powercut"))
@@ -92,12 +92,22 @@ class PowerCutTest(unittest.TestCase):
         self.assertGreater(summary["files_rolled_back"], 0, summary)
         return summary
 
-    def cut_single_node(self):
+    def cut_single_node(self, after_compaction=False):
         """A one-node cluster (snapshots and compaction on) cut after KEYS acknowledged
-        writes; returns the node (stopped), the writes and what the cut dropped."""
+        writes; returns the node (stopped), the writes and what the cut dropped.
+        after_compaction: cut only once the log was compacted behind a snapshot, durably, so
+        the cut is sure to leave a log that starts after the snapshot. Otherwise the cut may
+        fall anywhere: before the first snapshot was published (snapshots are cut in the
+        background, from the backup), or after the compaction but before the WAL's compaction
+        marker was synced (it is synced with the next write), which leaves the whole log."""
         node = self.start_cluster(1, FAST + SNAPSHOTS).nodes[0]
         restart(node)
         acked = write_keys(node.port, "a", KEYS)
+        if after_compaction:
+            wait_until(lambda: "raft: log compacted through index" in node.read_log(),
+                       what="a snapshot and the log compacted behind it")
+            # An acknowledged write after the compaction: its WAL sync covers the marker.
+            acked.update(write_keys(node.port, "c", 1))
         return node, acked, self.power_cut(node)
 
     def test_single_node_keeps_every_acknowledged_write(self):
@@ -125,7 +135,7 @@ class PowerCutTest(unittest.TestCase):
         # The cut leaves the newest snapshot and the WAL after it; the store is then lost
         # altogether, so start-up must load the snapshot the cut kept (its fsyncs and its
         # directory's) and replay the WAL tail onto it.
-        node, acked, summary = self.cut_single_node()
+        node, acked, summary = self.cut_single_node(after_compaction=True)
         shutil.rmtree(os.path.join(node.data_dir, "db"))
         restart(node)
         self.assertIn("loading snapshot", node.read_log().split("recovered:")[-2])
