@@ -328,9 +328,20 @@ void RaftLoop::ReadBarrier(ReadDone done) { Post(ReadEvent{std::move(done)}); }
 // ---------------------------------------------------------------------------------------
 // The loop.
 
+namespace {
+
+// Raises `max` (microseconds) to `d` if `d` is longer.
+void RecordMax(std::atomic<uint64_t>& max, absl::Duration d) {
+  const uint64_t us = static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Microseconds(d)));
+  if (us > max.load(std::memory_order_relaxed)) max.store(us, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 void RaftLoop::Loop() {
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
-  absl::Time next_tick = absl::Now() + tick;
+  absl::Time last_tick = absl::Now();
+  absl::Time next_tick = last_tick + tick;
   for (;;) {
     std::vector<Event> events;
     {
@@ -342,12 +353,16 @@ void RaftLoop::Loop() {
       if (stopping_) break;
       events.swap(inbox_);
     }
+    // One iteration: from here to the next wait (NodeStatus::loop_max_iteration_us).
+    const absl::Time started = absl::Now();
     std::vector<ReadDone> new_reads;
     for (Event& e : events) HandleEvent(e, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
 
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
+      RecordMax(loop_max_tick_gap_us_, now - last_tick);
+      last_tick = now;
       raft_->Tick();
       pending_.Expire(now);
       db_size_bytes_ = sm_->ApproximateSizeBytes();
@@ -357,6 +372,7 @@ void RaftLoop::Loop() {
     while (raft_->HasReady()) ProcessReady();
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
+    RecordMax(loop_max_iteration_us_, absl::Now() - started);
   }
   pending_.FailAll(absl::UnavailableError("node is shutting down"));
 }
@@ -630,8 +646,14 @@ void RaftLoop::PublishStatus() {
 }
 
 NodeStatus RaftLoop::Status() const {
-  absl::MutexLock lock(&status_mu_);
-  return status_;
+  NodeStatus s;
+  {
+    absl::MutexLock lock(&status_mu_);
+    s = status_;
+  }
+  s.loop_max_iteration_us = loop_max_iteration_us_.load(std::memory_order_relaxed);
+  s.loop_max_tick_gap_us = loop_max_tick_gap_us_.load(std::memory_order_relaxed);
+  return s;
 }
 
 std::vector<PeerStatus> RaftLoop::Members() const {

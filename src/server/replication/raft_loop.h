@@ -263,6 +263,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
+  // NodeStatus::loop_max_iteration_us / loop_max_tick_gap_us: written by the loop thread.
+  std::atomic<uint64_t> loop_max_iteration_us_{0};
+  std::atomic<uint64_t> loop_max_tick_gap_us_{0};
 };
 
 }  // namespace raftkv::server
