@@ -29,7 +29,7 @@ def main():
     import harness  # noqa: E402  (RAFTKV_BIN is read at import)
     import test_loop_latency as t  # noqa: E402
 
-    flags = ["--snapshot-entries=10", "--log-retained-entries=5", "--backup-interval-ms=200",
+    flags = ["--snapshot-entries=20", "--log-retained-entries=5", "--backup-interval-ms=200",
              "--request-timeout-ms=60000"] + kvd_flags
     with harness.TempCluster(3, extra_args=flags) as cluster:
         for n in cluster.nodes:
