@@ -4,7 +4,7 @@ loop: no leader change, and no loop iteration or gap between two ticks of even h
 election timeout (NodeStatus's loop_max_iteration_us / loop_max_tick_gap_us, shown by
 `kvctl status`).
 
-The election timeout is made short (--tick-ms=10, --election-ticks=30: 300-600 ms) so a
+The election timeout is made short (--tick-ms=10, --election-ticks=40: 400-800 ms) so a
 keyspace that loads in seconds shows the problem. The nodes measured are restarted after the
 loading, so their figures (kept since start) cover only what is under test, not the applies
 of the 5,000-key loading commands. bench/loop_latency.py runs the same scenario with 1M keys
@@ -18,7 +18,7 @@ import unittest
 from harness import TempCluster, kvctl_status, wait_for_leader, wait_until
 
 TICK_MS = 10
-ELECTION_TICKS = 30
+ELECTION_TICKS = 40
 HALF_ELECTION_TIMEOUT_US = TICK_MS * ELECTION_TICKS * 1000 // 2
 # Snapshots every 20 entries (each MSET is one): a follower that missed the loading gets one.
 ARGS = [f"--tick-ms={TICK_MS}", f"--election-ticks={ELECTION_TICKS}",

@@ -68,7 +68,9 @@ TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
   EXPECT_TRUE(write_answered.WaitForNotificationWithTimeout(kWait))
       << "a write was not answered while a read callback ran: the read holds the raft loop";
   EXPECT_TRUE(read_done.WaitForNotificationWithTimeout(kWait));
-  if (write_answered.HasBeenNotified()) EXPECT_TRUE(write_status.ok()) << write_status;
+  if (write_answered.HasBeenNotified()) {
+    EXPECT_TRUE(write_status.ok()) << write_status;
+  }
   (*loop)->Stop();
 }
 
