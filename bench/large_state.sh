@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Large-state figures for issue 4: with N keys (default 1,000,000) of 100-byte values in a
 # 3-node cluster on 127.0.0.1, measure
-#   - loading them (kvload, 50 clients, etcd Put),
+#   - loading them (kvbench, 50 clients, etcd Put, every key once),
 #   - a fresh snapshot of the whole store (kvctl snapshot save),
 #   - InstallSnapshot to a wiped follower: kill -9, delete its data dir, restart; time until
 #     it has applied everything, and its peak RSS,
@@ -51,7 +51,9 @@ follower=$(( (leader + 1) % 3 ))
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; keys: $keys x 100 B"
 
 t=$(now)
-"$bin/kvload" --endpoints="$eps" --clients=50 --ops="$keys" --keys="$keys" --value-bytes=100
+"$bin/kvbench" --backend etcd --endpoints "$eps" --clients 50 --conns 50 --ops "$keys" \
+  --keys "$keys" --sequential-keys --key-prefix bench- --key-bytes 1 --value-bytes 100 \
+  --duration 86400 --timeout-ms 10000
 echo "load: $(since $t) s"
 
 t=$(now)
@@ -73,5 +75,5 @@ t=$(now)
 "$bin/kvd" --config "$work/restore.json" --data-dir "$work/restored" --restore-from "$work/snap.db" \
   --log-level warn >"$work/restored.log" 2>&1 &
 pid[r]=$!
-until printf 'GET bench-1\n' | timeout 2 nc -q1 127.0.0.1 17010 2>/dev/null | grep -q x; do sleep 0.2; done
+until printf 'GET bench-1\n' | timeout 2 nc -q1 127.0.0.1 17010 2>/dev/null | grep -qx '[a-z]\{100\}'; do sleep 0.2; done
 echo "restore into a new node until it serves reads: $(since $t) s, peak RSS $(peak_rss_mb ${pid[r]}) MB"

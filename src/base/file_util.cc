@@ -128,11 +128,10 @@ absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& pat
   return absl::OkStatus();
 }
 
-absl::Status CopyFileDurably(const std::string& from, const std::string& to) {
-  const std::string tmp = to + ".tmp";
-  std::error_code ec;
-  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
-  if (ec) return IoError("copy " + from + " to", tmp, ec.value());
+namespace {
+
+// The shared tail of the durable writers: fsync `tmp`, rename it over `to`, fsync the directory.
+absl::Status SyncAndRename(const std::string& tmp, const std::string& to) {
   int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return IoError("open", tmp, errno);
   int rc = ::fsync(fd);
@@ -141,6 +140,26 @@ absl::Status CopyFileDurably(const std::string& from, const std::string& to) {
   if (rc != 0) return IoError("fsync", tmp, err);
   if (::rename(tmp.c_str(), to.c_str()) != 0) return IoError("rename", tmp, errno);
   return SyncDir(DirName(to));
+}
+
+}  // namespace
+
+absl::Status CopyFileDurably(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp";
+  std::error_code ec;
+  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return IoError("copy " + from + " to", tmp, ec.value());
+  return SyncAndRename(tmp, to);
+}
+
+absl::Status WriteFileDurably(const std::string& path, std::string_view data) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError("open", tmp, errno);
+  absl::Status s = WriteAll(fd, data.data(), data.size(), tmp);
+  ::close(fd);
+  if (!s.ok()) return s;
+  return SyncAndRename(tmp, path);
 }
 
 }  // namespace raftkv::base

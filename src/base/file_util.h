@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +49,10 @@ absl::StatusOr<int> LockFile(const std::string& path);
 
 // Copies `from` to `to` durably: to + ".tmp", fsync, rename over `to`, fsync of the directory.
 absl::Status CopyFileDurably(const std::string& from, const std::string& to);
+
+// Writes `data` to `path` durably, the same way: path + ".tmp", fsync, rename, directory fsync.
+// A crash leaves either the old file or the new one, never a mix.
+absl::Status WriteFileDurably(const std::string& path, std::string_view data);
 
 // Parent directory of `path` ("." if none).
 std::string DirName(const std::string& path);

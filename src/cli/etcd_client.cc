@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <functional>
+#include <algorithm>
 #include <memory>
+#include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -29,6 +32,14 @@ std::string Describe(const std::string& endpoint, const grpc::Status& s) {
                       " [gRPC code ", static_cast<int>(s.error_code()), "]");
 }
 
+// gRPC's UNAVAILABLE for a call that never left: the channel could not connect.
+bool NeverSent(const grpc::Status& s) {
+  const std::string& m = s.error_message();
+  return m.find("failed to connect") != std::string::npos ||
+         m.find("Connection refused") != std::string::npos ||
+         m.find("DNS resolution failed") != std::string::npos;
+}
+
 }  // namespace
 
 class EtcdClient::Impl {
@@ -38,6 +49,9 @@ class EtcdClient::Impl {
     // gRPC honours http_proxy even for loopback addresses (build-notes.md).
     args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
     args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_message_bytes));
+    session_id_ = options_.session_id;
+    std::random_device rd;
+    while (session_id_ == 0) session_id_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     for (const std::string& endpoint : options_.endpoints) {
       auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
       endpoints_.push_back(Endpoint{endpoint, pb::KV::NewStub(channel),
@@ -60,6 +74,50 @@ class EtcdClient::Impl {
     return context;
   }
 
+  // A write: every attempt carries the session and the same new sequence (see header).
+  absl::StatusOr<size_t> WriteFailover(
+      const std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>& call) {
+    const uint64_t sequence = next_sequence_++;
+    std::vector<std::string> errors;
+    bool maybe_applied = false;
+    grpc::StatusCode unknown_code = grpc::StatusCode::UNKNOWN;
+    for (int round = 0; round < std::max(1, options_.write_rounds); ++round) {
+      if (round > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(options_.write_round_pause_ms));
+      }
+      for (Endpoint& endpoint : endpoints_) {
+        std::unique_ptr<grpc::ClientContext> context = NewContext();
+        context->AddMetadata("raftkv-session-id", absl::StrCat(session_id_));
+        context->AddMetadata("raftkv-session-sequence", absl::StrCat(sequence));
+        grpc::Status s = call(endpoint, context.get());
+        if (s.ok()) return static_cast<size_t>(&endpoint - endpoints_.data());
+        const grpc::StatusCode code = s.error_code();
+        const auto& trailers = context->GetServerTrailingMetadata();
+        const bool server_said_not_applied =
+            trailers.find("raftkv-error-kind") != trailers.end() &&
+            trailers.find("raftkv-error-kind")->second == "not-applied";
+        if (code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::UNKNOWN ||
+            (code == grpc::StatusCode::UNAVAILABLE && !server_said_not_applied &&
+             !NeverSent(s))) {
+          // It may have run: the server said so, or the call broke after it was sent.
+          maybe_applied = true;
+          unknown_code = code == grpc::StatusCode::UNAVAILABLE ? grpc::StatusCode::UNKNOWN : code;
+        } else if (code != grpc::StatusCode::UNAVAILABLE) {
+          return absl::Status(static_cast<absl::StatusCode>(code),
+                              Describe(endpoint.address, s));
+        }
+        errors.push_back(Describe(endpoint.address, s));
+      }
+    }
+    const std::string all = absl::StrJoin(errors, "; ");
+    if (maybe_applied) {
+      return absl::Status(static_cast<absl::StatusCode>(unknown_code),
+                          absl::StrCat("outcome unknown (session ", session_id_, ", sequence ",
+                                       sequence, "): ", all));
+    }
+    return absl::UnavailableError(absl::StrCat("not applied: no endpoint could serve it: ", all));
+  }
+
   // Runs `call` against each endpoint in order until one gives a final answer (see header).
   // Returns the index of the endpoint that answered OK.
   absl::StatusOr<size_t> Failover(bool is_read,
@@ -69,7 +127,8 @@ class EtcdClient::Impl {
       grpc::Status s = call(endpoints_[i]);
       if (s.ok()) return i;
       bool try_next = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                      (is_read && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+                      (is_read && (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                                   s.error_code() == grpc::StatusCode::UNKNOWN));
       if (!try_next) {
         return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                             Describe(endpoints_[i].address, s));
@@ -169,6 +228,8 @@ class EtcdClient::Impl {
 
   ClientOptions options_;
   std::vector<Endpoint> endpoints_;
+  uint64_t session_id_ = 0;
+  uint64_t next_sequence_ = 1;
 };
 
 EtcdClient::EtcdClient(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -179,9 +240,10 @@ absl::StatusOr<int64_t> EtcdClient::Put(const std::string& key, const std::strin
   req.set_key(key);
   req.set_value(value);
   pb::PutResponse resp;
-  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.kv->Put(impl_->NewContext().get(), req, &resp);
-  });
+  absl::StatusOr<size_t> served =
+      impl_->WriteFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+        return e.kv->Put(context, req, &resp);
+      });
   if (!served.ok()) return served.status();
   return resp.header().revision();
 }
@@ -202,12 +264,15 @@ absl::StatusOr<int64_t> EtcdClient::Delete(const std::string& key) {
   pb::DeleteRangeRequest req;
   req.set_key(key);
   pb::DeleteRangeResponse resp;
-  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.kv->DeleteRange(impl_->NewContext().get(), req, &resp);
-  });
+  absl::StatusOr<size_t> served =
+      impl_->WriteFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+        return e.kv->DeleteRange(context, req, &resp);
+      });
   if (!served.ok()) return served.status();
   return resp.deleted();
 }
+
+uint64_t EtcdClient::session_id() const { return impl_->session_id_; }
 
 absl::StatusOr<std::vector<Member>> EtcdClient::Members() {
   pb::MemberListResponse resp;

@@ -1,9 +1,19 @@
 // kvctl's client for the etcd v3 API subset kvd serves (src/server/etcd_service.h).
 //
 // Failover: requests go to the endpoints in the order given. An endpoint that answers
-// UNAVAILABLE (not reachable, not the leader, no leader) is skipped and the next one tried;
-// reads also move on after DEADLINE_EXCEEDED (writes do not: their outcome is unknown).
-// Every other answer is final. Error messages name the endpoint(s) they came from.
+// UNAVAILABLE (not reachable, not the leader, no leader: not applied) is skipped and the next
+// one tried; reads also move on after DEADLINE_EXCEEDED and UNKNOWN. Every other answer is
+// final. Error messages name the endpoint(s) they came from.
+//
+// Writes carry a session (gRPC metadata raftkv-session-id / raftkv-session-sequence; README.md,
+// "Sessions"): the client picks a random session id, each write takes the next sequence, and
+// the same sequence is sent on every attempt. So a write whose outcome was unknown
+// (DEADLINE_EXCEEDED, UNKNOWN: it may have been applied) is sent again to the next endpoint
+// too: the cluster applies it at most once and answers a retry with the first result. Writes
+// go round the endpoints up to ClientOptions::write_rounds times (an election takes a moment).
+// A write's final error says "not applied" (kUnavailable) only if every attempt was refused
+// by the server with its "not-applied" mark (trailing metadata raftkv-error-kind) or never
+// connected; an UNAVAILABLE without the mark broke after it may have been sent.
 //
 // gRPC stays in etcd_client.cc: this header is plain C++.
 #pragma once
@@ -27,6 +37,12 @@ struct ClientOptions {
   int64_t snapshot_timeout_ms = 600000;
   // Largest gRPC message the client accepts (a snapshot chunk is up to 1 MiB by default).
   int64_t max_receive_message_bytes = 16 << 20;
+  // Passes over the endpoints a write makes while every answer says "try elsewhere", with
+  // write_round_pause_ms between passes.
+  int write_rounds = 3;
+  int64_t write_round_pause_ms = 500;
+  // The write session id; 0: a random one.
+  uint64_t session_id = 0;
 };
 
 // Where Snapshot() puts the bytes. Begin() is called before each endpoint's stream
@@ -85,8 +101,9 @@ class EtcdClient {
   explicit EtcdClient(ClientOptions options);
   ~EtcdClient();
 
-  // Errors: kUnavailable when no endpoint could serve the request (message lists each
-  // endpoint's error); otherwise the server's status, message prefixed with the endpoint.
+  // Errors: kUnavailable when no endpoint could serve the request and none may have applied
+  // it (message lists each endpoint's error); kUnknown / kDeadlineExceeded when a write's
+  // outcome stays unknown; otherwise the server's status, message prefixed with the endpoint.
   // Returns the store revision after the put.
   absl::StatusOr<int64_t> Put(const std::string& key, const std::string& value);
   // nullopt when the key does not exist.
@@ -102,6 +119,8 @@ class EtcdClient {
   // kDataLoss from that endpoint and also moves on. Errors as for Put; UNIMPLEMENTED from a
   // server without snapshot support is final.
   absl::StatusOr<SnapshotDownload> Snapshot(SnapshotSink* sink);
+
+  uint64_t session_id() const;
 
  private:
   class Impl;

@@ -3,7 +3,9 @@
 //
 // Exit codes: 0 success, 1 key not found, 2 usage error (including arguments the server
 // rejects as invalid; for snapshot status: the file does not exist), 3 cluster unavailable
-// or any other failure, 4 a snapshot file failed verification.
+// or any other failure (for a write: not applied), 4 a snapshot file failed verification,
+// 5 a write's outcome is unknown (it may or may not have been applied; kvctl already sent it
+// to every endpoint under its session, so it was applied at most once).
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -28,6 +30,7 @@ constexpr int kExitNotFound = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnavailable = 3;
 constexpr int kExitInvalidSnapshot = 4;
+constexpr int kExitOutcomeUnknown = 5;
 
 struct Flags {
   std::string endpoints = "127.0.0.1:6000";
@@ -45,9 +48,11 @@ bool Json(const Flags& f) { return f.output == "json"; }
 int Fail(const std::string& command, const absl::Status& s) {
   std::cerr << "kvctl " << command << ": " << s.message() << "\n";
   if (s.code() == absl::StatusCode::kInvalidArgument) return kExitUsage;
-  if (s.code() == absl::StatusCode::kDeadlineExceeded && command != "get" &&
-      command != "mget") {
+  if ((s.code() == absl::StatusCode::kDeadlineExceeded ||
+       s.code() == absl::StatusCode::kUnknown) &&
+      command != "get" && command != "mget") {
     std::cerr << "kvctl " << command << ": the write's outcome is unknown\n";
+    return kExitOutcomeUnknown;
   }
   return kExitUnavailable;
 }

@@ -1,5 +1,6 @@
 #include "kv/command_eval.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -23,16 +24,50 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
   EntryEffect effect;
   ApplyResult& result = effect.result;
   result.revision = revision;
+  effect.store_revision = revision;
 
+  // Expiry, by log position only (every replica sees the same entries with the same stamp):
+  // sessions whose last command is more than session_expiry_entries entries old go.
+  bool own_session_expired = false;
+  if (cmd.session_expiry_entries() > 0 && index > cmd.session_expiry_entries()) {
+    absl::Status s = view.ForEachIdleSession(
+        index - cmd.session_expiry_entries(), kMaxSessionsExpiredPerEntry,
+        [&](uint64_t last_index, uint64_t client_id) {
+          effect.expired_sessions.emplace_back(last_index, client_id);
+          if (client_id == cmd.client_id()) own_session_expired = true;
+        });
+    if (!s.ok()) return s;
+  }
+
+  std::optional<coding::SessionRecord> session;
   if (cmd.client_id() != 0) {
-    absl::StatusOr<std::optional<coding::SessionRecord>> session =
-        view.GetSession(cmd.client_id());
-    if (!session.ok()) return session.status();
-    if (session->has_value() && cmd.sequence() <= (*session)->last_sequence) {
-      result.duplicate = true;
-      return effect;
+    if (!own_session_expired) {
+      absl::StatusOr<std::optional<coding::SessionRecord>> stored =
+          view.GetSession(cmd.client_id());
+      if (!stored.ok()) return stored.status();
+      session = *std::move(stored);
+      if (session) effect.replaced_session_last_index = session->last_index;
     }
-    effect.session = SessionEntry{cmd.client_id(), cmd.sequence(), index};
+    const uint64_t seq = cmd.sequence();
+    if (session) {
+      for (const auto& [kept_seq, first_result] : session->results) {
+        if (kept_seq != seq) continue;
+        // Applied before: the first result, again, and nothing written.
+        absl::StatusOr<ApplyResult> first = coding::DecodeApplyResult(first_result);
+        if (!first.ok()) return first.status();
+        effect.result = *std::move(first);
+        effect.result.duplicate = true;
+        effect.replaced_session_last_index.reset();
+        return effect;
+      }
+      if (seq < session->first_kept) {
+        // Acknowledged by the client already, or pushed out of the window: its first result
+        // is gone, so it is refused rather than applied a second time.
+        result.session_refused = true;
+        effect.replaced_session_last_index.reset();
+        return effect;
+      }
+    }
   }
 
   const int64_t new_revision = revision + 1;
@@ -99,6 +134,36 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
     // An Op with neither field set does nothing.
   }
   if (changed) result.revision = new_revision;
+  effect.store_revision = result.revision;
+
+  if (cmd.client_id() != 0) {
+    // Remember the first result of this sequence; drop what the client acknowledged and what
+    // falls out of the window (the lowest sequences first).
+    coding::SessionRecord rec = session.value_or(coding::SessionRecord{});
+    const uint64_t seq = cmd.sequence();
+    const uint64_t window =
+        cmd.session_window() == 0 ? kDefaultSessionWindow : cmd.session_window();
+    rec.last_sequence = std::max(rec.last_sequence, seq);
+    rec.last_index = index;
+    rec.first_kept = std::max(rec.first_kept, std::min(cmd.first_unacked(), seq));
+    auto pos = std::lower_bound(
+        rec.results.begin(), rec.results.end(), seq,
+        [](const std::pair<uint64_t, std::string>& r, uint64_t s) { return r.first < s; });
+    if (cmd.session_keeps_prev()) {
+      rec.results.insert(pos, {seq, coding::EncodeApplyResult(result)});
+    } else {
+      ApplyResult kept = result;
+      for (OpResult& op : kept.ops) op.prev.reset();
+      rec.results.insert(pos, {seq, coding::EncodeApplyResult(kept)});
+    }
+    while (!rec.results.empty() &&
+           (rec.results.front().first < rec.first_kept || rec.results.size() > window)) {
+      rec.first_kept = std::max(rec.first_kept, rec.results.front().first + 1);
+      rec.results.erase(rec.results.begin());
+    }
+    effect.session = SessionEntry{cmd.client_id(), rec.last_sequence, rec.last_index,
+                                  coding::EncodeSessionRecord(rec)};
+  }
   return effect;
 }
 

@@ -8,6 +8,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kv.pb.h"
@@ -25,14 +27,33 @@ class StoreView {
   virtual absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
                                   const std::function<void(std::string)>& fn) = 0;
   virtual absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) = 0;
+  // Calls fn(last_index, client_id) for the sessions with last_index < before_index, in
+  // ascending (last_index, client_id) order, at most `max` of them.
+  virtual absl::Status ForEachIdleSession(
+      uint64_t before_index, size_t max,
+      const std::function<void(uint64_t last_index, uint64_t client_id)>& fn) = 0;
 };
 
+// Sessions removed by one entry at most (the idlest first): each entry adds at most one
+// session, so expiry keeps up, and an entry's cost stays bounded.
+inline constexpr size_t kMaxSessionsExpiredPerEntry = 8;
+// The window of an entry that carries none (session_window 0).
+inline constexpr uint64_t kDefaultSessionWindow = 64;
+
 struct EntryEffect {
-  ApplyResult result;  // what Apply returns; result.revision is the store revision after
+  // What Apply returns. result.revision is the store revision after the entry, except for a
+  // duplicate, which carries its first application's revision.
+  ApplyResult result;
+  int64_t store_revision = 0;  // the store revision after the entry
   // Keys the entry changed, ascending: the new record, or nullopt for a deletion.
   std::map<std::string, std::optional<coding::KeyRecord>, std::less<>> writes;
-  // The session record to store (commands with client_id != 0 that are not duplicates).
+  // Sessions to remove (expired), as (last_index, client_id); removed before `session` is
+  // written (which may recreate one of them).
+  std::vector<std::pair<uint64_t, uint64_t>> expired_sessions;
+  // The session record to store (commands with client_id != 0 that were applied), and the
+  // last_index of the record it replaces (nullopt: none, or it is in expired_sessions).
   std::optional<SessionEntry> session;
+  std::optional<uint64_t> replaced_session_last_index;
 };
 
 // Evaluates cmd as the committed entry `index` against `view`, whose store revision is

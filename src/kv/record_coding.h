@@ -22,11 +22,24 @@
 //     fixed64 applied_term
 //     fixed64 revision           store revision after applied_index
 //   => exactly 25 bytes.
-//   "s" + fixed64 client_id -> SessionRecord:
-//     u8      record_format      = 1
+//   "s" + fixed64 client_id -> SessionRecord (exactly-once writes, rocksdb_state_machine.h):
+//     u8      record_format      = 2 (format 1, without results, was never written)
 //     fixed64 last_sequence      highest sequence applied for this client
-//     fixed64 last_index         log index of the entry that applied it
-//   => exactly 17 bytes.
+//     fixed64 last_index         log index of the last entry that applied a command of it
+//     fixed64 first_kept         sequences below this are refused (their results are gone)
+//     fixed32 result_count       then, in ascending sequence order, that many times:
+//       fixed64 sequence
+//       fixed32 length, then `length` bytes: the ApplyResult (EncodeApplyResult below)
+//   "x" + big-endian64 last_index + big-endian64 client_id -> "" : the expiry index (one per
+//     session, ordered by last activity, so expiry finds the idlest sessions first).
+//
+// ApplyResult (stored per sequence, answered to a duplicate):
+//     u8      record_format      = 1
+//     fixed64 revision
+//     u8      flags              bit 0: session_refused
+//     fixed32 op_count, then per op: fixed64 deleted, u8 has_prev, and if has_prev:
+//       fixed32 key length, key, fixed32 value length, value,
+//       fixed64 create_revision, fixed64 mod_revision, fixed64 version
 //
 // Decoders return kDataLoss on any size or format mismatch: a record we wrote ourselves that
 // does not parse means the store is corrupt.
@@ -36,9 +49,12 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kv/state_machine.h"
 
 namespace raftkv::kv::coding {
 
@@ -47,11 +63,12 @@ inline constexpr uint32_t kStoreFormat = 1;
 
 inline constexpr size_t kKeyRecordHeaderBytes = 1 + 8 * 3;
 inline constexpr size_t kAppliedRecordBytes = 1 + 8 * 3;
-inline constexpr size_t kSessionRecordBytes = 1 + 8 * 2;
+inline constexpr uint8_t kSessionRecordFormat = 2;
 
 inline constexpr std::string_view kMetaFormatKey = "format";
 inline constexpr std::string_view kMetaAppliedKey = "applied";
 inline constexpr char kMetaSessionPrefix = 's';
+inline constexpr char kMetaSessionExpiryPrefix = 'x';
 
 struct KeyRecord {
   int64_t create_revision = 0;
@@ -73,6 +90,9 @@ struct AppliedRecord {
 struct SessionRecord {
   uint64_t last_sequence = 0;
   uint64_t last_index = 0;
+  uint64_t first_kept = 0;
+  // (sequence, EncodeApplyResult bytes), ascending by sequence, every sequence >= first_kept.
+  std::vector<std::pair<uint64_t, std::string>> results;
 
   bool operator==(const SessionRecord&) const = default;
 };
@@ -87,7 +107,14 @@ absl::StatusOr<AppliedRecord> DecodeAppliedRecord(std::string_view data);
 std::string EncodeSessionRecord(const SessionRecord& r);
 absl::StatusOr<SessionRecord> DecodeSessionRecord(std::string_view data);
 
+std::string EncodeApplyResult(const ApplyResult& r);
+absl::StatusOr<ApplyResult> DecodeApplyResult(std::string_view data);
+
 std::string SessionKey(uint64_t client_id);
+// The expiry index key of a session: sorts by (last_index, client_id).
+std::string SessionExpiryKey(uint64_t last_index, uint64_t client_id);
+// Returns false if `key` is not an expiry index key.
+bool ParseSessionExpiryKey(std::string_view key, uint64_t* last_index, uint64_t* client_id);
 // Returns false if `key` is not a session key.
 bool ParseSessionKey(std::string_view key, uint64_t* client_id);
 

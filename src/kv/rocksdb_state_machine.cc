@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/file_util.h"
@@ -90,6 +91,29 @@ class RocksDbStateMachine::LiveView final : public StoreView {
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
     return sm_->GetSessionUnlocked(client_id);
+  }
+
+  absl::Status ForEachIdleSession(
+      uint64_t before_index, size_t max,
+      const std::function<void(uint64_t, uint64_t)>& fn) override {
+    const std::string begin(1, coding::kMetaSessionExpiryPrefix);
+    const std::string end = coding::SessionExpiryKey(before_index, 0);
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice upper(end);
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->meta_cf_));
+    size_t n = 0;
+    for (it->Seek(begin); it->Valid() && n < max; it->Next(), ++n) {
+      uint64_t last_index = 0, client_id = 0;
+      if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
+                                         &last_index, &client_id)) {
+        return absl::DataLossError(
+            absl::StrCat(sm_->options_.db_path, ": malformed session expiry key"));
+      }
+      fn(last_index, client_id);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
+    return absl::OkStatus();
   }
 
  private:
@@ -339,12 +363,20 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
       batch.Delete(data_cf_, key);
     }
   }
+  for (const auto& [last_index, client_id] : effect->expired_sessions) {
+    batch.Delete(meta_cf_, coding::SessionKey(client_id));
+    batch.Delete(meta_cf_, coding::SessionExpiryKey(last_index, client_id));
+  }
   if (effect->session.has_value()) {
     const SessionEntry& e = *effect->session;
-    batch.Put(meta_cf_, coding::SessionKey(e.client_id),
-              coding::EncodeSessionRecord(coding::SessionRecord{e.last_sequence, e.last_index}));
+    if (effect->replaced_session_last_index) {
+      batch.Delete(meta_cf_,
+                   coding::SessionExpiryKey(*effect->replaced_session_last_index, e.client_id));
+    }
+    batch.Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
+    batch.Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
   }
-  if (absl::Status s = Commit(&batch, index, term, effect->result.revision); !s.ok()) return s;
+  if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
   return std::move(effect->result);
 }
 
@@ -494,6 +526,7 @@ absl::Status RocksDbStateMachine::Export(ExportSink& sink) const {
     if (!rec.ok()) return WithContext(rec.status(), path);
     entry.last_sequence = rec->last_sequence;
     entry.last_index = rec->last_index;
+    entry.record.assign(it->value().data(), it->value().size());
     if (absl::Status e = sink.OnSession(entry); !e.ok()) return e;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan", path);
@@ -512,8 +545,10 @@ absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
                                                         kv.version, kv.value}));
   }
   for (const SessionEntry& e : sessions) {
-    batch.Put(meta_cf_, coding::SessionKey(e.client_id),
-              coding::EncodeSessionRecord(coding::SessionRecord{e.last_sequence, e.last_index}));
+    // The record is the authority; the caller (RestoreSnapshot) checked it decodes and
+    // agrees with the entry's columns.
+    batch.Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
+    batch.Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
   }
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;  // FinishImport flushes; an unfinished import is thrown away

@@ -46,11 +46,14 @@ uint64_t RowHash(std::string_view key, std::string_view value, int64_t create_re
   return Mix64(h);
 }
 
-uint64_t SessionHash(uint64_t client_id, uint64_t last_sequence, uint64_t last_index) {
+uint64_t SessionHash(uint64_t client_id, uint64_t last_sequence, uint64_t last_index,
+                     std::string_view record) {
   uint64_t h = kFnvOffset;
   h = FnvFixed64(h, client_id);
   h = FnvFixed64(h, last_sequence);
   h = FnvFixed64(h, last_index);
+  h = FnvFixed64(h, record.size());
+  h = Fnv(h, record.data(), record.size());
   return Mix64(h);
 }
 

@@ -8,6 +8,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/file_util.h"
 #include "kv/command_eval.h"
@@ -64,7 +65,8 @@ absl::Status CreateEmpty(const std::string& path, const std::string& members) {
 }  // namespace
 
 struct SqliteBackup::Statements {
-  StmtPtr get_kv, scan_to_end, scan_range, get_session, put_kv, delete_kv, put_session;
+  StmtPtr get_kv, scan_to_end, scan_range, get_session, idle_sessions, delete_session, put_kv,
+      delete_kv, put_session;
 };
 
 // The backup's state inside the open transaction (earlier entries of the same Apply call are
@@ -108,14 +110,36 @@ class SqliteBackup::View final : public StoreView {
     sqlite3_bind_int64(st, 1, static_cast<int64_t>(client_id));
     int rc = sqlite3_step(st);
     std::optional<coding::SessionRecord> rec;
+    absl::Status bad;
     if (rc == SQLITE_ROW) {
-      rec = coding::SessionRecord{static_cast<uint64_t>(sqlite3_column_int64(st, 0)),
-                                  static_cast<uint64_t>(sqlite3_column_int64(st, 1))};
+      absl::StatusOr<coding::SessionRecord> r = coding::DecodeSessionRecord(ColumnBytes(st, 0));
+      if (r.ok()) {
+        rec = *std::move(r);
+      } else {
+        bad = r.status();
+      }
       rc = sqlite3_step(st);
     }
     sqlite3_reset(st);
+    if (!bad.ok()) return bad;
     if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "read session", true);
     return rec;
+  }
+
+  absl::Status ForEachIdleSession(
+      uint64_t before_index, size_t max,
+      const std::function<void(uint64_t, uint64_t)>& fn) override {
+    sqlite3_stmt* st = b_->st_->idle_sessions.get();
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(before_index));
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(max));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)),
+         static_cast<uint64_t>(sqlite3_column_int64(st, 1)));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "scan sessions", true);
+    return absl::OkStatus();
   }
 
  private:
@@ -139,6 +163,17 @@ absl::StatusOr<std::unique_ptr<SqliteBackup>> SqliteBackup::Open(const BackupOpt
   }
   absl::StatusOr<SnapshotMeta> meta = sqlite_internal::ReadMeta(db->get(), options.path);
   if (!meta.ok()) return meta.status();
+  if (meta->format_version == 1) {
+    if (absl::Status s = Exec(db->get(),
+                              absl::StrCat("BEGIN; ", sqlite_internal::kMigrateFormat1,
+                                           " PRAGMA user_version = 2; COMMIT;")
+                                  .c_str(),
+                              options.path, false);
+        !s.ok()) {
+      return s;
+    }
+    meta->format_version = kSnapshotFormatVersion;
+  }
   std::unique_ptr<SqliteBackup> b(new SqliteBackup(options, db->release(), std::move(*meta)));
   if (absl::Status s = b->Prepare(); !s.ok()) return s;
   return b;
@@ -174,14 +209,18 @@ absl::Status SqliteBackup::Prepare() {
        "SELECT value, create_revision, mod_revision, version FROM kv WHERE key = ?1"},
       {&st_->scan_to_end, "SELECT key FROM kv WHERE key >= ?1 ORDER BY key"},
       {&st_->scan_range, "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key"},
-      {&st_->get_session, "SELECT last_sequence, last_index FROM sessions WHERE client_id = ?1"},
+      {&st_->get_session, "SELECT record FROM sessions WHERE client_id = ?1"},
+      {&st_->idle_sessions,
+       "SELECT last_index, client_id FROM sessions WHERE last_index < ?1 "
+       "ORDER BY last_index, client_id LIMIT ?2"},
+      {&st_->delete_session, "DELETE FROM sessions WHERE client_id = ?1"},
       {&st_->put_kv,
        "INSERT OR REPLACE INTO kv (key, value, create_revision, mod_revision, version) "
        "VALUES (?1, ?2, ?3, ?4, ?5)"},
       {&st_->delete_kv, "DELETE FROM kv WHERE key = ?1"},
       {&st_->put_session,
-       "INSERT OR REPLACE INTO sessions (client_id, last_sequence, last_index) "
-       "VALUES (?1, ?2, ?3)"},
+       "INSERT OR REPLACE INTO sessions (client_id, last_sequence, last_index, record) "
+       "VALUES (?1, ?2, ?3, ?4)"},
   };
   for (auto& s : all) {
     absl::StatusOr<StmtPtr> stmt = sqlite_internal::Prepare(db_, s.sql, path, false);
@@ -229,24 +268,37 @@ absl::Status SqliteBackup::ApplyOne(View& view, const BackupEntry& entry) {
         if (absl::Status s = step(st, "delete kv"); !s.ok()) return s;
       }
     }
-    if (effect->session.has_value()) {
-      const SessionEntry& e = *effect->session;
-      absl::StatusOr<std::optional<coding::SessionRecord>> old = view.GetSession(e.client_id);
+    // The stored row's hash leaves the checksum before the row changes or goes.
+    auto forget_session = [&](uint64_t client_id) -> absl::Status {
+      absl::StatusOr<std::optional<coding::SessionRecord>> old = view.GetSession(client_id);
       if (!old.ok()) return old.status();
       if (old->has_value()) {
-        meta_.sessions_checksum -=
-            SessionHash(e.client_id, (*old)->last_sequence, (*old)->last_index);
+        meta_.sessions_checksum -= SessionHash(client_id, (*old)->last_sequence,
+                                               (*old)->last_index,
+                                               coding::EncodeSessionRecord(**old));
         meta_.sessions_count--;
       }
+      return absl::OkStatus();
+    };
+    for (const auto& [last_index, client_id] : effect->expired_sessions) {
+      if (absl::Status s = forget_session(client_id); !s.ok()) return s;
+      sqlite3_stmt* st = st_->delete_session.get();
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(client_id));
+      if (absl::Status s = step(st, "delete session"); !s.ok()) return s;
+    }
+    if (effect->session.has_value()) {
+      const SessionEntry& e = *effect->session;
+      if (absl::Status s = forget_session(e.client_id); !s.ok()) return s;
       sqlite3_stmt* st = st_->put_session.get();
       sqlite3_bind_int64(st, 1, static_cast<int64_t>(e.client_id));
       sqlite3_bind_int64(st, 2, static_cast<int64_t>(e.last_sequence));
       sqlite3_bind_int64(st, 3, static_cast<int64_t>(e.last_index));
+      sqlite3_bind_blob64(st, 4, e.record.data(), e.record.size(), SQLITE_STATIC);
       if (absl::Status s = step(st, "write session"); !s.ok()) return s;
-      meta_.sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index);
+      meta_.sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index, e.record);
       meta_.sessions_count++;
     }
-    meta_.revision = effect->result.revision;
+    meta_.revision = effect->store_revision;
   }
   meta_.applied_index = entry.index;
   meta_.applied_term = entry.term;

@@ -15,9 +15,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/file_util.h"
 #include "kv/rocksdb_state_machine.h"
+#include "kv/record_coding.h"
 #include "kv/row_hash.h"
 #include "kv/sqlite_util.h"
 
@@ -55,7 +57,9 @@ class SqliteSink final : public ExportSink {
     if (!kv.ok()) return kv.status();
     kv_stmt_ = std::move(*kv);
     absl::StatusOr<StmtPtr> s = sqlite_internal::Prepare(
-        db_, "INSERT INTO sessions (client_id, last_sequence, last_index) VALUES (?1, ?2, ?3)",
+        db_,
+        "INSERT INTO sessions (client_id, last_sequence, last_index, record) "
+        "VALUES (?1, ?2, ?3, ?4)",
         path_, false);
     if (!s.ok()) return s.status();
     session_stmt_ = std::move(*s);
@@ -88,9 +92,11 @@ class SqliteSink final : public ExportSink {
     sqlite3_bind_int64(st, 1, static_cast<int64_t>(e.client_id));
     sqlite3_bind_int64(st, 2, static_cast<int64_t>(e.last_sequence));
     sqlite3_bind_int64(st, 3, static_cast<int64_t>(e.last_index));
+    sqlite3_bind_blob64(st, 4, e.record.data(), e.record.size(), SQLITE_STATIC);
     if (absl::Status s = Step(st, "insert session"); !s.ok()) return s;
     meta_->sessions_count++;
-    meta_->sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index);
+    meta_->sessions_checksum +=
+        SessionHash(e.client_id, e.last_sequence, e.last_index, e.record);
     return absl::OkStatus();
   }
 
@@ -198,21 +204,35 @@ absl::StatusOr<SnapshotMeta> Scan(const std::string& path, const KvFn& on_kv,
   int64_t sessions_count = 0;
   uint64_t sessions_sum = 0;
   {
+    // Format 1 had no record column (and never a session row).
     absl::StatusOr<StmtPtr> st = Prepare(
-        db->get(), "SELECT client_id, last_sequence, last_index FROM sessions", path, true);
+        db->get(),
+        meta->format_version == 1
+            ? "SELECT client_id, last_sequence, last_index, NULL FROM sessions"
+            : "SELECT client_id, last_sequence, last_index, record FROM sessions",
+        path, true);
     if (!st.ok()) return st.status();
     sqlite3_stmt* s = st->get();
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      if (!IsInt(s, 0) || !IsInt(s, 1) || !IsInt(s, 2)) {
+      if (!IsInt(s, 0) || !IsInt(s, 1) || !IsInt(s, 2) || !IsBytes(s, 3)) {
         return absl::DataLossError(absl::StrFormat(
             "snapshot %s: sessions row %d has mistyped columns", path, sessions_count + 1));
       }
       SessionEntry e{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
                      static_cast<uint64_t>(sqlite3_column_int64(s, 1)),
-                     static_cast<uint64_t>(sqlite3_column_int64(s, 2))};
+                     static_cast<uint64_t>(sqlite3_column_int64(s, 2)),
+                     std::string(ColumnBytes(s, 3))};
+      absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(e.record);
+      if (!rec.ok() || rec->last_sequence != e.last_sequence ||
+          rec->last_index != e.last_index) {
+        return absl::DataLossError(absl::StrFormat(
+            "snapshot %s: sessions row %d (client %d): record does not match its columns%s",
+            path, sessions_count + 1, e.client_id,
+            rec.ok() ? "" : absl::StrCat(": ", rec.status().message())));
+      }
       ++sessions_count;
-      sessions_sum += SessionHash(e.client_id, e.last_sequence, e.last_index);
+      sessions_sum += SessionHash(e.client_id, e.last_sequence, e.last_index, e.record);
       if (on_session) {
         if (absl::Status c = on_session(e); !c.ok()) return c;
       }

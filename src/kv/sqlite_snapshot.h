@@ -1,14 +1,19 @@
 // State-machine snapshots as ordinary SQLite 3 files (docs/architecture.md, "Backup, snapshots and
 // compaction"), so `sqlite3 snap.db 'select * from kv'` works.
 //
-// File format, version 1 (PRAGMA application_id = kSnapshotApplicationId, user_version = 1):
+// File format, version 2 (PRAGMA application_id = kSnapshotApplicationId, user_version = 2;
+// version 1 lacked sessions.record and the index, and is still read: it held no sessions):
 //   CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL,
 //                    create_revision INTEGER, mod_revision INTEGER, version INTEGER);
 //   CREATE TABLE meta (name TEXT PRIMARY KEY, value);
 //   CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, last_sequence INTEGER NOT NULL,
-//                          last_index INTEGER NOT NULL);
+//                          last_index INTEGER NOT NULL, record BLOB NOT NULL DEFAULT x'');
+//   CREATE INDEX sessions_by_last_index ON sessions (last_index, client_id);
+//   (record: the session as the state machine stores it, kv/record_coding.h SessionRecord,
+//   with the first result of each sequence in its window; last_sequence and last_index
+//   repeat two of its fields for readers and for expiry.)
 //   meta rows (INTEGER unless noted; uint64 values are stored as their int64 bit pattern):
-//     format_version      1
+//     format_version      2
 //     applied_index       log index the copy is at
 //     applied_term        term of that entry
 //     revision            store revision at applied_index
@@ -37,7 +42,7 @@
 
 namespace raftkv::kv {
 
-inline constexpr int64_t kSnapshotFormatVersion = 1;
+inline constexpr int64_t kSnapshotFormatVersion = 2;
 inline constexpr int32_t kSnapshotApplicationId = 0x7266746b;  // "rftk"
 
 struct SnapshotMeta {

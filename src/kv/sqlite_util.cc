@@ -182,7 +182,7 @@ absl::StatusOr<SnapshotMeta> ReadMeta(sqlite3* db, const std::string& path) {
         "snapshot %s: format_version %d is newer than this build reads (%d)", path,
         m.format_version, kSnapshotFormatVersion));
   }
-  if (m.format_version != kSnapshotFormatVersion) {
+  if (m.format_version < 1) {
     return absl::DataLossError(
         absl::StrFormat("snapshot %s: bad format_version %d", path, m.format_version));
   }

@@ -30,7 +30,15 @@ inline constexpr const char* kSchema =
     " create_revision INTEGER, mod_revision INTEGER, version INTEGER);"
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value);"
     "CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, last_sequence INTEGER NOT NULL,"
-    " last_index INTEGER NOT NULL);";
+    " last_index INTEGER NOT NULL, record BLOB NOT NULL DEFAULT x'');"
+    "CREATE INDEX sessions_by_last_index ON sessions (last_index, client_id);";
+
+// Brings a format 1 file (sessions without `record`, no expiry index) to the current format,
+// in place. Format 1 files never held session rows (nothing set a session then).
+inline constexpr const char* kMigrateFormat1 =
+    "ALTER TABLE sessions ADD COLUMN record BLOB NOT NULL DEFAULT x'';"
+    "CREATE INDEX IF NOT EXISTS sessions_by_last_index ON sessions (last_index, client_id);"
+    "UPDATE meta SET value = 2 WHERE name = 'format_version';";
 
 // An SQLite failure on `path`. reading=true: the file is bad (kDataLoss). reading=false: a
 // full disk or I/O error is kUnavailable, anything else kInternal.

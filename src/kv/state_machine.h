@@ -51,7 +51,12 @@ struct OpResult {
 
 struct ApplyResult {
   int64_t revision = 0;          // store revision after the entry
-  bool duplicate = false;        // the session table showed this (client_id, sequence) applied
+  // The session table showed this (client_id, sequence) applied before: the ops were not
+  // applied again, and revision/ops are those of the FIRST application.
+  bool duplicate = false;
+  // The command's sequence is below its session's window (already acknowledged by the
+  // client, or evicted from the window): not applied now, no first result to give.
+  bool session_refused = false;
   std::vector<OpResult> ops;
 };
 
@@ -66,7 +71,10 @@ struct RangeResult {
 struct SessionEntry {
   uint64_t client_id = 0;
   uint64_t last_sequence = 0;    // highest sequence applied for this client
-  uint64_t last_index = 0;       // log index of the entry that applied it
+  uint64_t last_index = 0;       // log index of the last entry that applied one of its commands
+  // The whole record as stored (kv/record_coding.h, SessionRecord: the two fields above, the
+  // window and the first result of every sequence in it). Opaque to snapshot code.
+  std::string record;
 };
 
 // Receives a point-in-time copy of the whole store from StateMachine::Export (snapshots).

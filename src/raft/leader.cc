@@ -24,6 +24,7 @@ absl::Status NotLeader(uint64_t lead, const std::string& why = "") {
                                why)
                 : absl::StrCat("not leader; leader is ", lead));
   if (lead != 0) s.SetPayload(kLeaderHintPayload, absl::Cord(absl::StrCat(lead)));
+  if (lead == 0 && !why.empty()) s.SetPayload(kRejoinDetailPayload, absl::Cord(why));
   return s;
 }
 

@@ -45,6 +45,12 @@ std::optional<uint64_t> LeaderHint(const absl::Status& status) {
   return id;
 }
 
+std::optional<std::string> RejoinDetailOf(const absl::Status& status) {
+  absl::optional<absl::Cord> p = status.GetPayload(kRejoinDetailPayload);
+  if (!p || p->empty()) return std::nullopt;
+  return std::string(*p);
+}
+
 absl::StatusOr<std::unique_ptr<Raft>> Raft::Create(const Config& config,
                                                    const LogStorage* storage) {
   absl::Status s = config.Validate();

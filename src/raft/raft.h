@@ -125,6 +125,12 @@ struct EntryId {
 inline constexpr char kLeaderHintPayload[] = "raftkv/leader_hint";
 // The leader hint of a Propose/ReadIndex error, if any.
 std::optional<uint64_t> LeaderHint(const absl::Status& status);
+// The type URL of the payload a kUnavailable "not leader" status carries when no leader is
+// known and this node itself is why it cannot serve (it lost its data and does not vote yet:
+// rejoin.cc): what it waits for, one sentence (RaftStatus::rejoin_detail).
+inline constexpr char kRejoinDetailPayload[] = "raftkv/rejoin_detail";
+// That sentence, if the status carries it.
+std::optional<std::string> RejoinDetailOf(const absl::Status& status);
 
 class Raft {
  public:

@@ -1,10 +1,5 @@
 #include "server/identity.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -53,15 +48,7 @@ absl::Status WriteIdentity(const std::string& path, const Identity& id) {
       absl::StrCat("# raftkv data dir identity: do not edit (kvd refuses another node's data)\n",
                    "cluster_id=", Hex(id.cluster_id), "\nnode_id=", id.node_id,
                    "\nmembers=", Members(id.members), "\ncreated_at=", id.created_at, "\n");
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return base::IoError("open", tmp, errno);
-  absl::Status s = base::WriteAll(fd, text.data(), text.size(), tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = base::IoError("fsync", tmp, errno);
-  ::close(fd);
-  if (!s.ok()) return s;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return base::IoError("rename", tmp, errno);
-  return base::SyncDir(base::DirName(path));
+  return base::WriteFileDurably(path, text);
 }
 
 absl::Status CheckOrWriteIdentity(const std::string& path, const std::string& data_dir,

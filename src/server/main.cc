@@ -85,6 +85,13 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "Close a client that started a request and did not finish it in this time (0 = never)");
   add("--max-pending-writes", &config->raft.max_pending_writes,
       "Writes waiting for consensus on this node before new ones are refused");
+  add("--session-expiry-entries", &config->raft.session_expiry_entries,
+      "A client session (exactly-once writes) idle for this many log entries is forgotten, "
+      "which bounds the session table (the leader stamps it into each entry, so every node "
+      "expires alike)");
+  add("--session-window", &config->raft.session_window,
+      "First results a client session keeps for retries: its newest unacknowledged writes "
+      "(stamped into each entry by the leader)");
   add("--request-timeout-ms", &config->raft.request_timeout_ms,
       "A write or linearizable read not done in this time fails (a write's outcome is then "
       "unknown)");

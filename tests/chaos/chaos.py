@@ -454,6 +454,10 @@ class Run:
 
         seq = 0
         first_seen = {}
+        # Exactly-once retries (issue 10): a write whose outcome is unknown is sent again to
+        # other nodes under the same session and sequence; the op's record spans every try.
+        session_id = rng.getrandbits(62) + 1
+        write_seq = 0
         try:
             while not self.stop_clients.is_set():
                 with self.hist_lock:
@@ -472,12 +476,19 @@ class Run:
                     f = "mget" if proto != "etcd" else "get"
                 rec = {"type": "op", "client": cid, "proto": proto, "node": node, "f": f}
                 cl = conn(node)
+                if f in ("put", "del") and a.sessions:
+                    write_seq += 1
+                    session = (session_id, write_seq)
+                else:
+                    session = None
                 if f == "put":
                     seq += 1
                     value = f"v{cid}.{seq}"
                     rec.update(key=key, value=value)
                     rec["invoke"] = now_ns()
-                    rep = cl.put(key, value)
+                    rep = cl.put(key, value, session) if session else cl.put(key, value)
+                    rep = self.retry_write(rec, rep, conn, node, rng, session,
+                                           lambda c: c.put(key, value, session))
                 elif f == "get":
                     rec["key"] = key
                     rec["invoke"] = now_ns()
@@ -485,7 +496,9 @@ class Run:
                 elif f == "del":
                     rec["key"] = key
                     rec["invoke"] = now_ns()
-                    rep = cl.delete(key)
+                    rep = cl.delete(key, session) if session else cl.delete(key)
+                    rep = self.retry_write(rec, rep, conn, node, rng, session,
+                                           lambda c: c.delete(key, session))
                 else:
                     ks = rng.sample(keys, min(3, len(keys)))
                     rec["keys"] = ks
@@ -516,6 +529,28 @@ class Run:
                     c.close()
                 except Exception:
                     pass
+
+    def retry_write(self, rec, rep, conn, node, rng, session, send):
+        """A write whose outcome is unknown, sent again (up to --session-retries times) to other
+        nodes under its session: the cluster applies it at most once and answers with the first
+        result. Returns the last reply; rec["attempts"] counts the tries."""
+        tries = 1
+        n = len(self.nodes)
+        while (session is not None and rep.outcome == "unknown" and
+               tries <= self.args.session_retries and not self.stop_clients.is_set()):
+            rec.setdefault("errors", []).append(rep.error)
+            node = (node + 1 + rng.randrange(n - 1)) % n if n > 1 else node
+            c = conn(node)
+            if rec["proto"] != "etcd":
+                c.close()  # a fresh connection: a late reply is never taken for this one
+            time.sleep(0.05)
+            rep = send(c)
+            tries += 1
+        rec["attempts"] = tries
+        if tries > 1 and rep.outcome == "failed":
+            # This try was not applied, but an earlier one may have been.
+            rep = C.Reply("unknown", error=f"after an unknown outcome: {rep.error}")
+        return rep
 
     def inject(self, rng, f, rec, rep, first_seen):
         """--inject-bug: the client lies in its record, to show the checkers catch it end to
@@ -1046,6 +1081,11 @@ def parse_args(argv):
                    help="seconds a fault stays on")
     r.add_argument("--gap", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"),
                    help="seconds between faults")
+    r.add_argument("--no-sessions", dest="sessions", action="store_false",
+                   help="writes without a session (issue 10), and no retries")
+    r.add_argument("--session-retries", type=int, default=2,
+                   help="times a write whose outcome is unknown is sent again, to other nodes, "
+                        "under its session")
     r.add_argument("--error-mode", choices=["safe", "strict"], default="safe",
                    help="which server errors count as 'not applied' (clients.py)")
     r.add_argument("--kvd-args", default="--snapshot-entries 2000 --log-retained-entries 500",

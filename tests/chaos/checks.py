@@ -161,8 +161,8 @@ def json_key(v):
 
 def server_claims_not_applied(r):
     """True if the server answered this write with an error that, read as design.md
-    promises (UNAVAILABLE / RESOURCE_EXHAUSTED on etcd, any ERR without "outcome unknown" on
-    text and RESP), means "not applied". Errors of the client's own (connect, timeout,
+    promises (UNAVAILABLE / RESOURCE_EXHAUSTED on etcd, any ERR that is not of the UNKNOWN
+    kind on text and RESP), means "not applied". Errors of the client's own (connect, timeout,
     a closed connection) are not the server's claim."""
     import clients
     e = r.get("error", "")

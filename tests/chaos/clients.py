@@ -1,5 +1,9 @@
 """raftkv clients for the chaos driver: the text protocol, RESP2 and etcd v3 gRPC.
 
+put and delete take an optional session = (client id, sequence) (README.md, "Sessions"):
+text and RESP send `SESSION id seq` just before the write, etcd sets the raftkv-session-*
+metadata. Sending a write again under the same session is applied at most once.
+
 Every call returns a Reply(outcome, result, error):
   outcome "ok"       the server answered and the operation took effect as `result` says;
           "failed"   the operation certainly did not take effect (never sent, or the server
@@ -32,36 +36,51 @@ class Reply:
 
 
 # --- what an error says about a write -----------------------------------------------------
-# kvd's messages for a write that was refused before it was proposed (design.md: "not
-# applied, safe to retry"). Only these count as "failed" in the default (trusting-little)
-# mode; anything else from the server is "unknown".
+# The two kinds of failure (README.md, "Errors"; issue 10): text and RESP errors start with a
+# kind word after "ERR" ("UNAVAILABLE ": not applied, safe to retry; "UNKNOWN ": outcome
+# unknown; none: refused as given, not applied); etcd uses the gRPC code (UNAVAILABLE,
+# RESOURCE_EXHAUSTED: not applied; DEADLINE_EXCEEDED, UNKNOWN: outcome unknown).
+#
+# kvd's messages for a write that was refused before it was proposed. In the "safe" mode
+# only these count as "failed"; anything else from the server is "unknown".
 _NOT_APPLIED = [
     re.compile(r"^no leader \(election in progress\)"),
     re.compile(r"^not the leader; the leader is node \d+"),
     re.compile(r"^too many pending writes"),
     re.compile(r"^leadership changed before the write committed; it was not applied"),
     re.compile(r"^leader \d+ is not a known peer"),
+    re.compile(r"^not applied: "),
     # gRPC's own "the channel never connected": the forward was never sent
     re.compile(r"^failed to connect to all addresses"),
 ]
 _FORWARD = re.compile(r"^forwarding to the leader at \S+: (.*)$", re.S)
+KIND_WORDS = ("UNAVAILABLE", "UNKNOWN")
 
 # Modes for classify():
-#   "safe"   (default) only the messages above mean "not applied"; a forwarded write is
-#            "not applied" only if the leader itself answered with one of them. Today kvd
-#            labels some writes that may have committed as UNAVAILABLE (a Forward that broke
-#            after the leader committed; pending writes at shutdown: issue 10), so trusting
-#            every UNAVAILABLE would report kvd's known mislabels as violations.
-#   "strict" the promise of design.md: every UNAVAILABLE / RESOURCE_EXHAUSTED (etcd) and
-#            every ERR without "outcome unknown" (text, RESP) means "not applied". Expected
-#            to find the mislabels of issue 10 until it lands.
+#   "safe"   (default) only the messages above mean "not applied" (and never an error of the
+#            "outcome unknown" kind); a forwarded write is "not applied" only if the leader
+#            itself answered with one of them.
+#   "strict" the promise of design.md, as the wire says it: every UNAVAILABLE /
+#            RESOURCE_EXHAUSTED (etcd) and every ERR that is not of the UNKNOWN kind (text,
+#            RESP) means "not applied".
 ERROR_MODES = ("safe", "strict")
+
+
+def split_kind(message):
+    """(kind word or None, the rest) of a text/RESP error message (after "ERR")."""
+    msg = message.strip()
+    for word in KIND_WORDS:
+        if msg.startswith(word + " "):
+            return word, msg[len(word) + 1:].strip()
+    return None, msg
 
 
 def classify_server_error(message, grpc_code=None, mode="safe"):
     """'failed' or 'unknown' for a write the server answered with an error."""
-    msg = message.strip()
-    if "outcome unknown" in msg:
+    kind, msg = split_kind(message) if grpc_code is None else (None, message.strip())
+    if kind == "UNKNOWN" or "outcome unknown" in msg:
+        return "unknown"
+    if grpc_code in ("DEADLINE_EXCEEDED", "UNKNOWN"):
         return "unknown"
     if mode == "strict":
         if grpc_code is None:
@@ -155,18 +174,38 @@ class _SocketClient:
         return Reply(classify_server_error(text, None, self.error_mode), error=text)
 
 
+def _session_prefix(session, resp=False):
+    """The SESSION command that makes the next write carry `session` = (id, sequence)."""
+    if session is None:
+        return b""
+    if resp:
+        return resp_encode("SESSION", str(session[0]), str(session[1]))
+    return f"SESSION {session[0]} {session[1]}\n".encode()
+
+
+def _session_ok(c, session, resp=False):
+    """Reads SESSION's reply (if one was sent); raises ProtocolError unless it is OK."""
+    if session is None:
+        return
+    line = c.readline()
+    if line != ("+OK" if resp else "OK"):
+        raise ProtocolError(f"unexpected reply to SESSION: {line!r}")
+
+
 class TextClient(_SocketClient):
     proto = "text"
 
-    def put(self, key, value):
+    def put(self, key, value, session=None):
         def parse(c):
+            _session_ok(c, session)
             line = c.readline()
             if line == "OK":
                 return Reply("ok")
             if line.startswith("ERR"):
                 return self._err(line[3:].strip(), True)
             raise ProtocolError(f"unexpected reply to SET: {line!r}")
-        return self._call(f"SET {key} {value}\n".encode(), parse, True)
+        return self._call(_session_prefix(session) + f"SET {key} {value}\n".encode(), parse,
+                          True)
 
     def get(self, key):
         def parse(c):
@@ -178,8 +217,9 @@ class TextClient(_SocketClient):
             return Reply("ok", line)
         return self._call(f"GET {key}\n".encode(), parse, False)
 
-    def delete(self, key):
+    def delete(self, key, session=None):
         def parse(c):
+            _session_ok(c, session)
             line = c.readline()
             if line == "OK":
                 return Reply("ok", True)
@@ -188,7 +228,7 @@ class TextClient(_SocketClient):
             if line.startswith("ERR"):
                 return self._err(line[3:].strip(), True)
             raise ProtocolError(f"unexpected reply to DEL: {line!r}")
-        return self._call(f"DEL {key}\n".encode(), parse, True)
+        return self._call(_session_prefix(session) + f"DEL {key}\n".encode(), parse, True)
 
     def mget(self, keys):
         def parse(c):
@@ -244,8 +284,9 @@ def resp_read(c):
 class RespClient(_SocketClient):
     proto = "resp"
 
-    def _resp(self, args, on_value, is_write):
+    def _resp(self, args, on_value, is_write, session=None):
         def parse(c):
+            _session_ok(c, session, resp=True)
             try:
                 v = resp_read(c)
             except _RespError as e:
@@ -254,24 +295,25 @@ class RespClient(_SocketClient):
                     text = text[3:].strip()
                 return self._err(text, is_write)
             return on_value(v)
-        return self._call(resp_encode(*args), parse, is_write)
+        return self._call(_session_prefix(session, resp=True) + resp_encode(*args), parse,
+                          is_write)
 
-    def put(self, key, value):
+    def put(self, key, value, session=None):
         def ok(v):
             if v != "OK":
                 raise ProtocolError(f"unexpected reply to SET: {v!r}")
             return Reply("ok")
-        return self._resp(("SET", key, value), ok, True)
+        return self._resp(("SET", key, value), ok, True, session)
 
     def get(self, key):
         return self._resp(("GET", key), lambda v: Reply("ok", v), False)
 
-    def delete(self, key):
+    def delete(self, key, session=None):
         def ok(v):
             if not isinstance(v, int):
                 raise ProtocolError(f"unexpected reply to DEL: {v!r}")
             return Reply("ok", v > 0)
-        return self._resp(("DEL", key), ok, True)
+        return self._resp(("DEL", key), ok, True, session)
 
     def mget(self, keys):
         def ok(v):
@@ -390,9 +432,13 @@ class EtcdClient:
     def close(self):
         self.channel.close()
 
-    def _rpc(self, stub, request, is_write):
+    def _rpc(self, stub, request, is_write, session=None):
+        metadata = None
+        if session is not None:
+            metadata = (("raftkv-session-id", str(session[0])),
+                        ("raftkv-session-sequence", str(session[1])))
         try:
-            return stub(request, timeout=self.timeout_s), None
+            return stub(request, timeout=self.timeout_s, metadata=metadata), None
         except grpc.RpcError as e:
             code = e.code().name if e.code() else "UNKNOWN"
             details = e.details() or ""
@@ -408,8 +454,8 @@ class EtcdClient:
             return None, Reply(classify_server_error(details, code, self.error_mode),
                                error=text)
 
-    def put(self, key, value):
-        resp, err = self._rpc(self._put, pb_bytes(1, key) + pb_bytes(2, value), True)
+    def put(self, key, value, session=None):
+        resp, err = self._rpc(self._put, pb_bytes(1, key) + pb_bytes(2, value), True, session)
         return err or Reply("ok")
 
     def get(self, key):
@@ -439,8 +485,8 @@ class EtcdClient:
                 kv.get(5, [b""])[0].decode("utf-8", "replace")
         return Reply("ok", out)
 
-    def delete(self, key):
-        resp, err = self._rpc(self._delete, pb_bytes(1, key), True)
+    def delete(self, key, session=None):
+        resp, err = self._rpc(self._delete, pb_bytes(1, key), True, session)
         if err:
             return err
         deleted = pb_decode(resp).get(2, [0])[0]

@@ -358,6 +358,21 @@ class ErrorClassification(unittest.TestCase):
         self.assertEqual(c("x", "DEADLINE_EXCEEDED", "strict"), "unknown")
         self.assertEqual(c("write ...; outcome unknown", None, "strict"), "unknown")
 
+    def test_kind_words_of_text_and_resp(self):
+        # Issue 10: "ERR UNAVAILABLE ..." is not applied, "ERR UNKNOWN ..." outcome unknown.
+        c = clients.classify_server_error
+        for mode in clients.ERROR_MODES:
+            self.assertEqual(c("UNAVAILABLE no leader (election in progress)", None, mode),
+                             "failed")
+            self.assertEqual(c("UNKNOWN outcome unknown: node is shutting down after the "
+                               "write was proposed", None, mode), "unknown")
+            self.assertEqual(c("UNKNOWN anything", None, mode), "unknown")
+            self.assertEqual(c("x", "UNKNOWN", mode), "unknown")
+            self.assertEqual(c("x", "DEADLINE_EXCEEDED", mode), "unknown")
+        self.assertEqual(c("UNAVAILABLE not applied: node is shutting down"), "failed")
+        self.assertEqual(c("UNAVAILABLE something new", None, "strict"), "failed")
+        self.assertEqual(c("UNAVAILABLE something new"), "unknown")
+
 
 class MislabelledWrites(unittest.TestCase):
     def test_unavailable_write_that_was_read_is_reported(self):

@@ -80,12 +80,43 @@ TEST(RecordCodingTest, AppliedRecordGoldenBytesAndExactSize) {
 }
 
 TEST(RecordCodingTest, SessionRecordAndKey) {
-  SessionRecord r{.last_sequence = 42, .last_index = 1000};
+  ApplyResult first;
+  first.revision = 7;
+  first.ops.push_back(OpResult{.deleted = 1, .prev = KeyValue{"k", "v\0x"s, 2, 5, 3}});
+  first.ops.push_back(OpResult{.deleted = 0});
+  const std::string result = EncodeApplyResult(first);
+  absl::StatusOr<ApplyResult> back = DecodeApplyResult(result);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->revision, 7);
+  ASSERT_EQ(back->ops.size(), 2u);
+  EXPECT_EQ(back->ops[0].prev->value, "v\0x"s);
+  EXPECT_EQ(back->ops[0].prev->version, 3);
+  EXPECT_FALSE(back->ops[1].prev.has_value());
+  EXPECT_EQ(DecodeApplyResult(result.substr(0, result.size() - 1)).status().code(),
+            absl::StatusCode::kDataLoss);
+
+  SessionRecord r{.last_sequence = 42, .last_index = 1000, .first_kept = 40,
+                  .results = {{40, result}, {42, EncodeApplyResult(ApplyResult{})}}};
   std::string enc = EncodeSessionRecord(r);
-  EXPECT_EQ(enc.size(), kSessionRecordBytes);
+  EXPECT_EQ(enc[0], static_cast<char>(kSessionRecordFormat));
   ASSERT_TRUE(DecodeSessionRecord(enc).ok());
   EXPECT_EQ(*DecodeSessionRecord(enc), r);
   EXPECT_EQ(DecodeSessionRecord(enc.substr(1)).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeSessionRecord(enc.substr(0, enc.size() - 1)).status().code(),
+            absl::StatusCode::kDataLoss);
+  // A result outside the window does not decode.
+  SessionRecord bad = r;
+  bad.first_kept = 41;
+  EXPECT_EQ(DecodeSessionRecord(EncodeSessionRecord(bad)).status().code(),
+            absl::StatusCode::kDataLoss);
+
+  std::string expiry = SessionExpiryKey(0x0102, 0xfedcba9876543210ULL);
+  EXPECT_EQ(expiry, "x\0\0\0\0\0\0\x01\x02\xfe\xdc\xba\x98\x76\x54\x32\x10"s);
+  EXPECT_LT(SessionExpiryKey(1, ~0ull), SessionExpiryKey(2, 0));  // ordered by index first
+  uint64_t index = 0, client = 0;
+  ASSERT_TRUE(ParseSessionExpiryKey(expiry, &index, &client));
+  EXPECT_EQ(index, 0x0102u);
+  EXPECT_EQ(client, 0xfedcba9876543210ULL);
 
   std::string key = SessionKey(0xfedcba9876543210ULL);
   EXPECT_EQ(key, "s\x10\x32\x54\x76\x98\xba\xdc\xfe"s);

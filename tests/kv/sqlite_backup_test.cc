@@ -52,9 +52,15 @@ class History {
       }
     }
     if (Pick(3) == 0) {
-      cmd.set_client_id(1 + Pick(4));
+      cmd.set_client_id(1 + Pick(12));
       cmd.set_sequence(++sequence_ - Pick(3));  // sometimes a retry of an older sequence
+      if (Pick(4) == 0) cmd.set_first_unacked(cmd.sequence() - Pick(2));
     }
+    // Small limits, so that windows overflow and sessions expire within a short history
+    // (both stores must drop exactly the same ones).
+    cmd.set_session_expiry_entries(Pick(5) == 0 ? 0 : 12);
+    cmd.set_session_window(2);
+    cmd.set_session_keeps_prev(Pick(2) == 0);
     return cmd;
   }
 

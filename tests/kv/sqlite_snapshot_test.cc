@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "kv/row_hash.h"
+#include "kv/sqlite_backup.h"
 #include "kv/state_machine_test.h"
 
 namespace raftkv::kv::testing {
@@ -104,7 +105,7 @@ class SqliteSnapshotTest : public StateMachineTest {
 TEST_F(SqliteSnapshotTest, WriteVerifyRestoreRoundTrip) {
   Populate();
   SnapshotMeta meta = MustWrite();
-  EXPECT_EQ(meta.format_version, 1);
+  EXPECT_EQ(meta.format_version, kSnapshotFormatVersion);
   EXPECT_EQ(meta.applied_index, sm_->applied_index());
   EXPECT_EQ(meta.applied_term, 3u);
   EXPECT_EQ(meta.revision, sm_->revision());
@@ -156,6 +157,9 @@ TEST_F(SqliteSnapshotTest, WriteVerifyRestoreRoundTrip) {
     absl::StatusOr<ApplyResult> r = m->Apply(next, 3, retry);
     ASSERT_TRUE(r.ok());
     EXPECT_TRUE(r->duplicate);
+    // The first result came with the snapshot (issue 10: snapshots carry the sessions).
+    EXPECT_EQ(r->revision, meta.revision);  // s1 was the last write that changed a key
+    ASSERT_EQ(r->ops.size(), 1u);
     absl::StatusOr<ApplyResult> r2 = m->Apply(next + 1, 3, PutCmd("key/00007", "again"));
     ASSERT_TRUE(r2.ok());
     EXPECT_EQ(r2->revision, meta.revision + 1);
@@ -164,6 +168,31 @@ TEST_F(SqliteSnapshotTest, WriteVerifyRestoreRoundTrip) {
   // Restoring onto an existing store is refused.
   absl::StatusOr<SnapshotMeta> again = RestoreSnapshot(SnapPath(), RestorePath());
   EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Format 1 files (no sessions.record, no expiry index; they never held a session) still
+// verify and restore, and a format 1 backup is brought to the current format when opened.
+TEST_F(SqliteSnapshotTest, FormatOneFilesAreStillRead) {
+  Next(PutCmd("a", "1"));
+  MustWrite();
+  RawSql(SnapPath(), "DROP INDEX sessions_by_last_index; ALTER TABLE sessions DROP COLUMN record; "
+                     "UPDATE meta SET value = 1 WHERE name = 'format_version'");
+  absl::StatusOr<SnapshotMeta> v1 = VerifySnapshot(SnapPath());
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(v1->format_version, 1);
+  EXPECT_EQ(v1->kv_count, 1);
+  absl::StatusOr<std::unique_ptr<SqliteBackup>> backup =
+      SqliteBackup::Open({.path = SnapPath(), .members = "[m]"});
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  kvpb::Command s = PutCmd("b", "2");
+  s.set_client_id(5);
+  s.set_sequence(1);
+  ASSERT_TRUE((*backup)->Apply({{.index = 2, .term = 1, .command = &s}}).ok());
+  backup->reset();
+  absl::StatusOr<SnapshotMeta> v2 = VerifySnapshot(SnapPath());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->format_version, kSnapshotFormatVersion);
+  EXPECT_EQ(v2->sessions_count, 1);
 }
 
 TEST_F(SqliteSnapshotTest, EmptyStoreRoundTrip) {
@@ -303,7 +332,7 @@ TEST_F(SqliteSnapshotTest, TamperedMetaIsRejected) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("applied_index"));
 
   WriteFile(SnapPath(), good);
-  RawSql(SnapPath(), "UPDATE meta SET value = 2 WHERE name = 'format_version'");
+  RawSql(SnapPath(), "UPDATE meta SET value = 3 WHERE name = 'format_version'");
   EXPECT_EQ(VerifySnapshot(SnapPath()).status().code(), absl::StatusCode::kFailedPrecondition);
   ExpectRestoreFails(absl::StatusCode::kFailedPrecondition);
 

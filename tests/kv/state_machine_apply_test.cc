@@ -256,6 +256,30 @@ kvpb::Command SessionPut(uint64_t client, uint64_t seq, std::string key, std::st
   return cmd;
 }
 
+kvpb::Command WithSession(kvpb::Command cmd, uint64_t client, uint64_t seq,
+                          uint64_t window = 64, uint64_t expiry = 0) {
+  cmd.set_client_id(client);
+  cmd.set_sequence(seq);
+  cmd.set_session_window(window);
+  cmd.set_session_expiry_entries(expiry);
+  return cmd;
+}
+
+// The number of sessions in the store (through Export, as a snapshot sees them).
+size_t SessionCount(const StateMachine& sm) {
+  struct Counter : ExportSink {
+    size_t sessions = 0;
+    absl::Status OnBegin(uint64_t, uint64_t, int64_t) override { return absl::OkStatus(); }
+    absl::Status OnKeyValue(const KeyValue&) override { return absl::OkStatus(); }
+    absl::Status OnSession(const SessionEntry&) override {
+      ++sessions;
+      return absl::OkStatus();
+    }
+  } counter;
+  EXPECT_TRUE(sm.Export(counter).ok());
+  return counter.sessions;
+}
+
 TEST_F(StateMachineTest, SessionSkipsRetriedSequences) {
   ApplyResult first = Next(SessionPut(7, 1, "a", "first"));  // index 1, revision 2
   EXPECT_FALSE(first.duplicate);
@@ -263,17 +287,19 @@ TEST_F(StateMachineTest, SessionSkipsRetriedSequences) {
   // The same (client, sequence) committed again (a client retry): skipped, but applied.
   ApplyResult retry = Next(SessionPut(7, 1, "a", "retry"));
   EXPECT_TRUE(retry.duplicate);
-  EXPECT_TRUE(retry.ops.empty());  // the original result is not re-created
   EXPECT_EQ(retry.revision, 2);
   EXPECT_EQ(sm_->applied_index(), 2u);
   EXPECT_EQ(sm_->revision(), 2);
   EXPECT_EQ(MustGet("a")->value, "first");
   EXPECT_EQ(MustGet("a")->version, 1);
 
-  // A higher sequence applies (gaps are allowed); an older one is then a duplicate too.
+  // Sequences need not be contiguous, nor arrive in order (a pipelining client, or a
+  // follower forwarding many writes at once): 4 after 5 was never applied, so it applies.
   EXPECT_FALSE(Next(SessionPut(7, 5, "a", "five")).duplicate);
-  EXPECT_TRUE(Next(SessionPut(7, 4, "a", "four")).duplicate);
-  EXPECT_EQ(MustGet("a")->value, "five");
+  EXPECT_FALSE(Next(SessionPut(7, 4, "a", "four")).duplicate);
+  EXPECT_EQ(MustGet("a")->value, "four");
+  EXPECT_TRUE(Next(SessionPut(7, 5, "a", "five again")).duplicate);
+  EXPECT_EQ(MustGet("a")->value, "four");
 
   // Sessions are per client; client 0 means "no session" and never deduplicates.
   EXPECT_FALSE(Next(SessionPut(8, 1, "b", "x")).duplicate);
@@ -287,14 +313,103 @@ TEST_F(StateMachineTest, SessionSkipsRetriedSequences) {
   ASSERT_TRUE(s7.ok());
   ASSERT_TRUE(s7->has_value());
   EXPECT_EQ((*s7)->last_sequence, 5u);
-  EXPECT_EQ((*s7)->last_index, 3u);
+  EXPECT_EQ((*s7)->last_index, 4u);
   EXPECT_EQ(*rocks->GetSession(0), std::nullopt);
 
   // The session table survives a restart.
   Reopen();
   EXPECT_TRUE(Next(SessionPut(7, 5, "a", "again")).duplicate);
   EXPECT_TRUE(Next(SessionPut(8, 1, "b", "again")).duplicate);
-  EXPECT_EQ(MustGet("a")->value, "five");
+  EXPECT_EQ(MustGet("a")->value, "four");
+}
+
+// Issue 10: a duplicate is answered with the FIRST result, not an empty one: a retried DEL
+// says it deleted the key (it did), a retried PUT reports the revision it was applied at, and
+// neither is applied again (no lost update of another client's newer write).
+TEST_F(StateMachineTest, DuplicateReturnsTheFirstResult) {
+  Next(PutCmd("k", "v0"));                                             // revision 2
+  ApplyResult del = Next(WithSession(DeleteCmd("k"), 3, 1));          // revision 3
+  ASSERT_EQ(del.ops.size(), 1u);
+  EXPECT_EQ(del.ops[0].deleted, 1);
+  ApplyResult put = Next(WithSession(PutCmd("p", "mine"), 3, 2));     // revision 4
+  EXPECT_EQ(put.revision, 4);
+  Next(PutCmd("k", "recreated"));                                      // revision 5
+  Next(PutCmd("p", "theirs"));                                         // revision 6
+
+  ApplyResult del_again = Next(WithSession(DeleteCmd("k"), 3, 1));
+  EXPECT_TRUE(del_again.duplicate);
+  EXPECT_EQ(del_again.revision, 3);
+  ASSERT_EQ(del_again.ops.size(), 1u);
+  EXPECT_EQ(del_again.ops[0].deleted, 1);
+  EXPECT_EQ(MustGet("k")->value, "recreated");  // not deleted a second time
+
+  ApplyResult put_again = Next(WithSession(PutCmd("p", "mine"), 3, 2));
+  EXPECT_TRUE(put_again.duplicate);
+  EXPECT_EQ(put_again.revision, 4);
+  EXPECT_EQ(MustGet("p")->value, "theirs");  // no lost update
+  EXPECT_EQ(MustGet("p")->version, 2);
+  EXPECT_EQ(sm_->revision(), 6);
+
+  // Previous key-values are kept only when asked for (etcd prev_kv), to bound the table.
+  kvpb::Command with_prev = WithSession(PutCmd("p", "again"), 3, 3);
+  with_prev.set_session_keeps_prev(true);
+  ApplyResult first = Next(with_prev);
+  ASSERT_TRUE(first.ops[0].prev.has_value());
+  ApplyResult dup = Next(with_prev);
+  EXPECT_TRUE(dup.duplicate);
+  ASSERT_TRUE(dup.ops[0].prev.has_value());
+  EXPECT_EQ(dup.ops[0].prev->value, "theirs");
+  EXPECT_EQ(dup.ops[0].prev->mod_revision, 6);
+}
+
+// The window: results below the client's first_unacked, and beyond the newest `window`
+// sequences, are dropped; a retry of one is refused (not applied again, no result to give).
+TEST_F(StateMachineTest, SessionWindowDropsAcknowledgedAndOldResults) {
+  Next(WithSession(PutCmd("a", "1"), 5, 1, /*window=*/2));
+  Next(WithSession(PutCmd("a", "2"), 5, 2, /*window=*/2));
+  Next(WithSession(PutCmd("a", "3"), 5, 3, /*window=*/2));  // pushes 1 out
+  ApplyResult old = Next(WithSession(PutCmd("a", "1"), 5, 1, /*window=*/2));
+  EXPECT_TRUE(old.session_refused);
+  EXPECT_FALSE(old.duplicate);
+  EXPECT_EQ(MustGet("a")->value, "3");
+  EXPECT_TRUE(Next(WithSession(PutCmd("a", "2"), 5, 2, /*window=*/2)).duplicate);
+
+  kvpb::Command acked = WithSession(PutCmd("a", "4"), 5, 4, /*window=*/64);
+  acked.set_first_unacked(4);  // the client has its answers for 1..3
+  EXPECT_FALSE(Next(acked).duplicate);
+  EXPECT_TRUE(Next(WithSession(PutCmd("a", "2"), 5, 2)).session_refused);
+  EXPECT_TRUE(Next(WithSession(PutCmd("a", "4"), 5, 4)).duplicate);
+  EXPECT_EQ(MustGet("a")->value, "4");
+  EXPECT_EQ(MustGet("a")->version, 4);
+}
+
+// Expiry by log position only: a session idle for more than session_expiry_entries entries
+// is gone once a later entry (carrying the limit) is applied, on every replica alike; the
+// table stays bounded however many clients come and go.
+TEST_F(StateMachineTest, SessionsExpireByLogPosition) {
+  auto* rocks = dynamic_cast<RocksDbStateMachine*>(sm_.get());
+  ASSERT_NE(rocks, nullptr);
+  Next(WithSession(PutCmd("a", "1"), 7, 1, 64, /*expiry=*/5));  // index 1
+  for (int i = 0; i < 4; ++i) Next(WithSession(PutCmd("b", "x"), 8, 1 + i, 64, 5));  // 2..5
+  // Index 6: 6 - 5 = 1, nothing older than index 1: session 7 stays.
+  Next(WithSession(PutCmd("b", "x"), 8, 10, 64, 5));
+  EXPECT_TRUE(rocks->GetSession(7)->has_value());
+  // Index 7: session 7 (last active at index 1 < 7 - 5) expires.
+  Next(WithSession(PutCmd("b", "x"), 8, 11, 64, 5));
+  EXPECT_FALSE(rocks->GetSession(7)->has_value());
+  EXPECT_TRUE(rocks->GetSession(8)->has_value());
+  // Its old sequence is a new write now (the client outlived its session).
+  EXPECT_FALSE(Next(WithSession(PutCmd("a", "again"), 7, 1, 64, 5)).duplicate);
+
+  // Entries without the stamp (expiry 0) expire nothing.
+  for (int i = 0; i < 20; ++i) Next(WithSession(PutCmd("c", "x"), 100 + i, 1, 64, 0));
+  EXPECT_EQ(SessionCount(*sm_), 22u);
+  // With expiry 10, the table falls to the sessions of the last 10 entries (each entry
+  // removes up to kMaxSessionsExpiredPerEntry of the idlest).
+  for (int i = 0; i < 40; ++i) Next(WithSession(PutCmd("c", "x"), 1000 + i, 1, 64, 10));
+  EXPECT_LE(SessionCount(*sm_), 11u);
+  Reopen();
+  EXPECT_LE(SessionCount(*sm_), 11u);
 }
 
 TEST_F(StateMachineTest, SessionRecordIsWrittenEvenWhenOpsChangeNothing) {

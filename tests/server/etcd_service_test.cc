@@ -421,6 +421,75 @@ TEST_F(EtcdServiceTest, ReplicatorErrorsMapToGrpcCodes) {
   }
 }
 
+// Issue 10: a failed write says which kind it is. Not applied: UNAVAILABLE or
+// RESOURCE_EXHAUSTED; outcome unknown: DEADLINE_EXCEEDED or UNKNOWN. The trailing metadata
+// raftkv-error-kind repeats it, so a client tells the server's UNAVAILABLE from a broken call.
+TEST_F(EtcdServiceTest, WriteErrorsSayWhetherTheWriteHappened) {
+  const struct {
+    absl::Status error;
+    grpc::StatusCode code;
+    const char* kind;
+  } cases[] = {
+      {absl::UnavailableError("no leader"), grpc::StatusCode::UNAVAILABLE, "not-applied"},
+      {absl::ResourceExhaustedError("full"), grpc::StatusCode::RESOURCE_EXHAUSTED,
+       "not-applied"},
+      {absl::DeadlineExceededError("slow; outcome unknown"),
+       grpc::StatusCode::DEADLINE_EXCEEDED, "outcome-unknown"},
+      {absl::UnknownError("outcome unknown: node is shutting down"),
+       grpc::StatusCode::UNKNOWN, "outcome-unknown"},
+  };
+  for (const auto& c : cases) {
+    server_.replicator()->FailWith(c.error);
+    pb::PutRequest put;
+    put.set_key("k");
+    pb::PutResponse resp;
+    std::unique_ptr<grpc::ClientContext> ctx = Ctx();
+    grpc::Status s = kv_->Put(ctx.get(), put, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << c.error;
+    const auto& trailers = ctx->GetServerTrailingMetadata();
+    auto it = trailers.find("raftkv-error-kind");
+    ASSERT_NE(it, trailers.end()) << c.error;
+    EXPECT_EQ(std::string(it->second.data(), it->second.size()), c.kind) << c.error;
+  }
+}
+
+// A Put or DeleteRange sent again with the same raftkv-session-* metadata is applied once
+// and answered with the first result (revision, deleted count); etcdctl sends none.
+TEST_F(EtcdServiceTest, SessionMetadataMakesRetriesApplyOnce) {
+  auto with_session = [](uint64_t seq) {
+    std::unique_ptr<grpc::ClientContext> ctx = Ctx();
+    ctx->AddMetadata("raftkv-session-id", "991");
+    ctx->AddMetadata("raftkv-session-sequence", std::to_string(seq));
+    return ctx;
+  };
+  pb::PutRequest put;
+  put.set_key("s");
+  put.set_value("mine");
+  pb::PutResponse first, again;
+  ASSERT_TRUE(kv_->Put(with_session(1).get(), put, &first).ok());
+  Put("s", "theirs");
+  ASSERT_TRUE(kv_->Put(with_session(1).get(), put, &again).ok());
+  EXPECT_EQ(again.header().revision(), first.header().revision());
+  pb::RangeResponse r;
+  ASSERT_TRUE(Range("s", "", &r).ok());
+  ASSERT_EQ(r.kvs_size(), 1);
+  EXPECT_EQ(r.kvs(0).value(), "theirs");
+  EXPECT_EQ(r.kvs(0).version(), 2);
+
+  pb::DeleteRangeRequest del;
+  del.set_key("s");
+  pb::DeleteRangeResponse d1, d2;
+  ASSERT_TRUE(kv_->DeleteRange(with_session(2).get(), del, &d1).ok());
+  ASSERT_TRUE(kv_->DeleteRange(with_session(2).get(), del, &d2).ok());
+  EXPECT_EQ(d1.deleted(), 1);
+  EXPECT_EQ(d2.deleted(), 1);  // the first result, though the key is gone now
+
+  std::unique_ptr<grpc::ClientContext> bad = Ctx();
+  bad->AddMetadata("raftkv-session-id", "991");  // no sequence
+  pb::PutResponse resp;
+  EXPECT_EQ(kv_->Put(bad.get(), put, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST(EtcdServiceTimeoutTest, HandlerGivesUpAfterRequestTimeout) {
   EtcdTestServerOptions options;
   options.etcd.request_timeout_ms = 200;

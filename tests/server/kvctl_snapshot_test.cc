@@ -122,7 +122,7 @@ TEST_F(KvctlSnapshotTest, SaveThenStatusShowsTheKeys) {
 
   RunResult status = RunKvctl({"snapshot", "status", file});
   ASSERT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_THAT(status.out, HasSubstr("format version: 1\n"));
+  EXPECT_THAT(status.out, HasSubstr("format version: 2\n"));
   EXPECT_THAT(status.out, HasSubstr("keys: 250\n"));
   EXPECT_THAT(status.out, HasSubstr("revision: 251\n"));
   EXPECT_THAT(status.out, HasSubstr("checksum: ok\n"));

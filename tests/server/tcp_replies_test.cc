@@ -103,13 +103,13 @@ TEST(TcpRepliesTest, MgetOverDefaultMaxReplyBytesIsRefused) {
   std::optional<std::string> reply = c.ReadResp();
   ASSERT_TRUE(reply);
   ASSERT_LE(reply->size(), kDefaultMaxReplyBytes);
-  EXPECT_EQ(reply->rfind("-ERR reply too large (", 0), 0u) << *reply;
+  EXPECT_EQ(reply->rfind("-ERR UNAVAILABLE reply too large (", 0), 0u) << *reply;
 
   ASSERT_TRUE(c.Send(text_mget + "\nPING\n"));
   std::optional<std::string> line = c.ReadLine();
   ASSERT_TRUE(line);
   ASSERT_LE(line->size(), kDefaultMaxReplyBytes);
-  EXPECT_EQ(line->rfind("ERR reply too large (", 0), 0u) << *line;
+  EXPECT_EQ(line->rfind("ERR UNAVAILABLE reply too large (", 0), 0u) << *line;
   EXPECT_EQ(c.ReadLine(), "PONG");
 
   // Under the limit: served as before, on the same connection.
@@ -138,20 +138,20 @@ TEST(TcpRepliesTest, MaxReplyBytesCountsTheReplyAsSent) {
 
   ExpectFramedLines(c, "MGET a b c\n", {v, v, v});
   ExpectFramedLines(c, "MGET a b c\r\n",  // 3006 bytes with "\r\n"
-                    {"ERR reply too large (3006 bytes, limit 3003): ask for fewer keys"},
+                    {"ERR UNAVAILABLE reply too large (3006 bytes, limit 3003): ask for fewer keys"},
                     "\r\n");
   ExpectFramedLines(c, "MGET a b missing\n",  // 2 * 1001 + 14
                     {v, v, "KEY NOT FOUND"});
   ASSERT_TRUE(c.Send(RespCommand({"MGET", "a", "b", "c"})));  // 4 + 3 * (7 + 1000 + 2)
-  EXPECT_EQ(c.ReadResp(), "-ERR reply too large (3031 bytes, limit 3003): ask for fewer keys\r\n");
+  EXPECT_EQ(c.ReadResp(), "-ERR UNAVAILABLE reply too large (3031 bytes, limit 3003): ask for fewer keys\r\n");
   ASSERT_TRUE(c.Send(RespCommand({"GET", "a"})));
   EXPECT_EQ(c.ReadResp(), "$1000\r\n" + v + "\r\n");
   // The values of a, b, c, d are 4000 bytes: the read stops there, e is not read.
   ExpectFramedLines(c, "MGET a b c d e\n",
-                    {"ERR reply too large (over 4000 bytes, limit 3003): ask for fewer keys"});
+                    {"ERR UNAVAILABLE reply too large (over 4000 bytes, limit 3003): ask for fewer keys"});
   ASSERT_TRUE(c.Send(RespCommand({"MGET", "a", "b", "c", "d", "e"})));
   EXPECT_EQ(c.ReadResp(),
-            "-ERR reply too large (over 4000 bytes, limit 3003): ask for fewer keys\r\n");
+            "-ERR UNAVAILABLE reply too large (over 4000 bytes, limit 3003): ask for fewer keys\r\n");
 }
 
 }  // namespace

@@ -168,18 +168,62 @@ TEST(TcpServerTest, WritesOfOneConnectionRunOneAtATime) {
   ExpectLines(c, "GET a\n", {"3"});
 }
 
+// Issue 10: the two kinds of failure read differently on the wire: "not applied, safe to
+// retry" is ERR UNAVAILABLE, "outcome unknown" is ERR UNKNOWN (text and RESP alike); a request
+// refused as given keeps a plain ERR.
 TEST(TcpServerTest, ClusterErrorsAreErrLines) {
   TcpFixture f;
   TestClient c(f.Start());
   f.replicator().FailWith(absl::UnavailableError("no leader"));
-  ExpectLines(c, "SET a 1\n", {"ERR no leader"});
-  ExpectLines(c, "GET a\n", {"ERR no leader"});
-  ExpectLines(c, "MGET a b\n", {"ERR no leader"});
-  ExpectResp(c, {"SET", "a", "1"}, "-ERR no leader\r\n");
-  ExpectResp(c, {"MGET", "a", "b"}, "-ERR no leader\r\n");
+  ExpectLines(c, "SET a 1\n", {"ERR UNAVAILABLE no leader"});
+  ExpectLines(c, "GET a\n", {"ERR UNAVAILABLE no leader"});
+  ExpectLines(c, "MGET a b\n", {"ERR UNAVAILABLE no leader"});
+  ExpectResp(c, {"SET", "a", "1"}, "-ERR UNAVAILABLE no leader\r\n");
+  ExpectResp(c, {"MGET", "a", "b"}, "-ERR UNAVAILABLE no leader\r\n");
+  f.replicator().FailWith(absl::ResourceExhaustedError("too many pending writes"));
+  ExpectLines(c, "DEL a\n", {"ERR UNAVAILABLE too many pending writes"});
+  ExpectResp(c, {"DEL", "a"}, "-ERR UNAVAILABLE too many pending writes\r\n");
+  f.replicator().FailWith(absl::DeadlineExceededError("not answered within 5000 ms"));
+  ExpectLines(c, "SET a 1\n", {"ERR UNKNOWN not answered within 5000 ms"});
+  ExpectResp(c, {"SET", "a", "1"}, "-ERR UNKNOWN not answered within 5000 ms\r\n");
+  f.replicator().FailWith(absl::UnknownError("node is shutting down"));
+  ExpectLines(c, "DELETE a\n", {"ERR UNKNOWN node is shutting down"});
+  ExpectResp(c, {"MSET", "a", "1"}, "-ERR UNKNOWN node is shutting down\r\n");
+  f.replicator().FailWith(absl::InvalidArgumentError("malformed command"));
+  ExpectLines(c, "SET a 1\n", {"ERR malformed command"});
   f.replicator().FailWith(absl::OkStatus());
   ExpectLines(c, "SET a 1\n", {"OK"});
   ExpectLines(c, "GET a\n", {"1"});
+}
+
+// SESSION: the writes that follow carry the session and consecutive sequences; sending a
+// write again under its sequence (here on another connection) is answered with the first
+// result and not applied again.
+TEST(TcpServerTest, SessionMakesRetriedWritesApplyOnce) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  ExpectLines(c, "SET gone 1\n", {"OK"});
+  ExpectLines(c, "SESSION 77 5\n", {"OK"});
+  ExpectLines(c, "DEL gone\nSET k first\n", {"OK", "OK"});  // sequences 5 and 6
+  ExpectLines(c, "SET k other\n", {"OK"});                 // sequence 7
+  TestClient again(f.port());
+  ExpectLines(again, "SESSION 77 5\n", {"OK"});
+  // The DEL deleted the key the first time: its retry says so (not KEY NOT FOUND), and the
+  // retried SET does not overwrite the newer value.
+  ExpectLines(again, "DEL gone\nSET k first\n", {"OK", "OK"});
+  ExpectLines(again, "GET k\n", {"other"});
+  // Without a session the same DEL is a new write.
+  TestClient plain(f.port());
+  ExpectLines(plain, "DEL gone\n", {"KEY NOT FOUND"});
+  // RESP shares the command.
+  ExpectResp(again, {"SESSION", "78", "1"}, "+OK\r\n");
+  ExpectResp(again, {"DEL", "k"}, ":1\r\n");
+  ExpectResp(again, {"SESSION", "78", "1"}, "+OK\r\n");
+  ExpectResp(again, {"DEL", "k"}, ":1\r\n");
+  ExpectResp(again, {"SESSION", "0", "1"},
+             "-ERR SESSION wants a client id >= 1 and a next sequence >= 1, both decimal\r\n");
+  ExpectLines(again, "SESSION 1\n", {"INVALID COMMAND"});
+  ExpectLines(again, "SESSION x 1\n", {"INVALID COMMAND"});
 }
 
 TEST(TcpServerTest, ConnectionsOverTheLimitAreToldAndClosed) {

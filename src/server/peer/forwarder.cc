@@ -14,6 +14,7 @@ void ToWire(uint64_t index, const kv::ApplyResult& result, raftpb::ForwardRespon
   out->set_index(index);
   out->set_revision(result.revision);
   out->set_duplicate(result.duplicate);
+  out->set_session_refused(result.session_refused);
   for (const kv::OpResult& op : result.ops) {
     raftpb::ForwardedOpResult* w = out->add_ops();
     w->set_deleted(op.deleted);
@@ -33,6 +34,7 @@ ForwardResult FromWire(const raftpb::ForwardResponse& wire) {
   out.index = wire.index();
   out.result.revision = wire.revision();
   out.result.duplicate = wire.duplicate();
+  out.result.session_refused = wire.session_refused();
   for (const raftpb::ForwardedOpResult& w : wire.ops()) {
     kv::OpResult op;
     op.deleted = w.deleted();
@@ -71,6 +73,16 @@ void Forwarder::Forward(uint64_t leader_id, std::string command, uint32_t timeou
       [call, address = channels_->address(leader_id)](grpc::Status status) {
         if (!status.ok()) {
           absl::Status s = FromGrpcStatus(status);
+          const auto& trailers = call->context.GetServerTrailingMetadata();
+          const bool leader_answered = trailers.find(kForwardAnsweredKey) != trailers.end();
+          if (!leader_answered && s.code() != absl::StatusCode::kDeadlineExceeded) {
+            // The call broke in transport (connection refused or reset, the leader died): the
+            // leader may have received it and applied it.
+            std::move(call->done)(absl::UnknownError(absl::StrCat(
+                "outcome unknown: forwarding to the leader at ", address, " broke: ",
+                s.message())));
+            return;
+          }
           std::move(call->done)(absl::Status(
               s.code(), absl::StrCat("forwarding to the leader at ", address, ": ",
                                      s.message())));

@@ -15,6 +15,11 @@ class ForwardResponse;
 
 namespace raftkv::server {
 
+// Trailing metadata the leader's Forward handler sets on every answer it gives itself, so the
+// follower can tell the leader's "not applied" (UNAVAILABLE: not the leader) from a call that
+// broke in transport (also UNAVAILABLE in gRPC, but the outcome is unknown).
+inline constexpr char kForwardAnsweredKey[] = "raftkv-forward-answered";
+
 struct ForwardResult {
   uint64_t index = 0;          // the log index the leader applied the write at
   kv::ApplyResult result;
@@ -35,7 +40,8 @@ class Forwarder {
 
   // Forwards a serialized kvpb::Command to `leader_id` (a raft id); `done` runs once, on a
   // gRPC thread (or at once, for an unknown peer).
-  // Errors: kUnavailable (unknown peer, unreachable, or it is not the leader either),
+  // Errors: kUnavailable (unknown peer, or the leader's own "not the leader": not applied),
+  // kUnknown (the call broke in transport after it may have been sent: outcome unknown),
   // kDeadlineExceeded (outcome unknown), others as returned by the leader.
   void Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms, Done done);
 

@@ -56,6 +56,8 @@ grpc::Status RaftPeerService::Send(grpc::ServerContext* context,
 grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
                                       const raftpb::ForwardRequest* request,
                                       raftpb::ForwardResponse* response) {
+  // Every answer from here on is this handler's own (forwarder.h, kForwardAnsweredKey).
+  context->AddTrailingMetadata(kForwardAnsweredKey, "1");
   kvpb::Command cmd;
   if (!cmd.ParseFromString(request->command())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");

@@ -156,18 +156,20 @@ void PendingRequests::OnTermChange() {
   reads_.clear();
 }
 
-void PendingRequests::FailAll(const absl::Status& status) {
-  for (auto& [index, w] : writes_) std::move(w.done)(status);
+void PendingRequests::FailAll(const absl::Status& write_status,
+                              const absl::Status& read_status) {
+  for (auto& [index, w] : writes_) std::move(w.done)(write_status);
   writes_.clear();
   for (auto& [context, reads] : reads_) {
-    for (ReadDone& d : reads.dones) std::move(d)(status);
+    for (ReadDone& d : reads.dones) std::move(d)(read_status);
   }
   reads_.clear();
   for (auto& [index, reads] : reads_waiting_apply_) {
-    for (ReadDone& d : reads.dones) std::move(d)(status);
+    for (ReadDone& d : reads.dones) std::move(d)(read_status);
   }
   reads_waiting_apply_.clear();
-  for (auto& [index, a] : writes_waiting_apply_) std::move(a.done)(status);
+  // Applied by the leader (committed): that is the answer.
+  for (auto& [index, a] : writes_waiting_apply_) std::move(a.done)(std::move(a.result));
   writes_waiting_apply_.clear();
 }
 

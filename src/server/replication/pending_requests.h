@@ -77,7 +77,10 @@ class PendingRequests {
   // survive in the next leader's log. Called by the loop whenever the term or leader changed.
   void OnLeadership(uint64_t led_term);
   // Fails everything with `status` (shutting down).
-  void FailAll(const absl::Status& status);
+  void FailAll(const absl::Status& status) { FailAll(status, status); }
+  // Fails the writes with `write_status` (proposed: outcome unknown) and the reads with
+  // `read_status`.
+  void FailAll(const absl::Status& write_status, const absl::Status& read_status);
 
   size_t writes() const { return writes_.size(); }
   size_t reads_waiting_index() const { return reads_.size(); }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,10 +29,9 @@ absl::Status NotLeaderError(const absl::Status& core) {
   if (!hint || *hint == 0) {
     // When this node itself is why (it lost its data and does not vote yet: raft/rejoin.cc),
     // the core says so; pass it on, it tells the operator what the cluster waits for.
-    const size_t why = core.message().find("; this node ");
-    return absl::UnavailableError(
-        absl::StrCat("no leader (election in progress)",
-                     why == absl::string_view::npos ? "" : core.message().substr(why)));
+    std::optional<std::string> why = raft::RejoinDetailOf(core);
+    return absl::UnavailableError(absl::StrCat("no leader (election in progress)",
+                                               why ? absl::StrCat("; this node ", *why) : ""));
   }
   return absl::UnavailableError(
       absl::StrCat("not the leader; the leader is ", NodeId::FromRaftId(*hint).ToString()));
@@ -58,6 +58,25 @@ std::string MembersJson(const std::vector<NodeAddress>& cluster) {
 // RAFTKV_CRASH_AFTER_INSTALL_STEP=<step name> in the environment, the process ends as a kill
 // would (_exit, exit code kCrashedAtInstallStep) right after that step of a snapshot install.
 constexpr int kCrashedAtInstallStep = 86;
+
+// With RAFTKV_CRASH_AFTER_APPLYING_KEY=<key>, a LEADER ends the process as a kill would
+// (_exit, kCrashedAfterApplying) right after applying the entry whose put creates <key>
+// (not a duplicate, the key did not exist), before it answers anyone
+// (tests/integration/test_sessions.py: the leader dies right after a commit).
+constexpr int kCrashedAfterApplying = 87;
+
+std::uint64_t RandomSessionId() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return id;
+}
+
+std::optional<std::string> CrashKeyFromEnv() {
+  const char* key = std::getenv("RAFTKV_CRASH_AFTER_APPLYING_KEY");
+  if (key == nullptr || *key == '\0') return std::nullopt;
+  return std::string(key);
+}
 
 std::function<void(std::string_view)> InstallCrashPointFromEnv() {
   const char* step = std::getenv("RAFTKV_CRASH_AFTER_INSTALL_STEP");
@@ -89,7 +108,9 @@ RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOption
       options_(std::move(options)),
       self_(NodeId::FromPosition(options_.node_index)),
       snapshots_(data_dir.snapshots(), data_dir.received_snapshots()),
-      pending_(absl::Milliseconds(options_.request_timeout_ms)) {}
+      pending_(absl::Milliseconds(options_.request_timeout_ms)),
+      forward_session_id_(RandomSessionId()),
+      crash_after_applying_key_(CrashKeyFromEnv()) {}
 
 std::vector<uint64_t> RaftLoop::Voters() const {
   std::vector<uint64_t> voters;
@@ -229,16 +250,24 @@ void RaftLoop::Stop() {
     absl::MutexLock lock(&mu_);
     rest.swap(inbox_);
   }
-  const absl::Status down = absl::UnavailableError("node is shutting down");
-  for (Event& e : rest) Refuse(e, down);
+  for (Event& e : rest) Refuse(e, absl::UnavailableError("not applied: node is shutting down"));
   // Last: runs the read answers queued above (later ones run on their caller's thread).
   if (readers_) readers_->Stop();
 }
 
 void RaftLoop::Refuse(Event& e, const absl::Status& status) {
-  if (auto* w = std::get_if<WriteEvent>(&e)) std::move(w->done)(status);
+  if (auto* w = std::get_if<WriteEvent>(&e)) {
+    // A write sent again after a broken Forward may have been applied the first time.
+    std::move(w->done)(w->retry ? absl::UnknownError(absl::StrCat(
+                                      "outcome unknown: forwarded before, then ", status.message()))
+                                : status);
+  }
   if (auto* rd = std::get_if<ReadEvent>(&e)) std::move(rd->done)(status);
-  if (auto* a = std::get_if<AppliedElsewhereEvent>(&e)) std::move(a->done)(status);
+  if (auto* a = std::get_if<AppliedElsewhereEvent>(&e)) {
+    // The leader applied it (committed): that is the answer, even if this node will not
+    // apply it before it stops.
+    std::move(a->done)(std::move(a->result));
+  }
 }
 
 void RaftLoop::Post(Event e) {
@@ -249,7 +278,7 @@ void RaftLoop::Post(Event e) {
       return;
     }
   }
-  Refuse(e, absl::UnavailableError("node is shutting down"));
+  Refuse(e, absl::UnavailableError("not applied: node is shutting down"));
 }
 
 void RaftLoop::Deliver(raftpb::Message m) { Post(std::move(m)); }
@@ -376,6 +405,9 @@ void RaftLoop::Loop() {
 
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
+      std::vector<WriteEvent> due;
+      due.swap(deferred_writes_);
+      for (WriteEvent& w : due) HandleWrite(w);
       RecordMax(loop_max_tick_gap_us_, now - last_tick);
       last_tick = now;
       raft_->Tick();
@@ -389,7 +421,15 @@ void RaftLoop::Loop() {
     PublishStatus();
     RecordMax(loop_max_iteration_us_, absl::Now() - started);
   }
-  pending_.FailAll(absl::UnavailableError("node is shutting down"));
+  // Proposed (or forwarded) and not answered: they may still commit.
+  pending_.FailAll(absl::UnknownError("outcome unknown: node is shutting down after the write "
+                                      "was proposed"),
+                   absl::UnavailableError("node is shutting down"));
+  for (WriteEvent& w : deferred_writes_) {
+    std::move(w.done)(absl::UnknownError(
+        "outcome unknown: node is shutting down; the write was forwarded before"));
+  }
+  deferred_writes_.clear();
 }
 
 void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
@@ -419,33 +459,109 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
 }
 
 void RaftLoop::HandleWrite(WriteEvent& w) {
+  const absl::Time now = absl::Now();
+  if (w.retry) {
+    if (now >= w.taken + absl::Milliseconds(options_.request_timeout_ms)) {
+      std::move(w.done)(absl::DeadlineExceededError(absl::StrFormat(
+          "outcome unknown: the forwarded write was not answered within %d ms "
+          "(--request-timeout-ms)", options_.request_timeout_ms)));
+      return;
+    }
+    if (now < w.not_before) {
+      deferred_writes_.push_back(std::move(w));
+      return;
+    }
+  } else {
+    w.taken = now;
+  }
+  // The session rules every replica must apply alike travel in the entry (the leader's
+  // values: a forwarded command is stamped again by the leader).
+  w.cmd.set_session_expiry_entries(options_.session_expiry_entries);
+  w.cmd.set_session_window(options_.session_window);
   std::string data = w.cmd.SerializeAsString();
   absl::StatusOr<raft::EntryId> id = raft_->Propose(data);
   if (id.ok()) {
-    pending_.AddWrite(id->index, id->term, absl::Now(), std::move(w.done));
+    // The deadline runs from when this node took the write, whichever try this is.
+    pending_.AddWrite(id->index, id->term, w.taken, std::move(w.done));
     return;
   }
   std::optional<uint64_t> hint = raft::LeaderHint(id.status());
   if (!w.may_forward || !hint || *hint == 0 || *hint == self_.raft_id()) {
-    std::move(w.done)(RefusedProposal(id.status()));
+    absl::Status refused = RefusedProposal(id.status());
+    if (w.retry) {
+      // Sent to a leader before: it may have been applied there.
+      refused = absl::UnknownError(absl::StrCat(
+          "outcome unknown: the write was forwarded before and cannot be sent again now (",
+          refused.message(), ")"));
+    }
+    std::move(w.done)(refused);
     return;
   }
+  ForwardWrite(w, *hint);
+}
+
+uint64_t RaftLoop::ForwardSessionFloor() {
+  absl::MutexLock lock(&forward_mu_);
+  return forward_unanswered_.empty() ? next_forward_sequence_ : *forward_unanswered_.begin();
+}
+
+void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
   // A follower: the leader proposes and applies it; we answer once we applied it too.
+  uint64_t own_sequence = 0;  // 0: the client's session (or none) is on the command
+  if (w.cmd.client_id() == 0) {
+    own_sequence = next_forward_sequence_++;
+    {
+      absl::MutexLock lock(&forward_mu_);
+      forward_unanswered_.insert(own_sequence);
+    }
+    w.cmd.set_client_id(forward_session_id_);
+    w.cmd.set_sequence(own_sequence);
+  }
+  if (w.cmd.client_id() == forward_session_id_) {
+    w.cmd.set_first_unacked(ForwardSessionFloor());
+    own_sequence = w.cmd.sequence();
+  }
+  // Called once with the final answer: the session forgets the sequence.
+  auto answer = [this, own_sequence, done = std::move(w.done)](
+                    absl::StatusOr<ForwardResult> r) mutable {
+    if (own_sequence != 0) {
+      absl::MutexLock lock(&forward_mu_);
+      forward_unanswered_.erase(own_sequence);
+    }
+    std::move(done)(std::move(r));
+  };
   forwards_in_flight_.fetch_add(1);
+  // A try after a broken Forward gets what is left of the write's deadline.
+  const int64_t left_ms = absl::ToInt64Milliseconds(
+      w.taken + absl::Milliseconds(options_.request_timeout_ms) - absl::Now());
   forwarder_->Forward(
-      *hint, std::move(data), options_.request_timeout_ms,
-      [this, taken = absl::Now(),
-       done = std::move(w.done)](absl::StatusOr<ForwardResult> r) mutable {
+      leader, w.cmd.SerializeAsString(),
+      static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 1, options_.request_timeout_ms)),
+      [this, taken = w.taken, cmd = w.cmd,
+       answer = std::move(answer)](absl::StatusOr<ForwardResult> r) mutable {
         if (!r.ok()) {
-          std::move(done)(r.status());
+          if (r.status().code() == absl::StatusCode::kUnknown && cmd.client_id() != 0) {
+            // The Forward broke after it was sent (the leader died or stepped down): send it
+            // again, under the same session, once a leader is known; a duplicate is answered
+            // with the first result.
+            WriteEvent again;
+            again.cmd = std::move(cmd);
+            again.done = std::move(answer);
+            again.retry = true;
+            again.taken = taken;
+            again.not_before = absl::Now() + absl::Milliseconds(options_.tick_ms);
+            Post(std::move(again));
+          } else {
+            std::move(answer)(r.status());
+          }
         } else {
           Post(AppliedElsewhereEvent{
               r->index, std::move(r->result), taken,
-              [done = std::move(done)](absl::StatusOr<kv::ApplyResult> applied) mutable {
+              [answer = std::move(answer)](absl::StatusOr<kv::ApplyResult> applied) mutable {
                 if (!applied.ok()) {
-                  std::move(done)(applied.status());
+                  std::move(answer)(applied.status());
                 } else {
-                  std::move(done)(ForwardResult{0, *std::move(applied)});
+                  std::move(answer)(ForwardResult{0, *std::move(applied)});
                 }
               }});
         }
@@ -550,6 +666,20 @@ void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
       result = s.ok() ? absl::InvalidArgumentError("malformed command") : s;
     } else {
       result = sm_->Apply(e.index(), e.term(), cmd);
+      if (crash_after_applying_key_ && raft_->role() == raft::Role::kLeader && result.ok() &&
+          !result->duplicate && result->ops.size() == static_cast<size_t>(cmd.ops_size())) {
+        for (int i = 0; i < cmd.ops_size(); ++i) {
+          const kvpb::Op& op = cmd.ops(i);
+          // Only the put that creates the key: one crash per cluster.
+          if (op.has_put() && op.put().key() == *crash_after_applying_key_ &&
+              !result->ops[i].prev.has_value()) {
+            spdlog::critical("RAFTKV_CRASH_AFTER_APPLYING_KEY: ending the process after "
+                             "applying entry {}", e.index());
+            spdlog::shutdown();
+            std::_Exit(kCrashedAfterApplying);
+          }
+        }
+      }
     }
   }
   if (!result.ok() && result.status().code() != absl::StatusCode::kInvalidArgument) {

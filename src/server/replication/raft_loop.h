@@ -34,6 +34,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -86,6 +87,10 @@ struct RaftLoopOptions {
   uint32_t max_inflight_msgs = 256;   // --max-inflight-msgs: AppendEntries in flight/follower
   uint32_t request_timeout_ms = 5000; // --request-timeout-ms
   size_t max_pending_writes = 100000; // --max-pending-writes
+  // Client sessions (docs/architecture.md, "Sessions"): stamped into every entry this node
+  // proposes, so the state machine of every replica applies the leader's values.
+  uint64_t session_expiry_entries = 100000;  // --session-expiry-entries
+  uint64_t session_window = 64;              // --session-window
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
@@ -177,6 +182,12 @@ class RaftLoop : public Replicator, public PeerHandler {
     kvpb::Command cmd;
     PendingRequests::WriteDone done;
     bool may_forward = true;
+    // A forwarded write whose Forward broke (outcome unknown), sent again under this node's
+    // session: not before `not_before`, and answered "outcome unknown" once `taken` +
+    // --request-timeout-ms passed.
+    bool retry = false;
+    absl::Time taken;
+    absl::Time not_before;
   };
   struct ReadEvent {
     ReadDone done;
@@ -230,6 +241,12 @@ class RaftLoop : public Replicator, public PeerHandler {
   void Loop();
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
+  // Sends a write this node cannot propose to the leader `leader` (a raft id), under this
+  // node's own session unless the client gave one, so a Forward that broke can be sent again
+  // (to the next leader) without being applied twice.
+  void ForwardWrite(WriteEvent& w, uint64_t leader);
+  // The lowest sequence of this node's session still unanswered (first_unacked).
+  uint64_t ForwardSessionFloor();
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
@@ -283,6 +300,14 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::unique_ptr<SnapshotSender> snapshot_sender_;
   std::unique_ptr<BackupWorker> backup_;
   std::unique_ptr<ReaderPool> readers_;
+  // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
+  std::vector<WriteEvent> deferred_writes_;
+  // This node's own client session for the writes it forwards (random per start) and its
+  // next sequence.
+  const uint64_t forward_session_id_;
+  // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
+  const std::optional<std::string> crash_after_applying_key_;
+  uint64_t next_forward_sequence_ = 1;
 
   // ---- Shared with other threads ----
   absl::Mutex mu_;
@@ -302,6 +327,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // NodeStatus::loop_max_iteration_us / loop_max_tick_gap_us: written by the loop thread.
   std::atomic<uint64_t> loop_max_iteration_us_{0};
   std::atomic<uint64_t> loop_max_tick_gap_us_{0};
+  // Sequences of this node's session not yet answered to their client.
+  absl::Mutex forward_mu_;
+  std::set<uint64_t> forward_unanswered_ ABSL_GUARDED_BY(forward_mu_);
 };
 
 }  // namespace raftkv::server

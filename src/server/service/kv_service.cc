@@ -20,6 +20,35 @@ kvpb::Command PutCommand(std::vector<std::pair<std::string, std::string>> kvs) {
 
 }  // namespace
 
+ErrorKind KindOf(const absl::Status& error) {
+  switch (error.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+      return ErrorKind::kNotApplied;
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kUnknown:
+      return ErrorKind::kOutcomeUnknown;
+    default:
+      return ErrorKind::kRefused;
+  }
+}
+
+absl::Status KvService::ValidateSession(const WriteSession& session) {
+  if (session.client_id == 0) {
+    if (session.sequence != 0 || session.first_unacked != 0) {
+      return absl::InvalidArgumentError("a sequence without a session id");
+    }
+    return absl::OkStatus();
+  }
+  if (session.sequence == 0) return absl::InvalidArgumentError("session sequence must be >= 1");
+  if (session.first_unacked > session.sequence) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "session first_unacked %d is past the sequence %d", session.first_unacked,
+        session.sequence));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvService::ValidateKey(const std::string& key) const {
   if (key.empty()) return absl::InvalidArgumentError("empty key");
   if (key.size() > limits_.max_key_bytes) {
@@ -55,37 +84,60 @@ absl::Status KvService::ValidateCommand(const kvpb::Command& cmd) const {
   return absl::OkStatus();
 }
 
-void KvService::Write(kvpb::Command cmd, Done<kv::ApplyResult> done) {
+void KvService::Write(kvpb::Command cmd, Done<kv::ApplyResult> done, WriteSession session) {
   if (absl::Status s = ValidateCommand(cmd); !s.ok()) {
     std::move(done)(s);
     return;
   }
-  replicator_->Write(std::move(cmd), std::move(done));
+  if (absl::Status s = ValidateSession(session); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
+  if (session.client_id != 0) {
+    cmd.set_client_id(session.client_id);
+    cmd.set_sequence(session.sequence);
+    cmd.set_first_unacked(session.first_unacked);
+    cmd.set_session_keeps_prev(session.keep_prev);
+  }
+  replicator_->Write(std::move(cmd), [done = std::move(done)](
+                                         absl::StatusOr<kv::ApplyResult> r) mutable {
+    // (Also a forwarding node's own session, raft_loop.h, can meet this.)
+    if (r.ok() && r->session_refused) {
+      std::move(done)(absl::UnknownError(
+          "outcome unknown: the write's sequence is below its session's window (already "
+          "acknowledged, or pushed out by newer writes); its first result is no longer kept"));
+      return;
+    }
+    std::move(done)(std::move(r));
+  });
 }
 
-void KvService::Put(std::string key, std::string value, Done<kv::ApplyResult> done) {
+void KvService::Put(std::string key, std::string value, Done<kv::ApplyResult> done,
+                    WriteSession session) {
   std::vector<std::pair<std::string, std::string>> kvs;
   kvs.emplace_back(std::move(key), std::move(value));
-  Write(PutCommand(std::move(kvs)), std::move(done));
+  Write(PutCommand(std::move(kvs)), std::move(done), session);
 }
 
 void KvService::PutMany(std::vector<std::pair<std::string, std::string>> kvs,
-                        Done<kv::ApplyResult> done) {
-  Write(PutCommand(std::move(kvs)), std::move(done));
+                        Done<kv::ApplyResult> done, WriteSession session) {
+  Write(PutCommand(std::move(kvs)), std::move(done), session);
 }
 
-void KvService::Delete(std::string key, std::string range_end, Done<kv::ApplyResult> done) {
+void KvService::Delete(std::string key, std::string range_end, Done<kv::ApplyResult> done,
+                       WriteSession session) {
   kvpb::Command cmd;
   kvpb::Delete* del = cmd.add_ops()->mutable_delete_();
   del->set_key(std::move(key));
   del->set_range_end(std::move(range_end));
-  Write(std::move(cmd), std::move(done));
+  Write(std::move(cmd), std::move(done), session);
 }
 
-void KvService::DeleteMany(std::vector<std::string> keys, Done<kv::ApplyResult> done) {
+void KvService::DeleteMany(std::vector<std::string> keys, Done<kv::ApplyResult> done,
+                           WriteSession session) {
   kvpb::Command cmd;
   for (std::string& key : keys) cmd.add_ops()->mutable_delete_()->set_key(std::move(key));
-  Write(std::move(cmd), std::move(done));
+  Write(std::move(cmd), std::move(done), session);
 }
 
 void KvService::Get(std::vector<std::string> keys, size_t max_total_value_bytes,

@@ -85,11 +85,14 @@ grpc::Status EtcdKv::Range(grpc::ServerContext* context, const pb::RangeRequest*
 grpc::Status EtcdKv::Put(grpc::ServerContext* context, const pb::PutRequest* req,
                          pb::PutResponse* resp) {
   if (grpc::Status s = CheckPut(*req); !s.ok()) return s;
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = req->prev_kv();
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Put(req->key(), req->value(), std::move(done));
+        s_->kv()->Put(req->key(), req->value(), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   s_->FillHeader(result->revision, resp->mutable_header());
   if (req->prev_kv() && !result->ops.empty() && result->ops[0].prev.has_value()) {
     FillKv(*result->ops[0].prev, resp->mutable_prev_kv());
@@ -101,11 +104,14 @@ grpc::Status EtcdKv::DeleteRange(grpc::ServerContext* context,
                                  const pb::DeleteRangeRequest* req,
                                  pb::DeleteRangeResponse* resp) {
   if (grpc::Status s = CheckDelete(*req); !s.ok()) return s;
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = req->prev_kv();
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Delete(req->key(), req->range_end(), std::move(done));
+        s_->kv()->Delete(req->key(), req->range_end(), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   if (result->ops.size() != 1) {
     return grpc::Status(grpc::StatusCode::INTERNAL, "state machine returned no op result");
   }
@@ -159,11 +165,14 @@ grpc::Status EtcdKv::Txn(grpc::ServerContext* context, const pb::TxnRequest* req
     s_->FillHeader(s_->replicator()->Status().revision, resp->mutable_header());
     return grpc::Status::OK;
   }
+  absl::StatusOr<WriteSession> session = Shared::SessionOf(context);
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  session->keep_prev = true;  // a txn's puts may ask for prev_kv one by one
   absl::StatusOr<kv::ApplyResult> result =
       s_->Await<kv::ApplyResult>(context, [&](KvService::Done<kv::ApplyResult> done) {
-        s_->kv()->Write(std::move(cmd), std::move(done));
+        s_->kv()->Write(std::move(cmd), std::move(done), *session);
       });
-  if (!result.ok()) return s_->ToGrpc(result.status());
+  if (!result.ok()) return s_->WriteError(context, result.status());
   if (result->ops.size() != static_cast<size_t>(req->success_size())) {
     return grpc::Status(grpc::StatusCode::INTERNAL,
                         "state machine returned a result count unlike the op count");

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
@@ -74,6 +75,47 @@ class Shared {
       }
     }
     return ToGrpcStatus(absl::Status(s.code(), message));
+  }
+
+  // The client's session for exactly-once writes, from gRPC metadata (README.md, "etcd
+  // API"): raftkv-session-id, raftkv-session-sequence and (optional)
+  // raftkv-session-first-unacked, decimal. No raftkv-session-id: no session (etcdctl).
+  static absl::StatusOr<WriteSession> SessionOf(const grpc::ServerContext* context) {
+    const auto& md = context->client_metadata();
+    auto number = [&](const char* name, uint64_t* out) -> absl::Status {
+      auto it = md.find(name);
+      if (it == md.end()) return absl::OkStatus();
+      if (!absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), out)) {
+        return absl::InvalidArgumentError(absl::StrCat("metadata ", name, " is not a number"));
+      }
+      return absl::OkStatus();
+    };
+    WriteSession session;
+    for (auto [name, field] : {std::pair{"raftkv-session-id", &session.client_id},
+                               std::pair{"raftkv-session-sequence", &session.sequence},
+                               std::pair{"raftkv-session-first-unacked",
+                                         &session.first_unacked}}) {
+      if (absl::Status s = number(name, field); !s.ok()) return s;
+    }
+    if (absl::Status s = KvService::ValidateSession(session); !s.ok()) return s;
+    return session;
+  }
+
+  // ToGrpc for a failed write, which also marks the answer with its kind (trailing metadata
+  // raftkv-error-kind: "not-applied" or "outcome-unknown"), so a client can tell the
+  // server's UNAVAILABLE from a call that broke in transport (also UNAVAILABLE in gRPC).
+  grpc::Status WriteError(grpc::ServerContext* context, const absl::Status& s) const {
+    switch (KindOf(s)) {
+      case ErrorKind::kNotApplied:
+        context->AddTrailingMetadata("raftkv-error-kind", "not-applied");
+        break;
+      case ErrorKind::kOutcomeUnknown:
+        context->AddTrailingMetadata("raftkv-error-kind", "outcome-unknown");
+        break;
+      case ErrorKind::kRefused:
+        break;
+    }
+    return ToGrpc(s);
   }
 
   // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)

@@ -45,7 +45,7 @@ HeaderStatus ParseHeader(std::string_view buf, size_t pos, Header* out) {
 
 std::string Ok() { return "+OK\r\n"; }
 std::string Err(std::string_view msg) { return RespError("ERR " + std::string(msg)); }
-std::string StatusErr(const absl::Status& s) { return Err(StatusReason(s)); }
+std::string StatusErr(const absl::Status& s) { return Err(ErrorText(s)); }
 std::string WrongArgs(std::string_view lower_name) {
   return Err("wrong number of arguments for '" + std::string(lower_name) + "' command");
 }
@@ -107,26 +107,31 @@ TcpRequest Exists(std::vector<std::string> keys) {
   });
 }
 
-TcpRequest PutMany(std::vector<std::pair<std::string, std::string>> kvs) {
-  return Async(RequestKind::kWrite, [kvs = std::move(kvs)](KvService* kv,
-                                                           ReplyFn reply) mutable {
-    kv->PutMany(std::move(kvs),
-                [reply = std::move(reply)](absl::StatusOr<kv::ApplyResult> r) mutable {
-                  std::move(reply)(r.ok() ? Ok() : StatusErr(r.status()));
-                });
+TcpRequest PutMany(std::vector<std::pair<std::string, std::string>> kvs,
+                   WriteSession session) {
+  return Async(RequestKind::kWrite, [kvs = std::move(kvs), session](KvService* kv,
+                                                                    ReplyFn reply) mutable {
+    kv->PutMany(
+        std::move(kvs),
+        [reply = std::move(reply)](absl::StatusOr<kv::ApplyResult> r) mutable {
+          std::move(reply)(r.ok() ? Ok() : StatusErr(r.status()));
+        },
+        session);
   });
 }
 
-TcpRequest Del(std::vector<std::string> keys) {
-  return Async(RequestKind::kWrite, [keys = std::move(keys)](KvService* kv,
-                                                             ReplyFn reply) mutable {
-    kv->DeleteMany(std::move(keys),
-                   [reply = std::move(reply)](absl::StatusOr<kv::ApplyResult> r) mutable {
-                     if (!r.ok()) return std::move(reply)(StatusErr(r.status()));
-                     int64_t n = 0;
-                     for (const kv::OpResult& op : r->ops) n += op.deleted;
-                     std::move(reply)(RespInteger(n));
-                   });
+TcpRequest Del(std::vector<std::string> keys, WriteSession session) {
+  return Async(RequestKind::kWrite, [keys = std::move(keys), session](KvService* kv,
+                                                                      ReplyFn reply) mutable {
+    kv->DeleteMany(
+        std::move(keys),
+        [reply = std::move(reply)](absl::StatusOr<kv::ApplyResult> r) mutable {
+          if (!r.ok()) return std::move(reply)(StatusErr(r.status()));
+          int64_t n = 0;
+          for (const kv::OpResult& op : r->ops) n += op.deleted;
+          std::move(reply)(RespInteger(n));
+        },
+        session);
   });
 }
 
@@ -313,7 +318,7 @@ TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* sessio
     }
     std::vector<std::pair<std::string, std::string>> kvs;
     kvs.emplace_back(std::move(args[1]), std::move(args[2]));
-    return PutMany(std::move(kvs));
+    return PutMany(std::move(kvs), session->writes.Take());
   }
   if (name == "MSET") {
     if (argc < 3 || argc % 2 == 0) return TcpRequest::Immediate(WrongArgs(lower));
@@ -322,18 +327,26 @@ TcpRequest PrepareRespRequest(std::vector<std::string> args, RespSession* sessio
     for (size_t i = 1; i + 1 < argc; i += 2) {
       kvs.emplace_back(std::move(args[i]), std::move(args[i + 1]));
     }
-    return PutMany(std::move(kvs));
+    return PutMany(std::move(kvs), session->writes.Take());
   }
   if (name == "DEL" || name == "UNLINK") {
     if (argc < 2) return TcpRequest::Immediate(WrongArgs(lower));
     args.erase(args.begin());
-    return Del(std::move(args));
+    return Del(std::move(args), session->writes.Take());
   }
   if (name == "DBSIZE") return argc == 1 ? DbSize() : TcpRequest::Immediate(WrongArgs(lower));
   if (name == "INFO") return Info();
   if (name == "SELECT") {
     if (argc != 2) return TcpRequest::Immediate(WrongArgs(lower));
     return TcpRequest::Immediate(args[1] == "0" ? Ok() : Err("DB index is out of range"));
+  }
+  if (name == "SESSION") {
+    if (argc != 3) return TcpRequest::Immediate(WrongArgs(lower));
+    if (!ParseSessionArgs(args[1], args[2], &session->writes)) {
+      return TcpRequest::Immediate(
+          Err("SESSION wants a client id >= 1 and a next sequence >= 1, both decimal"));
+    }
+    return TcpRequest::Immediate(Ok());
   }
   if (name == "QUIT") return TcpRequest::Immediate(Ok(), /*close_after=*/true);
   if (name == "COMMAND") return TcpRequest::Immediate(RespArrayHeader(0));

@@ -8,6 +8,8 @@
 // Commands (case-insensitive):
 //   PING [msg]  ECHO msg  SET k v  GET k  DEL k...  EXISTS k...  MGET k...  MSET k v [k v...]
 //   DBSIZE  INFO [section]  SELECT 0  QUIT
+//   SESSION id seq -> +OK: the writes that follow (SET, MSET, DEL, UNLINK) take the session
+//     id and the sequences seq, seq+1, ... (exactly-once retries; README.md, "Sessions")
 //   Handshakes of redis-cli 7 / redis-benchmark / client libraries:
 //     COMMAND [DOCS|COUNT|...] -> empty array (redis-cli then works without its hints)
 //     CONFIG GET save|appendonly -> the pair with "" / "no" (redis-benchmark reads both);
@@ -16,7 +18,9 @@
 //     HELLO [2 ...] -> the RESP2 server-info array; HELLO 3 -> "-NOPROTO", which clients
 //       take as "fall back to RESP2"
 // SET options (EX, PX, NX, XX, GET, KEEPTTL ...) are rejected with an error, not ignored.
-// Errors from the cluster or the limits: "-ERR <reason>"; a GET/MGET reply over
+// Errors from the cluster or the limits: "-ERR UNAVAILABLE <reason>" (not applied, safe to
+// retry), "-ERR UNKNOWN <reason>" (outcome unknown), "-ERR <reason>" (refused as given;
+// tcp_request.h, ErrorKindWord); a GET/MGET reply over
 // --max-reply-bytes: "-ERR reply too large (N bytes, limit M): ask for fewer keys".
 #pragma once
 
@@ -69,6 +73,7 @@ class RespRequestParser {
 struct RespSession {
   uint64_t client_id = 0;
   std::string name;               // CLIENT SETNAME
+  ConnectionSession writes;       // SESSION (text and RESP share it)
 };
 
 // Turns one parsed request into a runnable one. `session` is read and written here only.

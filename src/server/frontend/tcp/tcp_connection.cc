@@ -109,7 +109,8 @@ void TcpConnection::ProcessInput() {
       off = in_.size();
       break;
     }
-    Enqueue(PrepareTextRequest(buf.substr(0, len), crlf, opts_.max_reply_bytes));
+    Enqueue(PrepareTextRequest(buf.substr(0, len), crlf, opts_.max_reply_bytes,
+                               &session_.writes));
     off += nl + 1;
   }
   in_.erase(0, off);

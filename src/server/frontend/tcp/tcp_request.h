@@ -16,6 +16,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "server/service/kv_service.h"
 
 namespace raftkv::server {
 
@@ -43,6 +44,38 @@ struct TcpRequest {
     return r;
   }
 };
+
+// The optional write session of one connection, shared by text and RESP (README.md,
+// "Sessions"): after `SESSION <id> <seq>`, the writes parsed on the connection take the
+// sequences seq, seq + 1, ... in parse order (which is the order they run: a write runs alone).
+// Read and written by the parser only.
+struct ConnectionSession {
+  uint64_t client_id = 0;      // 0: no session
+  uint64_t next_sequence = 0;
+  // The session of the next write (none if no SESSION was given), advancing the sequence.
+  // first_unacked stays unset: the window (--session-window) keeps the results a pipelining
+  // client may still retry.
+  WriteSession Take() {
+    if (client_id == 0) return {};
+    return WriteSession{client_id, next_sequence++, 0};
+  }
+};
+
+// Parses SESSION's two arguments (decimal client id >= 1, next sequence >= 1) into
+// `session`; false (and `session` unchanged) if they are not that.
+bool ParseSessionArgs(std::string_view id, std::string_view sequence,
+                      ConnectionSession* session);
+
+// The words a failed request's reply starts with, after "ERR" (text) or "-ERR" (RESP),
+// telling the kind of failure (kv_service.h, ErrorKind; README.md, "Errors"):
+//   "UNAVAILABLE "  not applied, safe to retry (no leader, not the leader, over a limit, ...)
+//   "UNKNOWN "      outcome unknown (timed out or interrupted after it was proposed or
+//                   forwarded): retry only with a session
+//   ""              refused as given (invalid request): not applied
+std::string_view ErrorKindWord(const absl::Status& status);
+
+// ErrorKindWord + StatusReason: what follows "ERR " or "-ERR ".
+std::string ErrorText(const absl::Status& status);
 
 // The reason of a failed status as one printable line for "ERR <reason>" / "-ERR <reason>":
 // the message (or the code's name if empty) with CR, LF and other control bytes replaced by

@@ -49,6 +49,7 @@ std::optional<TextVerb> VerbOf(std::string_view std_word) {
   if (absl::EqualsIgnoreCase(word, "MGET")) return TextVerb::kMget;
   if (absl::EqualsIgnoreCase(word, "PING")) return TextVerb::kPing;
   if (absl::EqualsIgnoreCase(word, "QUIT")) return TextVerb::kQuit;
+  if (absl::EqualsIgnoreCase(word, "SESSION")) return TextVerb::kSession;
   return std::nullopt;
 }
 
@@ -75,7 +76,7 @@ class Lines {
 };
 
 std::string ErrLine(const absl::Status& status, bool crlf) {
-  return Lines(crlf).Add("ERR " + StatusReason(status)).Take();
+  return Lines(crlf).Add("ERR " + ErrorText(status)).Take();
 }
 
 using GetResult = absl::StatusOr<std::vector<std::optional<kv::KeyValue>>>;
@@ -146,13 +147,18 @@ TextCommand ParseTextLine(std::string_view line) {
     case TextVerb::kQuit:
       if (!Tokens(rest).empty()) return invalid;
       return cmd;
+    case TextVerb::kSession:
+      cmd.args = Tokens(rest);
+      if (cmd.args.size() != 2) return invalid;
+      return cmd;
     case TextVerb::kInvalid:
       break;
   }
   return invalid;
 }
 
-TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes) {
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes,
+                              ConnectionSession* session) {
   TextCommand cmd = ParseTextLine(line);
   TcpRequest req;
   switch (cmd.verb) {
@@ -162,6 +168,11 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply
       return TcpRequest::Immediate(crlf ? "+PONG\r\n" : "PONG\n");
     case TextVerb::kQuit:
       return TcpRequest::Immediate("", /*close_after=*/true);
+    case TextVerb::kSession:
+      if (!ParseSessionArgs(cmd.args[0], cmd.args[1], session)) {
+        return TcpRequest::Immediate(Lines(crlf).Add(kInvalid).Take());
+      }
+      return TcpRequest::Immediate(Lines(crlf).Add("OK").Take());
     case TextVerb::kSet:
       // The line ends at LF, so only a CR can be in the value; refused so that whatever the
       // text protocol writes, it reads back byte for byte.
@@ -169,27 +180,32 @@ TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply
         return TcpRequest::Immediate(Lines(crlf).Add(kSetCarriageReturn).Take());
       }
       req.kind = RequestKind::kWrite;
-      req.run = [key = std::move(cmd.args[0]), value = std::move(cmd.args[1]), crlf](
-                    KvService* kv, ReplyFn reply) mutable {
-        kv->Put(std::move(key), std::move(value),
-                [reply = std::move(reply), crlf](absl::StatusOr<kv::ApplyResult> r) mutable {
-                  std::move(reply)(r.ok() ? Lines(crlf).Add("OK").Take()
-                                          : ErrLine(r.status(), crlf));
-                });
+      req.run = [key = std::move(cmd.args[0]), value = std::move(cmd.args[1]), crlf,
+                 write_session = session->Take()](KvService* kv, ReplyFn reply) mutable {
+        kv->Put(
+            std::move(key), std::move(value),
+            [reply = std::move(reply), crlf](absl::StatusOr<kv::ApplyResult> r) mutable {
+              std::move(reply)(r.ok() ? Lines(crlf).Add("OK").Take()
+                                      : ErrLine(r.status(), crlf));
+            },
+            write_session);
       };
       return req;
     case TextVerb::kDelete:
       req.kind = RequestKind::kWrite;
-      req.run = [key = std::move(cmd.args[0]), crlf](KvService* kv, ReplyFn reply) mutable {
-        kv->Delete(std::move(key), "",
-                   [reply = std::move(reply), crlf](absl::StatusOr<kv::ApplyResult> r) mutable {
-                     if (!r.ok()) {
-                       std::move(reply)(ErrLine(r.status(), crlf));
-                       return;
-                     }
-                     bool deleted = !r->ops.empty() && r->ops[0].deleted > 0;
-                     std::move(reply)(Lines(crlf).Add(deleted ? "OK" : kNotFound).Take());
-                   });
+      req.run = [key = std::move(cmd.args[0]), crlf, write_session = session->Take()](
+                    KvService* kv, ReplyFn reply) mutable {
+        kv->Delete(
+            std::move(key), "",
+            [reply = std::move(reply), crlf](absl::StatusOr<kv::ApplyResult> r) mutable {
+              if (!r.ok()) {
+                std::move(reply)(ErrLine(r.status(), crlf));
+                return;
+              }
+              bool deleted = !r->ops.empty() && r->ops[0].deleted > 0;
+              std::move(reply)(Lines(crlf).Add(deleted ? "OK" : kNotFound).Take());
+            },
+            write_session);
       };
       return req;
     case TextVerb::kGet:

@@ -9,8 +9,14 @@
 //                          VALUE HAS LINE BREAK
 //   PING                -> PONG
 //   QUIT                -> (no reply) the connection closes
+//   SESSION id seq      -> OK: later writes of this connection carry session `id` and the
+//                          sequences seq, seq+1, ... (exactly-once retries; README.md,
+//                          "Sessions"); not two decimal numbers >= 1 -> INVALID COMMAND
 //   anything else, missing or extra arguments, a NUL byte in the line -> INVALID COMMAND
-//   the cluster cannot serve it now (no leader, timeout, a size limit) -> ERR <reason>
+//   not applied, safe to retry (no leader, not the leader, over a limit) ->
+//                          ERR UNAVAILABLE <reason>
+//   outcome unknown (timed out or interrupted after it was proposed) -> ERR UNKNOWN <reason>
+//   refused as given (key too long, value too large, ...) -> ERR <reason>
 //   a GET/MGET reply over --max-reply-bytes -> ERR reply too large (N bytes, limit M): ...
 //
 // Reply lines end the way the request line ended ("\r\n" or "\n"). One exception: "PING\r\n"
@@ -36,11 +42,12 @@
 
 namespace raftkv::server {
 
-enum class TextVerb { kSet, kGet, kDelete, kMget, kPing, kQuit, kInvalid };
+enum class TextVerb { kSet, kGet, kDelete, kMget, kPing, kQuit, kSession, kInvalid };
 
 struct TextCommand {
   TextVerb verb = TextVerb::kInvalid;
-  // kSet: {key, value}; kGet/kDelete: {key}; kMget: the keys; otherwise empty.
+  // kSet: {key, value}; kGet/kDelete: {key}; kMget: the keys; kSession: {id, seq};
+  // otherwise empty.
   std::vector<std::string> args;
 };
 
@@ -51,6 +58,8 @@ TextCommand ParseTextLine(std::string_view line);
 // Turns one line (without terminator) into a runnable request. `crlf` says how the line
 // ended, which decides how reply lines end. A GET/MGET reply over `max_reply_bytes`
 // (--max-reply-bytes, terminators included) is answered "ERR reply too large (...)" instead.
-TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes);
+// SET/PUT and DELETE/DEL take the next sequence of `session` (SESSION sets it).
+TcpRequest PrepareTextRequest(std::string_view line, bool crlf, size_t max_reply_bytes,
+                              ConnectionSession* session);
 
 }  // namespace raftkv::server

@@ -1,0 +1,87 @@
+"""Issue 10 item 3: a retried write is applied once, and the answer says so.
+
+The scenario: a client writes through a follower, which forwards the write to the leader; the
+leader commits and applies it and dies before anyone hears back (the test seam
+RAFTKV_CRASH_AFTER_APPLYING_KEY makes the leader _exit right after applying the put that
+creates the key). The client then retries on another node with its session. Exactly one
+application must show: the key's version is 1 and its mod_revision is the revision the
+client was answered with.
+"""
+import json
+import unittest
+
+from harness import KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
+
+FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
+KEY = "exactly-once"
+CRASHED_AFTER_APPLYING = 87  # raft_loop.cc, kCrashedAfterApplying
+
+
+def endpoints(nodes):
+    return ",".join(f"127.0.0.1:{n.grpc_port}" for n in nodes)
+
+
+class SessionRetryTest(unittest.TestCase):
+    def setUp(self):
+        self.cluster = TempCluster(3, extra_args=FAST)
+        for n in self.cluster.nodes:
+            n.env["RAFTKV_CRASH_AFTER_APPLYING_KEY"] = KEY  # acts only on the leader
+            n.start()
+        self.leader = wait_for_leader(self.cluster.nodes)
+        self.followers = [n for n in self.cluster.nodes if n is not self.leader]
+
+    def tearDown(self):
+        self.cluster.__exit__(None, None, None)
+
+    def leader_died_after_applying(self):
+        code = self.leader.proc.wait(timeout=30)
+        self.assertEqual(code, CRASHED_AFTER_APPLYING, self.leader.read_log()[-2000:])
+
+    def read_back(self):
+        wait_for_leader(self.followers)
+        code, out, err = run([KVCTL, "--endpoints", endpoints(self.followers), "--output",
+                              "json", "get", KEY])
+        self.assertEqual(code, 0, err)
+        return json.loads(out)
+
+    def test_kvctl_retry_through_another_node_applies_once(self):
+        # kvctl gives each attempt 300 ms, less than an election takes (500-1000 ms here): the
+        # follower's attempt outlasts that, so kvctl sends the write again, to the other
+        # follower and back, under the same session and sequence, until a new leader answers.
+        code, out, err = run([KVCTL, "--endpoints", endpoints(self.followers), "--timeout-ms",
+                              "300", "--output", "json", "put", KEY, "v1"], timeout_s=60)
+        self.leader_died_after_applying()
+        self.assertEqual(code, 0, f"kvctl put: exit {code}: {err}")
+        answered = json.loads(out)["revision"]
+        kv = self.read_back()
+        self.assertEqual(kv["value"], "v1")
+        self.assertEqual(kv["version"], 1, f"applied more than once: {kv}")
+        self.assertEqual(kv["mod_revision"], answered,
+                         f"the answer is not the first application's: {kv}, answered {answered}")
+
+    def test_text_session_retry_on_another_node_applies_once(self):
+        first, other = self.followers
+        c = TextClient(first.port, timeout_s=30)
+        self.assertEqual(c.cmd("SESSION 4242 1"), "OK")
+        # The follower forwarded it; the leader applied it and died. The answer is OK (the
+        # follower sent it again to the new leader, which found it applied) or ERR UNKNOWN
+        # (outcome unknown): never ERR UNAVAILABLE ("not applied"), which would be a lie.
+        reply = c.cmd(f"SET {KEY} text-v1")
+        self.leader_died_after_applying()
+        self.assertTrue(reply == "OK" or reply.startswith("ERR UNKNOWN "), reply)
+        wait_for_leader(self.followers)
+        # The client retries on the other node under the same session and sequence.
+        c2 = TextClient(other.port, timeout_s=30)
+        self.assertEqual(c2.cmd("SESSION 4242 1"), "OK")
+        self.assertEqual(c2.cmd(f"SET {KEY} text-v1"), "OK")
+        # A later write of another client is not undone by a late retry.
+        self.assertEqual(TextClient(other.port).cmd(f"SET {KEY} newer"), "OK")
+        self.assertEqual(c2.cmd("SESSION 4242 1"), "OK")
+        self.assertEqual(c2.cmd(f"SET {KEY} text-v1"), "OK")
+        kv = self.read_back()
+        self.assertEqual(kv["value"], "newer")
+        self.assertEqual(kv["version"], 2, f"expected the session write once, then 'newer': {kv}")
+
+
+if __name__ == "__main__":
+    unittest.main()
