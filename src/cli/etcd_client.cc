@@ -155,6 +155,8 @@ class EtcdClient::Impl {
     out.applied_index = resp.raftappliedindex();
     out.revision = resp.header().revision();
     out.db_size_bytes = resp.dbsize();
+    out.loop_max_iteration_us = resp.raftkv_loop_max_iteration_us();
+    out.loop_max_tick_gap_us = resp.raftkv_loop_max_tick_gap_us();
     out.version = resp.version();
     out.alarms.assign(resp.errors().begin(), resp.errors().end());
     return out;

@@ -82,6 +82,8 @@ struct EndpointStatus {
   uint64_t applied_index = 0;
   int64_t revision = 0;
   int64_t db_size_bytes = 0;
+  uint64_t loop_max_iteration_us = 0;  // the raft loop's longest iteration since start
+  uint64_t loop_max_tick_gap_us = 0;   // and its longest gap between two ticks
   std::string version;
   std::vector<std::string> alarms;  // StatusResponse.errors: what an operator must act on
 };

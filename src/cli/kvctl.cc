@@ -137,8 +137,9 @@ int RunStatus(EtcdClient& client, const Flags& f) {
   std::vector<std::string> json;
   std::vector<std::string> alarms;  // text output: after the table
   if (!Json(f)) {
-    std::cout << absl::StrFormat("%-21s %-4s %-9s %-6s %-10s %-10s %-6s %s\n", "ENDPOINT", "ID",
-                                 "ROLE", "TERM", "RAFT_INDEX", "APPLIED", "LEADER", "REVISION");
+    std::cout << absl::StrFormat("%-21s %-4s %-9s %-6s %-10s %-10s %-6s %-10s %-11s %s\n",
+                                 "ENDPOINT", "ID", "ROLE", "TERM", "RAFT_INDEX", "APPLIED",
+                                 "LEADER", "REVISION", "LOOP_MAX_MS", "TICK_GAP_MS");
   }
   for (const EndpointStatus& s : statuses) {
     if (!s.error.empty()) {
@@ -158,18 +159,21 @@ int RunStatus(EtcdClient& client, const Flags& f) {
       json.push_back(absl::StrFormat(
           "{\"endpoint\":%s,\"id\":%s,\"role\":\"%s\",\"term\":%d,\"raft_index\":%d,"
           "\"applied_index\":%d,\"leader\":%s,\"revision\":%d,\"db_size_bytes\":%d,"
-          "\"alarms\":[%s]}",
+          "\"loop_max_iteration_us\":%d,\"loop_max_tick_gap_us\":%d,\"alarms\":[%s]}",
           JsonString(s.endpoint), s.member_id == 0 ? "null" : NodeId(s.member_id), role, s.term,
           s.raft_index, s.applied_index,
           s.leader_member_id == 0 ? "null" : NodeId(s.leader_member_id), s.revision,
-          s.db_size_bytes, absl::StrJoin(alarm_strings, ",")));
+          s.db_size_bytes, s.loop_max_iteration_us, s.loop_max_tick_gap_us,
+          absl::StrJoin(alarm_strings, ",")));
     } else {
       for (const std::string& a : s.alarms) {
         alarms.push_back(absl::StrFormat("ALARM %s: %s\n", s.endpoint, a));
       }
-      std::cout << absl::StrFormat("%-21s %-4s %-9s %-6d %-10d %-10d %-6s %d\n", s.endpoint,
-                                   NodeId(s.member_id), role, s.term, s.raft_index,
-                                   s.applied_index, NodeId(s.leader_member_id), s.revision);
+      std::cout << absl::StrFormat(
+          "%-21s %-4s %-9s %-6d %-10d %-10d %-6s %-10d %-11.1f %.1f\n", s.endpoint,
+          NodeId(s.member_id), role, s.term, s.raft_index, s.applied_index,
+          NodeId(s.leader_member_id), s.revision, s.loop_max_iteration_us / 1000.0,
+          s.loop_max_tick_gap_us / 1000.0);
     }
   }
   if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";

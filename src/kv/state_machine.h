@@ -136,7 +136,8 @@ class StateMachine {
   // Replaces the whole state (data, applied index/term, revision, sessions) with the snapshot
   // file at `path` (kv/sqlite_snapshot.h), e.g. after Raft InstallSnapshot. The file is
   // verified row by row before anything changes; readers see the old state or the new one;
-  // a crash leaves the old or the new store for the next Open. Apply thread only.
+  // a crash leaves the old or the new store for the next Open. Apply thread only, or a thread
+  // it hands the install to while it applies nothing (kvd's raft loop: its install thread).
   // Errors: the file's (RestoreSnapshot: kNotFound, kInvalidArgument, kDataLoss, ...) with the
   // store unchanged; an I/O error during the swap may leave the store closed (every later
   // call returns kFailedPrecondition): the caller must stop and restart.

@@ -215,6 +215,15 @@ class Raft {
   // needed MSG_SNAP carries the storage's snapshot metadata and an empty handle.
   // A follower that installed a received snapshot uses that one until told otherwise.
   void SetSnapshot(const raftpb::Snapshot& snap);
+  // While paused, Ready carries no committed entries (and HasReady() ignores them); all else
+  // goes on: entries are appended and acknowledged, the commit index advances and is
+  // persisted, heartbeats and votes are answered, reads are confirmed. For a caller whose
+  // state machine cannot apply for a while: kvd's raft loop pauses while it installs a
+  // received snapshot off the loop (the Ready carrying the snapshot was advanced, so the
+  // core counts it applied; what commits after it is handed out, in order, once resumed).
+  // Any time, between or during Readies; takes effect at the next HasReady()/GetReady().
+  void PauseApply(bool paused) { apply_paused_ = paused; }
+  bool apply_paused() const { return apply_paused_; }
   // The transport finished (ok) or failed (!ok) to stream a snapshot to `id`.
   void ReportSnapshot(uint64_t id, bool ok);
   // The transport could not reach `id`: stop pipelining to it until it answers.
@@ -397,6 +406,7 @@ class Raft {
   uint64_t inv_vote_ = 0;
   uint64_t inv_commit_ = 0;
   uint64_t inv_applied_ = 0;
+  bool apply_paused_ = false;  // PauseApply(): the caller takes no committed entries now
 };
 
 }  // namespace raftkv::raft

@@ -48,7 +48,7 @@ bool Raft::HasReady() const {
   const raftpb::HardState hs = CurrentHardState();
   return broadcast_pending_ || !msgs_.empty() || !read_states_.empty() ||
          !log_.UnstableEntries().empty() || log_.UnstableSnapshot().has_value() ||
-         log_.HasNextCommittedEntries() ||
+         (!apply_paused_ && log_.HasNextCommittedEntries()) ||
          PersistedPartChanged(hs, prev_hard_state_) || hs.commit() != prev_hard_state_.commit();
 }
 
@@ -61,7 +61,7 @@ Ready Raft::GetReady() {
   Ready rd;
   rd.entries = log_.UnstableEntries();
   rd.snapshot = log_.UnstableSnapshot();
-  rd.committed_entries = log_.NextCommittedEntries(config_.max_apply_bytes);
+  if (!apply_paused_) rd.committed_entries = log_.NextCommittedEntries(config_.max_apply_bytes);
   for (Message& m : msgs_) {
     (MayLeaveBeforePersist(m) ? rd.messages_before_persist : rd.messages).push_back(std::move(m));
   }

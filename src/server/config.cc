@@ -115,6 +115,7 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--max-inflight-msgs", raft.max_inflight_msgs},
                             Positive{"--request-timeout-ms", raft.request_timeout_ms},
                             Positive{"--max-pending-writes", raft.max_pending_writes},
+                            Positive{"--reader-threads", raft.reader_threads},
                             Positive{"--session-window", raft.session_window},
                             Positive{"--session-expiry-entries", raft.session_expiry_entries},
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},

@@ -122,6 +122,9 @@ void AddRaftFlags(CLI::App* app, NodeConfig* config) {
       "Messages queued for one peer before new ones to it are dropped");
   add("--wal-segment-bytes", &config->raft.wal_segment_bytes,
       "Size at which the write-ahead log rolls to a new segment file");
+  add("--reader-threads", &config->raft.reader_threads,
+      "Threads that serve reads (GET, MGET, Range, DBSIZE) once their read barrier is "
+      "reached, off the raft loop");
   add("--wal-cache-bytes", &config->raft.wal_cache_bytes,
       "Bytes of the newest log entries the WAL keeps in memory; older ones (for followers "
       "that lag behind, or entries not yet applied) are read back from the WAL files. "

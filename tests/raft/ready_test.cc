@@ -180,5 +180,36 @@ TEST(ReadyTest, SteppedDownLeaderHoldsItsOldTermMessagesUntilPersisted) {
   PersistAndAdvance(h, 1, rd);
 }
 
+// Issue 10 item 4: kvd installs a received snapshot off its loop and pauses applying
+// meanwhile (Raft::PauseApply); the follower must go on appending, acknowledging and
+// committing, and hand out what committed meanwhile, in order, once resumed.
+TEST(ReadyTest, PausedApplyAppendsAcknowledgesAndCommitsButHandsOutNoEntries) {
+  Harness h(3);
+  h.Campaign(1);
+  h.Isolate(3);  // node 1 commits only with node 2's acknowledgements
+  const uint64_t applied_before = h.node(2).applied_index;
+  h.raft(2).PauseApply(true);
+  ASSERT_TRUE(h.raft(1).Propose("a").ok());
+  ASSERT_TRUE(h.raft(1).Propose("b").ok());
+  h.Stabilize();
+  h.Tick(1, 3);  // heartbeats, answered
+  const uint64_t last = h.raft(1).log().LastIndex();
+  EXPECT_EQ(h.node(1).applied_index, last) << "node 2 did not acknowledge while paused";
+  EXPECT_EQ(h.raft(2).log().committed(), last);
+  EXPECT_EQ(h.node(2).storage->hard_state().commit(), last) << "commit not persisted";
+  EXPECT_EQ(h.node(2).applied_index, applied_before) << "entries handed out while paused";
+  EXPECT_FALSE(h.raft(2).HasReady()) << "a Ready with nothing in it while paused";
+  EXPECT_EQ(h.raft(2).role(), Role::kFollower);
+  EXPECT_EQ(h.raft(2).lead(), 1u);
+
+  h.raft(2).PauseApply(false);
+  EXPECT_TRUE(h.raft(2).HasReady());
+  h.Stabilize();
+  EXPECT_EQ(h.node(2).applied_index, last);
+  ASSERT_GE(h.node(2).applied.size(), 2u);
+  EXPECT_EQ(h.node(2).applied[h.node(2).applied.size() - 2].data(), "a");
+  EXPECT_EQ(h.node(2).applied.back().data(), "b");
+}
+
 }  // namespace
 }  // namespace raftkv::raft

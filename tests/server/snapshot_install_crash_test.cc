@@ -3,9 +3,10 @@
 // the test enumerates the crash points: for k = 1, 2, ... a child process
 // (install_crash_child.cc) runs the follower's RaftLoop on a prepared data dir, receives the
 // snapshot and ends itself (_exit, as kill -9: what reached the OS stays, nothing else runs)
-// at the k-th step of the install -- each step of RaftLoop::InstallSnapshot and every file
-// operation of the WAL in between -- until the install completes before step k. After each
-// kill the test starts the follower on that data dir in this process and checks that
+// at the k-th step of the install -- each step of RaftLoop::StartInstall and InstallStore,
+// and every file operation of the WAL in between -- until the install completes before step
+// k. After each kill the test starts the follower on that data dir in this process and
+// checks that
 //   - it starts (recovery accepts the data dir),
 //   - its store is the old one or the snapshot's, never anything else,
 //   - it rejoins: the leader resends the snapshot if needed and appends an entry after it,

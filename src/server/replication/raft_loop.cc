@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/check.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
 #include "server/peer/forwarder.h"
@@ -133,6 +134,7 @@ absl::StatusOr<std::unique_ptr<RaftLoop>> RaftLoop::Start(kv::StateMachine* sm,
   if (!wal.ok()) return wal.status();
   r->wal_ = *std::move(wal);
   if (absl::Status s = r->CreateCore(); !s.ok()) return s;
+  r->readers_ = std::make_unique<ReaderPool>(r->options_.reader_threads);
   r->StartPeerLinks();
   if (absl::Status s = r->StartBackup(); !s.ok()) return s;
 
@@ -233,6 +235,9 @@ void RaftLoop::Stop() {
     stopping_ = true;
   }
   if (loop_thread_.joinable()) loop_thread_.join();
+  // An install in flight finishes its store and backup steps (a kill would leave what
+  // start-up finishes; an orderly stop need not).
+  if (install_thread_.joinable()) install_thread_.join();
   // Forward callbacks post into this object: wait until none can run any more (each has a
   // deadline of request_timeout_ms).
   while (forwards_in_flight_.load() > 0) absl::SleepFor(absl::Milliseconds(5));
@@ -246,6 +251,8 @@ void RaftLoop::Stop() {
     rest.swap(inbox_);
   }
   for (Event& e : rest) Refuse(e, absl::UnavailableError("not applied: node is shutting down"));
+  // Last: runs the read answers queued above (later ones run on their caller's thread).
+  if (readers_) readers_->Stop();
 }
 
 void RaftLoop::Refuse(Event& e, const absl::Status& status) {
@@ -352,14 +359,33 @@ void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::W
   Post(std::move(w));
 }
 
-void RaftLoop::ReadBarrier(ReadDone done) { Post(ReadEvent{std::move(done)}); }
+void RaftLoop::ReadBarrier(ReadDone done) {
+  // The loop only decides when a read may go ahead; the read itself (what `done` does: a
+  // GET, a Range of 100,000 keys, a count of the whole keyspace) runs on the reader pool.
+  Post(ReadEvent{[this, done = std::move(done)](absl::Status s) mutable {
+    readers_->Submit([done = std::move(done), s = std::move(s)]() mutable {
+      std::move(done)(std::move(s));
+    });
+  }});
+}
 
 // ---------------------------------------------------------------------------------------
 // The loop.
 
+namespace {
+
+// Raises `max` (microseconds) to `d` if `d` is longer.
+void RecordMax(std::atomic<uint64_t>& max, absl::Duration d) {
+  const uint64_t us = static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Microseconds(d)));
+  if (us > max.load(std::memory_order_relaxed)) max.store(us, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 void RaftLoop::Loop() {
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
-  absl::Time next_tick = absl::Now() + tick;
+  absl::Time last_tick = absl::Now();
+  absl::Time next_tick = last_tick + tick;
   for (;;) {
     std::vector<Event> events;
     {
@@ -371,6 +397,8 @@ void RaftLoop::Loop() {
       if (stopping_) break;
       events.swap(inbox_);
     }
+    // One iteration: from here to the next wait (NodeStatus::loop_max_iteration_us).
+    const absl::Time started = absl::Now();
     std::vector<ReadDone> new_reads;
     for (Event& e : events) HandleEvent(e, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
@@ -380,15 +408,18 @@ void RaftLoop::Loop() {
       std::vector<WriteEvent> due;
       due.swap(deferred_writes_);
       for (WriteEvent& w : due) HandleWrite(w);
+      RecordMax(loop_max_tick_gap_us_, now - last_tick);
+      last_tick = now;
       raft_->Tick();
       pending_.Expire(now);
-      db_size_bytes_ = sm_->ApproximateSizeBytes();
+      RefreshDbSize();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // fell behind: don't tick in a burst
     }
     while (raft_->HasReady()) ProcessReady();
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
+    RecordMax(loop_max_iteration_us_, absl::Now() - started);
   }
   // Proposed (or forwarded) and not answered: they may still commit.
   pending_.FailAll(absl::UnknownError("outcome unknown: node is shutting down after the write "
@@ -403,6 +434,11 @@ void RaftLoop::Loop() {
 
 void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
   if (auto* m = std::get_if<raftpb::Message>(&e)) {
+    if (installing_ && m->type() == raftpb::MSG_SNAP) {
+      // One install at a time: the newest snapshot offered meanwhile waits for this one.
+      held_snapshot_msg_ = std::move(*m);
+      return;
+    }
     raft_->Step(*m);
   } else if (auto* w = std::get_if<WriteEvent>(&e)) {
     HandleWrite(*w);
@@ -417,6 +453,8 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     OnSnapshotMade(*made->report);
   } else if (auto* sent = std::get_if<SnapshotSentEvent>(&e)) {
     raft_->ReportSnapshot(sent->peer, sent->ok);
+  } else if (std::holds_alternative<InstallDoneEvent>(e)) {
+    FinishInstall();
   }
 }
 
@@ -589,7 +627,15 @@ void RaftLoop::ProcessReady() {
       *raft_, [this](std::vector<raftpb::Message> msgs) { SendMessages(std::move(msgs)); },
       [this](const raft::Ready& rd) { Persist(rd); },
       [this](const raft::Ready& rd) {
-        for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
+        if (installing_) {
+          // Committed along with the snapshot being installed: applied after it
+          // (FinishInstall); later ones the paused core holds back.
+          entries_after_install_.insert(entries_after_install_.end(),
+                                        rd.committed_entries.begin(),
+                                        rd.committed_entries.end());
+        } else {
+          for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
+        }
         for (const raft::ReadState& rs : rd.read_states) {
           pending_.OnReadState(rs.context, rs.index);
         }
@@ -600,10 +646,9 @@ void RaftLoop::ProcessReady() {
 void RaftLoop::Persist(const raft::Ready& rd) {
   if (rd.snapshot) {
     InstallStepDone("install: begin");
-    InstallSnapshot(*rd.snapshot, rd.hard_state.value_or(wal_->hard_state()));
+    StartInstall(*rd.snapshot, rd.hard_state.value_or(wal_->hard_state()));
   }
   PersistReady(rd, *wal_);
-  if (rd.snapshot) InstallStepDone("install: done");
 }
 
 void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
@@ -664,40 +709,81 @@ void RaftLoop::SendMessages(std::vector<raftpb::Message> msgs) {
   transport_->Send(std::move(plain));
 }
 
-void RaftLoop::InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs) {
+void RaftLoop::StartInstall(const raftpb::Snapshot& snap, raftpb::HardState hs) {
+  RAFTKV_CHECK_MSG(!installing_, "a snapshot Ready while an install is in flight");
   const std::string& path = snap.handle();
   const uint64_t index = snap.metadata().index();
   spdlog::info("raft: installing snapshot {} (index {}, term {})", path, index,
                snap.metadata().term());
   // In this order, so that a kill after any step leaves a data dir that start-up
   // (recovery.h, OpenLog) finishes (docs/architecture.md, "Installing a snapshot"):
-  // 1. The log restarts after the snapshot: its marker and the hard state with the commit
-  //    raised to the snapshot index (the core's: it committed the snapshot) start the new
-  //    segment, durable together on return. From here the data dir says "everything through
-  //    `index` is committed"; a store still behind it is loaded at start from the received
-  //    file, which retention keeps (SnapshotStore::Prune keeps snapshots above the applied
-  //    index). Start-up still raises a commit below the log's start (recovery.h, OpenLog),
-  //    for data dirs written before marker and commit were one write.
+  // 1. (here, on the loop) The log restarts after the snapshot: its marker and the hard state
+  //    with the commit raised to the snapshot index (the core's: it committed the snapshot)
+  //    start the new segment, durable together on return. From here the data dir says
+  //    "everything through `index` is committed"; a store still behind it is loaded at start
+  //    from the received file, which retention keeps (SnapshotStore::Prune keeps snapshots
+  //    above the applied index). Start-up still raises a commit below the log's start
+  //    (recovery.h, OpenLog), for data dirs written before marker and commit were one write.
   //    (Entries after the snapshot in the same Ready, and a commit past it, follow in
-  //    Persist's usual append and hard-state write.)
+  //    Persist's usual append and hard-state write; later ones as they come, while the store
+  //    is restored: appending and acknowledging need only the log.)
   hs.set_commit(index);
   if (absl::Status s = wal_->ApplySnapshot(snap.metadata(), hs); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
   }
   InstallStepDone("install: log restarted, commit durable");
+  // 2-4 on the install thread (seconds for a large store): the loop goes on stepping,
+  // persisting and sending, and applies nothing until FinishInstall.
+  installing_ = true;
+  raft_->PauseApply(true);
+  install_thread_ = std::thread([this, path] { InstallStore(path); });
+}
+
+void RaftLoop::InstallStore(std::string path) {
+  const absl::Time started = absl::Now();
   // 2. The store: built aside and swapped in; a kill leaves the old store or the new one.
+  //    Nothing applies meanwhile (the core's apply is paused), so this thread is the
+  //    store's only writer, as StateMachine::InstallSnapshot requires.
   if (absl::Status s = sm_->InstallSnapshot(path); !s.ok()) {
     ExitOnStorageFailure(absl::StrCat("raft: installing snapshot ", path), s);
   }
   InstallStepDone("install: store installed");
+  const absl::Time store_done = absl::Now();
   // 3. The backup follows (a kill leaves the old one, which start-up rebuilds: the log no
-  //    longer reaches it); a failure here is the backup worker's to retry.
+  //    longer reaches it); a failure here is the backup worker's to retry. (It waits for the
+  //    worker's round in progress, here rather than on the loop.)
   if (absl::Status s = backup_->ResetFrom(path); !s.ok()) {
     spdlog::error("backup: resetting from snapshot {} failed: {}", path, s.ToString());
   }
   InstallStepDone("install: backup reset");
   // 4. Snapshots and partial transfers the node no longer needs.
   snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
+  spdlog::info("raft: snapshot {} installed off the loop: store {} ms, backup {} ms", path,
+               absl::ToInt64Milliseconds(store_done - started),
+               absl::ToInt64Milliseconds(absl::Now() - store_done));
+  Post(InstallDoneEvent{});  // dropped if stopping: Stop() joins this thread
+}
+
+void RaftLoop::FinishInstall() {
+  install_thread_.join();
+  installing_ = false;
+  for (const raftpb::Entry& e : entries_after_install_) ApplyEntry(e);
+  entries_after_install_.clear();
+  raft_->PauseApply(false);  // what committed meanwhile comes in the next Ready, in order
+  pending_.ReleaseApplied(sm_->applied_index());
+  InstallStepDone("install: done");
+  if (held_snapshot_msg_) {
+    raft_->Step(*held_snapshot_msg_);
+    held_snapshot_msg_.reset();
+  }
+}
+
+void RaftLoop::RefreshDbSize() {
+  if (db_size_refreshing_.exchange(true)) return;  // the last one has not run yet
+  readers_->Submit([this] {
+    db_size_bytes_.store(sm_->ApproximateSizeBytes(), std::memory_order_relaxed);
+    db_size_refreshing_.store(false);
+  });
 }
 
 void RaftLoop::InstallStepDone(std::string_view step) const {
@@ -755,7 +841,7 @@ void RaftLoop::PublishStatus() {
   s.applied_index = sm_->applied_index();
   s.revision = sm_->revision();
   s.cluster_id = options_.cluster_id;
-  s.db_size_bytes = db_size_bytes_;
+  s.db_size_bytes = db_size_bytes_.load(std::memory_order_relaxed);
   s.alarms = Alarms();
   if (!rs.rejoin_detail.empty()) s.alarms.push_back(rs.rejoin_detail);
   absl::MutexLock lock(&status_mu_);
@@ -763,8 +849,14 @@ void RaftLoop::PublishStatus() {
 }
 
 NodeStatus RaftLoop::Status() const {
-  absl::MutexLock lock(&status_mu_);
-  return status_;
+  NodeStatus s;
+  {
+    absl::MutexLock lock(&status_mu_);
+    s = status_;
+  }
+  s.loop_max_iteration_us = loop_max_iteration_us_.load(std::memory_order_relaxed);
+  s.loop_max_tick_gap_us = loop_max_tick_gap_us_.load(std::memory_order_relaxed);
+  return s;
 }
 
 std::vector<PeerStatus> RaftLoop::Members() const {

@@ -16,6 +16,13 @@
 //      state machine and answer their writers; release reads whose index is applied;
 //      Advance().
 //
+// Nothing else runs on the loop (issue 10 item 4): read barriers are answered on the reader
+// pool (reader_pool.h), which then reads the state machine; the db-size figure is taken there
+// too; a snapshot received from the leader is installed on an install thread (the store's
+// restore, the backup's reset) while the loop goes on appending, acknowledging, ticking and
+// heartbeating, with the core's apply paused (Raft::PauseApply) until the install is done.
+// The loop records its longest iteration and tick gap (NodeStatus).
+//
 // Writes on a follower are forwarded to the leader (Forwarder); the follower answers its
 // client only after it has applied the entry itself, so a read on the same node sees it.
 // Writes and reads not answered within --request-timeout-ms fail with kDeadlineExceeded
@@ -47,6 +54,7 @@
 #include "server/peer/peer_channels.h"
 #include "server/peer/peer_service.h"
 #include "server/replication/pending_requests.h"
+#include "server/replication/reader_pool.h"
 #include "server/service/replicator.h"
 #include "server/snapshots/snapshot_store.h"
 
@@ -105,6 +113,9 @@ struct RaftLoopOptions {
   // SQLite connection) is retried this many times, 50 ms apart, then fails (and is retried
   // at the next snapshot).
   uint32_t snapshot_copy_busy_retries = 10;
+  // --reader-threads: threads that answer read barriers and then read the state machine
+  // (GET, MGET, Range, DBSIZE), off the raft loop.
+  uint32_t reader_threads = 4;
 
   // The state machine was just restored from a snapshot file (kvd --restore-from) and the
   // WAL is new: start the log after the store's applied index.
@@ -112,7 +123,8 @@ struct RaftLoopOptions {
 
   // ---- Test seams (not flags) ----
   // Called with the step's name after each step of installing a snapshot from the leader
-  // (InstallSnapshot), so a test can end the process there
+  // (StartInstall, InstallStore, FinishInstall: the loop's and the install thread's steps,
+  // in order), so a test can end the process there
   // (tests/server/snapshot_install_crash_test.cc). Empty: the environment's
   // RAFTKV_CRASH_AFTER_INSTALL_STEP, if set (raft_loop.cc), else nothing.
   std::function<void(std::string_view step)> install_crash_point;
@@ -208,8 +220,11 @@ class RaftLoop : public Replicator, public PeerHandler {
     uint64_t peer = 0;
     bool ok = false;
   };
+  // The install thread finished the store and backup steps of a snapshot install.
+  struct InstallDoneEvent {};
   using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
-                             AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent>;
+                             AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent,
+                             InstallDoneEvent>;
 
   RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options);
   // The parts of Start, in order.
@@ -244,9 +259,19 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ProcessReady();
   void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
-  // Installs a snapshot from the leader into the WAL, the store and the backup, durably and
-  // in an order start-up can finish from any point. `hs`: the hard state to persist with it.
-  void InstallSnapshot(const raftpb::Snapshot& snap, raftpb::HardState hs);
+  // Starts installing a snapshot from the leader, durably and in an order start-up can
+  // finish from any point: restarts the WAL after it (on the loop, before returning), then
+  // pauses the core's apply and starts the install thread (InstallStore) for the store and
+  // the backup. `hs`: the hard state to persist with it. REQUIRES: no install in flight.
+  void StartInstall(const raftpb::Snapshot& snap, raftpb::HardState hs);
+  // The install thread: the store, then the backup, then posts InstallDoneEvent.
+  void InstallStore(std::string path);
+  // On the loop, after InstallDoneEvent: prunes snapshots, applies the entries that committed
+  // with the snapshot's Ready, resumes the core's apply, steps a snapshot message held back.
+  void FinishInstall();
+  // Refreshes NodeStatus::db_size_bytes on the reader pool (RocksDB's size look-up can wait
+  // for the store's lock, which an install holds).
+  void RefreshDbSize();
   // Calls options_.install_crash_point, if set, with `step`.
   void InstallStepDone(std::string_view step) const;
   void OnSnapshotMade(const SnapshotReport& report);
@@ -269,13 +294,20 @@ class RaftLoop : public Replicator, public PeerHandler {
   uint64_t next_read_id_ = 1;
   uint64_t last_term_ = 0;
   uint64_t last_lead_ = 0;
-  uint64_t db_size_bytes_ = 0;  // refreshed every tick
+  // A snapshot install in flight (StartInstall .. FinishInstall): its thread, the committed
+  // entries of the snapshot's Ready (applied once the store is in), and a newer MSG_SNAP that
+  // arrived meanwhile (stepped once this one is done).
+  bool installing_ = false;
+  std::thread install_thread_;
+  std::vector<raftpb::Entry> entries_after_install_;
+  std::optional<raftpb::Message> held_snapshot_msg_;
 
   std::unique_ptr<PeerChannels> channels_;
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<SnapshotSender> snapshot_sender_;
   std::unique_ptr<BackupWorker> backup_;
+  std::unique_ptr<ReaderPool> readers_;
   // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
   std::vector<WriteEvent> deferred_writes_;
   // This node's own client session for the writes it forwards (random per start) and its
@@ -297,6 +329,12 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
+  // NodeStatus::db_size_bytes, refreshed on the reader pool at most once per tick.
+  std::atomic<uint64_t> db_size_bytes_{0};
+  std::atomic<bool> db_size_refreshing_{false};
+  // NodeStatus::loop_max_iteration_us / loop_max_tick_gap_us: written by the loop thread.
+  std::atomic<uint64_t> loop_max_iteration_us_{0};
+  std::atomic<uint64_t> loop_max_tick_gap_us_{0};
   // Sequences of this node's session not yet answered to their client.
   absl::Mutex forward_mu_;
   std::set<uint64_t> forward_unanswered_ ABSL_GUARDED_BY(forward_mu_);

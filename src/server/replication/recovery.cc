@@ -75,7 +75,7 @@ absl::Status LoadSnapshotReachingLog(kv::StateMachine* sm, const raft::wal::WalS
 // Everything before the log's first entry is committed: the log starts after a snapshot from
 // the leader, a compaction of applied entries or a restored store. A snapshot install killed
 // after the log restarted and before the raised commit was synced leaves a lower commit
-// index on disk (RaftLoop::InstallSnapshot): raise it, durably, as the install would have.
+// index on disk (RaftLoop::StartInstall): raise it, durably, as the install would have.
 absl::Status CommitLogStart(raft::wal::WalStorage* wal, const std::string& wal_dir) {
   raftpb::HardState hs = wal->hard_state();
   const uint64_t log_start = wal->FirstIndex() - 1;

@@ -38,6 +38,12 @@ struct NodeStatus {
   int64_t revision = 0;
   uint64_t cluster_id = 0;
   uint64_t db_size_bytes = 0;
+  // The raft loop since this node started: its longest iteration (the work between two waits
+  // for input: stepping, persisting, sending, applying) and the longest gap between two ticks
+  // (--tick-ms when healthy). Either near the election timeout means the loop, not the
+  // network, is what delays heartbeats and elections.
+  uint64_t loop_max_iteration_us = 0;
+  uint64_t loop_max_tick_gap_us = 0;
   // Conditions an operator must act on, one sentence each (etcd Maintenance.Status `errors`;
   // kvctl status shows them). Empty when all is well.
   std::vector<std::string> alarms;

@@ -25,6 +25,8 @@ grpc::Status EtcdMaintenance::Status(grpc::ServerContext*, const pb::StatusReque
   resp->set_raftterm(status.term);
   resp->set_raftappliedindex(status.applied_index);
   for (const std::string& alarm : status.alarms) resp->add_errors(alarm);
+  resp->set_raftkv_loop_max_iteration_us(status.loop_max_iteration_us);
+  resp->set_raftkv_loop_max_tick_gap_us(status.loop_max_tick_gap_us);
   return grpc::Status::OK;
 }
 

@@ -1,0 +1,170 @@
+// Issue 10 item 4: the raft loop only does consensus. What a client's read does after its
+// barrier, and a snapshot install's store and backup steps, run on other threads: the loop
+// meanwhile goes on taking writes, appending, acknowledging and committing.
+//
+// Each test blocks the off-loop work on purpose (a read callback, the store's install) until
+// the loop has shown progress that needs it to be free, so a loop that ran that work itself
+// would never show it: the bounded wait fails. (tests/integration/test_loop_latency.py
+// measures the same with real kvd processes and a large keyspace.)
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "eventually.h"
+#include "gtest/gtest.h"
+#include "install_crash_scenario.h"
+#include "kv/sqlite_snapshot.h"
+#include "kv/temp_dir.h"
+#include "server/data_dir.h"
+#include "server/replication/raft_loop.h"
+#include "server/replication/recovery.h"
+#include "server/snapshots/snapshot_store.h"
+
+namespace raftkv::server {
+namespace {
+
+using kv::testing::TempDir;
+using testing::AppendAfter;
+using testing::Eventually;
+using testing::FollowerLoopOptions;
+using testing::PutCommand;
+using testing::SnapMessage;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+// A read whose callback does not return until a write made after it was answered: with the
+// callback on the loop, that write could never be proposed.
+TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  kv::StateMachineOptions sm_options;
+  sm_options.db_path = dir.db();
+  auto sm = kv::StateMachine::Open(sm_options);
+  ASSERT_TRUE(sm.ok()) << sm.status();
+  RaftLoopOptions options;
+  options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};  // one node
+  options.tick_ms = 10;
+  auto loop = RaftLoop::Start(sm->get(), dir, options);
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  ASSERT_TRUE(Eventually([&] { return (*loop)->Status().role == "leader"; }));
+
+  absl::Notification read_started, write_answered, read_done;
+  (*loop)->ReadBarrier([&](absl::Status s) {
+    EXPECT_TRUE(s.ok()) << s;
+    read_started.Notify();
+    // As long as a read of the whole keyspace would take, and then some.
+    write_answered.WaitForNotificationWithTimeout(kWait);
+    read_done.Notify();
+  });
+  ASSERT_TRUE(read_started.WaitForNotificationWithTimeout(kWait));
+  absl::Status write_status = absl::UnknownError("not answered");
+  (*loop)->Write(PutCommand("k", "v"), [&](absl::StatusOr<kv::ApplyResult> r) {
+    write_status = r.status();
+    write_answered.Notify();
+  });
+  EXPECT_TRUE(write_answered.WaitForNotificationWithTimeout(kWait))
+      << "a write was not answered while a read callback ran: the read holds the raft loop";
+  EXPECT_TRUE(read_done.WaitForNotificationWithTimeout(kWait));
+  if (write_answered.HasBeenNotified()) {
+    EXPECT_TRUE(write_status.ok()) << write_status;
+  }
+  (*loop)->Stop();
+}
+
+// Delegates to a real store; InstallSnapshot waits until the test lets it go.
+class BlockingInstallStateMachine final : public kv::StateMachine {
+ public:
+  explicit BlockingInstallStateMachine(std::unique_ptr<kv::StateMachine> inner)
+      : inner_(std::move(inner)) {}
+
+  absl::Notification install_started;
+  absl::Notification release_install;
+
+  absl::Status InstallSnapshot(const std::string& path) override {
+    install_started.Notify();
+    release_install.WaitForNotificationWithTimeout(kWait);
+    return inner_->InstallSnapshot(path);
+  }
+  absl::StatusOr<kv::ApplyResult> Apply(uint64_t index, uint64_t term,
+                                        const kvpb::Command& cmd) override {
+    return inner_->Apply(index, term, cmd);
+  }
+  absl::Status ApplyEmpty(uint64_t index, uint64_t term) override {
+    return inner_->ApplyEmpty(index, term);
+  }
+  absl::StatusOr<std::optional<kv::KeyValue>> Get(std::string_view key) const override {
+    return inner_->Get(key);
+  }
+  absl::StatusOr<kv::RangeResult> Range(std::string_view key, std::string_view range_end,
+                                        int64_t limit, bool keys_only,
+                                        bool count_only) const override {
+    return inner_->Range(key, range_end, limit, keys_only, count_only);
+  }
+  uint64_t applied_index() const override { return inner_->applied_index(); }
+  uint64_t applied_term() const override { return inner_->applied_term(); }
+  int64_t revision() const override { return inner_->revision(); }
+  absl::Status Flush() override { return inner_->Flush(); }
+  uint64_t ApproximateSizeBytes() const override { return inner_->ApproximateSizeBytes(); }
+  absl::Status Export(kv::ExportSink& sink) const override { return inner_->Export(sink); }
+
+ private:
+  std::unique_ptr<kv::StateMachine> inner_;
+};
+
+// A follower (install_crash_scenario.h: the test plays the leader) receives a snapshot at
+// index 10; while the store's install is held, the leader's next entry arrives: the follower
+// appends it and its commit index moves (the loop is free), but nothing is applied before the
+// store holds the snapshot; once released, the entry is applied after it.
+TEST(LoopOffloadTest, ASnapshotInstallRunsOffTheLoopAndNothingIsAppliedBeforeIt) {
+  constexpr uint64_t kSnapIndex = 10, kSnapTerm = 2;
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  std::filesystem::create_directories(dir.received_snapshots());
+  const std::string snap_path =
+      SnapshotStore(dir.received_snapshots()).PathFor(kSnapIndex, kSnapTerm);
+  {
+    kv::StateMachineOptions o;
+    o.db_path = tmp.Sub("leader-db");
+    auto leader = kv::StateMachine::Open(o);
+    ASSERT_TRUE(leader.ok()) << leader.status();
+    for (uint64_t i = 1; i <= kSnapIndex; ++i) {
+      ASSERT_TRUE((*leader)->Apply(i, kSnapTerm, PutCommand(absl::StrCat("k", i), "v")).ok());
+    }
+    auto meta = kv::WriteSnapshot(**leader, snap_path);
+    ASSERT_TRUE(meta.ok()) << meta.status();
+  }
+  auto opened = OpenStateMachine(dir, "");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  BlockingInstallStateMachine sm(*std::move(opened));
+  RaftLoopOptions options = FollowerLoopOptions(dir.root());
+  options.empty_start = raft::Config::EmptyStart::kNewCluster;  // takes the leader's log at once
+  auto loop = RaftLoop::Start(&sm, dir, options);
+  ASSERT_TRUE(loop.ok()) << loop.status();
+
+  (*loop)->Deliver(SnapMessage(snap_path, kSnapIndex, kSnapTerm));
+  ASSERT_TRUE(sm.install_started.WaitForNotificationWithTimeout(kWait));
+  (*loop)->Deliver(AppendAfter(kSnapIndex, kSnapTerm, "after", "snapshot"));
+  const bool committed = Eventually([&] {
+    return (*loop)->Status().commit_index == kSnapIndex + 1;
+  });
+  const uint64_t applied_while_installing = sm.applied_index();
+  sm.release_install.Notify();
+  EXPECT_TRUE(committed) << "the follower took no entry while its store installed a "
+                            "snapshot: the install holds the raft loop";
+  EXPECT_EQ(applied_while_installing, 0u) << "applied before the store held the snapshot";
+
+  ASSERT_TRUE(Eventually([&] { return sm.applied_index() == kSnapIndex + 1; }))
+      << "applied " << sm.applied_index();
+  auto after = sm.Get("after");
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->value, "snapshot");
+  auto k1 = sm.Get("k1");
+  ASSERT_TRUE(k1.ok() && k1->has_value()) << "the snapshot's data is missing";
+  (*loop)->Stop();
+}
+
+}  // namespace
+}  // namespace raftkv::server
