@@ -213,7 +213,9 @@ class TextClient:
         self.sock.close()
 
     def __del__(self):
-        self.sock.close()
+        # No socket if the connection was refused in __init__.
+        if getattr(self, "sock", None) is not None:
+            self.sock.close()
 
 
 def run(args, timeout_s=30, env=None):
