@@ -16,6 +16,7 @@
 #include "kv/state_machine.h"
 #include "raft.pb.h"
 #include "server/replication/raft_loop.h"
+#include "forwarding_state_machine.h"
 
 namespace raftkv::server::testing {
 
@@ -90,15 +91,14 @@ inline raftpb::Message AppendAfter(uint64_t prev_index, uint64_t term, const std
 
 // A state machine that lets a test wait until an index is applied (no sleeping): every call
 // goes to the real one; WaitApplied wakes on each Apply.
-class WaitableStateMachine final : public kv::StateMachine {
+class WaitableStateMachine final : public ForwardingStateMachine {
  public:
-  explicit WaitableStateMachine(std::unique_ptr<kv::StateMachine> inner)
-      : inner_(std::move(inner)) {}
+  using ForwardingStateMachine::ForwardingStateMachine;
 
   // Whether applied_index() reached `index` within `timeout`.
   bool WaitApplied(uint64_t index, absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto reached = [&] { return inner_->applied_index() >= index; };
+    auto reached = [&] { return inner().applied_index() >= index; };
     return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
   }
 
@@ -136,33 +136,18 @@ class WaitableStateMachine final : public kv::StateMachine {
       }
     }
     absl::MutexLock lock(&mu_);  // releasing it re-evaluates WaitApplied's condition
-    return inner_->Apply(index, term, cmd);
+    return ForwardingStateMachine::Apply(index, term, cmd);
   }
   absl::Status ApplyEmpty(uint64_t index, uint64_t term) override {
     absl::MutexLock lock(&mu_);
-    return inner_->ApplyEmpty(index, term);
+    return ForwardingStateMachine::ApplyEmpty(index, term);
   }
   absl::Status InstallSnapshot(const std::string& path) override {
     absl::MutexLock lock(&mu_);
-    return inner_->InstallSnapshot(path);
+    return ForwardingStateMachine::InstallSnapshot(path);
   }
-  absl::StatusOr<std::optional<kv::KeyValue>> Get(std::string_view key) const override {
-    return inner_->Get(key);
-  }
-  absl::StatusOr<kv::RangeResult> Range(std::string_view key, std::string_view range_end,
-                                        int64_t limit, bool keys_only,
-                                        bool count_only) const override {
-    return inner_->Range(key, range_end, limit, keys_only, count_only);
-  }
-  uint64_t applied_index() const override { return inner_->applied_index(); }
-  uint64_t applied_term() const override { return inner_->applied_term(); }
-  int64_t revision() const override { return inner_->revision(); }
-  absl::Status Flush() override { return inner_->Flush(); }
-  uint64_t ApproximateSizeBytes() const override { return inner_->ApproximateSizeBytes(); }
-  absl::Status Export(kv::ExportSink& sink) const override { return inner_->Export(sink); }
 
  private:
-  std::unique_ptr<kv::StateMachine> inner_;
   absl::Mutex mu_;
   absl::Mutex gate_mu_;
   std::optional<std::string> block_key_ ABSL_GUARDED_BY(gate_mu_);

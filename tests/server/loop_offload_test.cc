@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "eventually.h"
+#include "forwarding_state_machine.h"
 #include "gtest/gtest.h"
 #include "install_crash_scenario.h"
 #include "kv/sqlite_snapshot.h"
@@ -75,10 +76,9 @@ TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
 }
 
 // Delegates to a real store; InstallSnapshot waits until the test lets it go.
-class BlockingInstallStateMachine final : public kv::StateMachine {
+class BlockingInstallStateMachine final : public testing::ForwardingStateMachine {
  public:
-  explicit BlockingInstallStateMachine(std::unique_ptr<kv::StateMachine> inner)
-      : inner_(std::move(inner)) {}
+  using ForwardingStateMachine::ForwardingStateMachine;
 
   absl::Notification install_started;
   absl::Notification release_install;
@@ -86,32 +86,8 @@ class BlockingInstallStateMachine final : public kv::StateMachine {
   absl::Status InstallSnapshot(const std::string& path) override {
     install_started.Notify();
     release_install.WaitForNotificationWithTimeout(kWait);
-    return inner_->InstallSnapshot(path);
+    return ForwardingStateMachine::InstallSnapshot(path);
   }
-  absl::StatusOr<kv::ApplyResult> Apply(uint64_t index, uint64_t term,
-                                        const kvpb::Command& cmd) override {
-    return inner_->Apply(index, term, cmd);
-  }
-  absl::Status ApplyEmpty(uint64_t index, uint64_t term) override {
-    return inner_->ApplyEmpty(index, term);
-  }
-  absl::StatusOr<std::optional<kv::KeyValue>> Get(std::string_view key) const override {
-    return inner_->Get(key);
-  }
-  absl::StatusOr<kv::RangeResult> Range(std::string_view key, std::string_view range_end,
-                                        int64_t limit, bool keys_only,
-                                        bool count_only) const override {
-    return inner_->Range(key, range_end, limit, keys_only, count_only);
-  }
-  uint64_t applied_index() const override { return inner_->applied_index(); }
-  uint64_t applied_term() const override { return inner_->applied_term(); }
-  int64_t revision() const override { return inner_->revision(); }
-  absl::Status Flush() override { return inner_->Flush(); }
-  uint64_t ApproximateSizeBytes() const override { return inner_->ApproximateSizeBytes(); }
-  absl::Status Export(kv::ExportSink& sink) const override { return inner_->Export(sink); }
-
- private:
-  std::unique_ptr<kv::StateMachine> inner_;
 };
 
 // A follower (install_crash_scenario.h: the test plays the leader) receives a snapshot at

@@ -19,6 +19,7 @@
 #include "raft_service.grpc.pb.h"
 #include "server/peer/peer_service.h"
 #include "server/peer/snapshot_receiver.h"
+#include "test_snapshot.h"
 
 namespace raftkv::server {
 namespace {
@@ -108,19 +109,8 @@ class SnapshotReceiverTest : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    kv::StateMachineOptions o;
-    o.db_path = (dir_ / "db").string();
-    auto sm = kv::StateMachine::Open(o);
-    ASSERT_TRUE(sm.ok()) << sm.status();
-    for (int i = 0; i < 300; ++i) {
-      kvpb::Command cmd;
-      auto* put = cmd.add_ops()->mutable_put();
-      put->set_key("k" + std::to_string(i));
-      put->set_value(std::string(200, 'v'));
-      ASSERT_TRUE((*sm)->Apply(i + 1, 1, cmd).ok());
-    }
     const std::string path = (dir_ / kName).string();
-    ASSERT_TRUE(kv::WriteSnapshot(**sm, path).ok());
+    ASSERT_NO_FATAL_FAILURE(testing::WriteTestSnapshot(dir_, 300, path));
     std::ifstream in(path, std::ios::binary);
     bytes_.assign(std::istreambuf_iterator<char>(in), {});
     ASSERT_GT(bytes_.size(), 4 * kChunk);

@@ -13,6 +13,7 @@
 #include "server/peer/snapshot_receiver.h"
 #include "server/peer/peer_channels.h"
 #include "server/peer/snapshot_sender.h"
+#include "test_snapshot.h"
 
 namespace raftkv::server {
 namespace {
@@ -40,19 +41,8 @@ class SnapshotTransferTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     // A real snapshot of a store with 500 keys.
-    kv::StateMachineOptions o;
-    o.db_path = (dir_ / "db").string();
-    auto sm = kv::StateMachine::Open(o);
-    ASSERT_TRUE(sm.ok()) << sm.status();
-    for (int i = 0; i < 500; ++i) {
-      kvpb::Command cmd;
-      auto* put = cmd.add_ops()->mutable_put();
-      put->set_key("k" + std::to_string(i));
-      put->set_value(std::string(200, 'v'));
-      ASSERT_TRUE((*sm)->Apply(i + 1, 1, cmd).ok());
-    }
     snap_ = (dir_ / "snap-00000000000000000500-1.db").string();
-    ASSERT_TRUE(kv::WriteSnapshot(**sm, snap_).ok());
+    ASSERT_NO_FATAL_FAILURE(testing::WriteTestSnapshot(dir_, 500, snap_));
 
     receiver_ = std::make_unique<SnapshotReceiver>((dir_ / "received").string(),
                                                    [this](raftpb::Message m) {
