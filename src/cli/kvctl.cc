@@ -274,9 +274,12 @@ int Main(int argc, char** argv) {
   CLI::App app{
       "kvctl: client for raftkv over its etcd-compatible gRPC API.\n"
       "Endpoints are tried in order; one that is unreachable or not serving (UNAVAILABLE)\n"
-      "is skipped. Exit codes: 0 success, 1 key not found, 2 usage error (snapshot status:\n"
-      "the file does not exist), 3 cluster unavailable (or any other failure), 4 a snapshot\n"
-      "file failed verification (snapshot save: the received file; snapshot status: FILE)."};
+      "is skipped. Writes carry a session (a random id per run), so a write whose outcome is\n"
+      "unknown is resent to the next endpoint and still applied at most once.\n"
+      "Exit codes: 0 success, 1 key not found, 2 usage error (snapshot status: the file does\n"
+      "not exist), 3 cluster unavailable or any other failure (for a write: not applied),\n"
+      "4 a snapshot file failed verification (snapshot save: the received file; snapshot\n"
+      "status: FILE), 5 a write's outcome is unknown (applied at most once)."};
   app.option_defaults()->always_capture_default();
   app.add_option("--endpoints", f.endpoints, "comma-separated host:port gRPC endpoints");
   app.add_option("--output", f.output, "output format")
