@@ -24,21 +24,10 @@
 namespace raftkv::server {
 namespace {
 
+using testing::ReceiverService;
+
 constexpr char kName[] = "snap-00000000000000000300-1.db";
 constexpr uint64_t kChunk = 4096;
-
-class ReceiverService final : public raftpb::RaftPeer::Service {
- public:
-  explicit ReceiverService(SnapshotReceiver* r) : r_(r) {}
-  grpc::Status InstallSnapshot(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override {
-    return r_->Serve(context, stream);
-  }
-
- private:
-  SnapshotReceiver* r_;
-};
 
 // One InstallSnapshot stream, written by hand.
 class RawStream {

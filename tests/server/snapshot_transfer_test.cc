@@ -18,19 +18,7 @@
 namespace raftkv::server {
 namespace {
 
-// Only the snapshot stream of the peer service.
-class ReceiverService final : public raftpb::RaftPeer::Service {
- public:
-  explicit ReceiverService(SnapshotReceiver* r) : r_(r) {}
-  grpc::Status InstallSnapshot(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override {
-    return r_->Serve(context, stream);
-  }
-
- private:
-  SnapshotReceiver* r_;
-};
+using testing::ReceiverService;
 
 class SnapshotTransferTest : public ::testing::Test {
  protected:

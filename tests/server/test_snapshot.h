@@ -1,14 +1,17 @@
-// A real Raft snapshot file for the peer tests: a store holding keys k0..k<keys-1> (200-byte
-// values), one entry per key at term 1, written as a kv/sqlite_snapshot.h file at `path`. The
-// store lives in `scratch_dir`/db.
+// The peer tests' snapshot fixtures. WriteTestSnapshot writes a real Raft snapshot file: a
+// store holding keys k0..k<keys-1> (200-byte values), one entry per key at term 1, written as
+// a kv/sqlite_snapshot.h file at `path`; the store lives in `scratch_dir`/db.
 #pragma once
 
 #include <filesystem>
 #include <string>
 
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine.h"
+#include "raft_service.grpc.pb.h"
+#include "server/peer/snapshot_receiver.h"
 
 namespace raftkv::server::testing {
 
@@ -27,5 +30,19 @@ inline void WriteTestSnapshot(const std::filesystem::path& scratch_dir, int keys
   }
   ASSERT_TRUE(kv::WriteSnapshot(**sm, path).ok());
 }
+
+// Only the snapshot stream of the peer service, served by `r`.
+class ReceiverService final : public raftpb::RaftPeer::Service {
+ public:
+  explicit ReceiverService(SnapshotReceiver* r) : r_(r) {}
+  grpc::Status InstallSnapshot(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<raftpb::SnapshotAck, raftpb::SnapshotChunk>* stream) override {
+    return r_->Serve(context, stream);
+  }
+
+ private:
+  SnapshotReceiver* r_;
+};
 
 }  // namespace raftkv::server::testing
