@@ -769,6 +769,7 @@ void RaftLoop::CheckTransfers(absl::Time now) {
       transfer_target_ = 0;  // still no leader known: held writes are refused below
     }
   }
+  std::vector<std::pair<TransferDone, absl::StatusOr<uint64_t>>> answers;
   for (auto it = transfers_.begin(); it != transfers_.end();) {
     std::optional<absl::StatusOr<uint64_t>> answer;
     if (moved) {
@@ -793,9 +794,12 @@ void RaftLoop::CheckTransfers(absl::Time now) {
       ++it;
       continue;
     }
-    TransferDone done = std::move(it->done);
+    answers.emplace_back(std::move(it->done), *std::move(answer));
     it = transfers_.erase(it);
-    std::move(done)(*std::move(answer));
+  }
+  if (!answers.empty()) {
+    PublishStatus();  // a client that asks Status next sees the new leader
+    for (auto& [done, answer] : answers) std::move(done)(std::move(answer));
   }
   if (held_writes_.empty()) return;
   std::vector<WriteEvent> held;
