@@ -49,13 +49,14 @@ class Writer(threading.Thread):
     is resent (same session and sequence: applied at most once) to the next node until OK or
     `deadline_s` passes (then it counts as failed), as the chaos clients do."""
 
-    def __init__(self, nodes, deadline_s=10.0):
+    def __init__(self, nodes, first=0, deadline_s=10.0):
         super().__init__(daemon=True)
         self.nodes = nodes
         self.deadline_s = deadline_s
         self.session = random.randrange(1, 2**62)
+        self.prefix = f"w{first}-"
         self.seq = 0
-        self.target = 0
+        self.target = first
         self.conns = {}
         self.acked = {}    # key -> value, every write answered OK
         self.failed = []   # (key, last reply) of writes no node accepted in time
@@ -90,7 +91,7 @@ class Writer(threading.Thread):
     def run(self):
         i = 0
         while not self.stop_flag.is_set():
-            key, value = f"roll{i}", f"v{i}"
+            key, value = f"{self.prefix}roll{i}", f"v{i}"
             if self.write(key, value):
                 self.acked[key] = value
             i += 1
@@ -199,35 +200,41 @@ class LeaderSigtermTest(unittest.TestCase):
         for n in nodes:
             n.start()
         leader = wait_for_leader(nodes)
-        writer = Writer(nodes)
-        writer.start()
+        # Three clients, each starting on another node: whenever leadership moves, some write
+        # is on its way to the leader (directly or forwarded by a follower).
+        writers = [Writer(nodes, first=i) for i in range(3)]
+        for w in writers:
+            w.start()
+        acked = lambda: sum(len(w.acked) for w in writers)
+        failed = lambda: [f for w in writers for f in w.failed]
         stopped_leaders = 0
         try:
             # The leader first, then the others (one of which leads by then).
-            for n in [leader] + [m for m in nodes if m is not leader]:
-                wait_until(lambda: len(writer.acked) >= 20 * (n.id + 1) or writer.failed,
-                           timeout_s=20, what="writes between restarts")
+            for i, n in enumerate([leader] + [m for m in nodes if m is not leader]):
+                wait_until(lambda: acked() >= 60 * (i + 1) or failed(), timeout_s=20,
+                           what="writes between restarts")
                 was_leader = leader_id(nodes) == n.id
                 self.assertEqual(n.stop(signal.SIGTERM), 0)
                 stopped_leaders += was_leader
                 n.start()
                 wait_for_leader(nodes)
-            count = len(writer.acked)
-            wait_until(lambda: len(writer.acked) >= count + 20 or writer.failed, timeout_s=20,
+            count = acked()
+            wait_until(lambda: acked() >= count + 60 or failed(), timeout_s=20,
                        what="writes after the last restart")
         finally:
-            writer.finish()
-        self.assertEqual(writer.failed, [], "writes no node accepted")
+            for w in writers:
+                w.finish()
+        self.assertEqual(failed(), [], "writes no node accepted")
         self.assertGreaterEqual(stopped_leaders, 1)
-        self.assertGreater(len(writer.acked), 60)
         wait_for_leader(nodes)
-        keys = sorted(writer.acked)
+        all_acked = {k: v for w in writers for k, v in w.acked.items()}
+        keys = sorted(all_acked)
         for n in nodes:  # every acknowledged write, on every node
             c = TextClient(n.port, timeout_s=30)
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
                 replies = c.pipeline([f"GET {k}" for k in chunk])
-                missing = [(k, r) for k, r in zip(chunk, replies) if r != writer.acked[k]]
+                missing = [(k, r) for k, r in zip(chunk, replies) if r != all_acked[k]]
                 self.assertEqual(missing, [], f"node {n.id} lacks acknowledged writes")
             c.close()
 

@@ -806,6 +806,8 @@ void RaftLoop::CheckTransfers(absl::Time now) {
   held.swap(held_writes_);
   if (!HoldingWrites()) {
     // Decided: proposed here (the transfer aborted) or sent to the new leader.
+    spdlog::info("raft: {} write(s) held during the leadership transfer go to {}", held.size(),
+                 leading ? std::string("this node") : NodeName(lead));
     for (WriteEvent& w : held) HandleWrite(w);
     return;
   }
