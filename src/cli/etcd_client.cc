@@ -294,6 +294,21 @@ std::vector<EndpointStatus> EtcdClient::StatusAll() {
   return out;
 }
 
+EndpointStatus EtcdClient::StatusOf(size_t index) {
+  return impl_->StatusOf(impl_->endpoints_.at(index));
+}
+
+absl::Status EtcdClient::MoveLeader(size_t index, uint64_t target_member_id) {
+  Impl::Endpoint& endpoint = impl_->endpoints_.at(index);
+  pb::MoveLeaderRequest req;
+  req.set_targetid(target_member_id);
+  pb::MoveLeaderResponse resp;
+  grpc::Status s = endpoint.maintenance->MoveLeader(impl_->NewContext().get(), req, &resp);
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      Describe(endpoint.address, s));
+}
+
 absl::StatusOr<SnapshotDownload> EtcdClient::Snapshot(SnapshotSink* sink) {
   SnapshotDownload download;
   absl::Status sink_error;

@@ -113,6 +113,13 @@ class EtcdClient {
   absl::StatusOr<std::vector<Member>> Members();
   // Asks every endpoint (not just the first that answers); never fails as a whole.
   std::vector<EndpointStatus> StatusAll();
+  // Asks the endpoint at `index` (of ClientOptions::endpoints) only.
+  EndpointStatus StatusOf(size_t index);
+  // Maintenance.MoveLeader to the endpoint at `index` (it must lead: see StatusAll), for the
+  // member `target_member_id` (0: kvd picks the most up-to-date follower, a raftkv
+  // extension). No failover: only the leader can transfer. Errors: the server's status,
+  // message prefixed with the endpoint.
+  absl::Status MoveLeader(size_t index, uint64_t target_member_id);
   // Streams Maintenance.Snapshot into `sink` from the first endpoint that answers (UNAVAILABLE
   // or a broken stream moves on to the next; the sink is restarted with Begin()). A stream
   // whose remaining_bytes do not add up, or that ends before remaining_bytes reaches 0, is

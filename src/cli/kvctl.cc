@@ -41,6 +41,7 @@ struct Flags {
   std::vector<std::string> keys;
   std::string file;
   int64_t snapshot_timeout_ms = 600000;
+  int64_t transfer_to = -1;  // transfer-leader ID (a node id); -1: none given, kvd picks
 };
 
 bool Json(const Flags& f) { return f.output == "json"; }
@@ -202,6 +203,72 @@ int RunMembers(EtcdClient& client, const Flags& f) {
   return kExitOk;
 }
 
+// Finds the leader among the endpoints (as etcdctl move-leader does) and asks it to hand
+// leadership to node f.transfer_to (-1: the most up-to-date follower, kvd's pick). The
+// leader may change in between (an election): then the search is made once more.
+int RunTransferLeader(EtcdClient& client, const Flags& f) {
+  const std::string cmd = "transfer-leader";
+  auto fail = [&](const absl::Status& s) {
+    std::cerr << "kvctl " << cmd << ": " << s.message() << "\n";
+    switch (s.code()) {
+      case absl::StatusCode::kInvalidArgument:
+      case absl::StatusCode::kNotFound:
+      case absl::StatusCode::kFailedPrecondition:
+        return kExitUsage;  // no such node, a learner, the leader itself, one in progress
+      default:
+        return kExitUnavailable;
+    }
+  };
+  absl::Status last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::vector<EndpointStatus> statuses = client.StatusAll();
+    std::optional<size_t> leader;
+    uint64_t named_leader = 0;  // a leader some endpoint names, maybe not among them
+    std::vector<std::string> errors;
+    for (size_t i = 0; i < statuses.size(); ++i) {
+      const EndpointStatus& st = statuses[i];
+      if (!st.error.empty()) {
+        errors.push_back(st.error);
+        continue;
+      }
+      if (st.leader_member_id != 0) named_leader = st.leader_member_id;
+      if (st.member_id != 0 && st.member_id == st.leader_member_id) leader = i;
+    }
+    if (!leader) {
+      if (named_leader != 0) {
+        return fail(absl::UnavailableError(absl::StrCat(
+            "the leader is node ", NodeId(named_leader),
+            ", which is not among --endpoints (give its gRPC address)")));
+      }
+      return fail(absl::UnavailableError(absl::StrCat(
+          "no endpoint is the leader (no leader known, or none answered)",
+          errors.empty() ? "" : absl::StrCat(": ", absl::StrJoin(errors, "; ")))));
+    }
+    const uint64_t from = statuses[*leader].member_id;
+    // etcd member id = node id + 1; 0 asks kvd to pick.
+    const uint64_t target = f.transfer_to < 0 ? 0 : static_cast<uint64_t>(f.transfer_to) + 1;
+    if (target == from) {
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("node ", f.transfer_to, " already leads")));
+    }
+    last = client.MoveLeader(*leader, target);
+    if (last.code() == absl::StatusCode::kUnavailable) continue;  // no longer the leader
+    if (!last.ok()) return fail(last);
+    // The old leader answered once it knew the new one: it names it.
+    EndpointStatus after = client.StatusOf(*leader);
+    const uint64_t to = after.error.empty() ? after.leader_member_id : target;
+    if (Json(f)) {
+      std::cout << absl::StrFormat("{\"ok\":true,\"from\":%s,\"to\":%s,\"term\":%d}\n",
+                                   NodeId(from), to == 0 ? "null" : NodeId(to), after.term);
+    } else {
+      std::cout << absl::StrFormat("leadership moved from node %s to node %s (term %d)\n",
+                                   NodeId(from), NodeId(to), after.term);
+    }
+    return kExitOk;
+  }
+  return fail(last);
+}
+
 std::string MetaJson(const kv::SnapshotMeta& m) {
   return absl::StrFormat(
       "\"format_version\":%d,\"applied_index\":%d,\"applied_term\":%d,\"revision\":%d,"
@@ -303,6 +370,15 @@ int Main(int argc, char** argv) {
   CLI::App* status = app.add_subcommand(
       "status", "ask every endpoint for its raft status and alarms (exit 3 if none answers)");
   CLI::App* members = app.add_subcommand("members", "list the cluster members");
+  CLI::App* transfer = app.add_subcommand(
+      "transfer-leader",
+      "move leadership to node ID (a node id as `members` and `status` print it; none: the "
+      "most up-to-date follower). kvctl finds the leader among --endpoints and waits until "
+      "the new leader is elected (a few round trips; writes are held meanwhile, not "
+      "refused). Exit 2 if ID is no voter or already leads, 3 if no endpoint leads or the "
+      "transfer did not finish within --timeout-ms");
+  transfer->add_option("id", f.transfer_to, "node id to hand leadership to")
+      ->check(CLI::NonNegativeNumber);
   CLI::App* snapshot = app.add_subcommand("snapshot", "save or check SQLite snapshot files");
   snapshot->require_subcommand(1);
   CLI::App* snapshot_save = snapshot->add_subcommand(
@@ -347,6 +423,7 @@ int Main(int argc, char** argv) {
   if (mget->parsed()) return RunMget(client, f);
   if (status->parsed()) return RunStatus(client, f);
   if (members->parsed()) return RunMembers(client, f);
+  if (transfer->parsed()) return RunTransferLeader(client, f);
   if (snapshot_save->parsed()) return RunSnapshotSave(client, f);
   return kExitUsage;
 }

@@ -139,6 +139,11 @@ absl::Status NodeConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "--peer-keepalive-ms must be 0 (off) or at least ", kMinPeerKeepaliveMs));
   }
+  if (shutdown_transfer_timeout_ms < -1) {
+    return absl::InvalidArgumentError(
+        "--shutdown-transfer-timeout-ms must be -1 (twice the election timeout), 0 (off) or "
+        "a number of milliseconds");
+  }
   if (raft.election_ticks <= raft.heartbeat_ticks) {
     return absl::InvalidArgumentError("--election-ticks must be greater than --heartbeat-ticks");
   }

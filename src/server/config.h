@@ -60,6 +60,15 @@ struct NodeConfig {
   // streams never end by themselves, so this also bounds how long a stopping leader keeps
   // heartbeating (the rest of the cluster elects a new one only after it stops).
   uint32_t shutdown_grpc_grace_ms = 1000;  // --shutdown-grpc-grace-ms
+  // On SIGTERM/SIGINT, a leader first hands leadership to the most up-to-date follower and
+  // waits this long at most for it (and for its proposed writes to be answered). -1: twice
+  // the election timeout (--election-ticks x --tick-ms); 0: stop without handing over.
+  int64_t shutdown_transfer_timeout_ms = -1;  // --shutdown-transfer-timeout-ms
+  int64_t ShutdownTransferTimeoutMs() const {
+    return shutdown_transfer_timeout_ms >= 0
+               ? shutdown_transfer_timeout_ms
+               : 2 * static_cast<int64_t>(raft.election_ticks) * raft.tick_ms;
+  }
 
   const NodeAddress& self() const { return cluster.at(id); }
   const std::string& listen_host() const { return listen_ip.empty() ? self().ip : listen_ip; }

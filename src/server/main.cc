@@ -1,8 +1,9 @@
 // kvd: one raftkv node. See `kvd --help`, README.md and docs/architecture.md.
 //
 // Start-up order: parse and validate flags (exit 2 on any error), open the state machine,
-// start consensus, then the client front ends. Shutdown on SIGINT/SIGTERM in reverse: stop
-// accepting clients, let in-flight requests finish, stop consensus, close RocksDB, exit 0.
+// start consensus, then the client front ends. Shutdown on SIGINT/SIGTERM: a leader hands
+// leadership over first (--shutdown-transfer-timeout-ms), then in reverse: stop accepting
+// clients, let in-flight requests finish, stop consensus, close RocksDB, exit 0.
 #include <signal.h>
 
 #include <cstdio>
@@ -102,6 +103,10 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "Most keys one etcd Range may return (count_only is exempt)");
   add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,
       "On SIGTERM, how long in-flight gRPC calls may finish before they are cancelled");
+  add("--shutdown-transfer-timeout-ms", &config->shutdown_transfer_timeout_ms,
+      "On SIGTERM/SIGINT, a leader first hands leadership to the most up-to-date follower "
+      "(so clients see no election) and waits at most this long for it; then it stops as "
+      "usual. -1 = twice the election timeout, 0 = stop without handing over");
   add("--grpc-max-message-bytes", &config->grpc_max_message_bytes,
       "Largest gRPC message accepted or sent");
 }

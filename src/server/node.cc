@@ -127,6 +127,16 @@ void Node::Shutdown(const std::string& reason) {
   if (shut_down_) return;
   shut_down_ = true;
   spdlog::info("node {}: shutting down ({})", config_.id, reason);
+  // A leader hands over first, while it still serves: clients then see a transfer (a few
+  // round trips, writes held meanwhile) instead of an election timeout after it is gone.
+  if (raft_ && config_.ShutdownTransferTimeoutMs() > 0) {
+    absl::Status s =
+        raft_->HandOverLeadership(absl::Milliseconds(config_.ShutdownTransferTimeoutMs()));
+    if (!s.ok()) {
+      spdlog::info("node {}: leadership not handed over before stopping: {}", config_.id,
+                   std::string(s.message()));
+    }
+  }
   // Clients first (no new work; in-flight requests finish or fail), then consensus, then
   // the store.
   if (tcp_) tcp_->Stop();

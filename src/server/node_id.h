@@ -22,6 +22,8 @@ class NodeId {
   static constexpr NodeId FromPosition(uint64_t position) { return NodeId(position); }
   // REQUIRES: raft_id != 0 (the core's "none").
   static constexpr NodeId FromRaftId(uint64_t raft_id) { return NodeId(raft_id - 1); }
+  // REQUIRES: member_id != 0 (etcd's "none").
+  static constexpr NodeId FromEtcdMemberId(uint64_t member_id) { return NodeId(member_id - 1); }
   // nullopt for the core's "none" (0): no leader known, no hint.
   static constexpr std::optional<NodeId> FromRaftIdOrNone(uint64_t raft_id) {
     if (raft_id == 0) return std::nullopt;

@@ -230,6 +230,27 @@ TEST(PendingRequestsTest, ReElectedInANewTermAnswersTheOldTermsWritesOnly) {
   EXPECT_EQ(new_term.calls, 0);
 }
 
+TEST(PendingRequestsTest, HandedOverLeadershipKeepsThatTermsWritesUntilApplied) {
+  // A leader that handed over (leadership transfer): the target held all its entries, so
+  // they commit under the new leader; they are answered by their apply, not at once.
+  PendingRequests p(kTimeout);
+  WriteOutcome handed, taken_over, older;
+  p.AddWrite(4, 1, kT0, older.Callback());
+  p.AddWrite(5, 2, kT0, handed.Callback());
+  p.AddWrite(6, 2, kT0, taken_over.Callback());
+  p.OnLeadership(0, /*handed_over_term=*/2);
+  ASSERT_EQ(older.calls, 1);  // another term: outcome unknown at once, as before
+  EXPECT_EQ(older.result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(handed.calls + taken_over.calls, 0);
+  p.OnApplied(5, 2, Result(7));  // committed under the new leader
+  ASSERT_EQ(handed.calls, 1);
+  ASSERT_TRUE(handed.result.ok()) << handed.result.status();
+  p.OnApplied(6, 3, Result(8));  // another leader's entry took the index: not applied
+  ASSERT_EQ(taken_over.calls, 1);
+  EXPECT_EQ(taken_over.result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(p.writes(), 0u);
+}
+
 TEST(PendingRequestsTest, TermChangeFailsReadsWaitingForTheirIndexOnly) {
   PendingRequests p(kTimeout);
   Outcome unconfirmed, confirmed;

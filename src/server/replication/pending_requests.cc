@@ -34,9 +34,10 @@ void PendingRequests::AddWrite(uint64_t index, uint64_t term, absl::Time now, Wr
   writes_.emplace(index, Write{term, now + timeout_, std::move(done)});
 }
 
-void PendingRequests::OnLeadership(uint64_t led_term) {
+void PendingRequests::OnLeadership(uint64_t led_term, uint64_t handed_over_term) {
   for (auto it = writes_.begin(); it != writes_.end();) {
-    if (it->second.term == led_term) {
+    if (it->second.term == led_term ||
+        (handed_over_term != 0 && it->second.term == handed_over_term)) {
       ++it;
       continue;
     }

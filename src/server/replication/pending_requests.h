@@ -75,7 +75,11 @@ class PendingRequests {
   // This node now leads `led_term` (0: it leads no term). Writes proposed in any other term
   // are answered at once with kDeadlineExceeded, outcome unknown: the entry may or may not
   // survive in the next leader's log. Called by the loop whenever the term or leader changed.
-  void OnLeadership(uint64_t led_term);
+  // Except writes of `handed_over_term` (0: none), the term this node led when it handed
+  // leadership over (RaftLoop::TransferLeadership): the target held every entry of it before
+  // it campaigned, so they commit under the new leader; they wait for their apply here
+  // (OnApplied: applied, or "not applied" if another entry took the index) or their deadline.
+  void OnLeadership(uint64_t led_term, uint64_t handed_over_term = 0);
   // Fails everything with `status` (shutting down).
   void FailAll(const absl::Status& status) { FailAll(status, status); }
   // Fails the writes with `write_status` (proposed: outcome unknown) and the reads with

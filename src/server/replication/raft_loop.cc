@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/check.h"
@@ -268,6 +270,7 @@ void RaftLoop::Refuse(Event& e, const absl::Status& status) {
     // apply it before it stops.
     std::move(a->done)(std::move(a->result));
   }
+  if (auto* t = std::get_if<TransferEvent>(&e)) std::move(t->done)(status);
 }
 
 void RaftLoop::Post(Event e) {
@@ -359,6 +362,36 @@ void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::W
   Post(std::move(w));
 }
 
+void RaftLoop::TransferLeadership(std::optional<uint64_t> to, uint64_t timeout_ms,
+                                  TransferDone done) {
+  Post(TransferEvent{to, absl::Milliseconds(timeout_ms), /*drain=*/false, std::move(done)});
+}
+
+absl::Status RaftLoop::HandOverLeadership(absl::Duration timeout) {
+  struct State {
+    absl::Notification done;
+    absl::StatusOr<uint64_t> result = absl::UnknownError("no answer");
+  };
+  auto state = std::make_shared<State>();
+  Post(TransferEvent{std::nullopt, timeout, /*drain=*/true,
+                     [state](absl::StatusOr<uint64_t> r) {
+                       state->result = std::move(r);
+                       state->done.Notify();
+                     }});
+  // The loop answers by the deadline (checked every tick); the margin covers a slow tick.
+  if (!state->done.WaitForNotificationWithTimeout(timeout + absl::Seconds(1))) {
+    return absl::DeadlineExceededError("the raft loop did not answer the hand-over");
+  }
+  if (state->result.ok()) {
+    spdlog::info("raft: handed leadership over to {}",
+                 NodeId::FromPosition(*state->result).ToString());
+    return absl::OkStatus();
+  }
+  // Not leading: nothing to hand over.
+  if (state->result.status().code() == absl::StatusCode::kUnavailable) return absl::OkStatus();
+  return state->result.status();
+}
+
 void RaftLoop::ReadBarrier(ReadDone done) {
   // The loop only decides when a read may go ahead; the read itself (what `done` does: a
   // GET, a Range of 100,000 keys, a count of the whole keyspace) runs on the reader pool.
@@ -399,6 +432,7 @@ void RaftLoop::Loop() {
     }
     // One iteration: from here to the next wait (NodeStatus::loop_max_iteration_us).
     const absl::Time started = absl::Now();
+    iteration_start_ = started;
     std::vector<ReadDone> new_reads;
     for (Event& e : events) HandleEvent(e, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
@@ -416,6 +450,11 @@ void RaftLoop::Loop() {
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // fell behind: don't tick in a burst
     }
+    // Before the Ready: writes held for a transfer that just ended are proposed (or sent to
+    // the new leader) in this iteration.
+    if (!transfers_.empty() || !held_writes_.empty() || transfer_target_ != 0) {
+      CheckTransfers(absl::Now());
+    }
     while (raft_->HasReady()) ProcessReady();
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
@@ -430,6 +469,16 @@ void RaftLoop::Loop() {
         "outcome unknown: node is shutting down; the write was forwarded before"));
   }
   deferred_writes_.clear();
+  const absl::Status stopping = absl::UnavailableError("not applied: node is shutting down");
+  for (WriteEvent& w : held_writes_) {
+    Event e(std::move(w));
+    Refuse(e, stopping);
+  }
+  held_writes_.clear();
+  for (PendingTransfer& t : transfers_) {
+    std::move(t.done)(absl::UnavailableError("node is shutting down"));
+  }
+  transfers_.clear();
 }
 
 void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
@@ -439,6 +488,7 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
       held_snapshot_msg_ = std::move(*m);
       return;
     }
+    if (m->from() != 0) last_heard_[m->from()] = iteration_start_;
     raft_->Step(*m);
   } else if (auto* w = std::get_if<WriteEvent>(&e)) {
     HandleWrite(*w);
@@ -455,6 +505,8 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     raft_->ReportSnapshot(sent->peer, sent->ok);
   } else if (std::holds_alternative<InstallDoneEvent>(e)) {
     FinishInstall();
+  } else if (auto* t = std::get_if<TransferEvent>(&e)) {
+    HandleTransfer(*t);
   }
 }
 
@@ -471,7 +523,7 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
       deferred_writes_.push_back(std::move(w));
       return;
     }
-  } else {
+  } else if (!w.held) {
     w.taken = now;
   }
   // The session rules every replica must apply alike travel in the entry (the leader's
@@ -485,8 +537,16 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
     pending_.AddWrite(id->index, id->term, w.taken, std::move(w.done));
     return;
   }
+  if (id.status().code() == absl::StatusCode::kUnavailable && HoldingWrites()) {
+    // Refused because this node is handing leadership over: held until that is decided
+    // (CheckTransfers), not bounced to a client that would have to find the next leader.
+    w.held = true;
+    held_writes_.push_back(std::move(w));
+    return;
+  }
   std::optional<uint64_t> hint = raft::LeaderHint(id.status());
-  if (!w.may_forward || !hint || *hint == 0 || *hint == self_.raft_id()) {
+  // A held write of a follower is relayed: that follower still names this node as leader.
+  if ((!w.may_forward && !w.held) || !hint || *hint == 0 || *hint == self_.raft_id()) {
     absl::Status refused = RefusedProposal(id.status());
     if (w.retry) {
       // Sent to a leader before: it may have been applied there.
@@ -555,18 +615,213 @@ void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
             std::move(answer)(r.status());
           }
         } else {
+          // The index goes back too: a relayed write's follower waits for its own apply.
           Post(AppliedElsewhereEvent{
               r->index, std::move(r->result), taken,
-              [answer = std::move(answer)](absl::StatusOr<kv::ApplyResult> applied) mutable {
+              [answer = std::move(answer), index = r->index](
+                  absl::StatusOr<kv::ApplyResult> applied) mutable {
                 if (!applied.ok()) {
                   std::move(answer)(applied.status());
                 } else {
-                  std::move(answer)(ForwardResult{0, *std::move(applied)});
+                  std::move(answer)(ForwardResult{index, *std::move(applied)});
                 }
               }});
         }
         forwards_in_flight_.fetch_sub(1);
       });
+}
+
+namespace {
+
+std::string NodeName(uint64_t raft_id) { return NodeId::FromRaftId(raft_id).ToString(); }
+
+// "voters node 0, node 1, node 2; learners node 3", for errors.
+std::string DescribeMembers(const raftpb::ConfState& conf) {
+  auto names = [](const auto& ids) {
+    std::vector<std::string> out;
+    for (uint64_t id : ids) out.push_back(NodeName(id));
+    return out.empty() ? std::string("none") : absl::StrJoin(out, ", ");
+  };
+  return absl::StrCat("voters ", names(conf.voters()), "; learners ", names(conf.learners()));
+}
+
+}  // namespace
+
+void RaftLoop::HandleTransfer(TransferEvent& t) {
+  const absl::Time now = absl::Now();
+  if (raft_->role() != raft::Role::kLeader) {
+    std::optional<NodeId> lead = NodeId::FromRaftIdOrNone(raft_->lead());
+    std::move(t.done)(absl::UnavailableError(
+        lead ? absl::StrCat("not the leader; the leader is ", lead->ToString(),
+                            ": a leadership transfer must be asked of the leader")
+             : std::string("no leader (election in progress): no leadership to transfer")));
+    return;
+  }
+  uint64_t target = 0;
+  if (t.to) {
+    const NodeId to = NodeId::FromPosition(*t.to);
+    target = to.raft_id();
+    const raftpb::ConfState& conf = raft_->configuration();
+    absl::Status bad;
+    if (to == self_) {
+      bad = absl::FailedPreconditionError(
+          absl::StrCat(to.ToString(), " is this node, which already leads"));
+    } else if (!raft::IsMemberIn(conf, target)) {
+      bad = absl::NotFoundError(absl::StrCat(to.ToString(), " is not a member of the cluster (",
+                                             DescribeMembers(conf), ")"));
+    } else if (!raft::IsVoterIn(conf, target)) {
+      bad = absl::FailedPreconditionError(absl::StrCat(
+          to.ToString(), " is a learner, not a voter: only a voter can lead (promote it first)"));
+    }
+    if (!bad.ok()) {
+      std::move(t.done)(bad);
+      return;
+    }
+  }
+  const absl::Time deadline = now + t.timeout;
+  if (transfer_target_ != 0) {
+    if (target != 0 && target != transfer_target_) {
+      std::move(t.done)(absl::FailedPreconditionError(
+          absl::StrCat("a leadership transfer to ", NodeName(transfer_target_),
+                       " is in progress; retry once it is over")));
+      return;
+    }
+    transfers_.push_back(PendingTransfer{t.to ? transfer_target_ : 0, deadline, t.timeout,
+                                         t.drain, std::move(t.done)});
+    return;
+  }
+  const bool named = target != 0;
+  if (!named) target = PickTransferTarget(now);
+  absl::Status s = raft_->TransferLeadership(target);
+  if (!s.ok() && !named && target != 0) s = raft_->TransferLeadership(0);  // the core picks
+  if (!s.ok()) {
+    if (s.code() == absl::StatusCode::kUnavailable) {
+      s = NotLeaderError(s);
+    } else if (named) {
+      s = absl::FailedPreconditionError(absl::StrCat(
+          NodeName(target), " cannot lead now: it lost its data and is still recovering"));
+    } else {
+      s = absl::FailedPreconditionError(
+          "no other voter to hand leadership over to (a one-voter cluster, or every other "
+          "voter is recovering a lost disk)");
+    }
+    std::move(t.done)(s);
+    return;
+  }
+  transfer_target_ = raft_->Status().lead_transferee;
+  transfer_term_ = raft_->term();
+  // Past this, a node that stepped down and knows no leader stops holding writes.
+  transfer_give_up_ =
+      now + 2 * absl::Milliseconds(options_.tick_ms) * static_cast<int>(options_.election_ticks);
+  spdlog::info("raft: transferring leadership to {} (term {})", NodeName(transfer_target_),
+               transfer_term_);
+  // A named target must win; with none, any other leader is the hand-over done.
+  transfers_.push_back(PendingTransfer{named ? transfer_target_ : 0, deadline, t.timeout,
+                                       t.drain, std::move(t.done)});
+}
+
+uint64_t RaftLoop::PickTransferTarget(absl::Time now) const {
+  // The voter with the highest match among those heard from within an election timeout (the
+  // core's own choice, highest match alone, may pick a node that just went down).
+  const absl::Duration recent =
+      absl::Milliseconds(options_.tick_ms) * static_cast<int>(options_.election_ticks);
+  const raftpb::ConfState& conf = raft_->configuration();
+  uint64_t best = 0, best_match = 0;
+  const raft::RaftStatus status = raft_->Status();
+  for (const raft::ProgressStatus& p : status.progress) {
+    if (p.id == self_.raft_id() || !raft::IsVoterIn(conf, p.id)) continue;
+    auto heard = last_heard_.find(p.id);
+    if (heard == last_heard_.end() || now - heard->second > recent) continue;
+    if (best == 0 || p.match > best_match) {
+      best = p.id;
+      best_match = p.match;
+    }
+  }
+  return best;
+}
+
+bool RaftLoop::HoldingWrites() const {
+  return transfer_target_ != 0 &&
+         (raft_->role() == raft::Role::kLeader || raft_->lead() == 0);
+}
+
+void RaftLoop::CheckTransfers(absl::Time now) {
+  const bool leading = raft_->role() == raft::Role::kLeader;
+  const uint64_t lead = raft_->lead();
+  const bool moved = !leading && lead != 0;
+  absl::Status aborted;
+  if (transfer_target_ != 0) {
+    if (leading && raft_->Status().lead_transferee == 0) {
+      // The core gave up after an election timeout: this node serves again.
+      aborted = absl::DeadlineExceededError(absl::StrFormat(
+          "leadership transfer to %s aborted: it did not take over within an election "
+          "timeout (%d ms): it is down, too far behind or lost the election; %s still leads",
+          NodeName(transfer_target_), options_.tick_ms * options_.election_ticks,
+          self_.ToString()));
+      spdlog::warn("raft: {}", std::string(aborted.message()));
+      transfer_target_ = 0;
+      transfer_term_ = 0;
+    } else if (moved) {
+      spdlog::info("raft: leadership transfer done: {} leads (term {})", NodeName(lead),
+                   raft_->term());
+      transfer_target_ = 0;
+    } else if (!leading && now >= transfer_give_up_) {
+      transfer_target_ = 0;  // still no leader known: held writes are refused below
+    }
+  }
+  std::vector<std::pair<TransferDone, absl::StatusOr<uint64_t>>> answers;
+  for (auto it = transfers_.begin(); it != transfers_.end();) {
+    std::optional<absl::StatusOr<uint64_t>> answer;
+    if (moved) {
+      if (it->target != 0 && lead != it->target) {
+        answer = absl::AbortedError(absl::StrCat("leadership went to ", NodeName(lead),
+                                                 ", not to ", NodeName(it->target)));
+      } else if (!it->drain || now >= it->deadline ||
+                 (pending_.writes() == 0 && held_writes_.empty())) {
+        answer = NodeId::FromRaftId(lead).position();
+      }
+    } else if (leading && transfer_target_ == 0) {
+      answer = !aborted.ok() ? aborted
+                             : absl::AbortedError(absl::StrCat(
+                                   "the leadership transfer ended and ", self_.ToString(),
+                                   " still leads"));
+    } else if (now >= it->deadline) {
+      answer = absl::DeadlineExceededError(absl::StrFormat(
+          "leadership transfer to %s not done within %d ms (no leader known yet)",
+          NodeName(it->target), absl::ToInt64Milliseconds(it->timeout)));
+    }
+    if (!answer) {
+      ++it;
+      continue;
+    }
+    answers.emplace_back(std::move(it->done), *std::move(answer));
+    it = transfers_.erase(it);
+  }
+  if (!answers.empty()) {
+    PublishStatus();  // a client that asks Status next sees the new leader
+    for (auto& [done, answer] : answers) std::move(done)(std::move(answer));
+  }
+  if (held_writes_.empty()) return;
+  std::vector<WriteEvent> held;
+  held.swap(held_writes_);
+  if (!HoldingWrites()) {
+    // Decided: proposed here (the transfer aborted) or sent to the new leader.
+    spdlog::info("raft: {} write(s) held during the leadership transfer go to {}", held.size(),
+                 leading ? std::string("this node") : NodeName(lead));
+    for (WriteEvent& w : held) HandleWrite(w);
+    return;
+  }
+  for (WriteEvent& w : held) {
+    if (now < w.taken + absl::Milliseconds(options_.request_timeout_ms)) {
+      held_writes_.push_back(std::move(w));
+      continue;
+    }
+    Event e(std::move(w));
+    Refuse(e, absl::UnavailableError(absl::StrFormat(
+                  "not applied: no leader within %d ms (--request-timeout-ms) during a "
+                  "leadership transfer",
+                  options_.request_timeout_ms)));
+  }
 }
 
 void RaftLoop::StartRead(std::vector<ReadDone> reads) {
@@ -818,8 +1073,10 @@ void RaftLoop::OnTermOrRoleChange() {
     // client retries against the new leader.
     pending_.OnTermChange();
   }
-  // Writes proposed under a leadership this node no longer holds: outcome unknown, at once.
-  pending_.OnLeadership(raft_->role() == raft::Role::kLeader ? raft_->term() : 0);
+  // Writes proposed under a leadership this node no longer holds: outcome unknown, at once;
+  // except those of the term it handed over (they commit under the new leader).
+  pending_.OnLeadership(raft_->role() == raft::Role::kLeader ? raft_->term() : 0,
+                        transfer_term_);
   if (raft_->lead() != last_lead_) {
     std::optional<NodeId> lead = NodeId::FromRaftIdOrNone(raft_->lead());
     spdlog::info("raft: term {}, leader {}", raft_->term(),

@@ -27,11 +27,21 @@
 // client only after it has applied the entry itself, so a read on the same node sees it.
 // Writes and reads not answered within --request-timeout-ms fail with kDeadlineExceeded
 // (outcome unknown for writes). The requests waiting live in PendingRequests.
+//
+// Leadership transfer (TransferLeadership, HandOverLeadership; issue 13): the core refuses
+// proposals while it hands over (raft.h). The loop makes that invisible to clients: writes
+// arriving meanwhile (a client's or a follower's forwarded one) are held, then proposed if
+// the transfer aborted or forwarded to the new leader once it is known (a follower's write is
+// relayed: the follower learns of the new leader a moment later). Writes this node proposed
+// before the transfer began are not failed when it steps down (the target holds all of them
+// before it campaigns): they are answered when they apply here (PendingRequests::
+// OnLeadership's handed_over_term).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -184,6 +194,20 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ReadBarrier(ReadDone done) override;
   NodeStatus Status() const override;
   std::vector<PeerStatus> Members() const override;
+  // Runs on the loop. Answers OK once a leader other than this node is known (the target,
+  // else kAborted naming the winner); errors as documented in Replicator, and kUnavailable
+  // when the node stops meanwhile. `to` = nullopt picks the voter with the highest match
+  // among those heard from within an election timeout. A second request while a transfer
+  // is in progress joins it (same target or none), else kFailedPrecondition.
+  void TransferLeadership(std::optional<uint64_t> to, uint64_t timeout_ms,
+                          TransferDone done) override;
+
+  // Before an orderly stop (kvd's SIGTERM): if this node leads, transfers leadership to the
+  // most up-to-date follower and waits until it is done and the writes this node had
+  // proposed are answered, at most `timeout`. Returns at once (OK) when it does not lead;
+  // kFailedPrecondition when it is the only voter; other errors as TransferLeadership.
+  // Blocks the caller; the loop goes on serving.
+  absl::Status HandOverLeadership(absl::Duration timeout);
 
  private:
   struct WriteEvent {
@@ -196,6 +220,9 @@ class RaftLoop : public Replicator, public PeerHandler {
     bool retry = false;
     absl::Time taken;
     absl::Time not_before;
+    // Held while this node hands leadership over (`taken` is set): proposed if the transfer
+    // aborts, else sent to the new leader, a follower's forwarded write included.
+    bool held = false;
   };
   struct ReadEvent {
     ReadDone done;
@@ -222,9 +249,17 @@ class RaftLoop : public Replicator, public PeerHandler {
   };
   // The install thread finished the store and backup steps of a snapshot install.
   struct InstallDoneEvent {};
+  // A leadership transfer request (TransferLeadership; `drain`: HandOverLeadership's, which
+  // also waits for the writes this node proposed to be answered).
+  struct TransferEvent {
+    std::optional<uint64_t> to;  // position; nullopt: the most up-to-date follower
+    absl::Duration timeout;
+    bool drain = false;
+    TransferDone done;
+  };
   using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
                              AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent,
-                             InstallDoneEvent>;
+                             InstallDoneEvent, TransferEvent>;
 
   RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options);
   // The parts of Start, in order.
@@ -249,6 +284,15 @@ class RaftLoop : public Replicator, public PeerHandler {
   void Loop();
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
+  // Leadership transfer (on the loop): starts or joins one; after each iteration (and tick),
+  // answers the requests whose transfer ended or whose deadline passed and sends the held
+  // writes on; the raft id of the voter to hand over to when none was named (0: none).
+  void HandleTransfer(TransferEvent& t);
+  void CheckTransfers(absl::Time now);
+  uint64_t PickTransferTarget(absl::Time now) const;
+  // Whether a write the core refused must be held: a transfer this node started is in
+  // progress, or it just stepped down for it and no leader is known yet.
+  bool HoldingWrites() const;
   // Sends a write this node cannot propose to the leader `leader` (a raft id), under this
   // node's own session unless the client gave one, so a Forward that broke can be sent again
   // (to the next leader) without being applied twice.
@@ -301,6 +345,24 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::thread install_thread_;
   std::vector<raftpb::Entry> entries_after_install_;
   std::optional<raftpb::Message> held_snapshot_msg_;
+  // Leadership transfer: the requests waiting for it, the raft id of its target (0: none in
+  // progress), the term this node led when it began (its proposals are spared when it steps
+  // down: PendingRequests::OnLeadership), the writes held meanwhile, and when each peer was
+  // last heard from (the target when none is named must be up).
+  struct PendingTransfer {
+    uint64_t target = 0;  // raft id of a named target (0: any other leader will do)
+    absl::Time deadline;
+    absl::Duration timeout;
+    bool drain = false;
+    TransferDone done;
+  };
+  std::vector<PendingTransfer> transfers_;
+  uint64_t transfer_target_ = 0;
+  uint64_t transfer_term_ = 0;
+  absl::Time transfer_give_up_;
+  std::vector<WriteEvent> held_writes_;
+  std::map<uint64_t, absl::Time> last_heard_;
+  absl::Time iteration_start_;
 
   std::unique_ptr<PeerChannels> channels_;
   std::unique_ptr<PeerTransport> transport_;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,8 @@ class Replicator {
  public:
   using WriteDone = absl::AnyInvocable<void(absl::StatusOr<kv::ApplyResult>) &&>;
   using ReadDone = absl::AnyInvocable<void(absl::Status) &&>;
+  // The position of the node that leads after a leadership transfer.
+  using TransferDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
 
   virtual ~Replicator() = default;
 
@@ -70,6 +73,19 @@ class Replicator {
   virtual NodeStatus Status() const = 0;
   // Every member as configured, with what this node knows of it.
   virtual std::vector<PeerStatus> Members() const = 0;
+
+  // Leadership transfer (etcd Maintenance.MoveLeader, kvctl transfer-leader): hands this
+  // node's leadership to the member at position `to` (nullopt: the most up-to-date follower)
+  // and calls `done` once it is over, within `timeout_ms`, with the new leader's position.
+  // `done` may run on an internal thread. Errors: kUnavailable (this node does not lead: the
+  // message names the leader), kNotFound / kFailedPrecondition (`to` is no member, not a
+  // voter, or this node), kDeadlineExceeded (not done in time; the old leader serves again
+  // once the core gives up, after an election timeout), kAborted (another node won).
+  // Doubles that do not replicate answer kUnimplemented.
+  virtual void TransferLeadership(std::optional<uint64_t> /*to*/, uint64_t /*timeout_ms*/,
+                                  TransferDone done) {
+    std::move(done)(absl::UnimplementedError("leadership transfer is not supported here"));
+  }
 };
 
 }  // namespace raftkv::server

@@ -5,9 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/synchronization/notification.h"
 #include "kv/sqlite_snapshot.h"
 
 namespace raftkv::server::etcd {
@@ -51,6 +55,42 @@ grpc::Status EtcdMaintenance::Snapshot(grpc::ServerContext* context,
   absl::StatusOr<kv::SnapshotMeta> meta = kv::ReadSnapshotMeta(*path);
   if (!meta.ok()) return s_->ToGrpc(meta.status());
   return StreamFile(context, *path, *meta, writer);
+}
+
+grpc::Status EtcdMaintenance::MoveLeader(grpc::ServerContext* context,
+                                         const pb::MoveLeaderRequest* req,
+                                         pb::MoveLeaderResponse* resp) {
+  // targetID 0 (etcd's "none"; etcd refuses it): the most up-to-date follower.
+  std::optional<NodeId> to;
+  if (req->targetid() != 0) to = NodeId::FromEtcdMemberId(req->targetid());
+  const std::string target = to ? to->ToString() : "the most up-to-date follower";
+  // The loop answers by the deadline it is given (checked every tick); the wait here allows
+  // a second more, so the loop's answer, which says why, is the one the client sees.
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+      context->deadline() - std::chrono::system_clock::now());
+  const int64_t timeout_ms = std::max<int64_t>(
+      1, std::min<int64_t>(s_->options().request_timeout_ms, remaining.count()));
+  struct State {
+    absl::Notification done;
+    absl::StatusOr<uint64_t> result = absl::UnknownError("no answer");
+  };
+  auto state = std::make_shared<State>();
+  s_->replicator()->TransferLeadership(to ? std::optional<uint64_t>(to->position())
+                                          : std::nullopt,
+                                       static_cast<uint64_t>(timeout_ms),
+                                       [state](absl::StatusOr<uint64_t> r) {
+                                         state->result = std::move(r);
+                                         state->done.Notify();
+                                       });
+  if (!state->done.WaitForNotificationWithTimeout(absl::Milliseconds(timeout_ms) +
+                                                  absl::Seconds(1))) {
+    return s_->ToGrpc(absl::DeadlineExceededError(absl::StrFormat(
+        "leadership transfer to %s not answered within %d ms", target, timeout_ms)));
+  }
+  if (!state->result.ok()) return s_->ToGrpc(state->result.status());
+  NodeStatus status = s_->replicator()->Status();
+  s_->FillHeader(status.revision, status.term, resp->mutable_header());
+  return grpc::Status::OK;
 }
 
 grpc::Status EtcdMaintenance::StreamFile(grpc::ServerContext* context,

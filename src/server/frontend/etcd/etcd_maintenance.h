@@ -1,4 +1,4 @@
-// etcd Maintenance service: Status and Snapshot.
+// etcd Maintenance service: Status, Snapshot and MoveLeader.
 #pragma once
 
 #include <unistd.h>
@@ -20,6 +20,17 @@ class EtcdMaintenance final : public pb::Maintenance::Service {
 
   grpc::Status Snapshot(grpc::ServerContext* context, const pb::SnapshotRequest*,
                         grpc::ServerWriter<pb::SnapshotResponse>* writer) override;
+
+  // Leadership transfer to targetID (an etcd member id; 0, which etcd refuses: the most
+  // up-to-date follower), asked of the leader as in etcd (etcdctl move-leader finds the
+  // leader among its endpoints). Answers once the target
+  // leads, within the client's deadline and request_timeout_ms. Errors: UNAVAILABLE on a
+  // node that does not lead (the message names the leader and its address: ask it; not
+  // forwarded, as etcd does), NOT_FOUND (no such member), FAILED_PRECONDITION (a learner,
+  // this node, a transfer to another node in progress), DEADLINE_EXCEEDED (not done in time;
+  // the old leader serves again after an election timeout), ABORTED (another node won).
+  grpc::Status MoveLeader(grpc::ServerContext* context, const pb::MoveLeaderRequest* req,
+                          pb::MoveLeaderResponse* resp) override;
 
  private:
   // Counts this call in `counter` for its lifetime; count() includes it.

@@ -15,6 +15,9 @@
 //                   compares is UNIMPLEMENTED: evaluating them here and then writing would not
 //                   be atomic, and the state machine has no compare ops.
 //   Maintenance.Status, Cluster.MemberList.
+//   Maintenance.MoveLeader  on the leader: a leadership transfer (Replicator::
+//                   TransferLeadership), answered once the target leads; a follower answers
+//                   UNAVAILABLE naming the leader (as etcd, which answers "not leader").
 //   Maintenance.Snapshot  when EtcdServiceOptions::make_snapshot is set: a fresh consistent
 //                   SQLite snapshot file (kv/sqlite_snapshot.h format, not etcd's bbolt),
 //                   taken after a read barrier (it holds every write acknowledged before the
