@@ -207,13 +207,20 @@ class MembershipTest(unittest.TestCase):
             self.assertEqual(len(member_list([n])), 5)
         wait_for_leader(members)
         check_all(members, acked)
-        # The new members vote: with two of the original three down, 4 and 5 plus one
-        # original still make a quorum of five and take writes.
-        for n in self.cluster.nodes[:2]:
+        # Restarts keep the members (from <data-dir>/members, not node_config.json): a
+        # bootstrapped node and a joined one come back, and with two of the original three
+        # down, 1, 4 and 5 make a quorum of five and take writes (the new members vote).
+        node0, joined4 = self.cluster.nodes[0], members[3]
+        node0.kill()
+        joined4.kill()
+        node0.start()
+        joined4.start()
+        for n in self.cluster.nodes[1:3]:
             n.kill()
-        rest = [self.cluster.nodes[2]] + members[3:]
+        rest = [node0] + members[3:]
         wait_for_leader(rest)
-        self.assertEqual(TextClient(rest[0].port).cmd("SET after-grow 1"), "OK")
+        self.assertEqual(TextClient(node0.port).cmd("SET after-grow 1"), "OK")
+        check_all(rest, acked)
 
     def test_shrink_five_to_three(self):
         self.cluster = TempCluster(5, extra_args=FAST)
@@ -265,6 +272,38 @@ class MembershipTest(unittest.TestCase):
         self.assertEqual(sorted(m["member_id"] for m in member_list(members)), [1, 2, 4])
         wait_for_leader(members)
         check_all(members, acked)
+
+    @unittest.skipUnless(shutil.which("etcdctl"), "etcdctl not installed")
+    def test_etcdctl_member_commands(self):
+        self.cluster = TempCluster(3, extra_args=FAST)
+        for n in self.cluster.nodes:
+            n.start()
+        leader = wait_for_leader(self.cluster.nodes)
+        env = {"ETCDCTL_API": "3"}
+        etcdctl = [shutil.which("etcdctl"), f"--endpoints=127.0.0.1:{leader.grpc_port}"]
+        code, out, err = run(etcdctl + ["member", "add", "n3", "--peer-urls=http://127.0.0.1:1",
+                                        "--learner"], env=env)
+        self.assertEqual(code, 0, err)
+        self.assertIn("Member                4 added", out)
+        code, out, err = run(etcdctl + ["member", "list", "-w", "json"], env=env)
+        self.assertEqual(code, 0, err)
+        listed = {m["ID"]: m for m in json.loads(out)["members"]}
+        self.assertEqual(sorted(listed), [1, 2, 3, 4])
+        self.assertTrue(listed[4].get("isLearner"))
+        self.assertEqual(listed[4]["peerURLs"], ["http://127.0.0.1:1"])
+        self.assertEqual(listed[1]["peerURLs"], [f"http://127.0.0.1:{self.cluster.nodes[0].grpc_port}"])
+        # A follower refuses, naming the leader.
+        follower = next(n for n in self.cluster.nodes if n is not leader)
+        code, out, err = run([shutil.which("etcdctl"), f"--endpoints=127.0.0.1:{follower.grpc_port}",
+                              "member", "remove", "4"], env=env)
+        self.assertNotEqual(code, 0)
+        self.assertIn("not the leader", err)
+        code, out, err = run(etcdctl + ["member", "remove", "4"], env=env)  # hex id
+        self.assertEqual(code, 0, err)
+        code, out, err = run(etcdctl + ["member", "remove", "4"], env=env)
+        self.assertIn("NotFound", err)
+        code, out, err = run(etcdctl + ["member", "list"], env=env)
+        self.assertEqual(len(out.strip().splitlines()), 3)
 
 
 if __name__ == "__main__":
