@@ -274,6 +274,17 @@ absl::StatusOr<int64_t> EtcdClient::Delete(const std::string& key) {
 
 uint64_t EtcdClient::session_id() const { return impl_->session_id_; }
 
+namespace {
+Member FromProto(const pb::Member& m) {
+  return Member{m.id(),
+                m.name(),
+                {m.peerurls().begin(), m.peerurls().end()},
+                {m.clienturls().begin(), m.clienturls().end()},
+                m.islearner(),
+                m.raftkv_client_port()};
+}
+}  // namespace
+
 absl::StatusOr<std::vector<Member>> EtcdClient::Members() {
   pb::MemberListResponse resp;
   absl::StatusOr<size_t> served = impl_->Failover(true, [&](Impl::Endpoint& e) {
@@ -281,11 +292,52 @@ absl::StatusOr<std::vector<Member>> EtcdClient::Members() {
   });
   if (!served.ok()) return served.status();
   std::vector<Member> members;
-  for (const pb::Member& m : resp.members()) {
-    members.push_back(Member{m.id(), m.name(), {m.peerurls().begin(), m.peerurls().end()},
-                             {m.clienturls().begin(), m.clienturls().end()}});
-  }
+  for (const pb::Member& m : resp.members()) members.push_back(FromProto(m));
   return members;
+}
+
+absl::StatusOr<Member> EtcdClient::MemberAdd(const std::string& peer_url,
+                                             uint32_t client_port) {
+  pb::MemberAddRequest req;
+  req.add_peerurls(peer_url);
+  req.set_islearner(true);
+  req.set_raftkv_client_port(client_port);
+  pb::MemberAddResponse resp;
+  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.cluster->MemberAdd(impl_->NewContext().get(), req, &resp);
+  });
+  if (!served.ok()) return served.status();
+  return FromProto(resp.member());
+}
+
+absl::Status EtcdClient::MemberPromote(uint64_t member_id) {
+  pb::MemberPromoteRequest req;
+  req.set_id(member_id);
+  pb::MemberPromoteResponse resp;
+  return impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.cluster->MemberPromote(impl_->NewContext().get(), req, &resp);
+  }).status();
+}
+
+absl::Status EtcdClient::MemberRemove(uint64_t member_id) {
+  pb::MemberRemoveRequest req;
+  req.set_id(member_id);
+  pb::MemberRemoveResponse resp;
+  return impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.cluster->MemberRemove(impl_->NewContext().get(), req, &resp);
+  }).status();
+}
+
+absl::Status EtcdClient::MemberUpdate(uint64_t member_id, const std::string& peer_url,
+                                      uint32_t client_port) {
+  pb::MemberUpdateRequest req;
+  req.set_id(member_id);
+  req.add_peerurls(peer_url);
+  req.set_raftkv_client_port(client_port);
+  pb::MemberUpdateResponse resp;
+  return impl_->Failover(false, [&](Impl::Endpoint& e) {
+    return e.cluster->MemberUpdate(impl_->NewContext().get(), req, &resp);
+  }).status();
 }
 
 std::vector<EndpointStatus> EtcdClient::StatusAll() {

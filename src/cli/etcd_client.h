@@ -93,6 +93,8 @@ struct Member {
   std::string name;
   std::vector<std::string> peer_urls;
   std::vector<std::string> client_urls;
+  bool is_learner = false;
+  uint32_t client_port = 0;  // raftkv's text/RESP port (0: not known)
 };
 
 class EtcdClient {
@@ -111,6 +113,14 @@ class EtcdClient {
   // Returns the number of keys deleted (0 or 1).
   absl::StatusOr<int64_t> Delete(const std::string& key);
   absl::StatusOr<std::vector<Member>> Members();
+  // Membership changes (Cluster.MemberAdd/Promote/Remove/Update), sent to each endpoint in
+  // turn until one serves it (only the leader does: the others answer UNAVAILABLE naming
+  // it). `peer_url`: http://ip:grpc_port. MemberAdd adds a learner and returns it.
+  absl::StatusOr<Member> MemberAdd(const std::string& peer_url, uint32_t client_port);
+  absl::Status MemberPromote(uint64_t member_id);
+  absl::Status MemberRemove(uint64_t member_id);
+  absl::Status MemberUpdate(uint64_t member_id, const std::string& peer_url,
+                            uint32_t client_port);
   // Asks every endpoint (not just the first that answers); never fails as a whole.
   std::vector<EndpointStatus> StatusAll();
   // Asks the endpoint at `index` (of ClientOptions::endpoints) only.

@@ -14,6 +14,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -42,6 +44,9 @@ struct Flags {
   std::string file;
   int64_t snapshot_timeout_ms = 600000;
   int64_t transfer_to = -1;  // transfer-leader ID (a node id); -1: none given, kvd picks
+  std::string peer_url;      // member add/update: http://ip:grpc_port
+  uint32_t client_port = 0;  // member add/update: the member's text/RESP port
+  std::string member_id;     // member promote/remove/update: decimal or 0x hex
 };
 
 bool Json(const Flags& f) { return f.output == "json"; }
@@ -182,6 +187,90 @@ int RunStatus(EtcdClient& client, const Flags& f) {
   if (!any_ok) {
     std::cerr << "kvctl status: no endpoint answered\n";
     return kExitUnavailable;
+  }
+  return kExitOk;
+}
+
+// A member id as given: decimal, or hex with 0x (etcdctl prints hex without the 0x; give
+// it with 0x).
+absl::StatusOr<uint64_t> ParseMemberId(const std::string& text) {
+  uint64_t id = 0;
+  bool ok = false;
+  if (absl::StartsWith(text, "0x") || absl::StartsWith(text, "0X")) {
+    ok = absl::SimpleHexAtoi(text.substr(2), &id);
+  } else {
+    ok = absl::SimpleAtoi(text, &id);
+  }
+  if (!ok || id == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "member id '", text, "' is not a member id (decimal, or hex with 0x; see member list)"));
+  }
+  return id;
+}
+
+std::string MemberJson(const Member& m) {
+  return absl::StrFormat(
+      "{\"member_id\":%d,\"node\":%s,\"name\":%s,\"learner\":%s,\"peer_url\":%s,"
+      "\"client_port\":%d}",
+      m.member_id, NodeId(m.member_id), JsonString(m.name), m.is_learner ? "true" : "false",
+      JsonString(m.peer_urls.empty() ? "" : m.peer_urls[0]), m.client_port);
+}
+
+int RunMemberList(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<std::vector<Member>> members = client.Members();
+  if (!members.ok()) return Fail("member list", members.status());
+  std::vector<std::string> json;
+  if (!Json(f)) {
+    std::cout << absl::StrFormat("%-10s %-5s %-8s %-28s %s\n", "MEMBER_ID", "NODE", "ROLE",
+                                 "PEER_URL", "CLIENT_PORT");
+  }
+  for (const Member& m : *members) {
+    if (Json(f)) {
+      json.push_back(MemberJson(m));
+    } else {
+      std::cout << absl::StrFormat(
+          "%-10d %-5s %-8s %-28s %s\n", m.member_id, NodeId(m.member_id),
+          m.is_learner ? "learner" : "voter", m.peer_urls.empty() ? "" : m.peer_urls[0],
+          m.client_port == 0 ? "-" : absl::StrCat(m.client_port));
+    }
+  }
+  if (Json(f)) std::cout << "[" << absl::StrJoin(json, ",") << "]\n";
+  return kExitOk;
+}
+
+int RunMemberAdd(EtcdClient& client, const Flags& f) {
+  absl::StatusOr<Member> m = client.MemberAdd(f.peer_url, f.client_port);
+  if (!m.ok()) return Fail("member add", m.status());
+  if (Json(f)) {
+    std::cout << MemberJson(*m) << "\n";
+  } else {
+    std::cout << absl::StrFormat(
+        "added member %d (node %s) as a learner at %s\nstart it with: kvd --join <any "
+        "member's gRPC address> --member-id %d --advertise-ip IP --port PORT --grpc-port "
+        "GRPC_PORT --data-dir <empty dir>\nthen, once it has caught up: kvctl member promote "
+        "%d\n",
+        m->member_id, NodeId(m->member_id), f.peer_url, m->member_id, m->member_id);
+  }
+  return kExitOk;
+}
+
+int RunMemberChange(EtcdClient& client, const Flags& f, const std::string& what) {
+  absl::StatusOr<uint64_t> id = ParseMemberId(f.member_id);
+  if (!id.ok()) return Fail(absl::StrCat("member ", what), id.status());
+  absl::Status s = what == "promote" ? client.MemberPromote(*id)
+                   : what == "remove" ? client.MemberRemove(*id)
+                                      : client.MemberUpdate(*id, f.peer_url, f.client_port);
+  if (!s.ok()) return Fail(absl::StrCat("member ", what), s);
+  if (Json(f)) {
+    std::cout << absl::StrFormat("{\"member_id\":%d,\"%s\":true}\n", *id,
+                                 what == "promote" ? "promoted"
+                                 : what == "remove" ? "removed"
+                                                    : "updated");
+  } else {
+    std::cout << absl::StrFormat("member %d (node %s) %s\n", *id, NodeId(*id),
+                                 what == "promote" ? "promoted to voter"
+                                 : what == "remove" ? "removed"
+                                                    : "updated");
   }
   return kExitOk;
 }
@@ -369,7 +458,6 @@ int Main(int argc, char** argv) {
   mget->add_option("keys", f.keys, "keys")->required();
   CLI::App* status = app.add_subcommand(
       "status", "ask every endpoint for its raft status and alarms (exit 3 if none answers)");
-  CLI::App* members = app.add_subcommand("members", "list the cluster members");
   CLI::App* transfer = app.add_subcommand(
       "transfer-leader",
       "move leadership to node ID (a node id as `members` and `status` print it; none: the "
@@ -379,6 +467,34 @@ int Main(int argc, char** argv) {
       "transfer did not finish within --timeout-ms");
   transfer->add_option("id", f.transfer_to, "node id to hand leadership to")
       ->check(CLI::NonNegativeNumber);
+  CLI::App* members = app.add_subcommand("members", "list the cluster members (old form of "
+                                                     "member list)");
+  CLI::App* member = app.add_subcommand(
+      "member", "change or list the members (README, \"Operating a cluster\"); changes go to "
+                "the leader (give every member in --endpoints)");
+  member->require_subcommand(1);
+  CLI::App* member_list = member->add_subcommand(
+      "list", "members: id, node number, voter or learner, peer URL, client port");
+  CLI::App* member_add = member->add_subcommand(
+      "add", "add a learner at --peer-url (its id is printed: start it with kvd --join "
+             "--member-id ID, then promote it once caught up)");
+  member_add->add_option("--peer-url", f.peer_url, "http://ip:grpc_port of the new member")
+      ->required();
+  member_add->add_option("--client-port", f.client_port,
+                         "its text/RESP port (optional: the node says it when it joins)");
+  CLI::App* member_promote = member->add_subcommand(
+      "promote", "make learner ID a voter (refused while it lags: the error says how far)");
+  member_promote->add_option("id", f.member_id, "member id (decimal, or hex with 0x)")
+      ->required();
+  CLI::App* member_remove = member->add_subcommand(
+      "remove", "remove member ID (a removed kvd stops by itself)");
+  member_remove->add_option("id", f.member_id, "member id (decimal, or hex with 0x)")
+      ->required();
+  CLI::App* member_update = member->add_subcommand(
+      "update", "change member ID's peer URL (and client port)");
+  member_update->add_option("id", f.member_id, "member id")->required();
+  member_update->add_option("--peer-url", f.peer_url, "http://ip:grpc_port")->required();
+  member_update->add_option("--client-port", f.client_port, "text/RESP port (0: keep)");
   CLI::App* snapshot = app.add_subcommand("snapshot", "save or check SQLite snapshot files");
   snapshot->require_subcommand(1);
   CLI::App* snapshot_save = snapshot->add_subcommand(
@@ -424,6 +540,11 @@ int Main(int argc, char** argv) {
   if (status->parsed()) return RunStatus(client, f);
   if (members->parsed()) return RunMembers(client, f);
   if (transfer->parsed()) return RunTransferLeader(client, f);
+  if (member_list->parsed()) return RunMemberList(client, f);
+  if (member_add->parsed()) return RunMemberAdd(client, f);
+  if (member_promote->parsed()) return RunMemberChange(client, f, "promote");
+  if (member_remove->parsed()) return RunMemberChange(client, f, "remove");
+  if (member_update->parsed()) return RunMemberChange(client, f, "update");
   if (snapshot_save->parsed()) return RunSnapshotSave(client, f);
   return kExitUsage;
 }

@@ -84,6 +84,12 @@ absl::StatusOr<raftpb::ConfState> ApplyConfChange(const raftpb::ConfState& cs,
       Erase(next.mutable_voters(), id);
       Erase(next.mutable_learners(), id);
       return next;
+    case raftpb::CONF_UPDATE:
+      if (!IsMemberIn(cs, id)) {
+        return absl::NotFoundError(absl::StrCat("node ", id, " is not a member (",
+                                                DescribeConfState(cs), ")"));
+      }
+      return next;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("membership: unknown change type ", change.type()));

@@ -36,6 +36,7 @@ std::vector<uint64_t> VotersOf(const raftpb::ConfState& cs);
 // `cs` with `change` applied (its type and node id; its conf_state is ignored).
 // Errors: kAlreadyExists (adding a member), kNotFound (promoting or removing a non-member),
 // kFailedPrecondition (promoting a voter, removing the last voter), kInvalidArgument (id 0).
+// CONF_UPDATE of a member leaves `cs` as it is (only the context changes).
 absl::StatusOr<raftpb::ConfState> ApplyConfChange(const raftpb::ConfState& cs,
                                                   const raftpb::ConfChange& change);
 

@@ -75,8 +75,29 @@ uint64_t ClusterIdOf(const std::vector<NodeAddress>& nodes, const std::string& t
 }
 
 absl::Status NodeConfig::Validate() const {
+  if (joining()) {
+    if (member_id == 0) {
+      return absl::InvalidArgumentError(
+          "--join needs --member-id (the id `kvctl member add` printed for this node)");
+    }
+    if (advertise.ip.empty() || advertise.port == 0 || advertise.grpc_port == 0) {
+      return absl::InvalidArgumentError(
+          "--join needs --advertise-ip, --port and --grpc-port (where this node is reached)");
+    }
+    if (id != member_id - 1) {
+      return absl::InvalidArgumentError("--id and --member-id disagree (give only --member-id)");
+    }
+    if (!restore_from.empty()) {
+      return absl::InvalidArgumentError("--restore-from starts a new cluster; --join joins one");
+    }
+    if (join_timeout_ms == 0) return absl::InvalidArgumentError("--join-timeout-ms must be > 0");
+  } else if (member_id != 0 || !advertise.ip.empty() || advertise.port != 0 ||
+             advertise.grpc_port != 0) {
+    return absl::InvalidArgumentError(
+        "--member-id, --advertise-ip, --port and --grpc-port are for --join only");
+  }
   if (cluster.empty()) return absl::InvalidArgumentError("cluster has no nodes");
-  if (id >= cluster.size()) {
+  if (!joining() && id >= cluster.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--id=%d is out of range: the cluster has %d node(s), ids 0..%d", id, cluster.size(),
         cluster.size() - 1));

@@ -47,6 +47,15 @@ struct NodeConfig {
   // vote at once (first start only); "existing": rejoin, never bootstrap.
   std::string initial_cluster_state = "auto";
   std::string cluster_token = "raftkv";  // --cluster-token: tells clusters apart
+  // Joining a running cluster (README, "Adding a node"): --join is the gRPC address of any
+  // member; --member-id the id `kvctl member add` / `etcdctl member add` gave this node;
+  // --advertise-ip, --port, --grpc-port where this node is reached. On the first start the
+  // member table comes from the cluster (Cluster.MemberList); afterwards from the data dir.
+  // node_config.json is not used.
+  std::string join;                   // --join
+  uint64_t member_id = 0;             // --member-id (raft id = etcd member id)
+  NodeAddress advertise;              // --advertise-ip, --port, --grpc-port
+  uint32_t join_timeout_ms = 30000;   // --join-timeout-ms: how long to try reaching --join
 
   // Each part's options carry their own defaults; flags overwrite them.
   KvLimits kv;                        // key/value/op-count limits (every protocol)
@@ -70,7 +79,8 @@ struct NodeConfig {
                : 2 * static_cast<int64_t>(raft.election_ticks) * raft.tick_ms;
   }
 
-  const NodeAddress& self() const { return cluster.at(id); }
+  bool joining() const { return !join.empty(); }
+  const NodeAddress& self() const { return joining() ? advertise : cluster.at(id); }
   const std::string& listen_host() const { return listen_ip.empty() ? self().ip : listen_ip; }
   // Checks every field and their combinations. Errors: kInvalidArgument, one line.
   absl::Status Validate() const;

@@ -26,6 +26,7 @@ std::string DataDir::backup() const {
 }
 std::string DataDir::snapshots() const { return Join(root_, "snapshots"); }
 std::string DataDir::identity() const { return Join(root_, "identity"); }
+std::string DataDir::members() const { return Join(root_, "members"); }
 std::string DataDir::received_snapshots() const { return Join(snapshots(), "received"); }
 std::string DataDir::export_snapshot(int64_t unix_ms, uint64_t seq) const {
   return Join(snapshots(), absl::StrCat("export-", unix_ms, "-", seq, ".db"));

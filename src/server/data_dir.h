@@ -10,6 +10,8 @@
 //                             Maintenance.Snapshot streams and then deletes
 //     snapshots/received/     snapshots streamed in from a leader (peer/snapshot_receiver.h)
 //     identity                whose data this is: cluster id, node id (server/identity.h)
+//     members                 the member table: ids, addresses, learners
+//                             (replication/member_table.h)
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,8 @@ class DataDir {
   std::string snapshots() const;
   std::string received_snapshots() const;
   std::string identity() const;
+  // The member table (replication/member_table.h).
+  std::string members() const;
   // A Maintenance.Snapshot export file; `seq` keeps same-millisecond requests apart.
   std::string export_snapshot(int64_t unix_ms, uint64_t seq) const;
 

@@ -53,6 +53,23 @@ void AddNodeFlags(CLI::App* app, NodeConfig* config, std::string* config_path) {
          "rejoining node catches up and votes only once that is safe (README, \"Replacing a "
          "lost disk\")")
       ->capture_default_str();
+  app->add_option("--join", config->join,
+                  "Join a running cluster through this member's gRPC address (host:port): add "
+                  "this node first (kvctl member add / etcdctl member add --learner), then "
+                  "start it with an empty --data-dir and --member-id, --advertise-ip, --port, "
+                  "--grpc-port; it starts as a learner (README, \"Adding a node\"). Keep the "
+                  "flags on restarts (the member table then comes from the data dir)");
+  app->add_option("--member-id", config->member_id,
+                  "With --join: this node's member id, as member add printed it (decimal, or "
+                  "hex with 0x)");
+  app->add_option("--advertise-ip", config->advertise.ip,
+                  "With --join: the address peers and clients reach this node at");
+  app->add_option("--port", config->advertise.port, "With --join: the text/RESP client port");
+  app->add_option("--grpc-port", config->advertise.grpc_port,
+                  "With --join: the gRPC port (etcd API and peers)");
+  app->add_option("--join-timeout-ms", config->join_timeout_ms,
+                  "With --join: how long to keep trying to reach the --join member")
+      ->capture_default_str();
   app->add_option("--cluster-token", config->cluster_token,
                   "Part of the cluster id; give each cluster its own, so that nodes of two "
                   "clusters never take each other's messages or data dirs")
@@ -217,6 +234,9 @@ int ParseFlags(int argc, char** argv, NodeConfig* config) {
       return 2;
     }
     config->cluster = *std::move(cluster);
+  }
+  if (config->joining() && config->member_id != 0) {
+    config->id = static_cast<uint32_t>(config->member_id - 1);  // NodeId position
   }
   if (absl::Status s = config->Validate(); !s.ok()) {
     std::fprintf(stderr, "kvd: %s\n", std::string(s.message()).c_str());

@@ -46,8 +46,8 @@ class Node {
   // The parts of Start, in order.
   absl::Status OpenData();
   absl::Status StartGrpc();
-  // ClusterIdOf the configuration (and --cluster-token).
-  uint64_t cluster_id() const;
+  // ClusterIdOf the configuration (and --cluster-token); a joined node's from its identity.
+  uint64_t cluster_id() const { return cluster_id_; }
 
   const NodeConfig config_;
   const DataDir data_dir_;
@@ -59,6 +59,7 @@ class Node {
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<TcpServer> tcp_;
   uint16_t grpc_port_ = 0;
+  uint64_t cluster_id_ = 0;
   bool shut_down_ = false;
 };
 

@@ -408,3 +408,24 @@ TEST(MembershipTest, ChangesValidated) {
 
 }  // namespace
 }  // namespace raftkv::raft
+
+namespace raftkv::raft {
+namespace {
+
+// CONF_UPDATE (the server's MemberUpdate: new addresses in the context) keeps the
+// configuration and is refused for a non-member.
+TEST(MembershipTest, UpdateKeepsTheConfigurationAndNeedsAMember) {
+  raftpb::ConfState cs = ConfStateOf({1, 2, 3});
+  cs.add_learners(4);
+  raftpb::ConfChange update;
+  update.set_type(raftpb::CONF_UPDATE);
+  update.set_node_id(4);
+  absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cs, update);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(DescribeConfState(*next), DescribeConfState(cs));
+  update.set_node_id(9);
+  EXPECT_EQ(ApplyConfChange(cs, update).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace raftkv::raft

@@ -49,7 +49,7 @@ ForwardResult FromWire(const raftpb::ForwardResponse& wire) {
 
 void Forwarder::Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms,
                         Done done) {
-  raftpb::RaftPeer::Stub* stub = channels_->stub(leader_id);
+  std::shared_ptr<raftpb::RaftPeer::Stub> stub = channels_->stub(leader_id);
   if (stub == nullptr) {
     std::move(done)(
         absl::UnavailableError(absl::StrCat("leader ", leader_id, " is not a known peer")));
@@ -62,12 +62,14 @@ void Forwarder::Forward(uint64_t leader_id, std::string command, uint32_t timeou
     raftpb::ForwardRequest request;
     raftpb::ForwardResponse response;
     Done done;
+    std::shared_ptr<raftpb::RaftPeer::Stub> stub;  // keeps the channel open for the call
   };
   auto call = std::make_shared<Call>();
   call->context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::milliseconds(timeout_ms));
   call->request.set_command(std::move(command));
   call->done = std::move(done);
+  call->stub = stub;
   stub->async()->Forward(
       &call->context, &call->request, &call->response,
       [call, address = channels_->address(leader_id)](grpc::Status status) {

@@ -21,7 +21,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "raft_service.grpc.pb.h"
@@ -76,23 +78,33 @@ struct PeerChannelOptions {
 
 class PeerChannels {
  public:
+  using Stub = raftpb::RaftPeer::Stub;
   // `addresses`: peer id -> "host:grpc_port" (this node excluded).
   PeerChannels(std::map<uint64_t, std::string> addresses, PeerChannelOptions options = {});
 
-  // nullptr for an unknown peer. The stub lives as long as this object.
-  raftpb::RaftPeer::Stub* stub(uint64_t peer) const;
+  // The members change (replication/member_table.h): a new peer gets a channel, a peer whose
+  // address changed a new one, and a removed peer's channel is dropped (it closes once the
+  // streams and calls still holding its stub end). Any thread.
+  void SetPeer(uint64_t peer, const std::string& address);
+  void RemovePeer(uint64_t peer);
+
+  // nullptr for an unknown peer. Holding the stub keeps its channel open.
+  std::shared_ptr<Stub> stub(uint64_t peer) const;
   // "" for an unknown peer.
-  const std::string& address(uint64_t peer) const;
-  const std::map<uint64_t, std::string>& addresses() const { return addresses_; }
+  std::string address(uint64_t peer) const;
+  std::map<uint64_t, std::string> addresses() const;
   // The retry rule of every loop that re-opens something on these channels: the first wait
   // `first` (default: reconnect_backoff_min_ms), capped at reconnect_backoff_max_ms.
   Backoff NewBackoff() const;
   Backoff NewBackoff(absl::Duration first) const;
 
  private:
-  const std::map<uint64_t, std::string> addresses_;
+  std::shared_ptr<Stub> Dial(const std::string& address) const;
+
   const PeerChannelOptions options_;
-  std::map<uint64_t, std::unique_ptr<raftpb::RaftPeer::Stub>> stubs_;
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, std::string> addresses_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::shared_ptr<Stub>> stubs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace raftkv::server

@@ -28,6 +28,8 @@ class PeerTransport::Peer {
 
   ~Peer() { Stop(); }
 
+  const std::string& address() const { return address_; }
+
   void Stop() {
     {
       absl::MutexLock lock(&mu_);
@@ -130,7 +132,7 @@ class PeerTransport::Peer {
   const uint64_t peer_id_;
   const std::string address_;
   const PeerChannels* const channels_;
-  raftpb::RaftPeer::Stub* const stub_;  // owned by PeerChannels
+  const std::shared_ptr<raftpb::RaftPeer::Stub> stub_;  // keeps the channel open
   const PeerTransportOptions options_;
   const OnUnreachable* const on_unreachable_;  // owned by PeerTransport
 
@@ -145,9 +147,26 @@ class PeerTransport::Peer {
 
 PeerTransport::PeerTransport(const PeerChannels* channels, PeerTransportOptions options,
                              OnUnreachable on_unreachable)
-    : on_unreachable_(std::move(on_unreachable)) {
-  for (const auto& [id, address] : channels->addresses()) {
-    peers_[id] = std::make_unique<Peer>(id, channels, options, &on_unreachable_);
+    : channels_(channels), options_(options), on_unreachable_(std::move(on_unreachable)) {
+  SyncPeers();
+}
+
+void PeerTransport::SyncPeers() {
+  const std::map<uint64_t, std::string> addresses = channels_->addresses();
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    auto a = addresses.find(it->first);
+    if (a == addresses.end() || a->second != it->second->address()) {
+      spdlog::info("peer {}: sender to {} stops (member removed or moved)", it->first,
+                   it->second->address());
+      it = peers_.erase(it);  // ~Peer stops its thread
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [id, address] : addresses) {
+    if (!peers_.count(id)) {
+      peers_[id] = std::make_unique<Peer>(id, channels_, options_, &on_unreachable_);
+    }
   }
 }
 

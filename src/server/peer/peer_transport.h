@@ -46,11 +46,17 @@ class PeerTransport {
 
   // Queues each message for its `to` peer. Never blocks. Messages to unknown ids are dropped.
   void Send(std::vector<raftpb::Message> msgs);
+  // The members changed: a sender for each peer of the channels that has none, or whose
+  // address changed; the senders of peers no longer in the channels stop. Call on the thread
+  // that calls Send (the raft loop).
+  void SyncPeers();
   // Stops every sender thread; queued messages are discarded. Idempotent.
   void Stop();
 
  private:
   class Peer;
+  const PeerChannels* const channels_;
+  const PeerTransportOptions options_;
   OnUnreachable on_unreachable_;
   std::map<uint64_t, std::unique_ptr<Peer>> peers_;
 };

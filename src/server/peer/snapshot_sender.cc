@@ -110,6 +110,11 @@ void SnapshotSender::Run(Transfer* t) {
 }
 
 SnapshotSender::Attempt SnapshotSender::SendOnce(Transfer* t, std::string* error) {
+  std::shared_ptr<raftpb::RaftPeer::Stub> stub = channels_->stub(t->msg.to());
+  if (stub == nullptr) {
+    *error = "the follower is no longer a member";
+    return Attempt::kStopped;
+  }
   grpc::ClientContext context;
   {
     absl::MutexLock lock(&mu_);
@@ -120,7 +125,7 @@ SnapshotSender::Attempt SnapshotSender::SendOnce(Transfer* t, std::string* error
     absl::MutexLock tl(&t->mu);
     t->context = &context;
   }
-  auto stream = channels_->stub(t->msg.to())->InstallSnapshot(&context);
+  auto stream = stub->InstallSnapshot(&context);
   raftpb::SnapshotChunk header;
   *header.mutable_message() = t->msg;
   *header.mutable_metadata() = t->msg.snapshot().metadata();

@@ -47,15 +47,6 @@ absl::Status NotLeaderError(const absl::Status& core) {
   std::_Exit(70);
 }
 
-std::string MembersJson(const std::vector<NodeAddress>& cluster) {
-  std::string out = "[";
-  for (size_t i = 0; i < cluster.size(); ++i) {
-    absl::StrAppend(&out, i ? "," : "", "{\"ip\":\"", cluster[i].ip, "\",\"port\":",
-                    cluster[i].port, ",\"grpc_port\":", cluster[i].grpc_port, "}");
-  }
-  return out + "]";
-}
-
 // Tests of real kvd processes (tests/integration/test_snapshots.py): with
 // RAFTKV_CRASH_AFTER_INSTALL_STEP=<step name> in the environment, the process ends as a kill
 // would (_exit, exit code kCrashedAtInstallStep) right after that step of a snapshot install.
@@ -112,9 +103,11 @@ RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOption
       snapshots_(data_dir.snapshots(), data_dir.received_snapshots()),
       pending_(absl::Milliseconds(options_.request_timeout_ms)),
       forward_session_id_(RandomSessionId()),
-      crash_after_applying_key_(CrashKeyFromEnv()) {}
+      crash_after_applying_key_(CrashKeyFromEnv()),
+      members_(options_.members ? *options_.members : MemberTable::Bootstrap(options_.cluster)) {}
 
 std::vector<uint64_t> RaftLoop::Voters() const {
+  if (!options_.bootstrap_voters.empty()) return options_.bootstrap_voters;
   std::vector<uint64_t> voters;
   for (size_t i = 0; i < options_.cluster.size(); ++i) {
     voters.push_back(NodeId::FromPosition(i).raft_id());
@@ -174,10 +167,9 @@ absl::Status RaftLoop::CreateCore() {
 
 void RaftLoop::StartPeerLinks() {
   std::map<uint64_t, std::string> peers;
-  for (size_t i = 0; i < options_.cluster.size(); ++i) {
-    if (i != options_.node_index) {
-      peers[NodeId::FromPosition(i).raft_id()] = options_.cluster[i].grpc_address();
-    }
+  {
+    absl::MutexLock lock(&members_mu_);
+    peers = members_.PeerAddresses(self_.raft_id());
   }
   channels_ = std::make_unique<PeerChannels>(std::move(peers), options_.peer);
   PeerTransportOptions transport_options;
@@ -205,7 +197,10 @@ absl::Status RaftLoop::StartBackup() {
   backup_options.interval_ms = options_.backup_interval_ms;
   backup_options.snapshot_entries = options_.snapshot_entries;
   backup_options.snapshots_retained = options_.snapshots_retained;
-  backup_options.members = MembersJson(options_.cluster);
+  {
+    absl::MutexLock lock(&members_mu_);
+    backup_options.members = members_.Json();
+  }
   backup_options.copy_busy_retries = options_.snapshot_copy_busy_retries;
   // Apply early enough that a healthy backup stays well inside --max-backup-lag-entries.
   backup_options.max_queued_entries =
@@ -271,6 +266,7 @@ void RaftLoop::Refuse(Event& e, const absl::Status& status) {
     std::move(a->done)(std::move(a->result));
   }
   if (auto* t = std::get_if<TransferEvent>(&e)) std::move(t->done)(status);
+  if (auto* mc = std::get_if<MembershipEvent>(&e)) std::move(mc->done)(status);
 }
 
 void RaftLoop::Post(Event e) {
@@ -507,6 +503,8 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     FinishInstall();
   } else if (auto* t = std::get_if<TransferEvent>(&e)) {
     HandleTransfer(*t);
+  } else if (auto* mc = std::get_if<MembershipEvent>(&e)) {
+    HandleMembership(*mc);
   }
 }
 
@@ -908,6 +906,16 @@ void RaftLoop::Persist(const raft::Ready& rd) {
 
 void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
   absl::StatusOr<kv::ApplyResult> result = kv::ApplyResult{};
+  if (e.type() == raftpb::ENTRY_CONF) {
+    // Not a command: the core acted on it when it was appended; the server's member table
+    // and peer links follow it now. For the store and the backup it is an empty entry.
+    ApplyMembership(e);
+    absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
+    if (!s.ok()) ExitOnStorageFailure(absl::StrCat("raft: applying entry ", e.index()), s);
+    backup_->Enqueue(e.index(), e.term(), "");
+    pending_.OnApplied(e.index(), e.term(), result);
+    return;
+  }
   if (e.data().empty()) {
     absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
     if (!s.ok()) result = s;
@@ -1119,12 +1127,16 @@ NodeStatus RaftLoop::Status() const {
 std::vector<PeerStatus> RaftLoop::Members() const {
   NodeStatus s = Status();
   std::vector<PeerStatus> out;
-  for (size_t i = 0; i < options_.cluster.size(); ++i) {
+  absl::MutexLock lock(&members_mu_);
+  for (const auto& [raft_id, m] : members_.members()) {
+    const NodeId id = NodeId::FromRaftId(raft_id);
     PeerStatus p;
-    p.id = i;
-    p.address = options_.cluster[i].client_address();
-    p.grpc_address = options_.cluster[i].grpc_address();
-    if (i == options_.node_index) {
+    p.id = id.position();
+    p.address = m.address.port == 0 ? "" : m.address.client_address();
+    p.grpc_address = m.address.grpc_address();
+    p.learner = m.learner;
+    p.client_port = m.address.port;
+    if (id == self_) {
       p.role = s.role;
       p.term = s.term;
       p.commit_index = s.commit_index;
@@ -1132,11 +1144,123 @@ std::vector<PeerStatus> RaftLoop::Members() const {
     } else {
       // Only what this node knows: whether it is the leader. Each node's own figures come
       // from asking it (kvctl status does).
-      p.role = s.leader_id == static_cast<int64_t>(i) ? "leader" : "unknown";
+      p.role = s.leader_id == static_cast<int64_t>(id.position()) ? "leader" : "unknown";
     }
     out.push_back(std::move(p));
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership.
+
+void RaftLoop::ChangeMembership(MembershipChange change, ChangeDone done) {
+  Post(MembershipEvent{std::move(change), std::move(done)});
+}
+
+void RaftLoop::HandleMembership(MembershipEvent& m) {
+  const MembershipChange& c = m.change;
+  raftpb::ConfChange cc;
+  uint64_t id = c.raft_id;
+  {
+    absl::MutexLock lock(&members_mu_);
+    if (c.kind == MembershipChange::Kind::kAddLearner ||
+        c.kind == MembershipChange::Kind::kUpdate) {
+      if (c.ip.empty() || c.grpc_port == 0) {
+        std::move(m.done)(absl::InvalidArgumentError("a member needs an ip and a gRPC port"));
+        return;
+      }
+      const std::string grpc_address = absl::StrCat(c.ip, ":", c.grpc_port);
+      for (const auto& [other, e] : members_.members()) {
+        if (other != id && e.address.grpc_address() == grpc_address) {
+          std::move(m.done)(absl::AlreadyExistsError(absl::StrCat(
+              "peer URL http://", grpc_address, " is already member ", other, "'s (",
+              NodeId::FromRaftId(other).ToString(), ")")));
+          return;
+        }
+      }
+    }
+    if (c.kind == MembershipChange::Kind::kAddLearner && id == 0) {
+      // The next id above every member this node knows and every id the log has used: ids
+      // are never reused, so messages meant for a removed member never reach a new one.
+      id = members_.members().empty() ? 1 : members_.members().rbegin()->first + 1;
+      for (uint64_t v : raft::MembersOf(raft_->configuration())) id = std::max(id, v + 1);
+      id = std::max(id, members_.max_id_seen() + 1);
+    }
+  }
+  switch (c.kind) {
+    case MembershipChange::Kind::kAddLearner: cc.set_type(raftpb::CONF_ADD_LEARNER); break;
+    case MembershipChange::Kind::kPromote: cc.set_type(raftpb::CONF_PROMOTE); break;
+    case MembershipChange::Kind::kRemove: cc.set_type(raftpb::CONF_REMOVE); break;
+    case MembershipChange::Kind::kUpdate: cc.set_type(raftpb::CONF_UPDATE); break;
+  }
+  cc.set_node_id(id);
+  if (c.kind == MembershipChange::Kind::kAddLearner ||
+      c.kind == MembershipChange::Kind::kUpdate) {
+    memberpb::MemberInfo info;
+    info.set_ip(c.ip);
+    info.set_port(c.port);
+    info.set_grpc_port(c.grpc_port);
+    cc.set_context(info.SerializeAsString());
+  }
+  absl::StatusOr<raft::EntryId> entry = raft_->ProposeConfChange(cc);
+  if (!entry.ok()) {
+    if (entry.status().code() == absl::StatusCode::kUnavailable) {
+      std::move(m.done)(NotLeaderError(entry.status()));
+    } else {
+      std::move(m.done)(entry.status());
+    }
+    return;
+  }
+  spdlog::info("membership: proposed {} of member {} at index {}",
+               raftpb::ConfChangeType_Name(cc.type()), id, entry->index);
+  pending_.AddWrite(entry->index, entry->term, absl::Now(),
+                    [id, done = std::move(m.done)](absl::StatusOr<ForwardResult> r) mutable {
+                      if (!r.ok()) {
+                        std::move(done)(r.status());
+                      } else {
+                        std::move(done)(id);
+                      }
+                    });
+}
+
+void RaftLoop::ApplyMembership(const raftpb::Entry& e) {
+  bool removed_self = false;
+  {
+    absl::MutexLock lock(&members_mu_);
+    absl::StatusOr<bool> changed = members_.Apply(e);
+    if (!changed.ok()) {
+      // Every node holds the same bytes: a context none can read changes no address.
+      spdlog::error("membership: {}", changed.status().ToString());
+      return;
+    }
+    if (!*changed) return;  // already in the table saved before a restart
+    if (absl::Status s = members_.Save(data_dir_.members()); !s.ok()) {
+      ExitOnStorageFailure("saving the member table", s);
+    }
+    spdlog::info("membership: entry {} applied; members {}", e.index(), members_.Json());
+    removed_self = members_.Find(self_.raft_id()) == nullptr;
+  }
+  SyncPeerLinks();
+  if (removed_self) {
+    spdlog::warn("membership: this node ({}) was removed from the cluster; stopping",
+                 self_.ToString());
+    if (options_.on_removed) options_.on_removed();
+  }
+}
+
+void RaftLoop::SyncPeerLinks() {
+  if (!channels_) return;
+  std::map<uint64_t, std::string> peers;
+  {
+    absl::MutexLock lock(&members_mu_);
+    peers = members_.PeerAddresses(self_.raft_id());
+  }
+  for (const auto& [id, address] : channels_->addresses()) {
+    if (!peers.count(id)) channels_->RemovePeer(id);
+  }
+  for (const auto& [id, address] : peers) channels_->SetPeer(id, address);
+  transport_->SyncPeers();
 }
 
 }  // namespace raftkv::server

@@ -63,6 +63,7 @@
 #include "server/node_id.h"
 #include "server/peer/peer_channels.h"
 #include "server/peer/peer_service.h"
+#include "server/replication/member_table.h"
 #include "server/replication/pending_requests.h"
 #include "server/replication/reader_pool.h"
 #include "server/service/replicator.h"
@@ -87,8 +88,17 @@ class SnapshotSender;
 struct SnapshotReport;
 
 struct RaftLoopOptions {
-  uint32_t node_index = 0;            // this node's position in `cluster` (NodeId)
+  uint32_t node_index = 0;            // this node's NodeId position (raft id - 1)
+  // node_config.json: bootstraps the member table (ids position + 1) when `members` is unset.
   std::vector<NodeAddress> cluster;
+  // The member table to start from (member_table.h): <data-dir>/members, or what a joining
+  // node fetched from the cluster. Unset: bootstrapped from `cluster`.
+  std::optional<MemberTable> members;
+  // The core's bootstrap configuration (raft::Config::peers). Empty: the ids of `cluster`.
+  std::vector<uint64_t> bootstrap_voters;
+  // Called (on the loop thread) once this node applied its own removal: the process should
+  // stop (raft.h, contract item 7). Null: nothing.
+  std::function<void()> on_removed;
   uint64_t cluster_id = 0;
   uint32_t tick_ms = 100;             // --tick-ms
   uint32_t election_ticks = 10;       // --election-ticks
@@ -208,6 +218,7 @@ class RaftLoop : public Replicator, public PeerHandler {
   // kFailedPrecondition when it is the only voter; other errors as TransferLeadership.
   // Blocks the caller; the loop goes on serving.
   absl::Status HandOverLeadership(absl::Duration timeout);
+  void ChangeMembership(MembershipChange change, ChangeDone done) override;
 
  private:
   struct WriteEvent {
@@ -257,9 +268,14 @@ class RaftLoop : public Replicator, public PeerHandler {
     bool drain = false;
     TransferDone done;
   };
+  // A membership change to propose (ChangeMembership).
+  struct MembershipEvent {
+    MembershipChange change;
+    ChangeDone done;
+  };
   using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
                              AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent,
-                             InstallDoneEvent, TransferEvent>;
+                             InstallDoneEvent, TransferEvent, MembershipEvent>;
 
   RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOptions options);
   // The parts of Start, in order.
@@ -303,6 +319,12 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ProcessReady();
   void Persist(const raft::Ready& rd);
   void ApplyEntry(const raftpb::Entry& e);
+  // A committed ENTRY_CONF: the member table (saved before the entry counts as applied), then
+  // the peer links follow it; this node's own removal calls options_.on_removed.
+  void ApplyMembership(const raftpb::Entry& e);
+  // Channels and senders for exactly the table's other members.
+  void SyncPeerLinks();
+  void HandleMembership(MembershipEvent& m);
   // Starts installing a snapshot from the leader, durably and in an order start-up can
   // finish from any point: restarts the WAL after it (on the loop, before returning), then
   // pauses the core's apply and starts the install thread (InstallStore) for the store and
@@ -380,6 +402,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   uint64_t next_forward_sequence_ = 1;
 
   // ---- Shared with other threads ----
+  // Written by the loop thread (ApplyMembership); read by Members() on any thread.
+  mutable absl::Mutex members_mu_;
+  MemberTable members_ ABSL_GUARDED_BY(members_mu_);
   absl::Mutex mu_;
   std::vector<Event> inbox_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

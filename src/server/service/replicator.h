@@ -20,13 +20,26 @@
 namespace raftkv::server {
 
 struct PeerStatus {
-  uint64_t id = 0;               // 0-based position in node_config.json
+  uint64_t id = 0;               // NodeId position: raft id - 1 (server/node_id.h)
   std::string address;           // ip:client_port
   std::string grpc_address;      // ip:grpc_port
   std::string role;              // "leader", "follower", "candidate", "pre-candidate", "unknown"
   uint64_t term = 0;
   uint64_t commit_index = 0;
   uint64_t applied_index = 0;
+  bool learner = false;          // receives the log, does not vote (yet)
+  uint32_t client_port = 0;      // the port of `address`; 0: not known
+};
+
+// A membership change (etcd's MemberAdd/Promote/Remove/Update, kvctl member ...).
+struct MembershipChange {
+  enum class Kind { kAddLearner, kPromote, kRemove, kUpdate };
+  Kind kind = Kind::kAddLearner;
+  uint64_t raft_id = 0;          // kAddLearner: 0 = pick the next free id
+  // kAddLearner, kUpdate: where the member is reached (port 0: the client port is not known).
+  std::string ip;
+  uint32_t port = 0;
+  uint32_t grpc_port = 0;
 };
 
 struct NodeStatus {
@@ -85,6 +98,17 @@ class Replicator {
   virtual void TransferLeadership(std::optional<uint64_t> /*to*/, uint64_t /*timeout_ms*/,
                                   TransferDone done) {
     std::move(done)(absl::UnimplementedError("leadership transfer is not supported here"));
+  }
+
+  // Proposes `change` (on the leader only) and calls `done` once it is applied here, with the
+  // member's raft id. Errors: kUnavailable (not the leader: the message names it; a transfer
+  // in progress), kFailedPrecondition (another change is not committed yet; a learner too far
+  // behind to promote, saying how far; the change would leave too few voters up),
+  // kAlreadyExists (the id or address is a member), kNotFound (no such member),
+  // kInvalidArgument, kDeadlineExceeded (outcome unknown).
+  using ChangeDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
+  virtual void ChangeMembership(MembershipChange change, ChangeDone done) {
+    std::move(done)(absl::UnimplementedError("membership changes are not supported here"));
   }
 };
 

@@ -1,4 +1,11 @@
-// etcd Cluster service: MemberList.
+// etcd Cluster service: MemberList, MemberAdd, MemberPromote, MemberRemove, MemberUpdate
+// (README.md, "Operating a cluster"). Member ids are raft ids (server/node_id.h); peer URLs
+// are http://ip:grpc_port. Changes are served by the leader only (UNAVAILABLE naming it
+// otherwise) and answered once applied there.
+//
+// MemberAdd always adds a learner: a new voter that has not caught up would make every
+// quorum wait for it (raftkv's rule; etcd allows a voter add). isLearner=false is accepted
+// and the answer's member says isLearner=true; promote it with MemberPromote once caught up.
 #pragma once
 
 #include "server/frontend/etcd/etcd_shared.h"
@@ -11,8 +18,20 @@ class EtcdCluster final : public pb::Cluster::Service {
 
   grpc::Status MemberList(grpc::ServerContext*, const pb::MemberListRequest*,
                           pb::MemberListResponse* resp) override;
+  grpc::Status MemberAdd(grpc::ServerContext* context, const pb::MemberAddRequest* req,
+                         pb::MemberAddResponse* resp) override;
+  grpc::Status MemberPromote(grpc::ServerContext* context, const pb::MemberPromoteRequest* req,
+                             pb::MemberPromoteResponse* resp) override;
+  grpc::Status MemberRemove(grpc::ServerContext* context, const pb::MemberRemoveRequest* req,
+                            pb::MemberRemoveResponse* resp) override;
+  grpc::Status MemberUpdate(grpc::ServerContext* context, const pb::MemberUpdateRequest* req,
+                            pb::MemberUpdateResponse* resp) override;
 
  private:
+  // The members as this node knows them now, into `out`; the header into `header`.
+  void FillMembers(pb::ResponseHeader* header,
+                   google::protobuf::RepeatedPtrField<pb::Member>* out) const;
+
   const Shared* s_;
 };
 

@@ -141,7 +141,20 @@ class Shared {
     member->set_id(NodeId::FromPosition(peer.id).etcd_member_id());
     member->set_name(absl::StrCat("node", peer.id));
     member->add_peerurls(absl::StrCat("http://", peer.grpc_address));
+    // The etcd API is served on the gRPC port.
     member->add_clienturls(absl::StrCat("http://", peer.grpc_address));
+    member->set_islearner(peer.learner);
+    member->set_raftkv_client_port(peer.client_port);
+  }
+
+  // Blocks until replicator->ChangeMembership answers (the change applied on this node, the
+  // leader), with the same deadline rule as Await. Returns the member's raft id.
+  absl::StatusOr<uint64_t> AwaitMembership(grpc::ServerContext* context,
+                                           MembershipChange change) const {
+    return Wait<absl::StatusOr<uint64_t>>(
+        context, "the membership change did not complete within its deadline (at most %d "
+                 "ms); its outcome is unknown: check with member list",
+        [&](auto done) { replicator_->ChangeMembership(std::move(change), std::move(done)); });
   }
 
   uint64_t cluster_id() const { return cluster_id_; }
