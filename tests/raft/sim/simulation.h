@@ -42,6 +42,22 @@ struct SimOptions {
   int liveness_ticks = 200;
   bool verbose = false;   // print events to stderr
   bool membership = false;  // membership changes and leadership transfers as faults
+  // Nodes store their log in the real WalStorage over an in-memory file system that knows
+  // what a power cut keeps (tests/raft/wal/crash_env.h); a crash reopens the WAL (its
+  // recovery: torn tail, segments, markers). Default: MemoryStorage.
+  bool wal = false;
+  // Faults added by issue 16 (each on by default; off replays the older fault model):
+  // per-node clocks: every node ticks at its own rate (0.6x to 1.5x, redrawn with the faults)
+  // and sometimes stalls for a few ticks, instead of all nodes ticking in lockstep;
+  bool drift = true;
+  // a snapshot takes 1 to 8 ticks to stream and fails (reported to the leader) if the
+  // receiver crashes, the link is cut or the stream breaks meanwhile, instead of arriving
+  // with its MSG_SNAP;
+  bool slow_snapshots = true;
+  // a crash keeps a random prefix of the records written since the last sync (a torn
+  // write), not just what was synced (with `wal`: a random prefix of the unsynced bytes,
+  // so the last record may be torn). Synced data always survives.
+  bool torn_crashes = true;
   // Deliberate caller bugs, to show the checks catch them (tests of the simulator itself).
   enum class Bug {
     kNone,
@@ -62,6 +78,15 @@ struct SimOptions {
     // into one from a voter that did not send it, so the leader counts a learner toward
     // commit (no commit without a quorum of the configuration in force).
     kLearnerAckCounted,
+    // Drift: a leader serves reads from its own state while it holds a lease: a majority
+    // heard from it within election_tick of its own ticks (and CheckQuorum is on). Safe
+    // only while clocks run at the same rate: a faster follower times out early, a new
+    // leader commits writes, the old one still answers from its lease.
+    kLeaseRead,
+    // Torn crashes: the raft loop writes the hard state before the entries of a Ready
+    // (both before one sync): a crash that keeps a prefix can leave a commit index or a
+    // vote that the log on disk does not back.
+    kHardStateFirst,
   };
   Bug bug = Bug::kNone;
 };
@@ -78,6 +103,12 @@ struct SimStats {
   uint64_t commit_index = 0;
   uint64_t conf_changes = 0;  // membership changes the leader accepted
   uint64_t transfers = 0;     // leadership transfers started
+  // Leaders deposed (or crashed) within the tick that elected them: only checks after every
+  // step see them (AfterChange in simulation.cc).
+  uint64_t brief_leaders = 0;
+  uint64_t torn_crashes = 0;       // crashes that kept part of what was not synced
+  uint64_t snapshot_streams_broken = 0;
+  uint64_t stalls = 0;             // clock stalls (drift)
 };
 
 // Runs one seed. Returns OK, or kInternal describing the first violated property.
