@@ -94,6 +94,8 @@ int main(int argc, char** argv) {
       {"learner_ack_counted", Bug::kLearnerAckCounted},
       {"lease_read", Bug::kLeaseRead},
       {"hard_state_first", Bug::kHardStateFirst},
+      {"serve_before_applied", Bug::kServeBeforeApplied},
+      {"ack_by_index_only", Bug::kAckByIndexOnly},
   };
   Bug planted = Bug::kNone;
   bool known_bug = false;
@@ -151,6 +153,8 @@ int main(int argc, char** argv) {
     total.torn_crashes += stats.torn_crashes;
     total.snapshot_streams_broken += stats.snapshot_streams_broken;
     total.stalls += stats.stalls;
+    total.retries += stats.retries;
+    total.applied_twice += stats.applied_twice;
     if (!st.ok()) {
       ++failed;
       fprintf(stderr, "FAIL seed=%lld: %s\n  replay: %s\n", s, std::string(st.message()).c_str(),
@@ -162,7 +166,7 @@ int main(int argc, char** argv) {
   printf("raft_sim: %lld seeds from %lld in %.1f s: ticks=%llu msgs=%llu writes_acked=%llu "
          "reads=%llu leaders=%llu crashes=%llu disks_lost=%llu snapshots=%llu "
          "conf_changes=%llu transfers=%llu brief_leaders=%llu torn_crashes=%llu "
-         "snapshot_streams_broken=%llu stalls=%llu\n",
+         "snapshot_streams_broken=%llu stalls=%llu retries=%llu applied_twice=%llu\n",
          seeds, start, secs, (unsigned long long)total.ticks,
          (unsigned long long)total.messages_delivered, (unsigned long long)total.writes_acked,
          (unsigned long long)total.reads_served, (unsigned long long)total.leaders_elected,
@@ -170,7 +174,8 @@ int main(int argc, char** argv) {
          (unsigned long long)total.snapshots_installed, (unsigned long long)total.conf_changes,
          (unsigned long long)total.transfers, (unsigned long long)total.brief_leaders,
          (unsigned long long)total.torn_crashes,
-         (unsigned long long)total.snapshot_streams_broken, (unsigned long long)total.stalls);
+         (unsigned long long)total.snapshot_streams_broken, (unsigned long long)total.stalls,
+         (unsigned long long)total.retries, (unsigned long long)total.applied_twice);
   printf("%lld passed, %lld failed\n", seeds - failed, failed);
   return failed == 0 ? 0 : 1;
 }

@@ -31,7 +31,28 @@ struct Proposal {
 struct PendingRead {
   uint64_t required = 0;  // highest acknowledged write index when the read started
   std::optional<uint64_t> index;  // confirmed read index (ReadState), once known
+  std::string key;        // the key read
+  // The index of the newest write to `key` acknowledged when the read started: the value
+  // read must be that write's or a later one's (linearizability, by value).
+  uint64_t key_required = 0;
 };
+
+// A client write whose outcome the client does not know yet (SimOptions: clients retry).
+struct ClientWrite {
+  uint64_t deadline = 0;  // give up waiting and propose again at this tick
+  int attempts = 1;
+};
+
+// A write command is "key=value"; values are unique ("w<N>"). Anything else (the liveness
+// marker, configuration entries, empty entries) leaves the key/value state alone.
+bool ParseWrite(const raftpb::Entry& e, std::string* key, std::string* value) {
+  if (e.type() != raftpb::ENTRY_NORMAL || e.data().empty() || e.data()[0] != 'k') return false;
+  const size_t eq = e.data().find('=');
+  if (eq == std::string::npos) return false;
+  *key = e.data().substr(0, eq);
+  *value = e.data().substr(eq + 1);
+  return true;
+}
 
 struct SimNode {
   uint64_t id = 0;
@@ -67,6 +88,8 @@ struct SimNode {
   // meanwhile loses it.
   std::optional<Ready> deferred;
   raftpb::VoterState logged_state = raftpb::VOTER;  // for the verbose log
+  // The state machine: applied writes, key -> value.
+  std::map<std::string, std::string> kv;
 };
 
 struct CommittedEntry {
@@ -77,6 +100,7 @@ struct CommittedEntry {
   // when it saw the entry committed (a node only learns commit indexes from its own term).
   uint64_t commit_term = 0;
   bool applied = false;  // applied somewhere (known may come first, from a commit index)
+  raftpb::EntryType type = raftpb::ENTRY_NORMAL;
 };
 
 // A snapshot being streamed (SimOptions::slow_snapshots): MSG_SNAP delivered to the
@@ -153,6 +177,13 @@ class Simulation {
   // answered for it, so only the state machine check can notice).
   void Apply(SimNode& n, const raftpb::Entry& e, bool early = false);
   void MaybeSnapshot(SimNode& n);
+  // The key/value state after the committed entries 1..index (what a snapshot at `index`
+  // holds); Fail()s if one of them is not known.
+  std::map<std::string, std::string> StateAt(uint64_t index);
+  // Clients: writes whose outcome is unknown are proposed again after a timeout.
+  void RetryWrites();
+  // Proposes `data` on `n`, following the leader hint once; records the proposal.
+  void ProposeWrite(SimNode* n, const std::string& data);
 
   // ---- membership (SimOptions::membership) ----
   // Random additions, promotions, removals and transfers on the leader; retires removed
@@ -246,7 +277,11 @@ class Simulation {
   std::vector<CommittedEntry> committed_;  // by index
   std::map<uint64_t, uint64_t> leader_of_term_;
   std::vector<std::pair<uint64_t, uint64_t>> new_leaders_;  // (id, term) first seen this tick
-  std::set<std::string> applied_data_;     // proposals applied (each at most once)
+  std::set<std::string> applied_data_;     // proposals applied (each at most once...)
+  std::set<std::string> retried_;          // (... unless a client retried it)
+  std::map<std::string, ClientWrite> unknown_;  // client writes awaiting their outcome
+  std::map<std::string, uint64_t> write_index_;  // value -> newest index it was applied at
+  std::map<std::string, uint64_t> acked_key_index_;  // key -> newest acknowledged write
   uint64_t max_acked_index_ = 0;
   uint64_t next_client_id_ = 0;
   std::optional<std::string> failure_;
@@ -288,6 +323,7 @@ void Simulation::StartNode(SimNode& n) {
   // The state machine restarts from the snapshot the storage starts after.
   c.applied = n.storage->FirstIndex() - 1;
   n.applied = c.applied;
+  n.kv = StateAt(n.applied);
   absl::StatusOr<std::unique_ptr<Raft>> r = Raft::Create(c, n.storage.get());
   if (!r.ok()) {
     Fail(absl::StrCat("node ", n.id, " failed to start: ", r.status().ToString()));
@@ -590,21 +626,11 @@ void Simulation::ClientOps() {
   if (Chance(0.4)) {
     SimNode* n = RandomStarted();
     if (n->up) {
-      std::string data = absl::StrCat("w", ++next_client_id_);
-      absl::StatusOr<EntryId> r = n->raft->Propose(data);
-      if (!r.ok()) {
-        // Follow the leader hint once, as a client library would.
-        std::optional<uint64_t> hint = LeaderHint(r.status());
-        if (hint && node(*hint).up) {
-          n = &node(*hint);
-          r = n->raft->Propose(data);
-        }
-      }
-      if (r.ok()) n->proposals[r->index] = Proposal{r->term, data};
-      AfterChange(*n);
-      ProcessReady(*n);
+      const std::string data = absl::StrCat("k", Uniform(0, 4), "=w", ++next_client_id_);
+      ProposeWrite(n, data);
     }
   }
+  RetryWrites();
   if (Chance(0.3)) {
     SimNode& n = *RandomStarted();
     if (n.up && opt_.bug == SimOptions::Bug::kLeaseRead && LeaseRead(n)) {
@@ -619,10 +645,59 @@ void Simulation::ClientOps() {
       }
     } else if (n.up) {
       std::string ctx = absl::StrCat("r", ++next_client_id_);
-      if (n.raft->ReadIndex(ctx).ok()) n.reads[ctx] = PendingRead{max_acked_index_, {}};
+      const std::string key = absl::StrCat("k", Uniform(0, 4));
+      if (n.raft->ReadIndex(ctx).ok()) {
+        n.reads[ctx] = PendingRead{max_acked_index_, {}, key, acked_key_index_[key]};
+      }
       AfterChange(n);
       ProcessReady(n);
     }
+  }
+}
+
+void Simulation::ProposeWrite(SimNode* n, const std::string& data) {
+  absl::StatusOr<EntryId> r = n->raft->Propose(data);
+  if (!r.ok()) {
+    // Follow the leader hint once, as a client library would.
+    std::optional<uint64_t> hint = LeaderHint(r.status());
+    if (hint && node(*hint).up) {
+      n = &node(*hint);
+      r = n->raft->Propose(data);
+    }
+  }
+  if (r.ok()) {
+    n->proposals[r->index] = Proposal{r->term, data};
+    // The client waits for the answer, then (a timeout, a lost leader) tries again.
+    ClientWrite& w = unknown_[data];
+    w.deadline = now_ + Uniform(15, 40);
+  }
+  AfterChange(*n);
+  ProcessReady(*n);
+}
+
+void Simulation::RetryWrites() {
+  std::vector<std::string> due;
+  for (auto it = unknown_.begin(); it != unknown_.end();) {
+    if (it->second.deadline > now_) {
+      ++it;
+    } else if (it->second.attempts >= 3) {  // the client gives up: the outcome stays unknown
+      it = unknown_.erase(it);
+    } else {
+      ++it->second.attempts;
+      it->second.deadline = now_ + Uniform(15, 40);
+      due.push_back(it->first);
+      ++it;
+    }
+  }
+  for (const std::string& data : due) {
+    // (Acknowledged meanwhile, by an earlier attempt applied while retrying another.)
+    if (!unknown_.count(data) || failure_) continue;
+    SimNode* n = RandomStarted();
+    if (!n->up) continue;
+    Log(absl::StrCat("client retries ", data, " on node ", n->id));
+    retried_.insert(data);
+    if (stats_) ++stats_->retries;
+    ProposeWrite(n, data);
   }
 }
 
@@ -823,6 +898,7 @@ void Simulation::ProcessReady(SimNode& n) {
         return Fail(absl::StrCat("node ", n.id, " snapshot moves applied back"));
       }
       n.applied = meta.index();
+      n.kv = StateAt(meta.index());
       if (stats_) ++stats_->snapshots_installed;
     }
     const bool hs_first = opt_.bug == SimOptions::Bug::kHardStateFirst;
@@ -891,10 +967,21 @@ void Simulation::CompleteReady(SimNode& n, Ready rd) {
   // 4. Advance.
   n.raft->Advance(rd);
   AfterChange(n);
-  // Reads are served once the state machine caught up with their index.
+  // Reads are served once the state machine caught up with their index, from its state.
   for (auto it = n.reads.begin(); it != n.reads.end();) {
-    if (it->second.index && *it->second.index <= n.applied) {
+    if (it->second.index && (*it->second.index <= n.applied ||
+                             opt_.bug == SimOptions::Bug::kServeBeforeApplied)) {
       if (stats_) ++stats_->reads_served;
+      const PendingRead& r = it->second;
+      auto kv = n.kv.find(r.key);
+      const std::string value = kv == n.kv.end() ? "" : kv->second;
+      const uint64_t written_at = value.empty() ? 0 : write_index_[value];
+      if (written_at < r.key_required) {
+        return Fail(absl::StrCat("node ", n.id, " read ", it->first, " of ", r.key, " = '",
+                                 value, "' (written at ", written_at, ") but the write at ",
+                                 r.key_required, " to ", r.key,
+                                 " was acknowledged before the read started"));
+      }
       it = n.reads.erase(it);
     } else {
       ++it;
@@ -920,6 +1007,7 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
     c.known = true;
     c.term = e.term();
     c.data = e.data();
+    c.type = e.type();
     // (An early apply is no proof of commitment: leader completeness does not count it.)
     c.commit_term = early ? std::numeric_limits<uint64_t>::max() : term_now;
   } else if (!early) {
@@ -938,22 +1026,58 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
     }
     if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty() &&
         !applied_data_.insert(e.data()).second) {
-      return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
+      // Without client sessions in the core, a write whose outcome was unknown and that the
+      // client proposed again may be applied twice (the same value both times): allowed for
+      // retried writes only.
+      if (!retried_.count(e.data())) {
+        return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
+      }
+      if (stats_) ++stats_->applied_twice;
     }
+  }
+  std::string key, value;
+  if (ParseWrite(e, &key, &value)) {
+    n.kv[key] = value;
+    uint64_t& at = write_index_[value];
+    at = std::max(at, e.index());
   }
   if (stats_) stats_->commit_index = std::max<uint64_t>(stats_->commit_index, e.index());
   auto p = n.proposals.find(e.index());
   if (p != n.proposals.end() && !early) {
-    if (p->second.term == e.term()) {
-      if (p->second.data != e.data()) {
+    if (p->second.term == e.term() || opt_.bug == SimOptions::Bug::kAckByIndexOnly) {
+      if (p->second.data != e.data() && opt_.bug != SimOptions::Bug::kAckByIndexOnly) {
         return Fail(absl::StrCat("proposal at ", e.index(), "/", e.term(), " changed data"));
       }
       // The client is told its write succeeded.
       max_acked_index_ = std::max(max_acked_index_, e.index());
+      std::string pkey, pvalue;
+      raftpb::Entry proposed;
+      proposed.set_data(p->second.data);
+      if (ParseWrite(proposed, &pkey, &pvalue)) {
+        uint64_t& at = acked_key_index_[pkey];
+        at = std::max(at, e.index());
+      }
+      unknown_.erase(p->second.data);
       if (stats_) ++stats_->writes_acked;
     }
     n.proposals.erase(p);
   }
+}
+
+std::map<std::string, std::string> Simulation::StateAt(uint64_t index) {
+  std::map<std::string, std::string> kv;
+  for (uint64_t i = 1; i <= index; ++i) {
+    if (i >= committed_.size() || !committed_[i].known) {
+      Fail(absl::StrCat("snapshot at ", index, " covers entry ", i, " not known committed"));
+      return kv;
+    }
+    raftpb::Entry e;
+    e.set_type(committed_[i].type);
+    e.set_data(committed_[i].data);
+    std::string key, value;
+    if (ParseWrite(e, &key, &value)) kv[key] = value;
+  }
+  return kv;
 }
 
 void Simulation::MaybeSnapshot(SimNode& n) {
@@ -1160,7 +1284,7 @@ void Simulation::CheckLeader(SimNode& n) {
 }
 
 void Simulation::CheckCommits(SimNode& n) {
-  if (opt_.bug == SimOptions::Bug::kApplyBeforeCommit) return;  // its own check
+  if (!opt_.check_commits || opt_.bug == SimOptions::Bug::kApplyBeforeCommit) return;
   const RaftLog& log = n.raft->log();
   const uint64_t commit = log.committed();
   if (commit <= n.seen_commit) return;
@@ -1178,6 +1302,7 @@ void Simulation::CheckCommits(SimNode& n) {
       c.known = true;
       c.term = e.term();
       c.data = e.data();
+      c.type = e.type();
       c.commit_term = term_now;
     } else if (c.term != e.term() || c.data != e.data()) {
       return Fail(absl::StrCat("commit safety: node ", n.id, " has commit index ", commit,

@@ -58,6 +58,10 @@ struct SimOptions {
   // write), not just what was synced (with `wal`: a random prefix of the unsynced bytes,
   // so the last record may be torn). Synced data always survives.
   bool torn_crashes = true;
+  // Commit safety: entries under any node's commit index are checked against what was
+  // committed there, at every step (before anything applies them). Off only to show that
+  // the older checks still fire on their own (sim_test.cc).
+  bool check_commits = true;
   // Deliberate caller bugs, to show the checks catch them (tests of the simulator itself).
   enum class Bug {
     kNone,
@@ -87,6 +91,12 @@ struct SimOptions {
     // (both before one sync): a crash that keeps a prefix can leave a commit index or a
     // vote that the log on disk does not back.
     kHardStateFirst,
+    // Reads by value: a read is answered from the state machine as soon as its read index is
+    // confirmed, before the node applied up to it (the index is right, the value stale).
+    kServeBeforeApplied,
+    // Reads by value: the client library takes a write as acknowledged when the entry at its
+    // index is applied, whatever its term (a write a new leader overwrote looks done).
+    kAckByIndexOnly,
   };
   Bug bug = Bug::kNone;
 };
@@ -109,6 +119,8 @@ struct SimStats {
   uint64_t torn_crashes = 0;       // crashes that kept part of what was not synced
   uint64_t snapshot_streams_broken = 0;
   uint64_t stalls = 0;             // clock stalls (drift)
+  uint64_t retries = 0;            // writes a client proposed again (outcome unknown)
+  uint64_t applied_twice = 0;      // retried writes that were applied twice
 };
 
 // Runs one seed. Returns OK, or kInternal describing the first violated property.
