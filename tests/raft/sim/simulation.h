@@ -11,12 +11,20 @@
 // Ready is handled in kvd's order (raft.h): messages_before_persist, persist (the fsync may
 // finish later), messages, apply, Advance.
 //
-// Checked at every step: election safety (one leader per term), log matching, leader
-// completeness, state machine safety (same entry applied at each index everywhere, each
-// proposal at most once, in order), linearizable reads (a read confirmed at index R comes
-// after every write acknowledged before the read started), plus the core's own
-// CheckInvariants(). After the faults heal: a leader known to all within a bounded number of
-// ticks, and a new write commits and is applied everywhere.
+// Also (issue 16; see SimOptions): 2 to 6 nodes, per-node clocks with stalls, snapshot
+// streams that take ticks and can break, crashes that keep a prefix of the unsynced writes,
+// nodes on the real WalStorage, and clients that retry writes whose outcome is unknown.
+//
+// Checked after every step (each message, tick, proposal, Advance): election safety (one
+// leader per term), leader completeness, commit safety (what is under any node's commit index
+// agrees with what was committed there); log matching every 10 ticks; state machine safety
+// (same entry applied at each index everywhere, each proposal at most once unless a client
+// retried it, in order); linearizable reads by index (a read confirmed at index R comes after
+// every write acknowledged before the read started) and by value (the state machine applies
+// "key=value" writes; a read returns the newest write to its key acknowledged before it
+// started, or a later one), plus the core's own CheckInvariants(). After the faults heal: a
+// leader known to all within a bounded number of ticks, and a new write commits and is applied
+// everywhere.
 //
 // With SimOptions::membership, the cluster also changes while it runs: learners are added
 // (new nodes that start empty and join), promoted and removed, voters removed, leadership
