@@ -46,10 +46,11 @@ TEST(SimTest, MembershipChanges) { RunSeeds(1, 300, 0, /*membership=*/true); }
 
 // Even sizes: a 2-node cluster needs both nodes, 4 and 6 need 3 and 4 (a split vote ties).
 TEST(SimTest, EvenSizedClusters) {
-  RunSeeds(1, 100, 2);
-  RunSeeds(1, 100, 4);
-  RunSeeds(1, 100, 6);
-  RunSeeds(1, 50, 4, /*membership=*/true);
+  // (The release sweeps raft_sim_seeds_* pick 2, 4 or 6 nodes for 3 of 7 seeds.)
+  RunSeeds(1, 70, 2);
+  RunSeeds(1, 70, 4);
+  RunSeeds(1, 70, 6);
+  RunSeeds(1, 40, 4, /*membership=*/true);
 }
 
 // Nodes on the real WalStorage: every crash reopens (recovers) the WAL from what the
