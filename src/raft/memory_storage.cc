@@ -1,5 +1,6 @@
 #include "raft/memory_storage.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -114,17 +115,46 @@ absl::Status MemoryStorage::ApplySnapshot(const raftpb::SnapshotMetadata& meta) 
   return absl::OkStatus();
 }
 
-std::unique_ptr<MemoryStorage> MemoryStorage::DurableCopy() const {
+std::unique_ptr<MemoryStorage> MemoryStorage::CrashCopy(size_t keep_records) const {
   RAFTKV_CHECK(track_durable_);
   auto copy = std::make_unique<MemoryStorage>(true);
   copy->hard_state_ = durable_->hard_state_;
   copy->snapshot_ = durable_->snapshot_;
   copy->entries_ = durable_->entries_;
-  // Identical durable state: nothing is pending in the copy.
-  copy->durable_->hard_state_ = durable_->hard_state_;
-  copy->durable_->snapshot_ = durable_->snapshot_;
-  copy->durable_->entries_ = durable_->entries_;
+  // The kept records, replayed in order onto the durable state.
+  for (const PendingOp& op : pending_) {
+    if (keep_records == 0) break;
+    absl::Status s;
+    switch (op.kind) {
+      case PendingOp::kAppend: {
+        const size_t n = std::min(keep_records, op.entries.size());
+        s = copy->Append(std::vector<raftpb::Entry>(op.entries.begin(), op.entries.begin() + n));
+        keep_records -= n;
+        break;
+      }
+      case PendingOp::kHardState:
+        s = copy->SetHardState(op.hard_state);
+        --keep_records;
+        break;
+      case PendingOp::kCompact:
+        s = copy->Compact(op.index);
+        --keep_records;
+        break;
+    }
+    RAFTKV_CHECK_MSG(s.ok(), std::string(s.message()).c_str());
+  }
+  // What the crash left is all durable: nothing is pending in the copy.
+  copy->pending_.clear();
+  copy->durable_->hard_state_ = copy->hard_state_;
+  copy->durable_->snapshot_ = copy->snapshot_;
+  copy->durable_->entries_ = copy->entries_;
   return copy;
+}
+
+size_t MemoryStorage::unsynced_records() const {
+  size_t n = 0;
+  for (const PendingOp& op : pending_) n += op.kind == PendingOp::kAppend ? op.entries.size() : 1;
+  return n;
 }
 
 }  // namespace raftkv::raft

@@ -38,7 +38,15 @@ class MemoryStorage final : public LogStorage {
 
   // Test hook: what survives a crash now (everything up to the last Sync()). The copy tracks
   // durability too. REQUIRES: constructed with track_durable = true.
-  std::unique_ptr<MemoryStorage> DurableCopy() const;
+  std::unique_ptr<MemoryStorage> DurableCopy() const { return CrashCopy(0); }
+  // Test hook: what a crash now may leave when the disk kept the first `keep_records` of the
+  // unsynced records too (a prefix, as a log file written in order keeps: each entry of an
+  // Append, each hard state and each compaction is one record), as after a torn write.
+  // CrashCopy(0) is DurableCopy(); CrashCopy(unsynced_records()) keeps everything.
+  // REQUIRES: constructed with track_durable = true.
+  std::unique_ptr<MemoryStorage> CrashCopy(size_t keep_records) const;
+  // Records written since the last Sync() (see CrashCopy). 0 if durability is not tracked.
+  size_t unsynced_records() const;
 
   // Number of Sync() calls so far (for tests and benchmarks).
   uint64_t sync_count() const { return sync_count_; }

@@ -15,6 +15,8 @@
 #include "raft/membership.h"
 #include "raft/memory_storage.h"
 #include "raft/raft.h"
+#include "raft/wal/crash_env.h"
+#include "raft/wal/wal_storage.h"
 
 namespace raftkv::raft::sim {
 namespace {
@@ -29,7 +31,28 @@ struct Proposal {
 struct PendingRead {
   uint64_t required = 0;  // highest acknowledged write index when the read started
   std::optional<uint64_t> index;  // confirmed read index (ReadState), once known
+  std::string key;        // the key read
+  // The index of the newest write to `key` acknowledged when the read started: the value
+  // read must be that write's or a later one's (linearizability, by value).
+  uint64_t key_required = 0;
 };
+
+// A client write whose outcome the client does not know yet (SimOptions: clients retry).
+struct ClientWrite {
+  uint64_t deadline = 0;  // give up waiting and propose again at this tick
+  int attempts = 1;
+};
+
+// A write command is "key=value"; values are unique ("w<N>"). Anything else (the liveness
+// marker, configuration entries, empty entries) leaves the key/value state alone.
+bool ParseWrite(const raftpb::Entry& e, std::string* key, std::string* value) {
+  if (e.type() != raftpb::ENTRY_NORMAL || e.data().empty() || e.data()[0] != 'k') return false;
+  const size_t eq = e.data().find('=');
+  if (eq == std::string::npos) return false;
+  *key = e.data().substr(0, eq);
+  *value = e.data().substr(eq + 1);
+  return true;
+}
 
 struct SimNode {
   uint64_t id = 0;
@@ -44,8 +67,19 @@ struct SimNode {
   // What the node does whenever it starts with empty storage (kvd's --initial-cluster-state,
   // which an operator sets once): the run's first start, kAskPeers once it lost its disk.
   Config::EmptyStart empty_start = Config::EmptyStart::kNewCluster;
-  std::unique_ptr<MemoryStorage> storage;
+  // The node's disk: a MemoryStorage, or (SimOptions::wal) a WalStorage over `env`.
+  std::unique_ptr<LogStorage> storage;
+  std::unique_ptr<wal::testing::CrashEnv> env;
   std::unique_ptr<Raft> raft;
+  uint64_t starts = 0;  // process starts (a restart forgets the election timer)
+  // Its clock (SimOptions::drift): ticks per simulated tick, the fraction carried over, and
+  // the ticks it has taken so far (its own time).
+  double clock_rate = 1;
+  double clock_phase = 0;
+  uint64_t stalled_until = 0;  // no ticks before this simulated tick (a stall)
+  uint64_t local_ticks = 0;
+  // The last commit index the checker saw on this node (commit safety), this process.
+  uint64_t seen_commit = 0;
   uint64_t applied = 0;  // the state machine's applied index
   std::map<uint64_t, Proposal> proposals;      // index -> proposal awaiting apply
   std::map<std::string, PendingRead> reads;    // context -> read
@@ -54,6 +88,8 @@ struct SimNode {
   // meanwhile loses it.
   std::optional<Ready> deferred;
   raftpb::VoterState logged_state = raftpb::VOTER;  // for the verbose log
+  // The state machine: applied writes, key -> value.
+  std::map<std::string, std::string> kv;
 };
 
 struct CommittedEntry {
@@ -61,8 +97,25 @@ struct CommittedEntry {
   uint64_t term = 0;
   std::string data;
   // An upper bound on the term in which the entry was committed: the lowest term of any node
-  // when it applied the entry (a node only learns commit indexes from its own term).
+  // when it saw the entry committed (a node only learns commit indexes from its own term).
   uint64_t commit_term = 0;
+  bool applied = false;  // applied somewhere (known may come first, from a commit index)
+  raftpb::EntryType type = raftpb::ENTRY_NORMAL;
+};
+
+// A snapshot being streamed (SimOptions::slow_snapshots): MSG_SNAP delivered to the
+// receiver's transport at `done_at`, if nothing broke it meanwhile.
+struct SnapshotStream {
+  uint64_t done_at = 0;
+  uint64_t receiver_starts = 0;  // the receiver's process when the stream began
+  uint64_t sender_starts = 0;    // the sender's
+  raftpb::Message msg;
+};
+
+// kLeaseRead: when a follower last took a message from a leader, in the leader's own time.
+struct LeaseMark {
+  uint64_t leader_local_tick = 0;
+  uint64_t follower_starts = 0;
 };
 
 struct InFlight {
@@ -83,6 +136,15 @@ class Simulation {
   // ---- setup ----
   Config MakeConfig(uint64_t id) const;
   void StartNode(SimNode& n);
+  // A new empty disk for `n` (MemoryStorage, or a WalStorage on a new file system).
+  void NewDisk(SimNode& n);
+  // What a crash leaves of n's disk now: what was synced, and with torn_crashes a random
+  // prefix of what was not. A WAL is reopened (recovered) from that.
+  void CrashDisk(SimNode& n);
+  // The hard state a crash that keeps nothing unsynced would leave.
+  raftpb::HardState DurableHardState(const SimNode& n) const;
+  // Opens the WAL on n.env (a crash's file system); Fail()s on error.
+  bool OpenWal(SimNode& n);
 
   // ---- events ----
   void Tick();
@@ -104,7 +166,8 @@ class Simulation {
   void MaybeCrashOrRestart();
   void ClientOps();
   void DeliverDue();
-  void Deliver(const raftpb::Message& m);
+  // `streamed`: a MSG_SNAP whose stream finished (SimOptions::slow_snapshots).
+  void Deliver(const raftpb::Message& m, bool streamed = false);
   void Send(raftpb::Message m);
   void ProcessReady(SimNode& n);
   // Steps 1 (sync) to 4 of a Ready whose writes were issued: sync, send rd.messages, apply,
@@ -114,6 +177,13 @@ class Simulation {
   // answered for it, so only the state machine check can notice).
   void Apply(SimNode& n, const raftpb::Entry& e, bool early = false);
   void MaybeSnapshot(SimNode& n);
+  // The key/value state after the committed entries 1..index (what a snapshot at `index`
+  // holds); Fail()s if one of them is not known.
+  std::map<std::string, std::string> StateAt(uint64_t index);
+  // Clients: writes whose outcome is unknown are proposed again after a timeout.
+  void RetryWrites();
+  // Proposes `data` on `n`, following the leader hint once; records the proposal.
+  void ProposeWrite(SimNode* n, const std::string& data);
 
   // ---- membership (SimOptions::membership) ----
   // Random additions, promotions, removals and transfers on the leader; retires removed
@@ -130,7 +200,22 @@ class Simulation {
   // No commit without a quorum of the configuration in force: run after every step of a
   // leader (see simulation.h).
   void CheckCommitQuorum(SimNode& n);
+  // Every check that looks at one node's state, run after each thing that can change it (a
+  // message stepped, a tick, a proposal, an Advance), so that a state that lasts less than a
+  // tick is seen too: election safety and leader completeness (CheckLeader), commit safety
+  // (CheckCommits), the commit quorum.
+  void AfterChange(SimNode& n);
+  void CheckLeader(SimNode& n);
   void CheckLeaders();
+  // Entries below a node's commit index are committed: the first node to say so records
+  // each (index, term) as committed; every later one must agree.
+  void CheckCommits(SimNode& n);
+  // Snapshot streams that finished (or broke) by now (SimOptions::slow_snapshots).
+  void StreamSnapshots();
+  // Per-node clocks (SimOptions::drift): new rates, and sometimes a stall.
+  void ChangeClocks();
+  // kLeaseRead: serve read `ctx` on leader `n` from its lease if it holds one.
+  bool LeaseRead(SimNode& n);
   void BridgePhase();
   void CheckLogMatching();
   void Fail(std::string what);
@@ -176,6 +261,10 @@ class Simulation {
 
   std::vector<SimNode> nodes_;
   std::vector<InFlight> pool_;
+  std::vector<SnapshotStream> streams_;
+  wal::WalOptions wal_options_;
+  // kLeaseRead: (leader, term) -> follower -> when it last took an append or heartbeat.
+  std::map<std::pair<uint64_t, uint64_t>, std::map<uint64_t, LeaseMark>> lease_;
   uint64_t now_ = 0;
   bool faults_on_ = true;
   // Fault configuration of the current phase.
@@ -187,17 +276,24 @@ class Simulation {
   // Global truth.
   std::vector<CommittedEntry> committed_;  // by index
   std::map<uint64_t, uint64_t> leader_of_term_;
-  std::set<std::string> applied_data_;     // proposals applied (each at most once)
+  std::vector<std::pair<uint64_t, uint64_t>> new_leaders_;  // (id, term) first seen this tick
+  std::set<std::string> applied_data_;     // proposals applied (each at most once...)
+  std::set<std::string> retried_;          // (... unless a client retried it)
+  std::map<std::string, ClientWrite> unknown_;  // client writes awaiting their outcome
+  std::map<std::string, uint64_t> write_index_;  // value -> newest index it was applied at
+  std::map<std::string, uint64_t> acked_key_index_;  // key -> newest acknowledged write
   uint64_t max_acked_index_ = 0;
   uint64_t next_client_id_ = 0;
   std::optional<std::string> failure_;
 };
 
+constexpr int kElectionTick = 10;
+
 Config Simulation::MakeConfig(uint64_t id) const {
   Config c;
   c.id = id;
   for (int i = 1; i <= n_; ++i) c.peers.push_back(i);
-  c.election_tick = 10;
+  c.election_tick = kElectionTick;
   c.heartbeat_tick = heartbeat_tick_;
   c.max_msg_bytes = max_msg_bytes_;
   c.max_inflight_msgs = max_inflight_;
@@ -227,6 +323,7 @@ void Simulation::StartNode(SimNode& n) {
   // The state machine restarts from the snapshot the storage starts after.
   c.applied = n.storage->FirstIndex() - 1;
   n.applied = c.applied;
+  n.kv = StateAt(n.applied);
   absl::StatusOr<std::unique_ptr<Raft>> r = Raft::Create(c, n.storage.get());
   if (!r.ok()) {
     Fail(absl::StrCat("node ", n.id, " failed to start: ", r.status().ToString()));
@@ -241,6 +338,65 @@ void Simulation::StartNode(SimNode& n) {
     n.raft->SetSnapshot(snap);
   }
   n.up = true;
+  ++n.starts;
+  n.seen_commit = 0;
+}
+
+constexpr char kWalDir[] = "/wal";
+
+bool Simulation::OpenWal(SimNode& n) {
+  wal::WalOptions o = wal_options_;
+  o.env = n.env.get();
+  absl::StatusOr<std::unique_ptr<wal::WalStorage>> w = wal::WalStorage::Open(kWalDir, o);
+  if (!w.ok()) {
+    Fail(absl::StrCat("node ", n.id, ": the WAL does not open: ", w.status().ToString()));
+    return false;
+  }
+  n.storage = std::move(*w);
+  return true;
+}
+
+void Simulation::NewDisk(SimNode& n) {
+  if (!opt_.wal) {
+    n.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+    return;
+  }
+  n.storage.reset();
+  n.env = std::make_unique<wal::testing::CrashEnv>();
+  OpenWal(n);
+}
+
+void Simulation::CrashDisk(SimNode& n) {
+  if (!opt_.wal) {
+    auto* mem = static_cast<MemoryStorage*>(n.storage.get());
+    const size_t unsynced = mem->unsynced_records();
+    const size_t keep = opt_.torn_crashes && unsynced > 0 ? Uniform(0, unsynced) : 0;
+    if (keep > 0) {
+      Log(absl::StrCat("node ", n.id, " keeps ", keep, " of ", unsynced, " unsynced records"));
+      if (stats_) ++stats_->torn_crashes;
+    }
+    n.storage = mem->CrashCopy(keep);
+    return;
+  }
+  n.storage.reset();  // drops the WAL's unwritten buffer, as a crash does
+  n.env = n.env->Crash([&](size_t unsynced) -> size_t {
+    const size_t keep = opt_.torn_crashes && unsynced > 0 ? Uniform(0, unsynced) : 0;
+    if (keep > 0) {
+      Log(absl::StrCat("node ", n.id, " keeps ", keep, " of ", unsynced, " unsynced bytes"));
+      if (stats_) ++stats_->torn_crashes;
+    }
+    return keep;
+  });
+  OpenWal(n);
+}
+
+raftpb::HardState Simulation::DurableHardState(const SimNode& n) const {
+  if (!opt_.wal) return static_cast<MemoryStorage*>(n.storage.get())->DurableCopy()->hard_state();
+  std::unique_ptr<wal::testing::CrashEnv> env = n.env->Crash([](size_t) { return 0; });
+  wal::WalOptions o = wal_options_;
+  o.env = env.get();
+  absl::StatusOr<std::unique_ptr<wal::WalStorage>> w = wal::WalStorage::Open(kWalDir, o);
+  return w.ok() ? (*w)->hard_state() : raftpb::HardState();
 }
 
 void Simulation::Fail(std::string what) {
@@ -281,7 +437,20 @@ std::string Simulation::NodeStates() const {
 
 // ---------------------------------------------------------------- faults
 
+void Simulation::ChangeClocks() {
+  for (SimNode& n : nodes_) {
+    n.clock_rate = Chance(0.5) ? 1.0 : std::uniform_real_distribution<double>(0.6, 1.5)(rng_);
+    if (Chance(harsh_ ? 0.1 : 0.03)) {
+      // A stall (a paused process, a long GC, a swapped-out page): no ticks for a while.
+      n.stalled_until = now_ + Uniform(2, 15);
+      Log(absl::StrCat("node ", n.id, " stalls until t=", n.stalled_until));
+      if (stats_) ++stats_->stalls;
+    }
+  }
+}
+
 void Simulation::ChangeFaults() {
+  if (opt_.drift) ChangeClocks();
   next_fault_change_ = now_ + (harsh_ ? Uniform(3, 12) : Uniform(10, 40));
   blocked_.clear();
   drop_prob_ = dup_prob_ = delay_prob_ = 0;
@@ -349,7 +518,7 @@ void Simulation::ChangeFaults() {
 bool Simulation::WithoutData(uint64_t id) const {
   const SimNode& n = nodes_[id - 1];
   if (!n.started || (!n.up && n.restart_empty)) return true;
-  const raftpb::HardState hs = n.storage->DurableCopy()->hard_state();
+  const raftpb::HardState hs = DurableHardState(n);
   return hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0);
 }
 
@@ -412,8 +581,7 @@ bool Simulation::MayLoseDisk(const SimNode& x) const {
       ++without_data;
       continue;
     }
-    const std::unique_ptr<MemoryStorage> durable = n.storage->DurableCopy();
-    const raftpb::HardState hs = durable->hard_state();
+    const raftpb::HardState hs = DurableHardState(n);
     if (hs.voter_state() != raftpb::VOTER || (hs.incarnation() == 0 && hs.term() == 0)) {
       ++without_data;  // not a voter, or never decided anything durable
     }
@@ -428,10 +596,10 @@ void Simulation::Crash(SimNode& n, const char* why, bool lose_disk) {
   n.up = false;
   n.restart_at = now_ + Uniform(3, 40);
   n.raft.reset();
-  n.storage = n.storage->DurableCopy();  // unsynced writes are lost
+  CrashDisk(n);  // unsynced writes are lost (with torn_crashes: some of them)
   if (lose_disk) {
     if (stats_) ++stats_->disks_lost;
-    n.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+    NewDisk(n);
     n.restart_empty = true;
   }
   n.proposals.clear();  // outcome unknown to those clients
@@ -458,28 +626,103 @@ void Simulation::ClientOps() {
   if (Chance(0.4)) {
     SimNode* n = RandomStarted();
     if (n->up) {
-      std::string data = absl::StrCat("w", ++next_client_id_);
-      absl::StatusOr<EntryId> r = n->raft->Propose(data);
-      if (!r.ok()) {
-        // Follow the leader hint once, as a client library would.
-        std::optional<uint64_t> hint = LeaderHint(r.status());
-        if (hint && node(*hint).up) {
-          n = &node(*hint);
-          r = n->raft->Propose(data);
-        }
-      }
-      if (r.ok()) n->proposals[r->index] = Proposal{r->term, data};
-      ProcessReady(*n);
+      const std::string data = absl::StrCat("k", Uniform(0, 4), "=w", ++next_client_id_);
+      ProposeWrite(n, data);
     }
   }
+  RetryWrites();
   if (Chance(0.3)) {
     SimNode& n = *RandomStarted();
-    if (n.up) {
+    if (n.up && opt_.bug == SimOptions::Bug::kLeaseRead && LeaseRead(n)) {
+      // Served at once from the leader's state machine, at its commit index.
+      const uint64_t index = n.raft->log().committed();
+      Log(absl::StrCat("node ", n.id, " reads from its lease at ", index));
+      if (stats_) ++stats_->reads_served;
+      if (index < max_acked_index_) {
+        return Fail(absl::StrCat("node ", n.id, " read from its lease at index ", index,
+                                 " but write at ", max_acked_index_,
+                                 " was acknowledged before the read started"));
+      }
+    } else if (n.up) {
       std::string ctx = absl::StrCat("r", ++next_client_id_);
-      if (n.raft->ReadIndex(ctx).ok()) n.reads[ctx] = PendingRead{max_acked_index_, {}};
+      const std::string key = absl::StrCat("k", Uniform(0, 4));
+      if (n.raft->ReadIndex(ctx).ok()) {
+        n.reads[ctx] = PendingRead{max_acked_index_, {}, key, acked_key_index_[key]};
+      }
+      AfterChange(n);
       ProcessReady(n);
     }
   }
+}
+
+void Simulation::ProposeWrite(SimNode* n, const std::string& data) {
+  absl::StatusOr<EntryId> r = n->raft->Propose(data);
+  if (!r.ok()) {
+    // Follow the leader hint once, as a client library would.
+    std::optional<uint64_t> hint = LeaderHint(r.status());
+    if (hint && node(*hint).up) {
+      n = &node(*hint);
+      r = n->raft->Propose(data);
+    }
+  }
+  if (r.ok()) {
+    n->proposals[r->index] = Proposal{r->term, data};
+    // The client waits for the answer, then (a timeout, a lost leader) tries again.
+    ClientWrite& w = unknown_[data];
+    w.deadline = now_ + Uniform(15, 40);
+  }
+  AfterChange(*n);
+  ProcessReady(*n);
+}
+
+void Simulation::RetryWrites() {
+  std::vector<std::string> due;
+  for (auto it = unknown_.begin(); it != unknown_.end();) {
+    if (it->second.deadline > now_) {
+      ++it;
+    } else if (it->second.attempts >= 3) {  // the client gives up: the outcome stays unknown
+      it = unknown_.erase(it);
+    } else {
+      ++it->second.attempts;
+      it->second.deadline = now_ + Uniform(15, 40);
+      due.push_back(it->first);
+      ++it;
+    }
+  }
+  for (const std::string& data : due) {
+    // (Acknowledged meanwhile, by an earlier attempt applied while retrying another.)
+    if (!unknown_.count(data) || failure_) continue;
+    SimNode* n = RandomStarted();
+    if (!n->up) continue;
+    Log(absl::StrCat("client retries ", data, " on node ", n->id));
+    retried_.insert(data);
+    if (stats_) ++stats_->retries;
+    ProposeWrite(n, data);
+  }
+}
+
+bool Simulation::LeaseRead(SimNode& n) {
+  if (n.raft->role() != Role::kLeader) return false;
+  const uint64_t term = n.raft->term();
+  const RaftLog& log = n.raft->log();
+  if (log.TermOrZero(log.committed()) != term) return false;  // nothing committed yet
+  const std::map<uint64_t, LeaseMark>& marks = lease_[{n.id, term}];
+  size_t held = 0;
+  const std::vector<uint64_t> voters = VotersOf(n.raft->configuration());
+  for (uint64_t v : voters) {
+    if (v == n.id) {
+      ++held;
+      continue;
+    }
+    auto it = marks.find(v);
+    // The follower's timer restarted at `leader_local_tick` of our clock; it refuses votes
+    // for election_tick ticks of ITS clock (the CheckQuorum lease), unless it restarted.
+    if (it != marks.end() && it->second.follower_starts == node(v).starts &&
+        n.local_ticks + 1 < it->second.leader_local_tick + kElectionTick) {
+      ++held;
+    }
+  }
+  return held >= voters.size() / 2 + 1;
 }
 
 // ---------------------------------------------------------------- network
@@ -509,11 +752,19 @@ void Simulation::DeliverDue() {
   }
 }
 
-void Simulation::Deliver(const raftpb::Message& m) {
+void Simulation::Deliver(const raftpb::Message& m, bool streamed) {
   if (m.to() == 0 || m.to() > nodes_.size()) return;
   SimNode& to = node(m.to());
   SimNode& from = node(m.from());
   const bool ok = to.up && Linked(m.from(), m.to()) && !(faults_on_ && Chance(drop_prob_));
+  if (ok && m.type() == raftpb::MSG_SNAP && opt_.slow_snapshots && !streamed && from.up) {
+    // The receiver's transport starts streaming the snapshot's data; the message reaches
+    // the receiver's core when the stream completes (StreamSnapshots).
+    streams_.push_back(SnapshotStream{now_ + Uniform(1, 8), to.starts, from.starts, m});
+    Log(absl::StrCat("snapshot ", m.snapshot().metadata().index(), " streams from ", m.from(),
+                     " to ", m.to(), " until t=", streams_.back().done_at));
+    return;
+  }
   if (ok) {
     if (stats_) ++stats_->messages_delivered;
     const bool ack_to_leader = m.type() == raftpb::MSG_APP_RESP && !m.reject() &&
@@ -552,13 +803,18 @@ void Simulation::Deliver(const raftpb::Message& m) {
     } else {
       to.raft->Step(m);
     }
-    // At once, not at the end of the tick: a second leader of a term would confuse the next
-    // message it gets (an ack for entries it never had) before the tick's check ran.
-    if (to.raft->role() == Role::kLeader) {
-      CheckLeaders();
-      CheckCommitQuorum(to);
-    }
+    // At once, not at the end of the tick: a leader elected and deposed within a tick is
+    // seen, and a second leader of a term would confuse the next message it gets (an ack for
+    // entries it never had) before a later check ran.
+    AfterChange(to);
     if (failure_) return;
+    if (opt_.bug == SimOptions::Bug::kLeaseRead &&
+        (m.type() == raftpb::MSG_APP || m.type() == raftpb::MSG_HEARTBEAT) &&
+        to.raft->lead() == m.from() && to.raft->term() == m.term() && from.up) {
+      // The follower's election timer restarted now: the leader's lease runs from its own
+      // clock's reading at this moment.
+      lease_[{m.from(), m.term()}][to.id] = LeaseMark{from.local_ticks, to.starts};
+    }
     if (to.deferred && faults_on_ && Chance(0.02)) {
       Crash(to, "leader before its fsync completed");
     } else {
@@ -568,10 +824,37 @@ void Simulation::Deliver(const raftpb::Message& m) {
   if (m.type() == raftpb::MSG_SNAP && from.up) {
     // The transport streamed (or failed to stream) the snapshot: tell the sender.
     from.raft->ReportSnapshot(m.to(), ok);
+    AfterChange(from);
     ProcessReady(from);
   } else if (!ok && from.up && Chance(0.1)) {
     from.raft->ReportUnreachable(m.to());
+    AfterChange(from);
     ProcessReady(from);
+  }
+}
+
+void Simulation::StreamSnapshots() {
+  for (size_t i = 0; i < streams_.size() && !failure_;) {
+    if (streams_[i].done_at > now_) {
+      ++i;
+      continue;
+    }
+    SnapshotStream st = std::move(streams_[i]);
+    streams_[i] = std::move(streams_.back());
+    streams_.pop_back();
+    SimNode& to = node(st.msg.to());
+    SimNode& from = node(st.msg.from());
+    if (!from.up || from.starts != st.sender_starts) continue;  // the sender died: no report
+    if (to.starts != st.receiver_starts || (faults_on_ && Chance(0.1))) {
+      // The receiver restarted meanwhile, or the stream broke.
+      Log(absl::StrCat("snapshot stream from ", from.id, " to ", to.id, " broke"));
+      if (stats_) ++stats_->snapshot_streams_broken;
+      from.raft->ReportSnapshot(to.id, false);
+      AfterChange(from);
+      ProcessReady(from);
+      continue;
+    }
+    Deliver(st.msg, /*streamed=*/true);  // fails too if the receiver is down or cut off now
   }
 }
 
@@ -615,12 +898,23 @@ void Simulation::ProcessReady(SimNode& n) {
         return Fail(absl::StrCat("node ", n.id, " snapshot moves applied back"));
       }
       n.applied = meta.index();
+      n.kv = StateAt(meta.index());
       if (stats_) ++stats_->snapshots_installed;
     }
+    const bool hs_first = opt_.bug == SimOptions::Bug::kHardStateFirst;
+    if (hs_first && rd.hard_state && !n.storage->SetHardState(*rd.hard_state).ok()) {
+      return Fail("SetHardState failed");
+    }
     if (!n.storage->Append(rd.entries).ok()) return Fail("storage Append failed");
-    if (rd.hard_state && opt_.bug != SimOptions::Bug::kForgetVotes &&
+    if (!hs_first && rd.hard_state && opt_.bug != SimOptions::Bug::kForgetVotes &&
         !n.storage->SetHardState(*rd.hard_state).ok()) {
       return Fail("SetHardState failed");
+    }
+    // Any node may die between its write and its fsync (with torn_crashes a crash keeps part
+    // of what it wrote; else none of it, and nothing depended on it yet).
+    if (rd.must_sync && faults_on_ && Chance(0.003)) {
+      Crash(n, "after writing, before fsync");
+      return;
     }
     // Messages went out ahead of entries not yet synced: sometimes the node crashes before
     // the fsync, or the fsync finishes later (deferred) while the cluster moves on.
@@ -672,11 +966,22 @@ void Simulation::CompleteReady(SimNode& n, Ready rd) {
   }
   // 4. Advance.
   n.raft->Advance(rd);
-  CheckCommitQuorum(n);
-  // Reads are served once the state machine caught up with their index.
+  AfterChange(n);
+  // Reads are served once the state machine caught up with their index, from its state.
   for (auto it = n.reads.begin(); it != n.reads.end();) {
-    if (it->second.index && *it->second.index <= n.applied) {
+    if (it->second.index && (*it->second.index <= n.applied ||
+                             opt_.bug == SimOptions::Bug::kServeBeforeApplied)) {
       if (stats_) ++stats_->reads_served;
+      const PendingRead& r = it->second;
+      auto kv = n.kv.find(r.key);
+      const std::string value = kv == n.kv.end() ? "" : kv->second;
+      const uint64_t written_at = value.empty() ? 0 : write_index_[value];
+      if (written_at < r.key_required) {
+        return Fail(absl::StrCat("node ", n.id, " read ", it->first, " of ", r.key, " = '",
+                                 value, "' (written at ", written_at, ") but the write at ",
+                                 r.key_required, " to ", r.key,
+                                 " was acknowledged before the read started"));
+      }
       it = n.reads.erase(it);
     } else {
       ++it;
@@ -693,12 +998,23 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
   if (committed_.size() <= e.index()) committed_.resize(e.index() + 1);
   CommittedEntry& c = committed_[e.index()];
   const uint64_t term_now = n.raft->term();
+  if (c.known && (c.term != e.term() || c.data != e.data())) {
+    return Fail(absl::StrCat("state machine safety: node ", n.id, " applies ", e.index(), "/",
+                             e.term(), " '", e.data(), "' but ", c.term, " '", c.data,
+                             "' was ", c.applied ? "applied" : "committed", " there before"));
+  }
   if (!c.known) {
     c.known = true;
     c.term = e.term();
     c.data = e.data();
+    c.type = e.type();
     // (An early apply is no proof of commitment: leader completeness does not count it.)
     c.commit_term = early ? std::numeric_limits<uint64_t>::max() : term_now;
+  } else if (!early) {
+    c.commit_term = std::min(c.commit_term, term_now);
+  }
+  if (!c.applied) {
+    c.applied = true;
     if (e.type() == raftpb::ENTRY_CONF && !early && e.index() > committed_conf_index_) {
       absl::StatusOr<raftpb::ConfState> cs = ConfStateOfEntry(e);
       if (!cs.ok()) return Fail(std::string(cs.status().message()));
@@ -710,29 +1026,58 @@ void Simulation::Apply(SimNode& n, const raftpb::Entry& e, bool early) {
     }
     if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty() &&
         !applied_data_.insert(e.data()).second) {
-      return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
+      // Without client sessions in the core, a write whose outcome was unknown and that the
+      // client proposed again may be applied twice (the same value both times): allowed for
+      // retried writes only.
+      if (!retried_.count(e.data())) {
+        return Fail(absl::StrCat("write ", e.data(), " applied twice (index ", e.index(), ")"));
+      }
+      if (stats_) ++stats_->applied_twice;
     }
-  } else {
-    if (c.term != e.term() || c.data != e.data()) {
-      return Fail(absl::StrCat("state machine safety: node ", n.id, " applies ", e.index(), "/",
-                               e.term(), " '", e.data(), "' but ", c.term, " '", c.data,
-                               "' was applied there before"));
-    }
-    if (!early) c.commit_term = std::min(c.commit_term, term_now);
+  }
+  std::string key, value;
+  if (ParseWrite(e, &key, &value)) {
+    n.kv[key] = value;
+    uint64_t& at = write_index_[value];
+    at = std::max(at, e.index());
   }
   if (stats_) stats_->commit_index = std::max<uint64_t>(stats_->commit_index, e.index());
   auto p = n.proposals.find(e.index());
   if (p != n.proposals.end() && !early) {
-    if (p->second.term == e.term()) {
-      if (p->second.data != e.data()) {
+    if (p->second.term == e.term() || opt_.bug == SimOptions::Bug::kAckByIndexOnly) {
+      if (p->second.data != e.data() && opt_.bug != SimOptions::Bug::kAckByIndexOnly) {
         return Fail(absl::StrCat("proposal at ", e.index(), "/", e.term(), " changed data"));
       }
       // The client is told its write succeeded.
       max_acked_index_ = std::max(max_acked_index_, e.index());
+      std::string pkey, pvalue;
+      raftpb::Entry proposed;
+      proposed.set_data(p->second.data);
+      if (ParseWrite(proposed, &pkey, &pvalue)) {
+        uint64_t& at = acked_key_index_[pkey];
+        at = std::max(at, e.index());
+      }
+      unknown_.erase(p->second.data);
       if (stats_) ++stats_->writes_acked;
     }
     n.proposals.erase(p);
   }
+}
+
+std::map<std::string, std::string> Simulation::StateAt(uint64_t index) {
+  std::map<std::string, std::string> kv;
+  for (uint64_t i = 1; i <= index; ++i) {
+    if (i >= committed_.size() || !committed_[i].known) {
+      Fail(absl::StrCat("snapshot at ", index, " covers entry ", i, " not known committed"));
+      return kv;
+    }
+    raftpb::Entry e;
+    e.set_type(committed_[i].type);
+    e.set_data(committed_[i].data);
+    std::string key, value;
+    if (ParseWrite(e, &key, &value)) kv[key] = value;
+  }
+  return kv;
 }
 
 void Simulation::MaybeSnapshot(SimNode& n) {
@@ -826,7 +1171,7 @@ void Simulation::MembershipOps() {
           change(raftpb::CONF_ADD_LEARNER, next_new_id_)) {
         SimNode& n = node(next_new_id_++);
         n.started = true;
-        n.storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+        NewDisk(n);
         n.empty_start = Config::EmptyStart::kNewCluster;  // a fresh id promised nothing
         StartNode(n);
       }
@@ -848,7 +1193,7 @@ void Simulation::MembershipOps() {
       break;
     }
   }
-  CheckCommitQuorum(leader);
+  AfterChange(leader);
   ProcessReady(leader);
 }
 
@@ -901,29 +1246,70 @@ void Simulation::CheckCommitQuorum(SimNode& n) {
 }
 
 void Simulation::CheckLeaders() {
-  for (SimNode& n : nodes_) {
-    if (!n.up || n.raft->role() != Role::kLeader) continue;
-    const uint64_t term = n.raft->term();
-    auto [it, inserted] = leader_of_term_.emplace(term, n.id);
-    if (!inserted) {
-      if (it->second != n.id) {
-        return Fail(absl::StrCat("election safety: nodes ", it->second, " and ", n.id,
-                                 " both lead term ", term));
-      }
-      continue;
+  for (SimNode& n : nodes_) CheckLeader(n);
+}
+
+void Simulation::AfterChange(SimNode& n) {
+  if (!n.up || failure_) return;
+  CheckLeader(n);
+  CheckCommits(n);
+  CheckCommitQuorum(n);
+}
+
+void Simulation::CheckLeader(SimNode& n) {
+  if (!n.up || failure_ || n.raft->role() != Role::kLeader) return;
+  const uint64_t term = n.raft->term();
+  auto [it, inserted] = leader_of_term_.emplace(term, n.id);
+  if (!inserted) {
+    if (it->second != n.id) {
+      return Fail(absl::StrCat("election safety: nodes ", it->second, " and ", n.id,
+                               " both lead term ", term));
     }
-    if (stats_) ++stats_->leaders_elected;
-    Log(absl::StrCat("node ", n.id, " leads term ", term));
-    // Leader completeness: every entry committed in an earlier term is in the new leader's
-    // log (or below its snapshot).
-    const RaftLog& log = n.raft->log();
-    for (uint64_t i = log.FirstIndex(); i < committed_.size(); ++i) {
-      const CommittedEntry& c = committed_[i];
-      if (!c.known || c.commit_term >= term) continue;
-      if (log.TermOrZero(i) != c.term) {
-        return Fail(absl::StrCat("leader completeness: leader ", n.id, " of term ", term,
-                                 " lacks committed entry ", i, "/", c.term));
-      }
+    return;
+  }
+  if (stats_) ++stats_->leaders_elected;
+  new_leaders_.push_back({n.id, term});
+  Log(absl::StrCat("node ", n.id, " leads term ", term));
+  // Leader completeness: every entry committed in an earlier term is in the new leader's
+  // log (or below its snapshot).
+  const RaftLog& log = n.raft->log();
+  for (uint64_t i = log.FirstIndex(); i < committed_.size(); ++i) {
+    const CommittedEntry& c = committed_[i];
+    if (!c.known || c.commit_term >= term) continue;
+    if (log.TermOrZero(i) != c.term) {
+      return Fail(absl::StrCat("leader completeness: leader ", n.id, " of term ", term,
+                               " lacks committed entry ", i, "/", c.term));
+    }
+  }
+}
+
+void Simulation::CheckCommits(SimNode& n) {
+  if (!opt_.check_commits || opt_.bug == SimOptions::Bug::kApplyBeforeCommit) return;
+  const RaftLog& log = n.raft->log();
+  const uint64_t commit = log.committed();
+  if (commit <= n.seen_commit) return;
+  const uint64_t from = std::max(n.seen_commit + 1, log.FirstIndex());
+  n.seen_commit = commit;
+  if (from > commit) return;
+  if (committed_.size() <= commit) committed_.resize(commit + 1);
+  absl::StatusOr<std::vector<raftpb::Entry>> entries =
+      log.Entries(from, commit + 1, std::numeric_limits<uint64_t>::max());
+  if (!entries.ok()) return;  // (compacted meanwhile: nothing new to learn)
+  const uint64_t term_now = n.raft->term();
+  for (const raftpb::Entry& e : *entries) {
+    CommittedEntry& c = committed_[e.index()];
+    if (!c.known) {
+      c.known = true;
+      c.term = e.term();
+      c.data = e.data();
+      c.type = e.type();
+      c.commit_term = term_now;
+    } else if (c.term != e.term() || c.data != e.data()) {
+      return Fail(absl::StrCat("commit safety: node ", n.id, " has commit index ", commit,
+                               " over entry ", e.index(), "/", e.term(), " but ", e.index(),
+                               "/", c.term, " was committed there before"));
+    } else {
+      c.commit_term = std::min(c.commit_term, term_now);
     }
   }
 }
@@ -962,9 +1348,25 @@ void Simulation::Tick() {
   MembershipOps();
   for (SimNode& n : nodes_) {
     if (!n.up) continue;
-    n.raft->Tick();
-    ProcessReady(n);
+    // Lockstep, or (drift) as many ticks as the node's own clock took meanwhile.
+    int ticks = 1;
+    if (opt_.drift) {
+      if (now_ < n.stalled_until) {
+        ticks = 0;
+      } else {
+        n.clock_phase += n.clock_rate;
+        ticks = static_cast<int>(n.clock_phase);
+        n.clock_phase -= ticks;
+      }
+    }
+    for (int i = 0; i < ticks && n.up && !failure_; ++i) {
+      n.raft->Tick();
+      ++n.local_ticks;
+      AfterChange(n);
+      ProcessReady(n);
+    }
   }
+  StreamSnapshots();
   DeliverDue();
   // Background fsyncs finish by the end of the tick.
   for (SimNode& n : nodes_) {
@@ -977,6 +1379,13 @@ void Simulation::Tick() {
   }
   DeliverDue();
   CheckLeaders();
+  for (const auto& [id, term] : new_leaders_) {
+    const SimNode& n = node(id);
+    if (stats_ && (!n.up || n.raft->role() != Role::kLeader || n.raft->term() != term)) {
+      ++stats_->brief_leaders;
+    }
+  }
+  new_leaders_.clear();
   if (now_ % 10 == 0) CheckLogMatching();
 }
 
@@ -1038,9 +1447,12 @@ void Simulation::BridgePhase() {
 }
 
 absl::Status Simulation::Run() {
-  n_ = opt_.nodes > 0 ? opt_.nodes : (Chance(0.5) ? 3 : 5);
+  // Odd sizes most often; even ones (2, 4, 6: a tie splits no vote, the majority is half
+  // plus one) too.
+  const int sizes[] = {3, 3, 5, 5, 2, 4, 6};
+  n_ = opt_.nodes > 0 ? opt_.nodes : sizes[Uniform(0, 6)];
   pre_vote_ = Chance(0.8);
-  check_quorum_ = Chance(0.8);
+  check_quorum_ = Chance(0.8) || opt_.bug == SimOptions::Bug::kLeaseRead;
   const uint64_t msg_bytes[] = {40, 200, 1 << 20};
   max_msg_bytes_ = msg_bytes[Uniform(0, 2)];
   const size_t inflight[] = {1, 2, 4, 256};
@@ -1057,13 +1469,23 @@ absl::Status Simulation::Run() {
                       opt_.seed, n_, pre_vote_, check_quorum_, max_msg_bytes_, max_inflight_,
                       heartbeat_tick_, snapshot_every_, retain_entries_, harsh_,
                       first_start_ == Config::EmptyStart::kAskPeers));
+  if (opt_.wal) {
+    // Small segments and buffers: rollovers, segment deletions after compaction, records
+    // written before their sync (so a crash can tear them), entries read back from disk.
+    const uint64_t segment[] = {4096, 16384, 1 << 20};
+    wal_options_.max_segment_bytes = segment[Uniform(0, 2)];
+    const uint64_t buffer[] = {1, 512, 4 << 20};
+    wal_options_.max_buffer_bytes = buffer[Uniform(0, 2)];
+    const uint64_t cache[] = {0, 2048, ~uint64_t{0}};
+    wal_options_.max_cached_bytes = cache[Uniform(0, 2)];
+  }
   // Membership runs have room for four nodes added over the run (ids are never reused).
   nodes_.resize(opt_.membership ? n_ + 4 : n_);
   for (size_t i = 0; i < nodes_.size(); ++i) nodes_[i].id = i + 1;
   for (int i = 0; i < n_; ++i) {
     nodes_[i].started = true;
     nodes_[i].was_member = true;
-    nodes_[i].storage = std::make_unique<MemoryStorage>(/*track_durable=*/true);
+    NewDisk(nodes_[i]);
     nodes_[i].empty_start = first_start_;
     StartNode(nodes_[i]);
   }
@@ -1125,6 +1547,7 @@ absl::Status Simulation::Run() {
         if (r.ok()) {
           node(l).proposals[r->index] = Proposal{r->term, marker_data};
           marker = {{l, r->index}};
+          AfterChange(node(l));
           ProcessReady(node(l));
         }
       }

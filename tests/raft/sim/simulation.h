@@ -11,12 +11,20 @@
 // Ready is handled in kvd's order (raft.h): messages_before_persist, persist (the fsync may
 // finish later), messages, apply, Advance.
 //
-// Checked at every step: election safety (one leader per term), log matching, leader
-// completeness, state machine safety (same entry applied at each index everywhere, each
-// proposal at most once, in order), linearizable reads (a read confirmed at index R comes
-// after every write acknowledged before the read started), plus the core's own
-// CheckInvariants(). After the faults heal: a leader known to all within a bounded number of
-// ticks, and a new write commits and is applied everywhere.
+// Also (issue 16; see SimOptions): 2 to 6 nodes, per-node clocks with stalls, snapshot
+// streams that take ticks and can break, crashes that keep a prefix of the unsynced writes,
+// nodes on the real WalStorage, and clients that retry writes whose outcome is unknown.
+//
+// Checked after every step (each message, tick, proposal, Advance): election safety (one
+// leader per term), leader completeness, commit safety (what is under any node's commit index
+// agrees with what was committed there); log matching every 10 ticks; state machine safety
+// (same entry applied at each index everywhere, each proposal at most once unless a client
+// retried it, in order); linearizable reads by index (a read confirmed at index R comes after
+// every write acknowledged before the read started) and by value (the state machine applies
+// "key=value" writes; a read returns the newest write to its key acknowledged before it
+// started, or a later one), plus the core's own CheckInvariants(). After the faults heal: a
+// leader known to all within a bounded number of ticks, and a new write commits and is applied
+// everywhere.
 //
 // With SimOptions::membership, the cluster also changes while it runs: learners are added
 // (new nodes that start empty and join), promoted and removed, voters removed, leadership
@@ -42,6 +50,26 @@ struct SimOptions {
   int liveness_ticks = 200;
   bool verbose = false;   // print events to stderr
   bool membership = false;  // membership changes and leadership transfers as faults
+  // Nodes store their log in the real WalStorage over an in-memory file system that knows
+  // what a power cut keeps (tests/raft/wal/crash_env.h); a crash reopens the WAL (its
+  // recovery: torn tail, segments, markers). Default: MemoryStorage.
+  bool wal = false;
+  // Faults added by issue 16 (each on by default; off replays the older fault model):
+  // per-node clocks: every node ticks at its own rate (0.6x to 1.5x, redrawn with the faults)
+  // and sometimes stalls for a few ticks, instead of all nodes ticking in lockstep;
+  bool drift = true;
+  // a snapshot takes 1 to 8 ticks to stream and fails (reported to the leader) if the
+  // receiver crashes, the link is cut or the stream breaks meanwhile, instead of arriving
+  // with its MSG_SNAP;
+  bool slow_snapshots = true;
+  // a crash keeps a random prefix of the records written since the last sync (a torn
+  // write), not just what was synced (with `wal`: a random prefix of the unsynced bytes,
+  // so the last record may be torn). Synced data always survives.
+  bool torn_crashes = true;
+  // Commit safety: entries under any node's commit index are checked against what was
+  // committed there, at every step (before anything applies them). Off only to show that
+  // the older checks still fire on their own (sim_test.cc).
+  bool check_commits = true;
   // Deliberate caller bugs, to show the checks catch them (tests of the simulator itself).
   enum class Bug {
     kNone,
@@ -62,6 +90,21 @@ struct SimOptions {
     // into one from a voter that did not send it, so the leader counts a learner toward
     // commit (no commit without a quorum of the configuration in force).
     kLearnerAckCounted,
+    // Drift: a leader serves reads from its own state while it holds a lease: a majority
+    // heard from it within election_tick of its own ticks (and CheckQuorum is on). Safe
+    // only while clocks run at the same rate: a faster follower times out early, a new
+    // leader commits writes, the old one still answers from its lease.
+    kLeaseRead,
+    // Torn crashes: the raft loop writes the hard state before the entries of a Ready
+    // (both before one sync): a crash that keeps a prefix can leave a commit index or a
+    // vote that the log on disk does not back.
+    kHardStateFirst,
+    // Reads by value: a read is answered from the state machine as soon as its read index is
+    // confirmed, before the node applied up to it (the index is right, the value stale).
+    kServeBeforeApplied,
+    // Reads by value: the client library takes a write as acknowledged when the entry at its
+    // index is applied, whatever its term (a write a new leader overwrote looks done).
+    kAckByIndexOnly,
   };
   Bug bug = Bug::kNone;
 };
@@ -78,6 +121,14 @@ struct SimStats {
   uint64_t commit_index = 0;
   uint64_t conf_changes = 0;  // membership changes the leader accepted
   uint64_t transfers = 0;     // leadership transfers started
+  // Leaders deposed (or crashed) within the tick that elected them: only checks after every
+  // step see them (AfterChange in simulation.cc).
+  uint64_t brief_leaders = 0;
+  uint64_t torn_crashes = 0;       // crashes that kept part of what was not synced
+  uint64_t snapshot_streams_broken = 0;
+  uint64_t stalls = 0;             // clock stalls (drift)
+  uint64_t retries = 0;            // writes a client proposed again (outcome unknown)
+  uint64_t applied_twice = 0;      // retried writes that were applied twice
 };
 
 // Runs one seed. Returns OK, or kInternal describing the first violated property.
