@@ -617,7 +617,11 @@ void PersistReady(const raft::Ready& rd, raft::LogStorage& log) {
       ExitOnStorageFailure("WAL write", s);
     }
   }
-  if (rd.must_sync || rd.hard_state) {
+  // Only what the core flags: entries, a snapshot, or a changed term, vote or voter state.
+  // A hard state that differs only in its commit index is written but not synced (as
+  // etcd): a crash may lose it, and start-up raises the commit index back to what the
+  // store applied (recovery.h, OpenLog), which the log still holds.
+  if (rd.must_sync) {
     if (absl::Status s = log.Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
   }
 }

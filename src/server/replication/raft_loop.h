@@ -158,7 +158,10 @@ void ProcessReadyInOrder(raft::Raft& core,
 
 // The log part of the persist step (the snapshot, if any, is installed before it): appends
 // rd.entries, records rd.hard_state, then makes both durable with one log.Sync() (group
-// commit). A failed write or sync exits the process (exit code 70): never retried.
+// commit) when rd.must_sync: a hard state whose only change is the commit index is written
+// but not synced (the core leaves it out of must_sync, as etcd does; OpenLog copes with a
+// durable commit index behind the store). A failed write or sync exits the process (exit
+// code 70): never retried.
 void PersistReady(const raft::Ready& rd, raft::LogStorage& log);
 
 class RaftLoop : public Replicator, public PeerHandler {
