@@ -670,8 +670,12 @@ void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
       result = s.ok() ? absl::InvalidArgumentError("malformed command") : s;
     } else {
       result = sm_->Apply(e.index(), e.term(), cmd);
-      if (crash_after_applying_key_ && raft_->role() == raft::Role::kLeader && result.ok() &&
-          !result->duplicate && result->ops.size() == static_cast<size_t>(cmd.ops_size())) {
+      // Only the leader that proposed the entry (its term): a next leader that learns the
+      // commit only from its own election (the crashed one's commit may not have left it)
+      // applies the same put as a creation too.
+      if (crash_after_applying_key_ && raft_->role() == raft::Role::kLeader &&
+          e.term() == raft_->term() && result.ok() && !result->duplicate &&
+          result->ops.size() == static_cast<size_t>(cmd.ops_size())) {
         for (int i = 0; i < cmd.ops_size(); ++i) {
           const kvpb::Op& op = cmd.ops(i);
           // Only the put that creates the key: one crash per cluster.
