@@ -638,7 +638,7 @@ void RaftLoop::ProcessReady() {
                                         rd.committed_entries.begin(),
                                         rd.committed_entries.end());
         } else {
-          for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
+          ApplyEntries(rd.committed_entries);
         }
         for (const raft::ReadState& rs : rd.read_states) {
           pending_.OnReadState(rs.context, rs.index);
@@ -655,47 +655,68 @@ void RaftLoop::Persist(const raft::Ready& rd) {
   PersistReady(rd, *wal_);
 }
 
-void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
-  absl::StatusOr<kv::ApplyResult> result = kv::ApplyResult{};
-  if (e.data().empty()) {
-    absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
-    if (!s.ok()) result = s;
-  } else {
-    kvpb::Command cmd;
-    if (!cmd.ParseFromString(e.data())) {
+void RaftLoop::ApplyEntries(const std::vector<raftpb::Entry>& entries) {
+  if (entries.empty()) return;
+  // One store write for the whole Ready (kv::StateMachine::ApplyBatch): the commands are
+  // parsed here, the results handed out only once the batch is written.
+  std::vector<kvpb::Command> cmds(entries.size());
+  std::vector<kv::BatchEntry> batch(entries.size());
+  std::vector<bool> malformed(entries.size(), false);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& e = entries[i];
+    batch[i].index = e.index();
+    batch[i].term = e.term();
+    if (e.data().empty()) continue;
+    if (!cmds[i].ParseFromString(e.data())) {
       // Every node applies the same bytes: a command no node can parse is skipped by all.
       spdlog::error("raft: entry {} holds an unparseable command; recorded as empty",
                     e.index());
-      absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
-      result = s.ok() ? absl::InvalidArgumentError("malformed command") : s;
+      malformed[i] = true;
+      continue;
+    }
+    batch[i].cmd = &cmds[i];
+  }
+  absl::StatusOr<std::vector<kv::ApplyResult>> results = sm_->ApplyBatch(batch);
+  if (!results.ok()) {
+    // The state machine could not record committed entries: stopping is the only safe move.
+    ExitOnStorageFailure(absl::StrCat("raft: applying entries ", entries.front().index(), "-",
+                                      entries.back().index()),
+                         results.status());
+  }
+  RAFTKV_CHECK(results->size() == entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& e = entries[i];
+    if (batch[i].cmd != nullptr) MaybeCrashAfterApplying(e, cmds[i], (*results)[i]);
+    backup_->Enqueue(e.index(), e.term(), e.data());
+    if (malformed[i]) {
+      pending_.OnApplied(e.index(), e.term(), absl::InvalidArgumentError("malformed command"));
     } else {
-      result = sm_->Apply(e.index(), e.term(), cmd);
-      // Only the leader that proposed the entry (its term): a next leader that learns the
-      // commit only from its own election (the crashed one's commit may not have left it)
-      // applies the same put as a creation too.
-      if (crash_after_applying_key_ && raft_->role() == raft::Role::kLeader &&
-          e.term() == raft_->term() && result.ok() && !result->duplicate &&
-          result->ops.size() == static_cast<size_t>(cmd.ops_size())) {
-        for (int i = 0; i < cmd.ops_size(); ++i) {
-          const kvpb::Op& op = cmd.ops(i);
-          // Only the put that creates the key: one crash per cluster.
-          if (op.has_put() && op.put().key() == *crash_after_applying_key_ &&
-              !result->ops[i].prev.has_value()) {
-            spdlog::critical("RAFTKV_CRASH_AFTER_APPLYING_KEY: ending the process after "
-                             "applying entry {}", e.index());
-            spdlog::shutdown();
-            std::_Exit(kCrashedAfterApplying);
-          }
-        }
-      }
+      pending_.OnApplied(e.index(), e.term(), std::move((*results)[i]));
     }
   }
-  if (!result.ok() && result.status().code() != absl::StatusCode::kInvalidArgument) {
-    // The state machine could not record a committed entry: stopping is the only safe move.
-    ExitOnStorageFailure(absl::StrCat("raft: applying entry ", e.index()), result.status());
+}
+
+void RaftLoop::MaybeCrashAfterApplying(const raftpb::Entry& e, const kvpb::Command& cmd,
+                                       const kv::ApplyResult& result) {
+  // Only the leader that proposed the entry (its term): a next leader that learns the commit
+  // only from its own election (the crashed one's commit may not have left it) applies the
+  // same put as a creation too.
+  if (!crash_after_applying_key_ || raft_->role() != raft::Role::kLeader ||
+      e.term() != raft_->term() || result.duplicate ||
+      result.ops.size() != static_cast<size_t>(cmd.ops_size())) {
+    return;
   }
-  backup_->Enqueue(e.index(), e.term(), e.data());
-  pending_.OnApplied(e.index(), e.term(), result);
+  for (int i = 0; i < cmd.ops_size(); ++i) {
+    const kvpb::Op& op = cmd.ops(i);
+    // Only the put that creates the key: one crash per cluster.
+    if (op.has_put() && op.put().key() == *crash_after_applying_key_ &&
+        !result.ops[i].prev.has_value()) {
+      spdlog::critical("RAFTKV_CRASH_AFTER_APPLYING_KEY: ending the process after "
+                       "applying entry {}", e.index());
+      spdlog::shutdown();
+      std::_Exit(kCrashedAfterApplying);
+    }
+  }
 }
 
 void RaftLoop::SendMessages(std::vector<raftpb::Message> msgs) {
@@ -775,7 +796,7 @@ void RaftLoop::InstallStore(std::string path) {
 void RaftLoop::FinishInstall() {
   install_thread_.join();
   installing_ = false;
-  for (const raftpb::Entry& e : entries_after_install_) ApplyEntry(e);
+  ApplyEntries(entries_after_install_);
   entries_after_install_.clear();
   raft_->PauseApply(false);  // what committed meanwhile comes in the next Ready, in order
   pending_.ReleaseApplied(sm_->applied_index());

@@ -13,8 +13,8 @@
 //      persist entries + hard state with one fsync (group commit: every proposal taken in
 //      step 1 shares it; a failed fsync exits the process), then send the other messages
 //      (votes and acks depend on what was just persisted); apply committed entries to the
-//      state machine and answer their writers; release reads whose index is applied;
-//      Advance().
+//      state machine (all of this Ready's in one store write: StateMachine::ApplyBatch) and
+//      answer their writers; release reads whose index is applied; Advance().
 //
 // Nothing else runs on the loop (issue 10 item 4): read barriers are answered on the reader
 // pool (reader_pool.h), which then reads the state machine; the db-size figure is taken there
@@ -261,7 +261,13 @@ class RaftLoop : public Replicator, public PeerHandler {
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
-  void ApplyEntry(const raftpb::Entry& e);
+  // Applies committed entries to the state machine in one write (ApplyBatch), then answers
+  // their writers and queues them for the backup. A store failure exits the process.
+  void ApplyEntries(const std::vector<raftpb::Entry>& entries);
+  // RAFTKV_CRASH_AFTER_APPLYING_KEY (a test seam): ends the process if this leader just
+  // applied the put, proposed in its term, that created that key.
+  void MaybeCrashAfterApplying(const raftpb::Entry& e, const kvpb::Command& cmd,
+                               const kv::ApplyResult& result);
   // Starts installing a snapshot from the leader, durably and in an order start-up can
   // finish from any point: restarts the WAL after it (on the loop, before returning), then
   // pauses the core's apply and starts the install thread (InstallStore) for the store and

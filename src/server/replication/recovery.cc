@@ -133,9 +133,12 @@ absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
   }
   kv::StateMachineOptions options;
   options.db_path = dir.db();
-  // No RocksDB fsync: the Raft WAL is the source of truth and entries after the store's
-  // applied index are replayed from it on start-up.
+  // No RocksDB fsync, and no RocksDB WAL: the Raft WAL is the source of truth and entries
+  // after the store's applied index (what RocksDB last flushed to SST files, after a crash)
+  // are replayed from it on start-up. The log is never compacted past the flushed index
+  // (RaftLoop::OnSnapshotMade, CompactionBound).
   options.sync_writes = false;
+  options.disable_wal = true;
   auto sm = kv::StateMachine::Open(options);
   if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
       std::filesystem::exists(dir.wal())) {
