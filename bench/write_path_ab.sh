@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# A/B of two kvd builds on the write path (issue 14's techniques, one commit at a time):
-# a 3-node raftkv cluster on 127.0.0.1 (fsync on: kvd's defaults) per variant and round, on a
-# fresh data dir, the variants alternating (A B A B ...), so drift in the machine's load spreads
-# over both. Per round and variant:
+# A/B of kvd builds on the write path (issue 14's techniques, one commit at a time): a
+# 3-node raftkv cluster on 127.0.0.1 (fsync on: kvd's defaults) per variant and round, on a
+# fresh data dir, the variants alternating (A B A B ..., or A B C A B C ... with --c), so
+# drift in the machine's load spreads over all of them. Per round and variant:
 #   counts (deterministic, the loaded machine cannot blur them): with strace attached to the
 #     leader and one follower during --count-ops sequential SETs (one client, RESP): WAL
 #     fdatasync/fsync calls per write on each, and writes to RocksDB's own WAL files (*.log
 #     under db/) per write on the leader;
 #   throughput: redis-benchmark SET -c 50 -d 100 against the leader, with -P 16 and without,
 #     --duration-ish runs (its -n is fixed: --rb-ops).
-# Prints one line per measurement and then the medians per variant and the B/A ratios.
+# Prints one line per measurement and then the medians per variant and the ratios to A.
 #
-#   bench/write_path_ab.sh --a OLD/kvd --b NEW/kvd [--rounds 3] [--count-ops 300]
+#   bench/write_path_ab.sh --a OLD/kvd --b NEW/kvd [--c NEWER/kvd] [--rounds 3] [--count-ops 300]
 #                          [--rb-ops 100000] [--base-port 27400] [--keep] [--counts-only]
 set -euo pipefail
 
-a="" b="" rounds=3 count_ops=300 rb_ops=100000 base=27400 keep=0 counts_only=0
+a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 base=27400 keep=0 counts_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --a) a=$2; shift 2 ;;
     --b) b=$2; shift 2 ;;
+    --c) c=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --count-ops) count_ops=$2; shift 2 ;;
     --rb-ops) rb_ops=$2; shift 2 ;;
@@ -135,8 +136,9 @@ redis_bench() {  # variant round name args...
 }
 
 for r in $(seq 1 "$rounds"); do
-  for v in A B; do
-    kvd=$a; [ $v = B ] && kvd=$b
+  variants="A B"; [ -n "$c" ] && variants="A B C"
+  for v in $variants; do
+    kvd=$a; [ $v = B ] && kvd=$b; [ $v = C ] && kvd=$c
     dir=$work/$v-r$r
     log "round $r, $v ($kvd): load $(cut -d' ' -f1-3 /proc/loadavg)"
     start_cluster "$kvd" "$dir" || exit 1
@@ -158,11 +160,13 @@ for line in open(sys.argv[1]):
     v, r, name, val = line.rstrip("\n").split("\t")
     rows[(name, v)].append(float(val))
 names = sorted({n for n, _ in rows})
-print("\nmeasurement\tA median\tB median\tB/A\t(A values; B values)")
+variants = sorted({v for _, v in rows})
+print("\nmeasurement\t" + "\t".join(f"{v} median" for v in variants) + "\t" +
+      "\t".join(f"{v}/A" for v in variants[1:]) + "\t(values per variant)")
 for n in names:
-    a, b = rows.get((n, "A"), []), rows.get((n, "B"), [])
-    ma = statistics.median(a) if a else float("nan")
-    mb = statistics.median(b) if b else float("nan")
-    ratio = mb / ma if ma else float("nan")
-    print(f"{n}\t{ma:g}\t{mb:g}\t{ratio:.2f}\t({', '.join(f'{x:g}' for x in a)}; {', '.join(f'{x:g}' for x in b)})")
+    meds = {v: statistics.median(rows[(n, v)]) for v in variants if rows.get((n, v))}
+    line = [n] + [f"{meds.get(v, float('nan')):g}" for v in variants]
+    line += [f"{meds[v] / meds['A']:.2f}" if meds.get("A") and v in meds else "nan" for v in variants[1:]]
+    line.append("; ".join(f"{v}: " + ", ".join(f"{x:g}" for x in rows.get((n, v), [])) for v in variants))
+    print("\t".join(line))
 EOF
