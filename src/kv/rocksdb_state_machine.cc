@@ -16,6 +16,7 @@
 #include "kv/sqlite_snapshot.h"
 #include "rocksdb/options.h"
 #include "rocksdb/snapshot.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_batch.h"
 
 namespace raftkv::kv {
@@ -120,6 +121,82 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   RocksDbStateMachine* sm_;
 };
 
+// The store plus the entries of an ApplyBatch evaluated so far (their writes are in
+// `batch`, indexed), as the next entry of the batch must see it.
+class RocksDbStateMachine::BatchView final : public StoreView {
+ public:
+  BatchView(RocksDbStateMachine* sm, rocksdb::WriteBatchWithIndex* batch)
+      : sm_(sm), batch_(batch) {}
+
+  absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
+    std::string value;
+    rocksdb::Status s = batch_->GetFromBatchAndDB(sm_->db_.get(), rocksdb::ReadOptions(),
+                                                  sm_->data_cf_, key, &value);
+    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
+    if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
+    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
+    if (!rec.ok()) {
+      return WithContext(rec.status(),
+                         absl::StrFormat("%s key \"%s\"", sm_->options_.db_path, EscapeKey(key)));
+    }
+    return std::optional<coding::KeyRecord>(std::move(*rec));
+  }
+
+  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
+                          const std::function<void(std::string)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->data_cf_);
+    for (it->Seek(begin); it->Valid(); it->Next()) {
+      if (!to_end && it->key().compare(rocksdb::Slice(end)) >= 0) break;
+      fn(it->key().ToString());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
+    std::string value;
+    rocksdb::Status s = batch_->GetFromBatchAndDB(sm_->db_.get(), rocksdb::ReadOptions(),
+                                                  sm_->meta_cf_, coding::SessionKey(client_id),
+                                                  &value);
+    if (s.IsNotFound()) return std::optional<coding::SessionRecord>();
+    if (!s.ok()) return FromRocks(s, "get session", sm_->options_.db_path);
+    absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(value);
+    if (!rec.ok()) return WithContext(rec.status(), sm_->options_.db_path);
+    return std::optional<coding::SessionRecord>(*rec);
+  }
+
+  absl::Status ForEachIdleSession(
+      uint64_t before_index, size_t max,
+      const std::function<void(uint64_t, uint64_t)>& fn) override {
+    const std::string begin(1, coding::kMetaSessionExpiryPrefix);
+    const std::string end = coding::SessionExpiryKey(before_index, 0);
+    std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_);
+    size_t n = 0;
+    for (it->Seek(begin); it->Valid() && n < max; it->Next(), ++n) {
+      if (it->key().compare(rocksdb::Slice(end)) >= 0) break;
+      uint64_t last_index = 0, client_id = 0;
+      if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
+                                         &last_index, &client_id)) {
+        return absl::DataLossError(
+            absl::StrCat(sm_->options_.db_path, ": malformed session expiry key"));
+      }
+      fn(last_index, client_id);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
+    return absl::OkStatus();
+  }
+
+ private:
+  // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store).
+  std::unique_ptr<rocksdb::Iterator> Iterate(rocksdb::ColumnFamilyHandle* cf) {
+    return std::unique_ptr<rocksdb::Iterator>(
+        batch_->NewIteratorWithBase(cf, sm_->db_->NewIterator(rocksdb::ReadOptions(), cf)));
+  }
+
+  RocksDbStateMachine* sm_;
+  rocksdb::WriteBatchWithIndex* batch_;
+};
+
 absl::StatusOr<std::unique_ptr<StateMachine>> StateMachine::Open(
     const StateMachineOptions& options) {
   absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> sm =
@@ -156,6 +233,9 @@ absl::Status RecoverInterruptedInstall(const std::string& db_path) {
 absl::StatusOr<std::unique_ptr<RocksDbStateMachine>> RocksDbStateMachine::OpenRocksDb(
     const StateMachineOptions& options) {
   if (options.db_path.empty()) return absl::InvalidArgumentError("state machine db_path is empty");
+  if (options.sync_writes && options.disable_wal) {
+    return absl::InvalidArgumentError("state machine: sync_writes needs RocksDB's WAL");
+  }
   if (absl::Status s = RecoverInterruptedInstall(options.db_path); !s.ok()) return s;
   std::unique_ptr<RocksDbStateMachine> sm(new RocksDbStateMachine(options));
   if (absl::Status s = sm->OpenDb(); !s.ok()) return s;
@@ -196,9 +276,14 @@ absl::Status RocksDbStateMachine::OpenDb() {
 
 void RocksDbStateMachine::CloseDb() {
   if (!db_) return;
-  // A clean close makes everything applied durable, whatever sync_writes says. Best effort:
-  // there is no one to report a failure to, and the Raft log still holds the entries.
-  db_->SyncWAL().PermitUncheckedError();
+  // A clean close makes everything applied durable, whatever sync_writes says (without the
+  // WAL: by a flush, so the next start replays nothing). Best effort: there is no one to
+  // report a failure to, and the Raft log still holds the entries.
+  if (options_.disable_wal) {
+    FlushUnlocked().IgnoreError();
+  } else {
+    db_->SyncWAL().PermitUncheckedError();
+  }
   for (rocksdb::ColumnFamilyHandle* h : handles_) {
     db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   }
@@ -322,6 +407,8 @@ absl::Status RocksDbStateMachine::Commit(rocksdb::WriteBatch* batch, uint64_t in
              coding::EncodeAppliedRecord(coding::AppliedRecord{index, term, revision}));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync_writes;
+  wo.disableWAL = options_.disable_wal;
+  entry_writes_.fetch_add(1, std::memory_order_relaxed);
   rocksdb::Status s = db_->Write(wo, batch);
   if (!s.ok()) return FromRocks(s, "write", options_.db_path);
   revision_.store(revision, std::memory_order_release);
@@ -356,28 +443,80 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   if (!effect.ok()) return effect.status();
 
   rocksdb::WriteBatch batch;
-  for (const auto& [key, rec] : effect->writes) {
-    if (rec.has_value()) {
-      batch.Put(data_cf_, key, coding::EncodeKeyRecord(*rec));
-    } else {
-      batch.Delete(data_cf_, key);
-    }
-  }
-  for (const auto& [last_index, client_id] : effect->expired_sessions) {
-    batch.Delete(meta_cf_, coding::SessionKey(client_id));
-    batch.Delete(meta_cf_, coding::SessionExpiryKey(last_index, client_id));
-  }
-  if (effect->session.has_value()) {
-    const SessionEntry& e = *effect->session;
-    if (effect->replaced_session_last_index) {
-      batch.Delete(meta_cf_,
-                   coding::SessionExpiryKey(*effect->replaced_session_last_index, e.client_id));
-    }
-    batch.Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
-    batch.Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
-  }
+  AddEffect(*effect, &batch);
   if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
   return std::move(effect->result);
+}
+
+void RocksDbStateMachine::AddEffect(const EntryEffect& effect,
+                                    rocksdb::WriteBatchBase* batch) const {
+  for (const auto& [key, rec] : effect.writes) {
+    if (rec.has_value()) {
+      batch->Put(data_cf_, key, coding::EncodeKeyRecord(*rec));
+    } else {
+      batch->Delete(data_cf_, key);
+    }
+  }
+  for (const auto& [last_index, client_id] : effect.expired_sessions) {
+    batch->Delete(meta_cf_, coding::SessionKey(client_id));
+    batch->Delete(meta_cf_, coding::SessionExpiryKey(last_index, client_id));
+  }
+  if (effect.session.has_value()) {
+    const SessionEntry& e = *effect.session;
+    if (effect.replaced_session_last_index) {
+      batch->Delete(meta_cf_,
+                    coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id));
+    }
+    batch->Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
+    batch->Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
+  }
+}
+
+absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
+    const std::vector<BatchEntry>& entries) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (absl::Status open = CheckOpen(); !open.ok()) return open;
+  std::vector<ApplyResult> results;
+  results.reserve(entries.size());
+  // overwrite_key: a key written by two entries of the batch holds the later write, so the
+  // batch's iterator sees each key once.
+  rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
+  BatchView view(this, &batch);
+  uint64_t applied = applied_index();
+  uint64_t applied_term = this->applied_term();
+  int64_t revision = this->revision();
+  for (const BatchEntry& e : entries) {
+    if (e.index <= applied) {  // a replay: as Apply / ApplyEmpty
+      ApplyResult r;
+      if (e.cmd != nullptr) {
+        r.revision = revision;
+        r.duplicate = true;
+      }
+      results.push_back(std::move(r));
+      continue;
+    }
+    if (e.index != applied + 1) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "entry %d applied out of order: state machine at %s has applied %d", e.index,
+          options_.db_path, applied));
+    }
+    if (e.cmd == nullptr) {
+      results.emplace_back();
+    } else {
+      absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
+      if (!effect.ok()) return effect.status();
+      AddEffect(*effect, &batch);
+      revision = effect->store_revision;
+      results.push_back(std::move(effect->result));
+    }
+    applied = e.index;
+    applied_term = e.term;
+  }
+  if (applied == applied_index()) return results;  // all replays: nothing to write
+  if (absl::Status s = Commit(batch.GetWriteBatch(), applied, applied_term, revision); !s.ok()) {
+    return s;
+  }
+  return results;
 }
 
 absl::StatusOr<std::optional<coding::SessionRecord>> RocksDbStateMachine::GetSession(

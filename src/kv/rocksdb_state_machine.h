@@ -1,7 +1,8 @@
 // StateMachine over RocksDB (the only implementation; StateMachine::Open returns one).
 // Record encodings: kv/record_coding.h.
 //
-// Apply semantics (one committed entry = one Command = one WriteBatch):
+// Apply semantics (one committed entry = one Command = one WriteBatch; ApplyBatch: the same
+// per entry, many entries in one WriteBatch):
 // - index <= applied_index(): replay, nothing is written, duplicate=true.
 // - index != applied_index() + 1: kFailedPrecondition, nothing is written (entries must apply
 //   in order; the caller has lost an entry and must stop).
@@ -45,9 +46,11 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "kv/command_eval.h"
 #include "kv/record_coding.h"
 #include "kv/state_machine.h"
 #include "rocksdb/db.h"
+#include "rocksdb/write_batch_base.h"
 
 namespace raftkv::kv {
 
@@ -60,6 +63,10 @@ class RocksDbStateMachine final : public StateMachine {
   absl::StatusOr<ApplyResult> Apply(uint64_t index, uint64_t term,
                                     const kvpb::Command& cmd) override;
   absl::Status ApplyEmpty(uint64_t index, uint64_t term) override;
+  // One RocksDB write for the whole batch (a WriteBatchWithIndex: each command is evaluated
+  // against the store plus the batch so far, so it sees the entries before it).
+  absl::StatusOr<std::vector<ApplyResult>> ApplyBatch(
+      const std::vector<BatchEntry>& entries) override;
 
   absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const override;
   absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view range_end,
@@ -76,6 +83,9 @@ class RocksDbStateMachine final : public StateMachine {
 
   absl::Status Export(ExportSink& sink) const override;
 
+  // RocksDB writes of applied entries since Open (Apply, ApplyEmpty, ApplyBatch: one each).
+  uint64_t entry_writes() const { return entry_writes_.load(std::memory_order_relaxed); }
+
   // The session record of client_id, if any (tests and snapshots).
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) const;
 
@@ -91,6 +101,7 @@ class RocksDbStateMachine final : public StateMachine {
 
  private:
   class LiveView;
+  class BatchView;
 
   explicit RocksDbStateMachine(StateMachineOptions options);
 
@@ -105,9 +116,11 @@ class RocksDbStateMachine final : public StateMachine {
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSessionUnlocked(
       uint64_t client_id) const;
   absl::Status FlushUnlocked();
-  // Writes `batch` plus the applied record, then publishes the new index/term/revision.
+  // Adds `batch` the applied record, writes it, then publishes the new index/term/revision.
   absl::Status Commit(rocksdb::WriteBatch* batch, uint64_t index, uint64_t term,
                       int64_t revision);
+  // Adds an evaluated entry's writes (data, expired and new sessions) to `batch`.
+  void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch) const;
   absl::Status CheckNext(uint64_t index) const;
 
   const StateMachineOptions options_;
@@ -124,6 +137,7 @@ class RocksDbStateMachine final : public StateMachine {
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<uint64_t> applied_term_{0};
   std::atomic<int64_t> revision_{1};
+  std::atomic<uint64_t> entry_writes_{0};
 };
 
 }  // namespace raftkv::kv

@@ -3,10 +3,11 @@
 // On-disk layout (RocksDB in <data-dir>/db/, one column family each):
 //   "default": user key -> KeyRecord{value, create_revision, mod_revision, version}
 //   "meta":    applied_index, applied_term, revision, session records
-// Every applied entry is ONE WriteBatch holding the data change, the applied index and term,
-// the new store revision and any session record, so the store is always at an entry boundary.
-// RocksDB writes are not fsynced here: the Raft WAL is the source of truth and the caller
-// replays the log after applied_index() on start-up (docs/architecture.md, "Start-up").
+// Every applied entry (or every batch of entries, ApplyBatch) is ONE WriteBatch holding the
+// data change, the applied index and term, the new store revision and any session record, so
+// the store is always at an entry boundary. RocksDB writes are not fsynced here (and with
+// disable_wal not even logged): the Raft WAL is the source of truth and the caller replays
+// the log after applied_index() on start-up (docs/architecture.md, "Start-up").
 //
 // Revisions follow etcd: the store revision starts at 1 and grows by one for every entry
 // that changes at least one key; every key changed by that entry gets mod_revision = the new
@@ -91,6 +92,14 @@ class ExportSink {
   virtual absl::Status OnSession(const SessionEntry& session) = 0;
 };
 
+// One committed entry for StateMachine::ApplyBatch: its command, or null for an entry that
+// carries none (what ApplyEmpty records).
+struct BatchEntry {
+  uint64_t index = 0;
+  uint64_t term = 0;
+  const kvpb::Command* cmd = nullptr;
+};
+
 struct StateMachineOptions {
   std::string db_path;           // RocksDB directory, created if missing
   // true: every Apply/ApplyEmpty fsyncs RocksDB's WAL before returning, so an acknowledged
@@ -98,6 +107,12 @@ struct StateMachineOptions {
   // false (default): the Raft WAL is the source of truth; RocksDB writes reach the OS but are
   // not fsynced, and the caller replays the log after applied_index() on start-up.
   bool sync_writes = false;
+  // true: applied entries skip RocksDB's own WAL; what is not flushed to SST files yet is lost
+  // in any crash, the process's included, and the applied index falls back to the last
+  // flush. Only for a caller that replays its log after applied_index() and never discards
+  // the log past an index it has not Flush()ed (kvd: the Raft log, CompactionBound).
+  // Excludes sync_writes.
+  bool disable_wal = false;
 };
 
 class StateMachine {
@@ -114,6 +129,29 @@ class StateMachine {
                                             const kvpb::Command& cmd) = 0;
   // Records an entry that carries no command (leader no-op, config change) as applied.
   virtual absl::Status ApplyEmpty(uint64_t index, uint64_t term) = 0;
+
+  // Applies consecutive committed entries in order, each exactly as Apply (or, for a null
+  // cmd, ApplyEmpty) would: results[i] is entries[i]'s ApplyResult (an entry without a
+  // command gets an empty one). The RocksDB store writes them all
+  // in one write (one WriteBatch), published together: readers see none or all of them. On
+  // an error nothing of the batch is applied there; this default (one Apply after another,
+  // for decorators) may have applied a prefix. Either way the caller must stop.
+  virtual absl::StatusOr<std::vector<ApplyResult>> ApplyBatch(
+      const std::vector<BatchEntry>& entries) {
+    std::vector<ApplyResult> results;
+    results.reserve(entries.size());
+    for (const BatchEntry& e : entries) {
+      if (e.cmd == nullptr) {
+        if (absl::Status s = ApplyEmpty(e.index, e.term); !s.ok()) return s;
+        results.emplace_back();
+        continue;
+      }
+      absl::StatusOr<ApplyResult> r = Apply(e.index, e.term, *e.cmd);
+      if (!r.ok()) return r.status();
+      results.push_back(*std::move(r));
+    }
+    return results;
+  }
 
   virtual absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const = 0;
   // etcd Range semantics: range_end empty = just `key`; range_end == "\0" = every key >= key;

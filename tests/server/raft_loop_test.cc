@@ -1,6 +1,7 @@
 // RaftLoop (replication/raft_loop.h) as a component, on a real data dir: the pending-writes
 // limit, a committed entry whose command does not parse, a read barrier failed at once by a
-// term change, a deposed leader's writes answered at once, and the compaction bound. The test plays the other nodes where there are any
+// term change, a deposed leader's writes answered at once, a start with the store past the
+// log's durable commit, and the compaction bound. The test plays the other nodes where there are any
 // (tests/server/install_crash_scenario.h).
 #include <future>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "install_crash_scenario.h"
 #include "kv/temp_dir.h"
 #include "server/data_dir.h"
+#include "raft/wal/wal_storage.h"
 #include "server/replication/raft_loop.h"
 
 namespace raftkv::server {
@@ -222,6 +224,54 @@ TEST(RaftLoopLeadershipTest, AWriteOfADeposedLeaderIsAnsweredAtOnceAsOutcomeUnkn
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_THAT(s.message(), HasSubstr("leadership changed"));
   loop->Stop();
+}
+
+// The loop does not sync a hard state whose only change is the commit index (raft_loop.h,
+// PersistReady), so a crash can leave a store that applied entries past the log's durable
+// commit index. Such a node starts (the log still holds those entries; start-up raises the
+// commit to the store's applied index) and serves writes and reads.
+TEST(RaftLoopRecoveryTest, ANodeWhoseStoreIsPastItsDurableCommitStartsAndServes) {
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  std::unique_ptr<WaitableStateMachine> sm = OpenStore(dir);
+  RaftLoopOptions options;
+  options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};
+  options.tick_ms = 10;
+  auto write = [&](RaftLoop& loop, const std::string& key) {
+    PendingWrite w;
+    loop.Write(PutCommand(key, "v"), w.Done());
+    return w.answer.get();
+  };
+  {
+    auto loop = RaftLoop::Start(sm.get(), dir, options);
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    ASSERT_TRUE(Eventually([&] { return write(**loop, "a").ok(); })) << "no leader";
+    ASSERT_TRUE(write(**loop, "b").ok());
+    ASSERT_TRUE(write(**loop, "c").ok());
+    (*loop)->Stop();
+  }
+  // What a crash before the commit reached the disk leaves: the log's commit index behind.
+  const uint64_t applied = sm->applied_index();
+  ASSERT_GE(applied, 3u);
+  {
+    auto wal = raft::wal::WalStorage::Open(dir.wal(), raft::wal::WalOptions{});
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    ASSERT_EQ((*wal)->LastIndex(), applied);
+    raftpb::HardState hs = (*wal)->hard_state();
+    hs.set_commit(applied - 2);
+    ASSERT_TRUE((*wal)->SetHardState(hs).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  auto loop = RaftLoop::Start(sm.get(), dir, options);
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  ASSERT_TRUE(Eventually([&] { return write(**loop, "d").ok(); })) << "the node never served";
+  for (const char* key : {"a", "b", "c", "d"}) {
+    auto got = sm->Get(key);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got->has_value()) << key;
+  }
+  EXPECT_GT(sm->applied_index(), applied);
+  (*loop)->Stop();
 }
 
 // The log is compacted up to the lowest of what it must keep for: the snapshot (the oldest

@@ -1,7 +1,9 @@
 // Start-up recovery's data-loss checks (replication/recovery.h, OpenLog): a store ahead of the
-// log's commit index is refused; a store behind the log's first entry is loaded from the
-// newest committed snapshot that reaches the log, and refused when none does (an older
-// snapshot would leave a gap; a newer, uncommitted one is not the cluster's yet).
+// log's durable commit index raises it when the log holds the store's entry, and is refused
+// when the log ends before it or holds another term there; a store behind the log's first
+// entry is loaded from the newest committed snapshot that reaches the log, and refused when
+// none does (an older snapshot would leave a gap; a newer, uncommitted one is not the
+// cluster's yet).
 #include <memory>
 #include <string>
 
@@ -71,6 +73,25 @@ class RecoveryTest : public ::testing::Test {
     ASSERT_TRUE((*wal)->Sync().ok());
   }
 
+  // A log of entries 1..`last`, all of term `term`, recording commit `commit`.
+  void LogWithEntries(uint64_t last, uint64_t term, uint64_t commit) {
+    auto wal = raft::wal::WalStorage::Open(dir_.wal(), raft::wal::WalOptions{});
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    std::vector<raftpb::Entry> entries;
+    for (uint64_t i = 1; i <= last; ++i) {
+      raftpb::Entry e;
+      e.set_index(i);
+      e.set_term(term);
+      entries.push_back(e);
+    }
+    ASSERT_TRUE((*wal)->Append(entries).ok());
+    raftpb::HardState hs;
+    hs.set_term(term);
+    hs.set_commit(commit);
+    ASSERT_TRUE((*wal)->SetHardState(hs).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+
   absl::StatusOr<std::unique_ptr<raft::wal::WalStorage>> Open() {
     return OpenLog(sm_.get(), dir_.wal(), raft::wal::WalOptions{}, snapshots_,
                    /*restored=*/false, {1, 2, 3});
@@ -88,6 +109,41 @@ class RecoveryTest : public ::testing::Test {
 TEST_F(RecoveryTest, AStoreAheadOfTheLogsCommitIsDataLoss) {
   ApplyThrough(sm_.get(), 5);
   auto wal = Open();  // a new, empty log: commit 0
+  ASSERT_FALSE(wal.ok());
+  EXPECT_EQ(wal.status().code(), absl::StatusCode::kDataLoss) << wal.status();
+  EXPECT_THAT(wal.status().message(), HasSubstr("does not belong to this store"));
+}
+
+// The raft loop does not sync a change of the commit index alone: after a crash the store
+// may have applied entries past the log's durable commit. The log holds them (each was
+// synced before it was applied), so the commit is raised to the store, durably.
+TEST_F(RecoveryTest, AStoreAheadOfTheDurableCommitRaisesItWhenTheLogHoldsTheEntries) {
+  LogWithEntries(/*last=*/5, /*term=*/1, /*commit=*/2);
+  ApplyThrough(sm_.get(), 4);
+  {
+    auto wal = Open();
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    EXPECT_EQ((*wal)->hard_state().commit(), 4u);
+  }
+  auto reopened = raft::wal::WalStorage::Open(dir_.wal(), raft::wal::WalOptions{});
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->hard_state().commit(), 4u) << "the raised commit was not durable";
+}
+
+// A store past the log's end, or at an entry of another term, is not this log's store.
+TEST_F(RecoveryTest, AStorePastTheLogsEndIsDataLoss) {
+  LogWithEntries(/*last=*/3, /*term=*/1, /*commit=*/2);
+  ApplyThrough(sm_.get(), 4);
+  auto wal = Open();
+  ASSERT_FALSE(wal.ok());
+  EXPECT_EQ(wal.status().code(), absl::StatusCode::kDataLoss) << wal.status();
+  EXPECT_THAT(wal.status().message(), HasSubstr("does not belong to this store"));
+}
+
+TEST_F(RecoveryTest, AStoreAtAnEntryOfAnotherTermIsDataLoss) {
+  LogWithEntries(/*last=*/5, /*term=*/2, /*commit=*/2);
+  ApplyThrough(sm_.get(), 4);  // term 1
+  auto wal = Open();
   ASSERT_FALSE(wal.ok());
   EXPECT_EQ(wal.status().code(), absl::StatusCode::kDataLoss) << wal.status();
   EXPECT_THAT(wal.status().message(), HasSubstr("does not belong to this store"));

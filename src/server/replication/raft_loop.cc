@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "base/check.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
@@ -870,7 +871,11 @@ void PersistReady(const raft::Ready& rd, raft::LogStorage& log) {
       ExitOnStorageFailure("WAL write", s);
     }
   }
-  if (rd.must_sync || rd.hard_state) {
+  // Only what the core flags: entries, a snapshot, or a changed term, vote or voter state.
+  // A hard state that differs only in its commit index is written but not synced (as
+  // etcd): a crash may lose it, and start-up raises the commit index back to what the
+  // store applied (recovery.h, OpenLog), which the log still holds.
+  if (rd.must_sync) {
     if (absl::Status s = log.Sync(); !s.ok()) ExitOnStorageFailure("WAL write", s);
   }
 }
@@ -887,7 +892,7 @@ void RaftLoop::ProcessReady() {
                                         rd.committed_entries.begin(),
                                         rd.committed_entries.end());
         } else {
-          for (const raftpb::Entry& e : rd.committed_entries) ApplyEntry(e);
+          ApplyEntries(rd.committed_entries);
         }
         for (const raft::ReadState& rs : rd.read_states) {
           pending_.OnReadState(rs.context, rs.index);
@@ -904,53 +909,91 @@ void RaftLoop::Persist(const raft::Ready& rd) {
   PersistReady(rd, *wal_);
 }
 
-void RaftLoop::ApplyEntry(const raftpb::Entry& e) {
-  absl::StatusOr<kv::ApplyResult> result = kv::ApplyResult{};
-  if (e.type() == raftpb::ENTRY_CONF) {
-    // Not a command: the core acted on it when it was appended; the server's member table
-    // and peer links follow it now. For the store and the backup it is an empty entry.
-    ApplyMembership(e);
-    absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
-    if (!s.ok()) ExitOnStorageFailure(absl::StrCat("raft: applying entry ", e.index()), s);
-    backup_->Enqueue(e.index(), e.term(), "");
-    pending_.OnApplied(e.index(), e.term(), result);
-    return;
+void RaftLoop::ApplyEntries(const std::vector<raftpb::Entry>& entries) {
+  // Runs of commands go to the store as one write each (ApplyBatch); an ENTRY_CONF between
+  // them is applied on its own, after the commands before it and before those after it, so
+  // the member table is saved before the store records the entry as applied.
+  size_t begin = 0;
+  for (size_t i = 0; i <= entries.size(); ++i) {
+    if (i < entries.size() && entries[i].type() != raftpb::ENTRY_CONF) continue;
+    ApplyCommands(absl::MakeConstSpan(entries).subspan(begin, i - begin));
+    if (i < entries.size()) ApplyConfEntry(entries[i]);
+    begin = i + 1;
   }
-  if (e.data().empty()) {
-    absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
-    if (!s.ok()) result = s;
-  } else {
-    kvpb::Command cmd;
-    if (!cmd.ParseFromString(e.data())) {
+}
+
+void RaftLoop::ApplyConfEntry(const raftpb::Entry& e) {
+  // Not a command: the core acted on it when it was appended; the server's member table
+  // and peer links follow it now. For the store and the backup it is an empty entry.
+  ApplyMembership(e);
+  absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
+  if (!s.ok()) ExitOnStorageFailure(absl::StrCat("raft: applying entry ", e.index()), s);
+  backup_->Enqueue(e.index(), e.term(), "");
+  pending_.OnApplied(e.index(), e.term(), kv::ApplyResult{});
+}
+
+void RaftLoop::ApplyCommands(absl::Span<const raftpb::Entry> entries) {
+  if (entries.empty()) return;
+  // One store write for the whole run (kv::StateMachine::ApplyBatch): the commands are
+  // parsed here, the results handed out only once the batch is written.
+  std::vector<kvpb::Command> cmds(entries.size());
+  std::vector<kv::BatchEntry> batch(entries.size());
+  std::vector<bool> malformed(entries.size(), false);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& e = entries[i];
+    batch[i].index = e.index();
+    batch[i].term = e.term();
+    if (e.data().empty()) continue;
+    if (!cmds[i].ParseFromString(e.data())) {
       // Every node applies the same bytes: a command no node can parse is skipped by all.
       spdlog::error("raft: entry {} holds an unparseable command; recorded as empty",
                     e.index());
-      absl::Status s = sm_->ApplyEmpty(e.index(), e.term());
-      result = s.ok() ? absl::InvalidArgumentError("malformed command") : s;
+      malformed[i] = true;
+      continue;
+    }
+    batch[i].cmd = &cmds[i];
+  }
+  absl::StatusOr<std::vector<kv::ApplyResult>> results = sm_->ApplyBatch(batch);
+  if (!results.ok()) {
+    // The state machine could not record committed entries: stopping is the only safe move.
+    ExitOnStorageFailure(absl::StrCat("raft: applying entries ", entries.front().index(), "-",
+                                      entries.back().index()),
+                         results.status());
+  }
+  RAFTKV_CHECK(results->size() == entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& e = entries[i];
+    if (batch[i].cmd != nullptr) MaybeCrashAfterApplying(e, cmds[i], (*results)[i]);
+    backup_->Enqueue(e.index(), e.term(), e.data());
+    if (malformed[i]) {
+      pending_.OnApplied(e.index(), e.term(), absl::InvalidArgumentError("malformed command"));
     } else {
-      result = sm_->Apply(e.index(), e.term(), cmd);
-      if (crash_after_applying_key_ && raft_->role() == raft::Role::kLeader && result.ok() &&
-          !result->duplicate && result->ops.size() == static_cast<size_t>(cmd.ops_size())) {
-        for (int i = 0; i < cmd.ops_size(); ++i) {
-          const kvpb::Op& op = cmd.ops(i);
-          // Only the put that creates the key: one crash per cluster.
-          if (op.has_put() && op.put().key() == *crash_after_applying_key_ &&
-              !result->ops[i].prev.has_value()) {
-            spdlog::critical("RAFTKV_CRASH_AFTER_APPLYING_KEY: ending the process after "
-                             "applying entry {}", e.index());
-            spdlog::shutdown();
-            std::_Exit(kCrashedAfterApplying);
-          }
-        }
-      }
+      pending_.OnApplied(e.index(), e.term(), std::move((*results)[i]));
     }
   }
-  if (!result.ok() && result.status().code() != absl::StatusCode::kInvalidArgument) {
-    // The state machine could not record a committed entry: stopping is the only safe move.
-    ExitOnStorageFailure(absl::StrCat("raft: applying entry ", e.index()), result.status());
+}
+
+void RaftLoop::MaybeCrashAfterApplying(const raftpb::Entry& e, const kvpb::Command& cmd,
+                                       const kv::ApplyResult& result) {
+  // Only the leader that proposed the entry (its term): a next leader that learns the commit
+  // only from its own election (the crashed one's commit may not have left it) applies the
+  // same put as a creation too.
+  if (!crash_after_applying_key_ || raft_->role() != raft::Role::kLeader ||
+      e.term() != raft_->term() || result.duplicate ||
+      result.ops.size() != static_cast<size_t>(cmd.ops_size())) {
+    return;
   }
-  backup_->Enqueue(e.index(), e.term(), e.data());
-  pending_.OnApplied(e.index(), e.term(), result);
+  for (int i = 0; i < cmd.ops_size(); ++i) {
+    const kvpb::Op& op = cmd.ops(i);
+    // Only the put that creates the key: one crash per cluster.
+    if (op.has_put() && op.put().key() == *crash_after_applying_key_ &&
+        !result.ops[i].prev.has_value()) {
+      spdlog::critical("RAFTKV_CRASH_AFTER_APPLYING_KEY: ending the process after "
+                       "applying entry {}", e.index());
+      spdlog::shutdown();
+      std::_Exit(kCrashedAfterApplying);
+    }
+  }
 }
 
 void RaftLoop::SendMessages(std::vector<raftpb::Message> msgs) {
@@ -1030,7 +1073,7 @@ void RaftLoop::InstallStore(std::string path) {
 void RaftLoop::FinishInstall() {
   install_thread_.join();
   installing_ = false;
-  for (const raftpb::Entry& e : entries_after_install_) ApplyEntry(e);
+  ApplyEntries(entries_after_install_);
   entries_after_install_.clear();
   raft_->PauseApply(false);  // what committed meanwhile comes in the next Ready, in order
   pending_.ReleaseApplied(sm_->applied_index());

@@ -13,8 +13,8 @@
 //      persist entries + hard state with one fsync (group commit: every proposal taken in
 //      step 1 shares it; a failed fsync exits the process), then send the other messages
 //      (votes and acks depend on what was just persisted); apply committed entries to the
-//      state machine and answer their writers; release reads whose index is applied;
-//      Advance().
+//      state machine (all of this Ready's in one store write: StateMachine::ApplyBatch) and
+//      answer their writers; release reads whose index is applied; Advance().
 //
 // Nothing else runs on the loop (issue 10 item 4): read barriers are answered on the reader
 // pool (reader_pool.h), which then reads the state machine; the db-size figure is taken there
@@ -55,6 +55,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "kv/state_machine.h"
 #include "raft.pb.h"
 #include "raft/config.h"
@@ -178,7 +179,10 @@ void ProcessReadyInOrder(raft::Raft& core,
 
 // The log part of the persist step (the snapshot, if any, is installed before it): appends
 // rd.entries, records rd.hard_state, then makes both durable with one log.Sync() (group
-// commit). A failed write or sync exits the process (exit code 70): never retried.
+// commit) when rd.must_sync: a hard state whose only change is the commit index is written
+// but not synced (the core leaves it out of must_sync, as etcd does; OpenLog copes with a
+// durable commit index behind the store). A failed write or sync exits the process (exit
+// code 70): never retried.
 void PersistReady(const raft::Ready& rd, raft::LogStorage& log);
 
 class RaftLoop : public Replicator, public PeerHandler {
@@ -318,7 +322,17 @@ class RaftLoop : public Replicator, public PeerHandler {
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
-  void ApplyEntry(const raftpb::Entry& e);
+  // Applies committed entries to the state machine in one write (ApplyBatch), then answers
+  // their writers and queues them for the backup. A store failure exits the process.
+  void ApplyEntries(const std::vector<raftpb::Entry>& entries);
+  // ApplyEntries' parts: a run of commands as one store write; one ENTRY_CONF
+  // (ApplyMembership, then an empty entry for the store and the backup).
+  void ApplyCommands(absl::Span<const raftpb::Entry> entries);
+  void ApplyConfEntry(const raftpb::Entry& e);
+  // RAFTKV_CRASH_AFTER_APPLYING_KEY (a test seam): ends the process if this leader just
+  // applied the put, proposed in its term, that created that key.
+  void MaybeCrashAfterApplying(const raftpb::Entry& e, const kvpb::Command& cmd,
+                               const kv::ApplyResult& result);
   // A committed ENTRY_CONF: the member table (saved before the entry counts as applied), then
   // the peer links follow it; this node's own removal calls options_.on_removed.
   void ApplyMembership(const raftpb::Entry& e);

@@ -89,6 +89,41 @@ absl::Status CommitLogStart(raft::wal::WalStorage* wal, const std::string& wal_d
   return s;
 }
 
+// The store applied only committed entries, each after the log had synced it, but the raft
+// loop does not sync a change of the commit index alone (raft_loop.h, PersistReady): after a
+// crash the log's recorded commit may be behind what the store applied. Replay is bounded by
+// the log, not by that commit: raise it, durably, to the store's applied index, once the log
+// is known to hold the store's history there (the entry at the applied index, with the
+// store's term). A store past the log's end or at an entry of another term is not this log's
+// (the WAL was lost, replaced, or a pre-Raft data dir).
+absl::Status CommitAppliedEntries(const kv::StateMachine& sm, raft::wal::WalStorage* wal,
+                                  const std::string& wal_dir) {
+  raftpb::HardState hs = wal->hard_state();
+  const uint64_t applied = sm.applied_index();
+  if (applied <= hs.commit()) return absl::OkStatus();
+  if (applied > wal->LastIndex()) {
+    return absl::DataLossError(absl::StrFormat(
+        "state machine applied index %d is past the WAL's last index %d in %s (commit %d): "
+        "the WAL does not belong to this store",
+        applied, wal->LastIndex(), wal_dir, hs.commit()));
+  }
+  absl::StatusOr<uint64_t> term = wal->Term(applied);
+  if (!term.ok()) return term.status();
+  if (*term != sm.applied_term()) {
+    return absl::DataLossError(absl::StrFormat(
+        "state machine applied index %d has term %d but the WAL in %s holds term %d there: "
+        "the WAL does not belong to this store",
+        applied, sm.applied_term(), wal_dir, *term));
+  }
+  spdlog::info("raft: the store applied through index {}, past the log's recorded commit {} "
+               "(not synced before a crash): raising the commit index to {}",
+               applied, hs.commit(), applied);
+  hs.set_commit(applied);
+  absl::Status s = wal->SetHardState(hs);
+  if (s.ok()) s = wal->Sync();
+  return s;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
@@ -98,9 +133,12 @@ absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
   }
   kv::StateMachineOptions options;
   options.db_path = dir.db();
-  // No RocksDB fsync: the Raft WAL is the source of truth and entries after the store's
-  // applied index are replayed from it on start-up.
+  // No RocksDB fsync, and no RocksDB WAL: the Raft WAL is the source of truth and entries
+  // after the store's applied index (what RocksDB last flushed to SST files, after a crash)
+  // are replayed from it on start-up. The log is never compacted past the flushed index
+  // (RaftLoop::OnSnapshotMade, CompactionBound).
   options.sync_writes = false;
+  options.disable_wal = true;
   auto sm = kv::StateMachine::Open(options);
   if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
       std::filesystem::exists(dir.wal())) {
@@ -141,15 +179,7 @@ absl::StatusOr<std::unique_ptr<raft::wal::WalStorage>> OpenLog(
     absl::Status s = LoadSnapshotReachingLog(sm, **wal, wal_dir, snapshots);
     if (!s.ok()) return s;
   }
-  const uint64_t commit = (*wal)->hard_state().commit();
-  if (sm->applied_index() > commit) {
-    // The state machine can only have applied what the WAL recorded as committed; more
-    // means the WAL is not this store's (lost, replaced, or a pre-Raft data dir).
-    return absl::DataLossError(absl::StrFormat(
-        "state machine applied index %d is past the WAL's commit index %d in %s: the WAL "
-        "does not belong to this store",
-        sm->applied_index(), commit, wal_dir));
-  }
+  if (absl::Status s = CommitAppliedEntries(*sm, wal->get(), wal_dir); !s.ok()) return s;
   return wal;
 }
 

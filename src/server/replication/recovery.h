@@ -9,8 +9,11 @@
 //      the log and syncing its commit) is raised to it, durably; a store behind the log's
 //      first entry (lost, wiped, moved aside, or an install killed before the store took the
 //      snapshot) is loaded from the newest committed snapshot, own or received, that reaches
-//      the log; a store ahead of the log's commit index means the log is not this store's:
-//      refused.
+//      the log; a store ahead of the log's recorded commit index is normal after a crash (the
+//      raft loop does not sync a commit-only change, raft_loop.h PersistReady): the commit is
+//      raised to the store's applied index, durably, when the log holds that entry with the
+//      store's term; a store past the log's end, or at an entry of another term, means the
+//      log is not this store's: refused.
 //   3. The raft loop then creates the core from the log, starts the backup worker (which
 //      rebuilds a backup the log no longer reaches) and calls CatchUpBackup and
 //      SnapshotForCore.

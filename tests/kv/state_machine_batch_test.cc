@@ -1,0 +1,174 @@
+// ApplyBatch (kv/state_machine.h): many committed entries in one RocksDB write give every
+// entry exactly the result Apply / ApplyEmpty would have given it one by one, and leave the
+// same store: each command sees the entries before it in the batch (same-key puts, range
+// deletes, sessions and their duplicates, session expiry), replays are no-ops, and an entry
+// out of order fails the whole batch with nothing written.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "kv/rocksdb_state_machine.h"
+#include "kv/state_machine_test.h"
+
+namespace raftkv::kv::testing {
+namespace {
+
+kvpb::Command Sessioned(kvpb::Command cmd, uint64_t client, uint64_t seq, uint64_t expiry = 0) {
+  cmd.set_client_id(client);
+  cmd.set_sequence(seq);
+  cmd.set_session_window(64);
+  cmd.set_session_expiry_entries(expiry);
+  return cmd;
+}
+
+// The entries of one Ready: nullopt is an entry without a command (a leader's no-op).
+std::vector<std::optional<kvpb::Command>> Workload() {
+  std::vector<std::optional<kvpb::Command>> w;
+  w.push_back(PutCmd("a", "1"));
+  w.push_back(std::nullopt);
+  w.push_back(PutCmd("a", "2"));                       // version 2, prev = "1"
+  w.push_back(PutCmd("b", "1"));
+  kvpb::Command both = PutCmd("c", "1");
+  AddDelete(both, "a");                                // sees the put of entry 3
+  w.push_back(both);
+  w.push_back(DeleteCmd("missing"));                   // no revision bump
+  w.push_back(Sessioned(PutCmd("s", "first"), 7, 1, /*expiry=*/3));
+  w.push_back(Sessioned(PutCmd("s", "retry"), 7, 1, 3));   // duplicate: the first result
+  w.push_back(DeleteCmd("a", std::string("\0", 1)));    // range delete: b, c, s
+  w.push_back(std::nullopt);
+  w.push_back(PutCmd("a", "3"));                       // a new generation of a
+  w.push_back(Sessioned(PutCmd("t", "x"), 8, 1, 3));   // expires session 7 (idle > 3)
+  w.push_back(Sessioned(PutCmd("s", "late"), 7, 1, 3));    // a new write: 7 expired
+  for (int i = 0; i < 5; ++i) w.push_back(PutCmd(absl::StrCat("k", i % 2), "v"));
+  return w;
+}
+
+void ExpectSameResult(const ApplyResult& got, const ApplyResult& want, size_t entry) {
+  EXPECT_EQ(got.revision, want.revision) << "entry " << entry;
+  EXPECT_EQ(got.duplicate, want.duplicate) << "entry " << entry;
+  EXPECT_EQ(got.session_refused, want.session_refused) << "entry " << entry;
+  ASSERT_EQ(got.ops.size(), want.ops.size()) << "entry " << entry;
+  for (size_t i = 0; i < got.ops.size(); ++i) {
+    EXPECT_EQ(got.ops[i].deleted, want.ops[i].deleted) << "entry " << entry << " op " << i;
+    ASSERT_EQ(got.ops[i].prev.has_value(), want.ops[i].prev.has_value())
+        << "entry " << entry << " op " << i;
+    if (!got.ops[i].prev) continue;
+    EXPECT_EQ(got.ops[i].prev->value, want.ops[i].prev->value) << "entry " << entry;
+    EXPECT_EQ(got.ops[i].prev->version, want.ops[i].prev->version) << "entry " << entry;
+    EXPECT_EQ(got.ops[i].prev->create_revision, want.ops[i].prev->create_revision);
+    EXPECT_EQ(got.ops[i].prev->mod_revision, want.ops[i].prev->mod_revision);
+  }
+}
+
+class ApplyBatchTest : public StateMachineTest {
+ protected:
+  std::unique_ptr<StateMachine> OpenTwin(const std::string& name) {
+    StateMachineOptions o;
+    o.db_path = dir_.Sub(name);
+    auto sm = StateMachine::Open(o);
+    EXPECT_TRUE(sm.ok()) << sm.status();
+    return sm.ok() ? *std::move(sm) : nullptr;
+  }
+};
+
+TEST_F(ApplyBatchTest, OneWriteGivesEveryEntryTheResultOfApplyingItAlone) {
+  const std::vector<std::optional<kvpb::Command>> work = Workload();
+  // One by one, on a twin store.
+  std::unique_ptr<StateMachine> alone = OpenTwin("alone");
+  ASSERT_NE(alone, nullptr);
+  std::vector<ApplyResult> want;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (!work[i]) {
+      ASSERT_TRUE(alone->ApplyEmpty(i + 1, 2).ok());
+      want.emplace_back();
+      continue;
+    }
+    absl::StatusOr<ApplyResult> r = alone->Apply(i + 1, 2, *work[i]);
+    ASSERT_TRUE(r.ok()) << r.status();
+    want.push_back(*r);
+  }
+  // All in one batch.
+  std::vector<BatchEntry> batch;
+  for (size_t i = 0; i < work.size(); ++i) {
+    batch.push_back(BatchEntry{i + 1, 2, work[i] ? &*work[i] : nullptr});
+  }
+  auto* rocks = dynamic_cast<RocksDbStateMachine*>(sm_.get());
+  ASSERT_NE(rocks, nullptr);
+  const uint64_t writes_before = rocks->entry_writes();
+  absl::StatusOr<std::vector<ApplyResult>> got = sm_->ApplyBatch(batch);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(rocks->entry_writes() - writes_before, 1u) << "not one RocksDB write";
+  ASSERT_EQ(got->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ExpectSameResult((*got)[i], want[i], i + 1);
+
+  // The same store: index, term, revision, every key with its revisions, the sessions.
+  EXPECT_EQ(sm_->applied_index(), alone->applied_index());
+  EXPECT_EQ(sm_->applied_term(), 2u);
+  EXPECT_EQ(sm_->revision(), alone->revision());
+  const std::string all(1, '\0');
+  absl::StatusOr<RangeResult> mine = sm_->Range("", all, 0);
+  absl::StatusOr<RangeResult> theirs = alone->Range("", all, 0);
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  ASSERT_EQ(mine->kvs.size(), theirs->kvs.size());
+  for (size_t i = 0; i < mine->kvs.size(); ++i) {
+    EXPECT_EQ(mine->kvs[i].key, theirs->kvs[i].key);
+    EXPECT_EQ(mine->kvs[i].value, theirs->kvs[i].value);
+    EXPECT_EQ(mine->kvs[i].version, theirs->kvs[i].version);
+    EXPECT_EQ(mine->kvs[i].create_revision, theirs->kvs[i].create_revision);
+    EXPECT_EQ(mine->kvs[i].mod_revision, theirs->kvs[i].mod_revision);
+  }
+  auto* alone_rocks = dynamic_cast<RocksDbStateMachine*>(alone.get());
+  for (uint64_t client : {7, 8}) {
+    auto s_mine = rocks->GetSession(client);
+    auto s_theirs = alone_rocks->GetSession(client);
+    ASSERT_TRUE(s_mine.ok() && s_theirs.ok());
+    ASSERT_EQ(s_mine->has_value(), s_theirs->has_value()) << "client " << client;
+    if (s_mine->has_value()) {
+      EXPECT_EQ((*s_mine)->last_sequence, (*s_theirs)->last_sequence);
+      EXPECT_EQ((*s_mine)->last_index, (*s_theirs)->last_index);
+    }
+  }
+
+  // A replay of the whole batch changes nothing and writes nothing.
+  absl::StatusOr<std::vector<ApplyResult>> again = sm_->ApplyBatch(batch);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(rocks->entry_writes() - writes_before, 1u);
+  EXPECT_TRUE((*again)[0].duplicate);
+  EXPECT_EQ(sm_->revision(), alone->revision());
+}
+
+TEST_F(ApplyBatchTest, AnEntryOutOfOrderFailsTheBatchAndWritesNothing) {
+  Next(PutCmd("a", "1"));
+  kvpb::Command put = PutCmd("b", "1");
+  std::vector<BatchEntry> batch = {{2, 1, &put}, {4, 1, &put}};
+  absl::StatusOr<std::vector<ApplyResult>> got = sm_->ApplyBatch(batch);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition) << got.status();
+  EXPECT_EQ(sm_->applied_index(), 1u);
+  EXPECT_EQ(MustGet("b"), std::nullopt);
+}
+
+// Without RocksDB's WAL, a clean close flushes: everything applied is there after a reopen.
+TEST_F(ApplyBatchTest, WithoutTheWalACleanCloseKeepsEverything) {
+  StateMachineOptions o;
+  o.db_path = dir_.Sub("nowal");
+  o.disable_wal = true;
+  {
+    auto sm = StateMachine::Open(o);
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    kvpb::Command put = PutCmd("k", "v");
+    ASSERT_TRUE((*sm)->ApplyBatch({{1, 1, &put}, {2, 1, nullptr}}).ok());
+  }
+  auto sm = StateMachine::Open(o);
+  ASSERT_TRUE(sm.ok()) << sm.status();
+  EXPECT_EQ((*sm)->applied_index(), 2u);
+  auto k = (*sm)->Get("k");
+  ASSERT_TRUE(k.ok() && k->has_value());
+  EXPECT_EQ((*k)->value, "v");
+  o.sync_writes = true;
+  EXPECT_EQ(StateMachine::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace raftkv::kv::testing
