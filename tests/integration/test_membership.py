@@ -5,6 +5,7 @@ shrink 5 -> 3 (removed nodes stop by themselves), and replace a node whose disk 
 back from every member at the end."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -221,6 +222,44 @@ class MembershipTest(unittest.TestCase):
         wait_for_leader(rest)
         self.assertEqual(TextClient(node0.port).cmd("SET after-grow 1"), "OK")
         check_all(rest, acked)
+
+    def test_a_node_caught_up_by_snapshot_learns_the_members_added_meanwhile(self):
+        # A member added while node 2 is down, then enough writes that the log is compacted
+        # past that ENTRY_CONF: node 2 catches up from a snapshot and never applies the entry.
+        # The snapshot must tell it the new member's addresses (SnapshotMetadata.context), or
+        # it could never reach that member (no vote to ask, no entries to send as leader).
+        self.cluster = TempCluster(3, extra_args=FAST)
+        for n in self.cluster.nodes:
+            n.start()
+        wait_for_leader(self.cluster.nodes)
+        behind = self.cluster.nodes[2]
+        behind.kill()
+        up = self.cluster.nodes[:2]
+        wait_for_leader(up)
+        ports = free_ports(2)
+        member_id = add_learner(up, ports)
+        j = self.joiner(member_id, up[0], ports)
+        writer = Writer(up)
+        writer.start()
+        wait_until(lambda: len(writer.acked) >= 300, 30, what="300 acknowledged writes")
+
+        def compacted_through(n):
+            found = re.findall(r"log compacted through index (\d+)", n.read_log())
+            return max(map(int, found), default=0)
+
+        # Both nodes up (so whichever leads) dropped the entry that added the member.
+        wait_until(lambda: min(compacted_through(n) for n in up) > 20, 30,
+                   what="compaction past the member's ENTRY_CONF")
+        acked = writer.finish()
+        behind.start()
+        last = acked[-1]
+        wait_until(lambda: TextClient(behind.port).cmd(f"GET w-{last}") == f"v{last}", 30,
+                   what="node 2 to catch up")
+        self.assertIn("installing snapshot", behind.read_log())
+        listed = {m["member_id"]: m for m in member_list([behind])}
+        self.assertIn(member_id, listed, f"node 2 does not know member {member_id}: {listed}")
+        self.assertEqual(listed[member_id]["peer_url"], j.peer_url())
+        check_all([behind, j], acked)
 
     def test_shrink_five_to_three(self):
         self.cluster = TempCluster(5, extra_args=FAST)

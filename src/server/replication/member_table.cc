@@ -17,21 +17,32 @@ MemberTable MemberTable::Bootstrap(const std::vector<NodeAddress>& cluster) {
 absl::StatusOr<std::optional<MemberTable>> MemberTable::Load(const std::string& path) {
   if (!std::filesystem::exists(path)) return std::optional<MemberTable>();
   absl::StatusOr<std::string> data = base::ReadFileToString(path);
-  memberpb::MemberTableFile file;
-  if (!data.ok() || !file.ParseFromString(*data)) {
-    return absl::DataLossError(absl::StrCat("member table ", path, " is unreadable or corrupt",
-                                            data.ok() ? "" : ": ", data.ok() ? "" : data.status().message()));
+  absl::StatusOr<MemberTable> t =
+      data.ok() ? Parse(*data) : absl::StatusOr<MemberTable>(data.status());
+  if (!t.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("member table ", path, " is unreadable or corrupt: ", t.status().message()));
   }
+  return std::optional<MemberTable>(*std::move(t));
+}
+
+absl::StatusOr<MemberTable> MemberTable::Parse(const std::string& data) {
+  memberpb::MemberTableFile file;
+  if (!file.ParseFromString(data)) return absl::DataLossError("not a member table");
   MemberTable t;
   t.index_ = file.index();
   t.max_id_ = file.max_id();
   for (const memberpb::Member& m : file.members()) {
     t.Set(m.id(), MemberEntry{AddressOf(m.info()), m.learner()});
   }
-  return std::optional<MemberTable>(std::move(t));
+  return t;
 }
 
 absl::Status MemberTable::Save(const std::string& path) const {
+  return base::WriteFileDurably(path, Serialize());
+}
+
+std::string MemberTable::Serialize() const {
   memberpb::MemberTableFile file;
   file.set_index(index_);
   file.set_max_id(max_id_);
@@ -41,7 +52,7 @@ absl::Status MemberTable::Save(const std::string& path) const {
     *out->mutable_info() = InfoOf(m.address);
     out->set_learner(m.learner);
   }
-  return base::WriteFileDurably(path, file.SerializeAsString());
+  return file.SerializeAsString();
 }
 
 absl::StatusOr<bool> MemberTable::Apply(const raftpb::Entry& e) {

@@ -11,6 +11,9 @@
 //   - node_config.json bootstraps it when the data dir has none: member at position p gets
 //     raft id p + 1, a voter (server/node_id.h), as before membership changes existed.
 //   - A node that joins (kvd --join) fetches it from a member (Cluster.MemberList).
+//   - Raft snapshots carry the leader's table (SnapshotMetadata.context): a node that
+//     installs one adopts it when it is newer than its own, since it never applies the
+//     ENTRY_CONF entries the snapshot covers (RaftLoop::AdoptSnapshotMembers).
 #pragma once
 
 #include <algorithm>
@@ -42,6 +45,10 @@ class MemberTable {
   static absl::StatusOr<std::optional<MemberTable>> Load(const std::string& path);
   // Durably (see above). Errors: kInternal naming the path.
   absl::Status Save(const std::string& path) const;
+  // The table as bytes (memberpb::MemberTableFile), as Save writes it and as snapshots carry
+  // it (SnapshotMetadata.context); Parse reads them back. Errors: kDataLoss.
+  std::string Serialize() const;
+  static absl::StatusOr<MemberTable> Parse(const std::string& data);
 
   // Applies a committed ENTRY_CONF entry at `index`: an add or update sets the member's
   // addresses from the context (an update keeps the known client port when the context has

@@ -217,7 +217,7 @@ absl::Status RaftLoop::StartBackup() {
   if (absl::Status s = CatchUpBackup(*sm_, *wal_, backup_.get()); !s.ok()) return s;
   // Followers that need compacted entries get the newest snapshot this node holds.
   if (auto snap = SnapshotForCore(snapshots_, sm_->applied_index(), Voters())) {
-    raft_->SetSnapshot(*snap);
+    OfferSnapshot(*std::move(snap));
   }
   // What a crash left behind: partial transfers the node no longer needs, old snapshots.
   snapshots_.Prune(options_.snapshots_retained, sm_->applied_index());
@@ -596,9 +596,15 @@ void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
   forwarder_->Forward(
       leader, w.cmd.SerializeAsString(),
       static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 1, options_.request_timeout_ms)),
-      [this, taken = w.taken, cmd = w.cmd,
+      [this, taken = w.taken, cmd = w.cmd, retry = w.retry,
        answer = std::move(answer)](absl::StatusOr<ForwardResult> r) mutable {
         if (!r.ok()) {
+          if (retry && r.status().code() != absl::StatusCode::kUnknown) {
+            // Sent before to a leader that may have applied it: whatever this try says
+            // ("not applied" there, an unknown peer), the write's outcome is unknown.
+            r = absl::UnknownError(absl::StrCat(
+                "outcome unknown: forwarded to a leader before, then: ", r.status().message()));
+          }
           if (r.status().code() == absl::StatusCode::kUnknown && cmd.client_id() != 0) {
             // The Forward broke after it was sent (the leader died or stepped down): send it
             // again, under the same session, once a leader is known; a duplicate is answered
@@ -776,7 +782,8 @@ void RaftLoop::CheckTransfers(absl::Time now) {
         answer = absl::AbortedError(absl::StrCat("leadership went to ", NodeName(lead),
                                                  ", not to ", NodeName(it->target)));
       } else if (!it->drain || now >= it->deadline ||
-                 (pending_.writes() == 0 && held_writes_.empty())) {
+                 (pending_.writes() == 0 && held_writes_.empty() &&
+                  forwards_in_flight_.load() == 0)) {
         answer = NodeId::FromRaftId(lead).position();
       }
     } else if (leading && transfer_target_ == 0) {
@@ -1033,6 +1040,9 @@ void RaftLoop::StartInstall(const raftpb::Snapshot& snap, raftpb::HardState hs) 
   //    (Entries after the snapshot in the same Ready, and a commit past it, follow in
   //    Persist's usual append and hard-state write; later ones as they come, while the store
   //    is restored: appending and acknowledging need only the log.)
+  // 0. (here) The members the snapshot covers: the entries that changed them are not
+  //    replayed here, so their addresses come with the snapshot (AdoptSnapshotMembers).
+  AdoptSnapshotMembers(snap.metadata());
   hs.set_commit(index);
   if (absl::Status s = wal_->ApplySnapshot(snap.metadata(), hs); !s.ok()) {
     ExitOnStorageFailure("WAL write", s);
@@ -1102,7 +1112,7 @@ void RaftLoop::OnSnapshotMade(const SnapshotReport& report) {
   snap.mutable_metadata()->set_term(report.meta.applied_term);
   for (uint64_t id : Voters()) snap.mutable_metadata()->mutable_conf_state()->add_voters(id);
   snap.set_handle(report.path);
-  raft_->SetSnapshot(snap);
+  OfferSnapshot(std::move(snap));
   const uint64_t compact_to =
       CompactionBound(report.meta.applied_index, report.flushed_index,
                       backup_->applied_index(), options_.log_retained_entries);
@@ -1284,6 +1294,44 @@ void RaftLoop::ApplyMembership(const raftpb::Entry& e) {
     spdlog::info("membership: entry {} applied; members {}", e.index(), members_.Json());
     removed_self = members_.Find(self_.raft_id()) == nullptr;
   }
+  MembersChanged(removed_self);
+}
+
+void RaftLoop::OfferSnapshot(raftpb::Snapshot snap) {
+  {
+    absl::MutexLock lock(&members_mu_);
+    snap.mutable_metadata()->set_context(members_.Serialize());
+  }
+  raft_->SetSnapshot(snap);
+}
+
+void RaftLoop::AdoptSnapshotMembers(const raftpb::SnapshotMetadata& meta) {
+  if (meta.context().empty()) return;  // from a node that predates membership changes
+  absl::StatusOr<MemberTable> theirs = MemberTable::Parse(meta.context());
+  if (!theirs.ok()) {
+    spdlog::error("membership: the snapshot at {} carries an unreadable member table: {}",
+                  meta.index(), theirs.status().ToString());
+    return;
+  }
+  bool removed_self = false;
+  {
+    absl::MutexLock lock(&members_mu_);
+    // The leader's table may be newer than the snapshot (it is taken when the snapshot is
+    // offered): the ENTRY_CONF entries between are then skipped when they apply here, as
+    // after a restart. An older one than ours changes nothing.
+    if (theirs->index() <= members_.index()) return;
+    members_ = *std::move(theirs);
+    if (absl::Status s = members_.Save(data_dir_.members()); !s.ok()) {
+      ExitOnStorageFailure("saving the member table", s);
+    }
+    spdlog::info("membership: members from the snapshot at {} (table of entry {}): {}",
+                 meta.index(), members_.index(), members_.Json());
+    removed_self = members_.Find(self_.raft_id()) == nullptr;
+  }
+  MembersChanged(removed_self);
+}
+
+void RaftLoop::MembersChanged(bool removed_self) {
   SyncPeerLinks();
   if (removed_self) {
     spdlog::warn("membership: this node ({}) was removed from the cluster; stopping",

@@ -336,8 +336,14 @@ class RaftLoop : public Replicator, public PeerHandler {
   // A committed ENTRY_CONF: the member table (saved before the entry counts as applied), then
   // the peer links follow it; this node's own removal calls options_.on_removed.
   void ApplyMembership(const raftpb::Entry& e);
+  // After the member table changed: the peer links follow it; a node no longer in it stops.
+  void MembersChanged(bool removed_self);
   // Channels and senders for exactly the table's other members.
   void SyncPeerLinks();
+  // Hands the core a snapshot to send to followers, with this node's member table as its
+  // context; a follower installing one adopts the table when it is newer than its own.
+  void OfferSnapshot(raftpb::Snapshot snap);
+  void AdoptSnapshotMembers(const raftpb::SnapshotMetadata& meta);
   void HandleMembership(MembershipEvent& m);
   // Starts installing a snapshot from the leader, durably and in an order start-up can
   // finish from any point: restarts the WAL after it (on the loop, before returning), then
