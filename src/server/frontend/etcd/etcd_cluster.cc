@@ -32,6 +32,15 @@ absl::Status ParsePeerUrl(const std::string& url, MembershipChange* change) {
   return absl::OkStatus();
 }
 
+// A change of the member with etcd member id `id` (server/node_id.h; 0 is etcd's "none").
+absl::StatusOr<MembershipChange> ChangeOf(MembershipChange::Kind kind, uint64_t id) {
+  if (id == 0) return absl::InvalidArgumentError("member id 0 is not a member");
+  MembershipChange change;
+  change.kind = kind;
+  change.raft_id = NodeId::FromEtcdMemberId(id).raft_id();
+  return change;
+}
+
 }  // namespace
 
 void EtcdCluster::FillMembers(pb::ResponseHeader* header,
@@ -57,14 +66,14 @@ grpc::Status EtcdCluster::MemberAdd(grpc::ServerContext* context,
   change.kind = MembershipChange::Kind::kAddLearner;
   if (absl::Status s = ParsePeerUrl(req->peerurls(0), &change); !s.ok()) return s_->ToGrpc(s);
   change.port = req->raftkv_client_port();
-  absl::StatusOr<uint64_t> id = s_->AwaitMembership(context, change);
+  absl::StatusOr<uint64_t> id = Change(context, change, resp);
   if (!id.ok()) return s_->ToGrpc(id.status());
-  FillMembers(resp->mutable_header(), resp->mutable_members());
+  const uint64_t member_id = NodeId::FromRaftId(*id).etcd_member_id();
   for (const pb::Member& m : resp->members()) {
-    if (m.id() == *id) *resp->mutable_member() = m;
+    if (m.id() == member_id) *resp->mutable_member() = m;
   }
   if (!resp->has_member()) {  // removed again meanwhile: say what was added
-    resp->mutable_member()->set_id(*id);
+    resp->mutable_member()->set_id(member_id);
     resp->mutable_member()->add_peerurls(req->peerurls(0));
     resp->mutable_member()->set_islearner(true);
   }
@@ -74,27 +83,19 @@ grpc::Status EtcdCluster::MemberAdd(grpc::ServerContext* context,
 grpc::Status EtcdCluster::MemberPromote(grpc::ServerContext* context,
                                         const pb::MemberPromoteRequest* req,
                                         pb::MemberPromoteResponse* resp) {
-  MembershipChange change;
-  change.kind = MembershipChange::Kind::kPromote;
-  change.raft_id = req->id();
-  if (change.raft_id == 0) return InvalidArgument("member id 0 is not a member");
-  absl::StatusOr<uint64_t> id = s_->AwaitMembership(context, change);
-  if (!id.ok()) return s_->ToGrpc(id.status());
-  FillMembers(resp->mutable_header(), resp->mutable_members());
-  return grpc::Status::OK;
+  absl::StatusOr<MembershipChange> change =
+      ChangeOf(MembershipChange::Kind::kPromote, req->id());
+  if (!change.ok()) return s_->ToGrpc(change.status());
+  return s_->ToGrpc(Change(context, *change, resp).status());
 }
 
 grpc::Status EtcdCluster::MemberRemove(grpc::ServerContext* context,
                                        const pb::MemberRemoveRequest* req,
                                        pb::MemberRemoveResponse* resp) {
-  MembershipChange change;
-  change.kind = MembershipChange::Kind::kRemove;
-  change.raft_id = req->id();
-  if (change.raft_id == 0) return InvalidArgument("member id 0 is not a member");
-  absl::StatusOr<uint64_t> id = s_->AwaitMembership(context, change);
-  if (!id.ok()) return s_->ToGrpc(id.status());
-  FillMembers(resp->mutable_header(), resp->mutable_members());
-  return grpc::Status::OK;
+  absl::StatusOr<MembershipChange> change =
+      ChangeOf(MembershipChange::Kind::kRemove, req->id());
+  if (!change.ok()) return s_->ToGrpc(change.status());
+  return s_->ToGrpc(Change(context, *change, resp).status());
 }
 
 grpc::Status EtcdCluster::MemberUpdate(grpc::ServerContext* context,
@@ -103,16 +104,20 @@ grpc::Status EtcdCluster::MemberUpdate(grpc::ServerContext* context,
   if (req->peerurls_size() != 1) {
     return InvalidArgument("member update needs exactly one peer URL (http://ip:grpc_port)");
   }
-  MembershipChange change;
-  change.kind = MembershipChange::Kind::kUpdate;
-  change.raft_id = req->id();
-  if (change.raft_id == 0) return InvalidArgument("member id 0 is not a member");
-  if (absl::Status s = ParsePeerUrl(req->peerurls(0), &change); !s.ok()) return s_->ToGrpc(s);
-  change.port = req->raftkv_client_port();
+  absl::StatusOr<MembershipChange> change = ChangeOf(MembershipChange::Kind::kUpdate, req->id());
+  if (!change.ok()) return s_->ToGrpc(change.status());
+  if (absl::Status s = ParsePeerUrl(req->peerurls(0), &*change); !s.ok()) return s_->ToGrpc(s);
+  change->port = req->raftkv_client_port();
+  return s_->ToGrpc(Change(context, *change, resp).status());
+}
+
+template <typename Response>
+absl::StatusOr<uint64_t> EtcdCluster::Change(grpc::ServerContext* context,
+                                             const MembershipChange& change,
+                                             Response* resp) const {
   absl::StatusOr<uint64_t> id = s_->AwaitMembership(context, change);
-  if (!id.ok()) return s_->ToGrpc(id.status());
-  FillMembers(resp->mutable_header(), resp->mutable_members());
-  return grpc::Status::OK;
+  if (id.ok()) FillMembers(resp->mutable_header(), resp->mutable_members());
+  return id;
 }
 
 }  // namespace raftkv::server::etcd

@@ -1,7 +1,7 @@
 // etcd Cluster service: MemberList, MemberAdd, MemberPromote, MemberRemove, MemberUpdate
-// (README.md, "Operating a cluster"). Member ids are raft ids (server/node_id.h); peer URLs
-// are http://ip:grpc_port. Changes are served by the leader only (UNAVAILABLE naming it
-// otherwise) and answered once applied there.
+// (README.md, "Operating a cluster"). Member ids are etcd member ids (server/node_id.h
+// converts them to raft ids); peer URLs are http://ip:grpc_port. Changes are served by the
+// leader only (UNAVAILABLE naming it otherwise) and answered once applied there.
 //
 // MemberAdd always adds a learner: a new voter that has not caught up would make every
 // quorum wait for it (raftkv's rule; etcd allows a voter add). isLearner=false is accepted
@@ -31,6 +31,11 @@ class EtcdCluster final : public pb::Cluster::Service {
   // The members as this node knows them now, into `out`; the header into `header`.
   void FillMembers(pb::ResponseHeader* header,
                    google::protobuf::RepeatedPtrField<pb::Member>* out) const;
+  // Proposes `change` and waits until it is applied here (AwaitMembership: the member's raft
+  // id), then fills `resp` with the members as they are then.
+  template <typename Response>
+  absl::StatusOr<uint64_t> Change(grpc::ServerContext* context, const MembershipChange& change,
+                                  Response* resp) const;
 
   const Shared* s_;
 };
