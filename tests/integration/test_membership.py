@@ -286,6 +286,26 @@ class MembershipTest(unittest.TestCase):
         wait_for_leader(rest[:2])
         self.assertEqual(TextClient(rest[0].port).cmd("SET after-shrink 1"), "OK")
 
+    def test_a_node_removed_while_down_stops_when_it_comes_back(self):
+        # Its own log never gets its removal, so it cannot learn it from the log: it still
+        # thinks it is a voter. The members that applied the removal refuse its messages and
+        # tell it why, and it stops instead of campaigning forever.
+        self.cluster = TempCluster(3, extra_args=FAST)
+        for n in self.cluster.nodes:
+            n.start()
+        wait_for_leader(self.cluster.nodes)
+        victim, rest = self.cluster.nodes[2], self.cluster.nodes[:2]
+        self.assertEqual(victim.stop(), 0)
+        code, out, err = kvctl(rest, "member", "remove", str(victim.id + 1))
+        self.assertEqual(code, 0, err)
+        victim.start(wait=False)
+        wait_until(lambda: victim.proc.poll() is not None, 30,
+                   what="the removed node to exit after its restart")
+        self.assertEqual(victim.proc.returncode, 0, victim.read_log())
+        self.assertRegex(victim.read_log(), r"was removed from the cluster")
+        wait_for_leader(rest)
+        self.assertEqual(TextClient(rest[0].port).cmd("SET after-removal 1"), "OK")
+
     def test_replace_wiped_node(self):
         self.cluster = TempCluster(3, extra_args=FAST)
         for n in self.cluster.nodes:

@@ -18,6 +18,7 @@ namespace {
 class SilentHandler : public PeerHandler {
  public:
   void Deliver(raftpb::Message) override {}
+  bool IsRemovedMember(uint64_t) override { return false; }
   void WriteFromPeer(kvpb::Command, ForwardDone done) override {
     absl::MutexLock lock(&mu_);
     held_ = std::move(done);
@@ -64,6 +65,7 @@ class AnsweringHandler : public PeerHandler {
  public:
   explicit AnsweringHandler(absl::Status answer) : answer_(std::move(answer)) {}
   void Deliver(raftpb::Message) override {}
+  bool IsRemovedMember(uint64_t) override { return false; }
   void WriteFromPeer(kvpb::Command, ForwardDone done) override { std::move(done)(answer_); }
 
  private:

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -345,6 +347,78 @@ TEST(PeerTransportTest, ABrokenStreamIsReopenedOnlyAfterTheBackoffAndStopEndsThe
 
 // Every wait lies in [nominal / 2, nominal]: the nominal doubles from min up to max, so no
 // wait exceeds max; Reset() starts over.
+// The receiving service with a handler that knows member 7 was removed: a node with id 7 is
+// refused and told why (on_removed runs, with the peer's reason), and nothing it sends is
+// delivered; node 8 (a member added later, or never removed) is served as before.
+class RemovalAwareHandler : public PeerHandler {
+ public:
+  void Deliver(raftpb::Message m) override {
+    absl::MutexLock lock(&mu_);
+    delivered_from_.push_back(m.from());
+  }
+  void WriteFromPeer(kvpb::Command, ForwardDone done) override {
+    std::move(done)(absl::UnimplementedError("not in this test"));
+  }
+  bool IsRemovedMember(uint64_t id) override { return id == 7; }
+  std::vector<uint64_t> delivered_from() {
+    absl::MutexLock lock(&mu_);
+    return delivered_from_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<uint64_t> delivered_from_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(PeerTransportTest, ARemovedSenderIsRefusedAndToldWhy) {
+  RemovalAwareHandler handler;
+  RaftPeerService service(&handler, ::testing::TempDir(), absl::Seconds(1), /*cluster_id=*/0);
+  const int port = UnusedPort();
+  grpc::ServerBuilder b;
+  ApplyPeerServerOptions(&b);
+  b.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials());
+  b.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  PeerChannels channels({{2, "127.0.0.1:" + std::to_string(port)}});
+  for (uint64_t self : {uint64_t{7}, uint64_t{8}}) {
+    SCOPED_TRACE(self);
+    absl::Mutex mu;
+    std::vector<std::string> told;
+    PeerTransportOptions options;
+    options.self_id = self;
+    PeerTransport transport(
+        &channels, options, [](uint64_t) {},
+        [&](uint64_t peer, const std::string& why) {
+          absl::MutexLock lock(&mu);
+          told.push_back(absl::StrCat(peer, ": ", why));
+        });
+    raftpb::Message m = Heartbeat(2);
+    m.set_from(self);
+    std::vector<raftpb::Message> msgs;
+    msgs.push_back(m);
+    transport.Send(std::move(msgs));
+    if (self == 7) {
+      // Even with nothing more to send, the idle writes keep asking.
+      ASSERT_TRUE(testing::Eventually([&] {
+        absl::MutexLock lock(&mu);
+        return told.size() >= 2;
+      }, absl::Seconds(30)));
+      absl::MutexLock lock(&mu);
+      EXPECT_TRUE(absl::StartsWith(told[0], "2: member 7 ")) << told[0];
+      EXPECT_NE(told[0].find("was removed from the cluster"), std::string::npos) << told[0];
+    } else {
+      ASSERT_TRUE(testing::Eventually(
+          [&] { return !handler.delivered_from().empty(); }, absl::Seconds(30)));
+      absl::MutexLock lock(&mu);
+      EXPECT_TRUE(told.empty()) << told[0];
+    }
+    transport.Stop();
+  }
+  EXPECT_EQ(handler.delivered_from(), std::vector<uint64_t>{8});
+  server->Shutdown();
+}
+
 TEST(BackoffTest, JitteredDoublingCappedAtMaxAndReset) {
   Backoff backoff(absl::Milliseconds(20), absl::Milliseconds(500));
   const int nominal_ms[] = {20, 40, 80, 160, 320, 500, 500, 500};

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "server/peer/peer_channels.h"
+#include "server/peer/peer_transport.h"
 #include "spdlog/spdlog.h"
 
 namespace raftkv::server {
@@ -46,6 +47,18 @@ grpc::Status RaftPeerService::Send(grpc::ServerContext* context,
           "cluster %#018x (check that both use the same node_config.json and --cluster-token)",
           context->peer(), batch.cluster_id(), cluster_id_);
       spdlog::error("{}", why);
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
+    }
+    const uint64_t from = batch.from() != 0             ? batch.from()
+                          : batch.messages_size() != 0 ? batch.messages(0).from()
+                                                       : 0;
+    if (from != 0 && handler_->IsRemovedMember(from)) {
+      const std::string why = absl::StrFormat(
+          "member %d (%s) was removed from the cluster; its messages are refused (to bring "
+          "that host back, wipe its data dir and add it again as a new member)",
+          from, context->peer());
+      spdlog::warn("{}", why);
+      context->AddTrailingMetadata(kMemberRemovedKey, "1");
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
     }
     for (raftpb::Message& m : *batch.mutable_messages()) handler_->Deliver(std::move(m));

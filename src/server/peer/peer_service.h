@@ -26,6 +26,9 @@ class PeerHandler {
   // A write forwarded by a follower: proposed here only if this node is the leader (never
   // forwarded again); `done` runs exactly once.
   virtual void WriteFromPeer(kvpb::Command cmd, ForwardDone done) = 0;
+  // True when `raft_id` was a member and this node applied its removal (ids are never
+  // reused): its messages are refused, and it is told so (peer_transport.h).
+  virtual bool IsRemovedMember(uint64_t raft_id) = 0;
 };
 
 // Options of the gRPC server that serves RaftPeerService (and the etcd API on the same port):

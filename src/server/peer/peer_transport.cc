@@ -16,13 +16,14 @@ namespace raftkv::server {
 class PeerTransport::Peer {
  public:
   Peer(uint64_t peer_id, const PeerChannels* channels, const PeerTransportOptions& options,
-       const OnUnreachable* on_unreachable)
+       const OnUnreachable* on_unreachable, const OnRemoved* on_removed)
       : peer_id_(peer_id),
         address_(channels->address(peer_id)),
         channels_(channels),
         stub_(channels->stub(peer_id)),
         options_(options),
-        on_unreachable_(on_unreachable) {
+        on_unreachable_(on_unreachable),
+        on_removed_(on_removed) {
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -85,6 +86,7 @@ class PeerTransport::Peer {
       // stream was opening (or nothing: an idle write).
       raftpb::MessageBatch batch;
       batch.set_cluster_id(options_.cluster_id);
+      batch.set_from(options_.self_id);
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) break;
@@ -107,12 +109,16 @@ class PeerTransport::Peer {
       }
       // The stream broke (peer down, restarted, never up, or the link found dead by
       // keepalive): these messages are lost.
-      writer->Finish();
+      const grpc::Status status = writer->Finish();
       writer.reset();
+      bool removed = false;
       {
         absl::MutexLock lock(&mu_);
+        const auto& trailers = context_->GetServerTrailingMetadata();
+        removed = trailers.find(kMemberRemovedKey) != trailers.end();
         context_.reset();
       }
+      if (removed && *on_removed_) (*on_removed_)(peer_id_, status.error_message());
       if (connected) {
         spdlog::warn("peer {}: stream to {} broke", peer_id_, address_);
         broke_at = absl::Now();
@@ -135,6 +141,7 @@ class PeerTransport::Peer {
   const std::shared_ptr<raftpb::RaftPeer::Stub> stub_;  // keeps the channel open
   const PeerTransportOptions options_;
   const OnUnreachable* const on_unreachable_;  // owned by PeerTransport
+  const OnRemoved* const on_removed_;          // owned by PeerTransport
 
   absl::Mutex mu_;
   std::deque<raftpb::Message> queue_ ABSL_GUARDED_BY(mu_);
@@ -146,8 +153,11 @@ class PeerTransport::Peer {
 };
 
 PeerTransport::PeerTransport(const PeerChannels* channels, PeerTransportOptions options,
-                             OnUnreachable on_unreachable)
-    : channels_(channels), options_(options), on_unreachable_(std::move(on_unreachable)) {
+                             OnUnreachable on_unreachable, OnRemoved on_removed)
+    : channels_(channels),
+      options_(options),
+      on_unreachable_(std::move(on_unreachable)),
+      on_removed_(std::move(on_removed)) {
   SyncPeers();
 }
 
@@ -165,7 +175,8 @@ void PeerTransport::SyncPeers() {
   }
   for (const auto& [id, address] : addresses) {
     if (!peers_.count(id)) {
-      peers_[id] = std::make_unique<Peer>(id, channels_, options_, &on_unreachable_);
+      peers_[id] =
+          std::make_unique<Peer>(id, channels_, options_, &on_unreachable_, &on_removed_);
     }
   }
 }

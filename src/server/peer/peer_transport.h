@@ -11,12 +11,18 @@
 // reported unreachable so the core can slow down. A sender with nothing to send writes an
 // empty batch every idle_write_ms, so a stream that died idle is noticed and re-opened too.
 //
+// A peer that applied this node's removal refuses its streams and says so (kMemberRemovedKey
+// in the trailers): `on_removed` then runs. That is how a node learns of a removal its own
+// log never got (it was down, or the entry's commit never reached it before the leader
+// stopped sending to it); the idle writes make sure it asks even when it has nothing to say.
+//
 // Peer ids are raft ids (node_id.h).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -31,17 +37,23 @@ struct PeerTransportOptions {
   size_t max_batch_bytes = 4 * 1024 * 1024;  // one stream write carries at most this much
   uint32_t idle_write_ms = 200;              // nothing to send this long: an empty batch
   uint64_t cluster_id = 0;                   // stamped on every batch (peers check it)
+  uint64_t self_id = 0;                      // stamped on every batch as `from`
 };
+
+// Trailing metadata key of a refused stream whose sender is a removed member.
+inline constexpr char kMemberRemovedKey[] = "raftkv-member-removed";
 
 class PeerTransport {
  public:
   using OnUnreachable = absl::AnyInvocable<void(uint64_t peer) const>;
+  using OnRemoved = absl::AnyInvocable<void(uint64_t peer, const std::string& why) const>;
 
   // One sender per peer of `channels` (which must outlive this object). `on_unreachable`
   // runs on a sender thread when a stream to that peer breaks or cannot be opened; it must
-  // not block.
+  // not block. `on_removed` (may be empty) runs on a sender thread each time a peer refuses
+  // a stream because this node was removed; it must not block.
   PeerTransport(const PeerChannels* channels, PeerTransportOptions options,
-                OnUnreachable on_unreachable);
+                OnUnreachable on_unreachable, OnRemoved on_removed = {});
   ~PeerTransport();  // Stop()s.
 
   // Queues each message for its `to` peer. Never blocks. Messages to unknown ids are dropped.
@@ -58,6 +70,7 @@ class PeerTransport {
   const PeerChannels* const channels_;
   const PeerTransportOptions options_;
   OnUnreachable on_unreachable_;
+  OnRemoved on_removed_;
   std::map<uint64_t, std::unique_ptr<Peer>> peers_;
 };
 

@@ -176,9 +176,15 @@ void RaftLoop::StartPeerLinks() {
   PeerTransportOptions transport_options;
   transport_options.max_queue_msgs = options_.peer_queue_msgs;
   transport_options.cluster_id = options_.cluster_id;
+  transport_options.self_id = self_.raft_id();
   transport_ = std::make_unique<PeerTransport>(
       channels_.get(), transport_options,
-      [this](uint64_t peer) { Post(UnreachableEvent{peer}); });
+      [this](uint64_t peer) { Post(UnreachableEvent{peer}); },
+      [this](uint64_t peer, const std::string& why) {
+        // The peer applied our removal, which is committed: our own log may never get it
+        // (we were down, or the leader stopped sending to us before its commit reached us).
+        StopRemoved(absl::StrCat("member ", peer, " says so: ", why));
+      });
   forwarder_ = std::make_unique<Forwarder>(channels_.get());
   SnapshotTransferOptions transfer_options;
   transfer_options.chunk_bytes = options_.snapshot_chunk_bytes;
@@ -1340,11 +1346,23 @@ void RaftLoop::AdoptSnapshotMembers(const raftpb::SnapshotMetadata& meta) {
 
 void RaftLoop::MembersChanged(bool removed_self) {
   SyncPeerLinks();
-  if (removed_self) {
-    spdlog::warn("membership: this node ({}) was removed from the cluster; stopping",
-                 self_.ToString());
-    if (options_.on_removed) options_.on_removed();
-  }
+  if (removed_self) StopRemoved("its removal applied here");
+}
+
+void RaftLoop::StopRemoved(const std::string& how) {
+  if (removed_.exchange(true)) return;
+  spdlog::warn("membership: this node ({}) was removed from the cluster ({}); stopping",
+               self_.ToString(), how);
+  if (options_.on_removed) options_.on_removed();
+}
+
+bool RaftLoop::IsRemovedMember(uint64_t raft_id) {
+  if (raft_id == self_.raft_id()) return false;
+  absl::MutexLock lock(&members_mu_);
+  // Ids are never reused and each new one is above every id seen: an id at or below the
+  // highest this table has seen, and not in it, was removed by an applied (so committed)
+  // entry. A member added since, which this node may not know yet, has a higher id.
+  return raft_id <= members_.max_id_seen() && members_.Find(raft_id) == nullptr;
 }
 
 void RaftLoop::SyncPeerLinks() {

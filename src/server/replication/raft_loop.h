@@ -202,6 +202,7 @@ class RaftLoop : public Replicator, public PeerHandler {
   // PeerHandler (any thread).
   void Deliver(raftpb::Message m) override;
   void WriteFromPeer(kvpb::Command cmd, ForwardDone done) override;
+  bool IsRemovedMember(uint64_t raft_id) override;
 
   // Replicator (any thread).
   void Write(kvpb::Command cmd, WriteDone done) override;
@@ -338,6 +339,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   void ApplyMembership(const raftpb::Entry& e);
   // After the member table changed: the peer links follow it; a node no longer in it stops.
   void MembersChanged(bool removed_self);
+  // Logs why, once, and stops the node (options_.on_removed). Any thread.
+  void StopRemoved(const std::string& how);
   // Channels and senders for exactly the table's other members.
   void SyncPeerLinks();
   // Hands the core a snapshot to send to followers, with this node's member table as its
@@ -433,6 +436,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::thread loop_thread_;
   // Writes accepted and not yet answered, this node's clients' and forwarded ones (bounded by
   // max_pending_writes; TakeWriteSlot).
+  // Set once this node knows it was removed (applied its removal, or a peer said so).
+  std::atomic<bool> removed_{false};
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
