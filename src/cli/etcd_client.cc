@@ -118,6 +118,40 @@ class EtcdClient::Impl {
     return absl::UnavailableError(absl::StrCat("not applied: no endpoint could serve it: ", all));
   }
 
+  // A membership change: like a write, passes over the endpoints up to write_rounds times
+  // while every answer is a sure "not applied" (the server's mark, or never connected); any
+  // other error is final, an UNAVAILABLE without the mark as "outcome unknown" (a change has
+  // no session: sending it again could make it twice).
+  absl::Status ChangeFailover(
+      const std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>& call) {
+    std::vector<std::string> errors;
+    for (int round = 0; round < std::max(1, options_.write_rounds); ++round) {
+      if (round > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(options_.write_round_pause_ms));
+      }
+      for (Endpoint& endpoint : endpoints_) {
+        std::unique_ptr<grpc::ClientContext> context = NewContext();
+        grpc::Status s = call(endpoint, context.get());
+        if (s.ok()) return absl::OkStatus();
+        const auto& trailers = context->GetServerTrailingMetadata();
+        auto kind = trailers.find("raftkv-error-kind");
+        const bool not_applied = kind != trailers.end() && kind->second == "not-applied";
+        if (s.error_code() == grpc::StatusCode::UNAVAILABLE && !not_applied && !NeverSent(s)) {
+          return absl::UnknownError(absl::StrCat(
+              "outcome unknown (check with kvctl member list): ",
+              Describe(endpoint.address, s)));
+        }
+        if (s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+          return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                              Describe(endpoint.address, s));
+        }
+        errors.push_back(Describe(endpoint.address, s));
+      }
+    }
+    return absl::UnavailableError(absl::StrCat("not applied: no endpoint could make the change: ",
+                                               absl::StrJoin(errors, "; ")));
+  }
+
   // Runs `call` against each endpoint in order until one gives a final answer (see header).
   // Returns the index of the endpoint that answered OK.
   absl::StatusOr<size_t> Failover(bool is_read,
@@ -303,10 +337,11 @@ absl::StatusOr<Member> EtcdClient::MemberAdd(const std::string& peer_url,
   req.set_islearner(true);
   req.set_raftkv_client_port(client_port);
   pb::MemberAddResponse resp;
-  absl::StatusOr<size_t> served = impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.cluster->MemberAdd(impl_->NewContext().get(), req, &resp);
-  });
-  if (!served.ok()) return served.status();
+  absl::Status changed =
+      impl_->ChangeFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+        return e.cluster->MemberAdd(context, req, &resp);
+      });
+  if (!changed.ok()) return changed;
   return FromProto(resp.member());
 }
 
@@ -314,18 +349,18 @@ absl::Status EtcdClient::MemberPromote(uint64_t member_id) {
   pb::MemberPromoteRequest req;
   req.set_id(member_id);
   pb::MemberPromoteResponse resp;
-  return impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.cluster->MemberPromote(impl_->NewContext().get(), req, &resp);
-  }).status();
+  return impl_->ChangeFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+    return e.cluster->MemberPromote(context, req, &resp);
+  });
 }
 
 absl::Status EtcdClient::MemberRemove(uint64_t member_id) {
   pb::MemberRemoveRequest req;
   req.set_id(member_id);
   pb::MemberRemoveResponse resp;
-  return impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.cluster->MemberRemove(impl_->NewContext().get(), req, &resp);
-  }).status();
+  return impl_->ChangeFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+    return e.cluster->MemberRemove(context, req, &resp);
+  });
 }
 
 absl::Status EtcdClient::MemberUpdate(uint64_t member_id, const std::string& peer_url,
@@ -335,9 +370,9 @@ absl::Status EtcdClient::MemberUpdate(uint64_t member_id, const std::string& pee
   req.add_peerurls(peer_url);
   req.set_raftkv_client_port(client_port);
   pb::MemberUpdateResponse resp;
-  return impl_->Failover(false, [&](Impl::Endpoint& e) {
-    return e.cluster->MemberUpdate(impl_->NewContext().get(), req, &resp);
-  }).status();
+  return impl_->ChangeFailover([&](Impl::Endpoint& e, grpc::ClientContext* context) {
+    return e.cluster->MemberUpdate(context, req, &resp);
+  });
 }
 
 std::vector<EndpointStatus> EtcdClient::StatusAll() {

@@ -114,8 +114,11 @@ class EtcdClient {
   absl::StatusOr<int64_t> Delete(const std::string& key);
   absl::StatusOr<std::vector<Member>> Members();
   // Membership changes (Cluster.MemberAdd/Promote/Remove/Update), sent to each endpoint in
-  // turn until one serves it (only the leader does: the others answer UNAVAILABLE naming
-  // it). `peer_url`: http://ip:grpc_port. MemberAdd adds a learner and returns it.
+  // turn (a follower passes it on to the leader), up to write_rounds passes while every
+  // answer is a sure "not applied" (no leader yet, or none reachable); an UNAVAILABLE that
+  // may have been applied is final, as kUnknown ("outcome unknown"): a change has no session
+  // and is never sent twice. `peer_url`: http://ip:grpc_port. MemberAdd adds a learner and
+  // returns it.
   absl::StatusOr<Member> MemberAdd(const std::string& peer_url, uint32_t client_port);
   absl::Status MemberPromote(uint64_t member_id);
   absl::Status MemberRemove(uint64_t member_id);

@@ -83,6 +83,14 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
   if (change.type() == raftpb::CONF_PROMOTE) {
     // A voter that makes the quorum wait for it to catch up costs availability.
     const uint64_t match = progress_.at(change.node_id()).match();
+    if (match == 0) {
+      // Whatever the lag bound: a node that holds nothing yet (its process not started, or
+      // unreachable since it was added) is no voter to count on.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "learner ", change.node_id(),
+          " has not acknowledged any entry yet (is it running and reachable?): retry once it "
+          "has caught up"));
+    }
     const uint64_t behind = log_.LastIndex() - std::min(match, log_.LastIndex());
     if (behind > config_.max_promote_lag_entries) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -180,8 +180,9 @@ class Raft {
   //   kUnavailable: not leader (with the hint), or a leadership transfer is in progress;
   //   kFailedPrecondition: an earlier change is not committed yet (one at a time), or this
   //     leader has not yet committed an entry of its own term (both: retry shortly); or a
-  //     promotion of a learner more than config.max_promote_lag_entries behind the leader's
-  //     last index (the message says how far behind); or a promotion/removal after which
+  //     promotion of a learner that has acknowledged nothing yet, or more than
+  //     config.max_promote_lag_entries behind the leader's last index (the message says how
+  //     far behind); or a promotion/removal after which
   //     fewer than a majority of the voters would be up with their data (heard from in this
   //     election timeout, not recovering a lost disk);
   //   kAlreadyExists / kNotFound / kInvalidArgument from ApplyConfChange (membership.h).

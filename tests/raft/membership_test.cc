@@ -127,6 +127,29 @@ TEST(MembershipTest, PromotionRefusedWhileTheLearnerLagsAndSaysHowFar) {
   EXPECT_GT(h.raft(1).log().committed(), commit);
 }
 
+// A learner that never answered (its process not started yet) is refused even when the
+// leader's log is shorter than the allowed lag: "behind by at most N entries" says nothing of
+// a node that holds nothing.
+TEST(MembershipTest, PromotionRefusedForALearnerThatNeverAnswered) {
+  Harness h(3);
+  h.Campaign(1);
+  ASSERT_EQ(h.AddNode(), 4u);
+  h.Isolate(4);
+  ASSERT_TRUE(h.Change(1, raftpb::CONF_ADD_LEARNER, 4).ok());
+  h.Stabilize();
+  ASSERT_LT(h.raft(1).log().LastIndex(), Config{}.max_promote_lag_entries);
+  absl::StatusOr<EntryId> r = h.Change(1, raftpb::CONF_PROMOTE, 4);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("learner 4 has not acknowledged any entry"),
+            std::string::npos)
+      << r.status();
+  EXPECT_EQ(Voters(h.raft(1)), (Ids{1, 2, 3}));
+  h.Heal();
+  h.TickAll(2);
+  h.Stabilize();
+  ASSERT_TRUE(h.Change(1, raftpb::CONF_PROMOTE, 4).ok());
+}
+
 TEST(MembershipTest, ConfigurationTakesEffectWhenAppendedAndRevertsWhenTruncated) {
   Harness h(5, [](Config& c) { c.check_quorum = false; });  // (no lease: 3 may campaign)
   h.Campaign(1);

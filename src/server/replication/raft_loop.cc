@@ -661,6 +661,15 @@ std::string DescribeMembers(const raftpb::ConfState& conf) {
 void RaftLoop::HandleTransfer(TransferEvent& t) {
   const absl::Time now = absl::Now();
   if (raft_->role() != raft::Role::kLeader) {
+    if (transfer_target_ != 0 &&
+        (!t.to || NodeId::FromPosition(*t.to).raft_id() == transfer_target_)) {
+      // This node just handed over and no leader is known yet: the request (a SIGTERM's
+      // hand-over among them) waits for the outcome like one made before the step-down,
+      // instead of finding "nothing to hand over" while writes are still held here.
+      transfers_.push_back(PendingTransfer{t.to ? transfer_target_ : 0, now + t.timeout,
+                                           t.timeout, t.drain, std::move(t.done)});
+      return;
+    }
     std::optional<NodeId> lead = NodeId::FromRaftIdOrNone(raft_->lead());
     std::move(t.done)(absl::UnavailableError(
         lead ? absl::StrCat("not the leader; the leader is ", lead->ToString(),
@@ -1219,6 +1228,14 @@ void RaftLoop::ChangeMembership(MembershipChange change, ChangeDone done) {
 
 void RaftLoop::HandleMembership(MembershipEvent& m) {
   const MembershipChange& c = m.change;
+  if (transfer_target_ != 0) {
+    // The core refuses proposals meanwhile and would say "not the leader" (or "no leader"),
+    // which is not why.
+    std::move(m.done)(absl::UnavailableError(absl::StrCat(
+        "a leadership transfer to ", NodeName(transfer_target_),
+        " is in progress; retry the membership change once it is over")));
+    return;
+  }
   raftpb::ConfChange cc;
   uint64_t id = c.raft_id;
   {
