@@ -74,5 +74,32 @@ TEST(MemberTableTest, SaveAndLoadRoundTrip) {
   std::filesystem::remove_all(dir);
 }
 
+// A node that joined (its table from --join, index 0, listing itself as learner 4) gets a
+// snapshot taken before the entry that added it: it adopts the snapshot's members but keeps
+// itself, so it does not stop as if removed, and applies its own add from the log later.
+// An older or equal snapshot table changes nothing.
+TEST(MemberTableTest, AdoptingAnOlderSnapshotsTableKeepsThisNode) {
+  MemberTable joined = MemberTable::Bootstrap(
+      {{"10.0.0.1", 5000, 6000}, {"10.0.0.2", 5000, 6000}, {"10.0.0.3", 5000, 6000}});
+  joined.Set(4, MemberEntry{{"10.0.0.4", 5000, 6004}, /*learner=*/true});
+  MemberTable snapshot = MemberTable::Bootstrap(
+      {{"10.0.0.1", 5000, 6000}, {"10.0.0.2", 5000, 6000}, {"10.0.0.3", 5000, 6000}});
+  ASSERT_TRUE(*snapshot.Apply(ConfEntry(7, raftpb::CONF_UPDATE, 2, {1, 2, 3}, {}, 6102)));
+  MemberTable t = joined;
+  ASSERT_TRUE(t.AdoptIfNewer(snapshot, /*self=*/4));
+  EXPECT_EQ(t.index(), 7u);
+  ASSERT_NE(t.Find(4), nullptr);
+  EXPECT_TRUE(t.Find(4)->learner);
+  EXPECT_EQ(t.Find(4)->address.grpc_port, 6004);
+  EXPECT_EQ(t.Find(2)->address.grpc_port, 6102);  // the snapshot's newer address
+  EXPECT_EQ(t.max_id_seen(), 4u);
+  // Its own add then applies from the log as usual.
+  ASSERT_TRUE(*t.Apply(ConfEntry(9, raftpb::CONF_ADD_LEARNER, 4, {1, 2, 3}, {4}, 6004)));
+  EXPECT_EQ(t.Voters(), (std::vector<uint64_t>{1, 2, 3}));
+  // Not newer: nothing changes.
+  EXPECT_FALSE(t.AdoptIfNewer(snapshot, 4));
+  EXPECT_EQ(t.index(), 9u);
+}
+
 }  // namespace
 }  // namespace raftkv::server

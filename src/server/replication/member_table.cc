@@ -139,4 +139,14 @@ NodeAddress MemberTable::AddressOf(const memberpb::MemberInfo& info) {
   return a;
 }
 
+bool MemberTable::AdoptIfNewer(MemberTable theirs, uint64_t self) {
+  if (theirs.index() <= index_) return false;
+  if (theirs.Find(self) == nullptr) {
+    if (const MemberEntry* own = Find(self)) theirs.Set(self, *own);
+  }
+  theirs.max_id_ = std::max(theirs.max_id_, max_id_);
+  *this = std::move(theirs);
+  return true;
+}
+
 }  // namespace raftkv::server

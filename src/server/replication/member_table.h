@@ -57,6 +57,13 @@ class MemberTable {
   // Errors: kDataLoss when the entry's data or context does not parse.
   absl::StatusOr<bool> Apply(const raftpb::Entry& e);
 
+  // A Raft snapshot's table (`theirs`, from SnapshotMetadata.context) replaces this one if
+  // it reflects a later index; returns whether it did. It may still lack `self`: a joining
+  // node (its table came from --join, at index 0) can get a snapshot from before the entry
+  // that added it, which it then applies from the log. So `self`'s own entry is kept, and
+  // adopting a table never removes this node (only applying its removal does).
+  bool AdoptIfNewer(MemberTable theirs, uint64_t self);
+
   uint64_t index() const { return index_; }
   // The highest raft id that was ever a member here (ids are never reused).
   uint64_t max_id_seen() const { return max_id_; }

@@ -1340,18 +1340,9 @@ void RaftLoop::AdoptSnapshotMembers(const raftpb::SnapshotMetadata& meta) {
     absl::MutexLock lock(&members_mu_);
     // The leader's table may be newer than the snapshot (it is taken when the snapshot is
     // offered): the ENTRY_CONF entries between are then skipped when they apply here, as
-    // after a restart. An older one than ours changes nothing.
-    if (theirs->index() <= members_.index()) return;
-    // It may also be older than this node's own membership: a joining node (its table came
-    // from --join, at index 0) can get a snapshot from before the entry that added it, which
-    // it then applies from the log. So this node keeps its own entry, and adopting a table
-    // never stops it (only applying its removal does).
-    if (theirs->Find(self_.raft_id()) == nullptr) {
-      if (const MemberEntry* own = members_.Find(self_.raft_id())) {
-        theirs->Set(self_.raft_id(), *own);
-      }
-    }
-    members_ = *std::move(theirs);
+    // after a restart. An older one than ours changes nothing; one older than this node's
+    // own membership keeps this node (MemberTable::AdoptIfNewer).
+    if (!members_.AdoptIfNewer(*std::move(theirs), self_.raft_id())) return;
     if (absl::Status s = members_.Save(data_dir_.members()); !s.ok()) {
       ExitOnStorageFailure("saving the member table", s);
     }
