@@ -8,9 +8,10 @@ application must show: the key's version is 1 and its mod_revision is the revisi
 client was answered with.
 """
 import json
+import os
 import unittest
 
-from harness import KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
+from harness import BIN, KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
 
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
 KEY = "exactly-once"
@@ -81,6 +82,30 @@ class SessionRetryTest(unittest.TestCase):
         kv = self.read_back()
         self.assertEqual(kv["value"], "newer")
         self.assertEqual(kv["version"], 2, f"expected the session write once, then 'newer': {kv}")
+
+
+class ForwardSessionTest(unittest.TestCase):
+    """A follower forwards the writes that come without a session under sessions of its own
+    (so a Forward that broke can be sent again without applying it twice). The leader keeps
+    only a window of results per session: with more forwards in flight than that, they
+    applied out of order, the window moved past sequences still in flight, and those were
+    refused when they arrived: clients were told "outcome unknown" for writes never
+    applied."""
+
+    def test_hundreds_of_writes_in_flight_through_a_follower_all_succeed(self):
+        with TempCluster(3, extra_args=FAST + ["--session-window=16"]) as cluster:
+            for n in cluster.nodes:
+                n.start()
+            leader = wait_for_leader(cluster.nodes)
+            follower = next(n for n in cluster.nodes if n is not leader)
+            code, out, err = run([os.path.join(BIN, "kvbench"), "--backend", "resp",
+                                  "--endpoints", f"127.0.0.1:{follower.port}",
+                                  "--clients", "200", "--conns", "200", "--ops", "6000",
+                                  "--duration", "60", "--keys", "1000", "--format", "json"],
+                                 timeout_s=120)
+            result = json.loads(out) if out.strip().startswith("{") else {}
+            self.assertEqual(code, 0, (out + err)[-3000:])
+            self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (6000, 0, 0), out)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,6 @@ RaftLoop::RaftLoop(kv::StateMachine* sm, const DataDir& data_dir, RaftLoopOption
       self_(NodeId::FromPosition(options_.node_index)),
       snapshots_(data_dir.snapshots(), data_dir.received_snapshots()),
       pending_(absl::Milliseconds(options_.request_timeout_ms)),
-      forward_session_id_(RandomSessionId()),
       crash_after_applying_key_(CrashKeyFromEnv()),
       members_(options_.members ? *options_.members : MemberTable::Bootstrap(options_.cluster)) {}
 
@@ -565,33 +564,39 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
   ForwardWrite(w, *hint);
 }
 
-uint64_t RaftLoop::ForwardSessionFloor() {
-  absl::MutexLock lock(&forward_mu_);
-  return forward_unanswered_.empty() ? next_forward_sequence_ : *forward_unanswered_.begin();
-}
-
 void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
   // A follower: the leader proposes and applies it; we answer once we applied it too.
-  uint64_t own_sequence = 0;  // 0: the client's session (or none) is on the command
-  if (w.cmd.client_id() == 0) {
-    own_sequence = next_forward_sequence_++;
-    {
-      absl::MutexLock lock(&forward_mu_);
-      forward_unanswered_.insert(own_sequence);
+  size_t lane = SIZE_MAX;  // SIZE_MAX: the client's session (or none) is on the command
+  {
+    absl::MutexLock lock(&forward_mu_);
+    if (w.cmd.client_id() == 0) {
+      // The window every replica applies is the leader's (it stamps the entry); the
+      // cluster's nodes are started with the same --session-window.
+      const uint64_t window = std::max<uint64_t>(1, options_.session_window);
+      for (size_t i = 0; i < forward_lanes_.size() && lane == SIZE_MAX; ++i) {
+        if (forward_lanes_[i].next - forward_lanes_[i].floor() < window) lane = i;
+      }
+      if (lane == SIZE_MAX) {
+        forward_lanes_.push_back(ForwardLane{RandomSessionId()});
+        lane = forward_lanes_.size() - 1;
+      }
+      ForwardLane& l = forward_lanes_[lane];
+      w.cmd.set_client_id(l.session_id);
+      w.cmd.set_sequence(l.next++);
+      l.unanswered.insert(w.cmd.sequence());
+    } else {
+      for (size_t i = 0; i < forward_lanes_.size(); ++i) {
+        if (forward_lanes_[i].session_id == w.cmd.client_id()) lane = i;  // sent again
+      }
     }
-    w.cmd.set_client_id(forward_session_id_);
-    w.cmd.set_sequence(own_sequence);
+    if (lane != SIZE_MAX) w.cmd.set_first_unacked(forward_lanes_[lane].floor());
   }
-  if (w.cmd.client_id() == forward_session_id_) {
-    w.cmd.set_first_unacked(ForwardSessionFloor());
-    own_sequence = w.cmd.sequence();
-  }
-  // Called once with the final answer: the session forgets the sequence.
-  auto answer = [this, own_sequence, done = std::move(w.done)](
+  // Called once with the final answer: the lane forgets the sequence.
+  auto answer = [this, lane, own_sequence = w.cmd.sequence(), done = std::move(w.done)](
                     absl::StatusOr<ForwardResult> r) mutable {
-    if (own_sequence != 0) {
+    if (lane != SIZE_MAX) {
       absl::MutexLock lock(&forward_mu_);
-      forward_unanswered_.erase(own_sequence);
+      forward_lanes_[lane].unanswered.erase(own_sequence);
     }
     std::move(done)(std::move(r));
   };

@@ -314,12 +314,10 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Whether a write the core refused must be held: a transfer this node started is in
   // progress, or it just stepped down for it and no leader is known yet.
   bool HoldingWrites() const;
-  // Sends a write this node cannot propose to the leader `leader` (a raft id), under this
-  // node's own session unless the client gave one, so a Forward that broke can be sent again
-  // (to the next leader) without being applied twice.
+  // Sends a write this node cannot propose to the leader `leader` (a raft id), under one of
+  // this node's own sessions unless the client gave one, so a Forward that broke can be sent
+  // again (to the next leader) without being applied twice.
   void ForwardWrite(WriteEvent& w, uint64_t leader);
-  // The lowest sequence of this node's session still unanswered (first_unacked).
-  uint64_t ForwardSessionFloor();
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
@@ -417,12 +415,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::unique_ptr<ReaderPool> readers_;
   // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
   std::vector<WriteEvent> deferred_writes_;
-  // This node's own client session for the writes it forwards (random per start) and its
-  // next sequence.
-  const uint64_t forward_session_id_;
   // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
   const std::optional<std::string> crash_after_applying_key_;
-  uint64_t next_forward_sequence_ = 1;
 
   // ---- Shared with other threads ----
   // Written by the loop thread (ApplyMembership); read by Members() on any thread.
@@ -447,9 +441,21 @@ class RaftLoop : public Replicator, public PeerHandler {
   // NodeStatus::loop_max_iteration_us / loop_max_tick_gap_us: written by the loop thread.
   std::atomic<uint64_t> loop_max_iteration_us_{0};
   std::atomic<uint64_t> loop_max_tick_gap_us_{0};
-  // Sequences of this node's session not yet answered to their client.
+  // This node's own client sessions for the writes it forwards without one (random ids per
+  // start). The leader keeps session_window results per session, and forwards apply in any
+  // order: a session whose in-flight sequences spanned more than the window would see the
+  // window pass sequences still in flight, which would then be refused ("outcome unknown")
+  // though never applied. So a sequence is taken only from a lane whose span from its
+  // lowest unanswered sequence stays within the window, and a new lane opens when none has
+  // room (ForwardWrite). Lanes are never dropped: an idle one expires in the store.
+  struct ForwardLane {
+    uint64_t session_id = 0;
+    uint64_t next = 1;
+    std::set<uint64_t> unanswered;  // sent, not yet answered to their client
+    uint64_t floor() const { return unanswered.empty() ? next : *unanswered.begin(); }
+  };
   absl::Mutex forward_mu_;
-  std::set<uint64_t> forward_unanswered_ ABSL_GUARDED_BY(forward_mu_);
+  std::vector<ForwardLane> forward_lanes_ ABSL_GUARDED_BY(forward_mu_);
 };
 
 }  // namespace raftkv::server
