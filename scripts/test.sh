@@ -7,8 +7,8 @@
 #   4. runs the chaos checker's own tests (first, they need no build), a bounded chaos run
 #      (tests/chaos, about 3 min) and the heal test (five partitions of a 3-node cluster, each
 #      cut-off node must serve a write within 2 s of the heal; about 40 s),
-#   5. builds the Docker image and tests a 3-node compose cluster (tests/deploy; SKIPPED
-#      where no Docker engine answers).
+#   5. builds the Docker image from build/bin's kvd and kvctl (no second compile) and tests
+#      a 3-node compose cluster (tests/deploy; SKIPPED where no Docker engine answers).
 # Exit code 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -59,6 +59,29 @@ KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
   return kv;
 }
 
+// StoreView::ForEachIdleSession over `it`, an iterator of the meta column family (the store's,
+// or the store's merged with a batch): calls fn(last_index, client_id) for the session-expiry
+// keys below `end` (SessionExpiryKey(before_index, 0)), oldest first, at most `max` of them.
+// A key under the expiry prefix that does not parse is kDataLoss.
+absl::Status ScanIdleSessions(rocksdb::Iterator* it, const std::string& end, size_t max,
+                              const std::string& db_path,
+                              const std::function<void(uint64_t, uint64_t)>& fn) {
+  const rocksdb::Slice upper(end);
+  size_t n = 0;
+  for (it->Seek(std::string(1, coding::kMetaSessionExpiryPrefix)); it->Valid() && n < max;
+       it->Next(), ++n) {
+    if (it->key().compare(upper) >= 0) break;
+    uint64_t last_index = 0, client_id = 0;
+    if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
+                                       &last_index, &client_id)) {
+      return absl::DataLossError(absl::StrCat(db_path, ": malformed session expiry key"));
+    }
+    fn(last_index, client_id);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // The store as the apply thread sees it (latest state; nobody else writes).
@@ -97,24 +120,12 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   absl::Status ForEachIdleSession(
       uint64_t before_index, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
-    const std::string begin(1, coding::kMetaSessionExpiryPrefix);
     const std::string end = coding::SessionExpiryKey(before_index, 0);
     rocksdb::ReadOptions ro;
     rocksdb::Slice upper(end);
-    ro.iterate_upper_bound = &upper;
+    ro.iterate_upper_bound = &upper;  // RocksDB stops at the bound instead of reading past it
     std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->meta_cf_));
-    size_t n = 0;
-    for (it->Seek(begin); it->Valid() && n < max; it->Next(), ++n) {
-      uint64_t last_index = 0, client_id = 0;
-      if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
-                                         &last_index, &client_id)) {
-        return absl::DataLossError(
-            absl::StrCat(sm_->options_.db_path, ": malformed session expiry key"));
-      }
-      fn(last_index, client_id);
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
-    return absl::OkStatus();
+    return ScanIdleSessions(it.get(), end, max, sm_->options_.db_path, fn);
   }
 
  private:
@@ -168,22 +179,9 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   absl::Status ForEachIdleSession(
       uint64_t before_index, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
-    const std::string begin(1, coding::kMetaSessionExpiryPrefix);
-    const std::string end = coding::SessionExpiryKey(before_index, 0);
     std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_);
-    size_t n = 0;
-    for (it->Seek(begin); it->Valid() && n < max; it->Next(), ++n) {
-      if (it->key().compare(rocksdb::Slice(end)) >= 0) break;
-      uint64_t last_index = 0, client_id = 0;
-      if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
-                                         &last_index, &client_id)) {
-        return absl::DataLossError(
-            absl::StrCat(sm_->options_.db_path, ": malformed session expiry key"));
-      }
-      fn(last_index, client_id);
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
-    return absl::OkStatus();
+    return ScanIdleSessions(it.get(), coding::SessionExpiryKey(before_index, 0), max,
+                            sm_->options_.db_path, fn);
   }
 
  private:
