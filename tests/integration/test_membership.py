@@ -5,15 +5,20 @@ shrink 5 -> 3 (removed nodes stop by themselves), and replace a node whose disk 
 back from every member at the end."""
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import unittest
 
 from harness import (KVCTL, KVD, Node, TempCluster, TextClient, _die_with_parent, free_ports,
                      kvctl_status, port_open, run, wait_for_leader, wait_until)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
+import lincheck  # noqa: E402  (tests/chaos: the linearizability checker)
 
 # Fast elections, and snapshots + compaction early, so a joining node needs InstallSnapshot.
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000",
@@ -102,6 +107,79 @@ class Writer(threading.Thread):
         return self.acked
 
 
+class HistoryClient(threading.Thread):
+    """Puts and gets on a few shared keys through random nodes, one at a time, recording a
+    history for the linearizability checker (tests/chaos/lincheck.py): a put that got no OK
+    may have been applied (its return is unknown), a get that failed constrains nothing and
+    is left out. Values are unique, so a read names the write it saw."""
+
+    KEYS = [f"h{k}" for k in range(6)]
+
+    def __init__(self, nodes, cid):
+        super().__init__(daemon=True)
+        self.nodes = list(nodes)
+        self.cid = cid
+        self.ops = []
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        rng = random.Random(self.cid)
+        n = 0
+        while not self.stop_flag.is_set():
+            key = rng.choice(self.KEYS)
+            node = rng.choice(self.nodes)
+            put = rng.random() < 0.5
+            value = f"c{self.cid}-{n}"
+            n += 1
+            call = time.monotonic_ns()
+            try:
+                c = TextClient(node.port, timeout_s=5)
+                reply = c.cmd(f"SET {key} {value}" if put else f"GET {key}")
+                c.close()
+            except OSError:
+                reply = None
+            ret = time.monotonic_ns()
+            if put:
+                if reply == "OK":
+                    self.ops.append((key, lincheck.Op(call, ret, ("put", value), None)))
+                else:
+                    self.ops.append((key, lincheck.Op(call, lincheck.INF, ("put", value),
+                                                      lincheck.UNKNOWN_OUTPUT)))
+                    time.sleep(0.02)  # back-off of a retry loop, not synchronisation
+            elif reply is not None and not reply.startswith("ERR"):
+                out = None if reply == "KEY NOT FOUND" else reply
+                self.ops.append((key, lincheck.Op(call, ret, ("get",), out)))
+            else:
+                time.sleep(0.02)
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(timeout=30)
+        return self.ops
+
+
+class Histories:
+    """A few HistoryClients; check() stops them and asserts the history is linearizable."""
+
+    def __init__(self, nodes, clients=3):
+        self.clients = [HistoryClient(nodes, cid) for cid in range(clients)]
+        for c in self.clients:
+            c.start()
+
+    def check(self, test):
+        by_key = {}
+        for c in self.clients:
+            for key, op in c.finish():
+                by_key.setdefault(key, []).append(op)
+        reads = sum(1 for ops in by_key.values() for op in ops if op.input[0] == "get")
+        test.assertGreater(reads, 0, "the history clients read nothing")
+        print(f"history: {sum(len(v) for v in by_key.values())} ops, {reads} reads", file=sys.stderr)
+        verdict, results = lincheck.check_partitioned(lincheck.KV_MODEL, by_key, budget_s=20)
+        bad = {k: lincheck.failing_window(lincheck.KV_MODEL, r, key=k)
+               for k, r in results.items() if r.verdict != lincheck.OK}
+        test.assertEqual(verdict, lincheck.OK, bad)
+
+
 def endpoints(nodes):
     return ",".join(f"127.0.0.1:{n.grpc_port}" for n in nodes)
 
@@ -179,6 +257,7 @@ class MembershipTest(unittest.TestCase):
         wait_for_leader(self.cluster.nodes)
         members = list(self.cluster.nodes)
         writer = Writer(self.cluster.nodes)
+        histories = Histories(self.cluster.nodes)
         writer.start()
         # Enough entries that the log is compacted: the new nodes need a snapshot.
         wait_until(lambda: len(writer.acked) >= 600, 30, what="600 acknowledged writes")
@@ -200,6 +279,7 @@ class MembershipTest(unittest.TestCase):
             wait_until(lambda: len(writer.acked) >= 600 + 200 * (member_id - 3), 30,
                        what="writes after the promotion")
         acked = writer.finish()
+        histories.check(self)
         listed = member_list(members)
         self.assertEqual(sorted(m["member_id"] for m in listed), [1, 2, 3, 4, 5])
         self.assertFalse(any(m["learner"] for m in listed))
@@ -267,6 +347,7 @@ class MembershipTest(unittest.TestCase):
             n.start()
         wait_for_leader(self.cluster.nodes)
         writer = Writer(self.cluster.nodes[:3])
+        histories = Histories(self.cluster.nodes[:3])
         writer.start()
         wait_until(lambda: len(writer.acked) >= 300, 30, what="300 acknowledged writes")
         for victim in self.cluster.nodes[4:2:-1]:
@@ -277,6 +358,7 @@ class MembershipTest(unittest.TestCase):
             wait_until(lambda: victim.proc.poll() is not None, 30,
                        what=f"removed node {victim.id} to exit")
         acked = writer.finish()
+        histories.check(self)
         rest = self.cluster.nodes[:3]
         self.assertEqual(sorted(m["member_id"] for m in member_list(rest)), [1, 2, 3])
         wait_for_leader(rest)
@@ -312,6 +394,7 @@ class MembershipTest(unittest.TestCase):
             n.start()
         wait_for_leader(self.cluster.nodes)
         writer = Writer(self.cluster.nodes[:2])
+        histories = Histories(self.cluster.nodes[:2])
         writer.start()
         wait_until(lambda: len(writer.acked) >= 300, 30, what="300 acknowledged writes")
         dead = self.cluster.nodes[2]
@@ -328,6 +411,7 @@ class MembershipTest(unittest.TestCase):
         members = survivors + [j]
         wait_until(lambda: len(writer.acked) >= 600, 30, what="writes after the replacement")
         acked = writer.finish()
+        histories.check(self)
         self.assertEqual(sorted(m["member_id"] for m in member_list(members)), [1, 2, 4])
         wait_for_leader(members)
         check_all(members, acked)
