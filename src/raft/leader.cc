@@ -28,6 +28,12 @@ absl::Status NotLeader(uint64_t lead, const std::string& why = "") {
   return s;
 }
 
+absl::Status RetryShortly(std::string message) {
+  absl::Status s = absl::FailedPreconditionError(std::move(message));
+  s.SetPayload(kRetryShortlyPayload, absl::Cord());
+  return s;
+}
+
 absl::Status TransferInProgress(uint64_t to) {
   // Retryable, and no leader hint: the leader is about to change.
   return absl::UnavailableError(
@@ -66,16 +72,15 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
   // so any two configurations in force at once differ by one server and their majorities
   // intersect.
   if (log_.LastConfIndex() > log_.committed()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("a configuration change (index ", log_.LastConfIndex(),
-                     ") is not committed yet; one change at a time"));
+    return RetryShortly(absl::StrCat("a configuration change (index ", log_.LastConfIndex(),
+                                     ") is not committed yet; one change at a time: retry "
+                                     "shortly"));
   }
   // A new leader may still hold an uncommitted change of an earlier term in its log whose
   // fate is undecided: committing an entry of its own term first settles it (the fix for
   // the single-server bug, raft-dev 2015 / thesis errata).
   if (!CommittedInCurrentTerm()) {
-    return absl::FailedPreconditionError(
-        "this leader has not committed an entry of its term yet; retry shortly");
+    return RetryShortly("this leader has not committed an entry of its term yet; retry shortly");
   }
   const raftpb::ConfState& cur = log_.conf();
   absl::StatusOr<raftpb::ConfState> next = ApplyConfChange(cur, change);
@@ -86,10 +91,11 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
     if (match == 0) {
       // Whatever the lag bound: a node that holds nothing yet (its process not started, or
       // unreachable since it was added) is no voter to count on.
-      return absl::FailedPreconditionError(absl::StrCat(
+      // (Also right after an election: a new leader knows no match until the first answer.)
+      return RetryShortly(absl::StrCat(
           "learner ", change.node_id(),
-          " has not acknowledged any entry yet (is it running and reachable?): retry once it "
-          "has caught up"));
+          " has not acknowledged any entry to this leader yet (not running or not reachable, "
+          "or this leader was just elected): retry shortly"));
     }
     const uint64_t behind = log_.LastIndex() - std::min(match, log_.LastIndex());
     if (behind > config_.max_promote_lag_entries) {

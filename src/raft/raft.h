@@ -157,6 +157,11 @@ std::optional<uint64_t> LeaderHint(const absl::Status& status);
 inline constexpr char kRejoinDetailPayload[] = "raftkv/rejoin_detail";
 // That sentence, if the status carries it.
 std::optional<std::string> RejoinDetailOf(const absl::Status& status);
+// The type URL of the payload (empty) a kFailedPrecondition of ProposeConfChange carries when
+// the refusal is transient and the same change may succeed in a moment: an earlier change not
+// committed yet, a new leader that has not committed an entry of its term, a learner not
+// heard from since this leader was elected.
+inline constexpr char kRetryShortlyPayload[] = "raftkv/retry_shortly";
 
 class Raft {
  public:

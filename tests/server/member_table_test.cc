@@ -101,5 +101,33 @@ TEST(MemberTableTest, AdoptingAnOlderSnapshotsTableKeepsThisNode) {
   EXPECT_EQ(t.index(), 9u);
 }
 
+// Review of a82f258: a node that joined after members 4 and 5 were added (its table from
+// --join lists them) gets a snapshot whose table predates both: it must keep them (members
+// added after that table was taken) and never take them for removed, or it refuses their
+// messages as from removed members and they stop. Only removals applied (or adopted) count.
+TEST(MemberTableTest, AJoinersTableKeepsMembersAddedAfterTheSnapshotAndRemovalsAreExplicit) {
+  MemberTable joined;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    joined.Set(id, MemberEntry{{"10.0.0.1", 5000, static_cast<uint16_t>(6000 + id)}, id == 6});
+  }
+  MemberTable snapshot = MemberTable::Bootstrap(
+      {{"10.0.0.1", 5000, 6001}, {"10.0.0.1", 5000, 6002}, {"10.0.0.1", 5000, 6003}});
+  ASSERT_TRUE(*snapshot.Apply(ConfEntry(5, raftpb::CONF_UPDATE, 1, {1, 2, 3}, {}, 6001)));
+  ASSERT_TRUE(joined.AdoptIfNewer(snapshot, /*self=*/6));
+  for (uint64_t id = 1; id <= 6; ++id) EXPECT_NE(joined.Find(id), nullptr) << id;
+  EXPECT_TRUE(joined.removed().empty());
+  // A removal applied is recorded, survives the file, and a newer snapshot's table that
+  // predates it (an older removal set) does not forget it.
+  ASSERT_TRUE(*joined.Apply(ConfEntry(9, raftpb::CONF_REMOVE, 2, {1, 3, 4, 5}, {6})));
+  EXPECT_EQ(joined.removed(), (std::set<uint64_t>{2}));
+  absl::StatusOr<MemberTable> back = MemberTable::Parse(joined.Serialize());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->removed(), (std::set<uint64_t>{2}));
+  MemberTable later = snapshot;
+  ASSERT_TRUE(*later.Apply(ConfEntry(12, raftpb::CONF_REMOVE, 3, {1, 2}, {})));
+  ASSERT_TRUE(back->AdoptIfNewer(later, 6));
+  EXPECT_EQ(back->removed(), (std::set<uint64_t>{2, 3}));
+}
+
 }  // namespace
 }  // namespace raftkv::server

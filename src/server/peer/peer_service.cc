@@ -7,6 +7,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/node_id.h"
 #include "server/peer/peer_channels.h"
 #include "server/peer/peer_transport.h"
 #include "spdlog/spdlog.h"
@@ -54,9 +55,9 @@ grpc::Status RaftPeerService::Send(grpc::ServerContext* context,
                                                        : 0;
     if (from != 0 && handler_->IsRemovedMember(from)) {
       const std::string why = absl::StrFormat(
-          "member %d (%s) was removed from the cluster; its messages are refused (to bring "
-          "that host back, wipe its data dir and add it again as a new member)",
-          from, context->peer());
+          "member %d (node %d, %s) was removed from the cluster; its messages are refused (to "
+          "bring that host back, wipe its data dir and add it again as a new member)",
+          from, NodeId::FromRaftId(from).position(), context->peer());
       spdlog::warn("{}", why);
       context->AddTrailingMetadata(kMemberRemovedKey, "1");
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);

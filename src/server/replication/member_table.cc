@@ -32,6 +32,7 @@ absl::StatusOr<MemberTable> MemberTable::Parse(const std::string& data) {
   MemberTable t;
   t.index_ = file.index();
   t.max_id_ = file.max_id();
+  t.removed_.insert(file.removed().begin(), file.removed().end());
   for (const memberpb::Member& m : file.members()) {
     t.Set(m.id(), MemberEntry{AddressOf(m.info()), m.learner()});
   }
@@ -46,6 +47,7 @@ std::string MemberTable::Serialize() const {
   memberpb::MemberTableFile file;
   file.set_index(index_);
   file.set_max_id(max_id_);
+  for (uint64_t id : removed_) file.add_removed(id);
   for (const auto& [id, m] : members_) {
     memberpb::Member* out = file.add_members();
     out->set_id(id);
@@ -81,6 +83,7 @@ absl::StatusOr<bool> MemberTable::Apply(const raftpb::Entry& e) {
       break;
     case raftpb::CONF_REMOVE:
       members_.erase(id);
+      removed_.insert(id);
       break;
     default:
       break;
@@ -141,8 +144,15 @@ NodeAddress MemberTable::AddressOf(const memberpb::MemberInfo& info) {
 
 bool MemberTable::AdoptIfNewer(MemberTable theirs, uint64_t self) {
   if (theirs.index() <= index_) return false;
+  theirs.removed_.insert(removed_.begin(), removed_.end());
   if (theirs.Find(self) == nullptr) {
-    if (const MemberEntry* own = Find(self)) theirs.Set(self, *own);
+    // Ours came from --join, after theirs was taken: the members added since (ids above
+    // every id theirs has seen) are members still, until the log says otherwise.
+    for (const auto& [id, m] : members_) {
+      if (id == self || (id > theirs.max_id_ && !theirs.removed_.count(id))) {
+        theirs.members_.emplace(id, m);
+      }
+    }
   }
   theirs.max_id_ = std::max(theirs.max_id_, max_id_);
   *this = std::move(theirs);

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,13 +62,18 @@ class MemberTable {
   // it reflects a later index; returns whether it did. It may still lack `self`: a joining
   // node (its table came from --join, at index 0) can get a snapshot from before the entry
   // that added it, which it then applies from the log. So `self`'s own entry is kept, and
-  // adopting a table never removes this node (only applying its removal does).
+  // adopting a table never removes this node (only applying its removal does); so are the
+  // members added after theirs was taken (ids above its max_id_seen), which the join's
+  // table knew. The removed ids are the union of both.
   bool AdoptIfNewer(MemberTable theirs, uint64_t self);
 
   uint64_t index() const { return index_; }
   // The highest raft id that was ever a member here (ids are never reused).
   uint64_t max_id_seen() const { return max_id_; }
   const std::map<uint64_t, MemberEntry>& members() const { return members_; }
+  // Ids whose removal this table applied (or took from a snapshot's table). A node that
+  // joined does not know the removals before its join until it applies or adopts them.
+  const std::set<uint64_t>& removed() const { return removed_; }
   const MemberEntry* Find(uint64_t raft_id) const;
   void Set(uint64_t raft_id, MemberEntry m) {
     members_[raft_id] = std::move(m);
@@ -88,6 +94,7 @@ class MemberTable {
   uint64_t index_ = 0;
   uint64_t max_id_ = 0;
   std::map<uint64_t, MemberEntry> members_;
+  std::set<uint64_t> removed_;
 };
 
 }  // namespace raftkv::server

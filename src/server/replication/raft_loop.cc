@@ -170,6 +170,8 @@ void RaftLoop::StartPeerLinks() {
   {
     absl::MutexLock lock(&members_mu_);
     peers = members_.PeerAddresses(self_.raft_id());
+    absl::MutexLock removed_lock(&removed_mu_);
+    removed_ids_ = members_.removed();
   }
   channels_ = std::make_unique<PeerChannels>(std::move(peers), options_.peer);
   PeerTransportOptions transport_options;
@@ -1288,6 +1290,9 @@ void RaftLoop::HandleMembership(MembershipEvent& m) {
   if (!entry.ok()) {
     if (entry.status().code() == absl::StatusCode::kUnavailable) {
       std::move(m.done)(NotLeaderError(entry.status()));
+    } else if (entry.status().GetPayload(raft::kRetryShortlyPayload)) {
+      // Transient, and surely not made: UNAVAILABLE is what clients retry (kvctl does).
+      std::move(m.done)(absl::UnavailableError(entry.status().message()));
     } else {
       std::move(m.done)(entry.status());
     }
@@ -1371,19 +1376,26 @@ void RaftLoop::StopRemoved(const std::string& how) {
 
 bool RaftLoop::IsRemovedMember(uint64_t raft_id) {
   if (raft_id == self_.raft_id()) return false;
-  absl::MutexLock lock(&members_mu_);
-  // Ids are never reused and each new one is above every id seen: an id at or below the
-  // highest this table has seen, and not in it, was removed by an applied (so committed)
-  // entry. A member added since, which this node may not know yet, has a higher id.
-  return raft_id <= members_.max_id_seen() && members_.Find(raft_id) == nullptr;
+  // Only a removal this node applied (so committed), or took from a snapshot's table, counts:
+  // an id merely missing from the table may be a member added since, or one a snapshot's
+  // older table lacks. Ids are never reused. Not under members_mu_, which is held while the
+  // table is saved (an fsync): every peer batch asks this.
+  absl::MutexLock lock(&removed_mu_);
+  return removed_ids_.count(raft_id) > 0;
 }
 
 void RaftLoop::SyncPeerLinks() {
   if (!channels_) return;
   std::map<uint64_t, std::string> peers;
+  std::set<uint64_t> removed;
   {
     absl::MutexLock lock(&members_mu_);
     peers = members_.PeerAddresses(self_.raft_id());
+    removed = members_.removed();
+  }
+  {
+    absl::MutexLock lock(&removed_mu_);
+    removed_ids_ = std::move(removed);
   }
   for (const auto& [id, address] : channels_->addresses()) {
     if (!peers.count(id)) channels_->RemovePeer(id);

@@ -456,6 +456,10 @@ class RaftLoop : public Replicator, public PeerHandler {
   };
   absl::Mutex forward_mu_;
   std::vector<ForwardLane> forward_lanes_ ABSL_GUARDED_BY(forward_mu_);
+  // MemberTable::removed(), copied after every change of the table (SyncPeerLinks), for
+  // IsRemovedMember on the peer service's threads.
+  absl::Mutex removed_mu_;
+  std::set<uint64_t> removed_ids_ ABSL_GUARDED_BY(removed_mu_);
 };
 
 }  // namespace raftkv::server

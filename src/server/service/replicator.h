@@ -102,8 +102,10 @@ class Replicator {
 
   // Proposes `change` (on the leader only) and calls `done` once it is applied here, with the
   // member's raft id. Errors: kUnavailable (not the leader: the message names it; a transfer
-  // in progress), kFailedPrecondition (another change is not committed yet; a learner too far
-  // behind to promote, saying how far; the change would leave too few voters up),
+  // in progress; a transient refusal, surely not made: another change is not committed yet,
+  // a new leader has not committed an entry of its term, a learner not heard from yet),
+  // kFailedPrecondition (a learner too far behind to promote, saying how far; the change
+  // would leave too few voters up),
   // kAlreadyExists (the id or address is a member), kNotFound (no such member),
   // kInvalidArgument, kDeadlineExceeded (outcome unknown).
   using ChangeDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;

@@ -63,14 +63,20 @@ std::optional<grpc::Status> EtcdCluster::RelayToLeader(
     if (peer.id == static_cast<uint64_t>(status.leader_id)) address = peer.grpc_address;
   }
   if (address.empty()) return std::nullopt;
-  const auto deadline = std::min(
-      context->deadline(), std::chrono::system_clock::now() +
-                               std::chrono::milliseconds(s_->options().request_timeout_ms));
+  // The leader waits up to request_timeout_ms for the change to apply; a second more here,
+  // so that its answer (not our own time-out, which would leave the outcome unmarked) comes
+  // back.
+  const auto deadline =
+      std::min(context->deadline(),
+               std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(s_->options().request_timeout_ms + 1000));
   // Membership changes are rare: a channel per change is fine. One that cannot connect
   // (the leader this node still believes in just died) is not used: the change is then
   // refused here as not applied (no leader), and the client tries again after the election.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // gRPC honours http_proxy even for loopback
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   if (!channel->WaitForConnected(std::min(
           deadline, std::chrono::system_clock::now() + std::chrono::seconds(1)))) {
     return std::nullopt;
