@@ -8,14 +8,17 @@
 #     fdatasync/fsync calls per write on each, and writes to RocksDB's own WAL files (*.log
 #     under db/) per write on the leader;
 #   throughput: redis-benchmark SET -c 50 -d 100 against the leader, with -P 16 and without,
-#     --duration-ish runs (its -n is fixed: --rb-ops).
+#     --duration-ish runs (its -n is fixed: --rb-ops); with --follower also against a
+#     follower (which forwards every write to the leader).
 # Prints one line per measurement and then the medians per variant and the ratios to A.
 #
 #   bench/write_path_ab.sh --a OLD/kvd --b NEW/kvd [--c NEWER/kvd] [--rounds 3] [--count-ops 300]
 #                          [--rb-ops 100000] [--base-port 27400] [--keep] [--counts-only]
+#                          [--follower]
 set -euo pipefail
 
 a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 base=27400 keep=0 counts_only=0
+on_follower=0
 while [ $# -gt 0 ]; do
   case $1 in
     --a) a=$2; shift 2 ;;
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
     --base-port) base=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --counts-only) counts_only=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --follower) on_follower=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "write_path_ab: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -129,8 +133,9 @@ EOF
 
 redis_bench() {  # variant round name args...
   local v=$1 r=$2 name=$3; shift 3
-  local rps
-  rps=$(redis-benchmark -p $((base + leader)) -t set -d 100 -r 100000 -n "$rb_ops" -q "$@" 2>/dev/null |
+  local rps node=$leader
+  if [ "${name#follower_}" != "$name" ]; then node=$follower; fi
+  rps=$(redis-benchmark -p $((base + node)) -t set -d 100 -r 100000 -n "$rb_ops" -q "$@" 2>/dev/null |
         tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
   echo -e "$v\t$r\t$name\t${rps:-0}" >>"$results"
 }
@@ -146,6 +151,10 @@ for r in $(seq 1 "$rounds"); do
     if [ $counts_only -eq 0 ]; then
       redis_bench $v $r "resp_set_c50_P16_ops_per_s" -c 50 -P 16
       redis_bench $v $r "resp_set_c50_ops_per_s" -c 50
+      if [ $on_follower -eq 1 ]; then
+        redis_bench $v $r "follower_resp_set_c50_P16_ops_per_s" -c 50 -P 16
+        redis_bench $v $r "follower_resp_set_c50_ops_per_s" -c 50
+      fi
     fi
     stop_cluster
     rm -rf "$dir/n0" "$dir/n1" "$dir/n2"

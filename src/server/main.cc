@@ -94,6 +94,13 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "Most open connections on the client port; more are refused");
   add("--max-pending-per-conn", &config->tcp.max_pending_per_conn,
       "Unanswered requests per connection before kvd stops reading from it");
+  add("--max-pipeline-writes", &config->tcp.max_pipeline_writes,
+      "Most pipelined writes of one client connection sent to the cluster as one batch (in "
+      "order: consecutive log entries, one forward from a follower); one batch in flight per "
+      "connection. 1 = one write at a time");
+  add("--max-pipeline-write-bytes", &config->tcp.max_pipeline_write_bytes,
+      "A connection's write batch stops growing once its requests add up to this many bytes "
+      "(a larger single write goes alone)");
   add("--max-reply-bytes", &config->tcp.max_reply_bytes,
       "Largest GET/MGET reply on the client port (text or RESP, framing included); a larger "
       "one is refused with an error (at least --max-value-bytes + 64)");

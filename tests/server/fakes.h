@@ -58,7 +58,37 @@ class FakeReplicator : public Replicator {
   // While held, requests queue up unanswered; Hold(false) lets them run in order.
   void Hold(bool hold) {
     absl::MutexLock lock(&mu_);
+    if (!hold && reverse_held_writes_) {
+      // Concurrent writes carry no order (replicator.h): model the worst, the last first.
+      std::deque<Item> reversed;
+      for (Item& item : queue_) reversed.push_front(std::move(item));
+      queue_.swap(reversed);
+    }
     hold_ = hold;
+  }
+  // Hold(false) then runs the queued items in reverse order: writes sent one by one while
+  // held (concurrent Write calls) apply last first; a WriteBatch is one item and keeps its
+  // order. For queues of writes only.
+  void ReverseHeldWrites(bool reverse) {
+    absl::MutexLock lock(&mu_);
+    reverse_held_writes_ = reverse;
+  }
+  // Waits (up to `timeout`) until at least `n` writes are queued (a batch counts its writes);
+  // returns the number queued.
+  size_t AwaitQueuedWrites(size_t n, absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return queued_writes_ >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+    return queued_writes_;
+  }
+  size_t queued_writes() {
+    absl::MutexLock lock(&mu_);
+    return queued_writes_;
+  }
+  // WriteBatch calls so far.
+  size_t batches() {
+    absl::MutexLock lock(&mu_);
+    return batches_;
   }
   // Waits (up to `timeout`) until at least `n` requests are queued; returns the number queued.
   size_t AwaitQueued(size_t n, absl::Duration timeout = absl::Seconds(10)) {
@@ -84,6 +114,17 @@ class FakeReplicator : public Replicator {
   void Write(kvpb::Command cmd, WriteDone done) override {
     Push(Request{std::move(cmd), std::move(done)});
   }
+  void WriteBatch(std::vector<kvpb::Command> cmds, std::vector<WriteDone> dones) override {
+    std::vector<Request> batch;
+    for (size_t i = 0; i < cmds.size(); ++i) {
+      batch.push_back(Request{std::move(cmds[i]), std::move(dones[i])});
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      ++batches_;
+    }
+    Push(std::move(batch));
+  }
   void ReadBarrier(ReadDone done) override { Push(std::move(done)); }
   NodeStatus Status() const override {
     NodeStatus st;
@@ -102,7 +143,12 @@ class FakeReplicator : public Replicator {
     kvpb::Command cmd;
     WriteDone done;
   };
-  using Item = std::variant<Request, ReadDone>;
+  using Item = std::variant<Request, ReadDone, std::vector<Request>>;
+  static size_t WritesIn(const Item& item) {
+    if (std::holds_alternative<Request>(item)) return 1;
+    if (auto* b = std::get_if<std::vector<Request>>(&item)) return b->size();
+    return 0;
+  }
 
   void Push(Item item) {
     absl::Status error;
@@ -110,6 +156,7 @@ class FakeReplicator : public Replicator {
       absl::MutexLock lock(&mu_);
       error = error_;
       if (error.ok()) {
+        queued_writes_ += WritesIn(item);
         queue_.push_back(std::move(item));
         max_queued_ = std::max(max_queued_, queue_.size());
         return;
@@ -117,6 +164,8 @@ class FakeReplicator : public Replicator {
     }
     if (auto* w = std::get_if<Request>(&item)) {
       std::move(w->done)(error);
+    } else if (auto* b = std::get_if<std::vector<Request>>(&item)) {
+      for (Request& r : *b) std::move(r.done)(error);
     } else {
       std::move(std::get<ReadDone>(item))(error);
     }
@@ -137,10 +186,13 @@ class FakeReplicator : public Replicator {
         item = std::move(queue_.front());
         queue_.pop_front();
         index = next_index_;
-        if (std::holds_alternative<Request>(item)) ++next_index_;
+        queued_writes_ -= WritesIn(item);
+        next_index_ += WritesIn(item);
       }
       if (auto* w = std::get_if<Request>(&item)) {
         std::move(w->done)(sm_->Apply(index, 1, w->cmd));
+      } else if (auto* b = std::get_if<std::vector<Request>>(&item)) {
+        for (Request& r : *b) std::move(r.done)(sm_->Apply(index++, 1, r.cmd));
       } else {
         std::move(std::get<ReadDone>(item))(absl::OkStatus());
       }
@@ -153,6 +205,9 @@ class FakeReplicator : public Replicator {
   size_t max_queued_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  bool reverse_held_writes_ ABSL_GUARDED_BY(mu_) = false;
+  size_t queued_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 1;
   std::thread worker_;  // last: starts after the members above exist

@@ -345,6 +345,14 @@ TEST(TcpServerTest, OptionsAreValidated) {
   EXPECT_FALSE(o.Validate(1024, 8 << 20).ok());  // a maximal SET would not fit
   o.max_pending_per_conn = 0;
   EXPECT_FALSE(o.Validate(1024, 1 << 20).ok());
+  o.max_pending_per_conn = 1;
+  o.max_pipeline_writes = 0;
+  EXPECT_FALSE(o.Validate(1024, 1 << 20).ok());
+  o.max_pipeline_writes = 1;
+  o.max_pipeline_write_bytes = 0;
+  EXPECT_FALSE(o.Validate(1024, 1 << 20).ok());
+  o.max_pipeline_write_bytes = 1;
+  EXPECT_TRUE(o.Validate(1024, 1 << 20).ok());
   TcpServerOptions small_reply;
   EXPECT_EQ(small_reply.max_reply_bytes, 8u << 20);
   small_reply.max_reply_bytes = (1 << 20) + 63;  // a GET of a maximal value would not fit

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -44,6 +45,16 @@ class Forwarder {
   // kUnknown (the call broke in transport after it may have been sent: outcome unknown),
   // kDeadlineExceeded (outcome unknown), others as returned by the leader.
   void Forward(uint64_t leader_id, std::string command, uint32_t timeout_ms, Done done);
+
+  // Forwards several serialized commands in ONE call (ForwardRequest's batched form); the
+  // leader proposes them in this order as consecutive entries. `done` runs once, with one
+  // answer per command, in order; a failed call gives every command the call's error (as
+  // Forward would). A leader that answers in the single form (it does not know the batched
+  // one) applied the first command only: the others are kUnavailable, not applied.
+  // REQUIRES: commands is not empty.
+  using BatchDone = absl::AnyInvocable<void(std::vector<absl::StatusOr<ForwardResult>>) &&>;
+  void ForwardBatch(uint64_t leader_id, std::vector<std::string> commands, uint32_t timeout_ms,
+                    BatchDone done);
 
  private:
   const PeerChannels* const channels_;

@@ -72,33 +72,77 @@ grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
                                       raftpb::ForwardResponse* response) {
   // Every answer from here on is this handler's own (forwarder.h, kForwardAnsweredKey).
   context->AddTrailingMetadata(kForwardAnsweredKey, "1");
-  kvpb::Command cmd;
-  if (!cmd.ParseFromString(request->command())) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
+  const size_t n = 1 + static_cast<size_t>(request->more_commands_size());
+  std::vector<kvpb::Command> cmds(n);
+  // All or nothing: a batch with a command we cannot read proposes none of it.
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& bytes =
+        i == 0 ? request->command() : request->more_commands(static_cast<int>(i - 1));
+    if (!cmds[i].ParseFromString(bytes)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
+    }
   }
-  // Shared with the callback: it may run after this handler gave up and returned.
+  // Shared with the callbacks: they may run after this handler gave up and returned.
   struct Wait {
     absl::Mutex mu;
-    bool answered ABSL_GUARDED_BY(mu) = false;
-    absl::StatusOr<ForwardResult> result ABSL_GUARDED_BY(mu);
+    size_t unanswered ABSL_GUARDED_BY(mu) = 0;
+    std::vector<absl::StatusOr<ForwardResult>> results ABSL_GUARDED_BY(mu);
+    std::vector<bool> answered ABSL_GUARDED_BY(mu);
   };
   auto wait = std::make_shared<Wait>();
-  handler_->WriteFromPeer(std::move(cmd), [wait](absl::StatusOr<ForwardResult> r) {
+  {
     absl::MutexLock lock(&wait->mu);
-    wait->result = std::move(r);
-    wait->answered = true;
-  });
+    wait->unanswered = n;
+    wait->results.assign(n, absl::UnknownError("not answered"));
+    wait->answered.assign(n, false);
+  }
+  std::vector<PeerHandler::ForwardDone> dones;
+  dones.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    dones.push_back([wait, i](absl::StatusOr<ForwardResult> r) {
+      absl::MutexLock lock(&wait->mu);
+      wait->results[i] = std::move(r);
+      wait->answered[i] = true;
+      --wait->unanswered;
+    });
+  }
+  if (n == 1) {
+    handler_->WriteFromPeer(std::move(cmds[0]), std::move(dones[0]));
+  } else {
+    handler_->WritesFromPeer(std::move(cmds), std::move(dones));
+  }
   // The follower's deadline, never past our own bound (a leaked wait would hold a gRPC
   // thread and block Server::Shutdown).
   const absl::Time deadline =
       std::min(absl::Now() + max_forward_wait_, absl::FromChrono(context->deadline()));
   absl::MutexLock lock(&wait->mu);
-  if (!wait->mu.AwaitWithDeadline(absl::Condition(&wait->answered), deadline)) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                        "the leader did not answer the forwarded write in time; outcome unknown");
+  auto all_answered = [wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wait->mu) {
+    return wait->unanswered == 0;
+  };
+  const bool in_time = wait->mu.AwaitWithDeadline(absl::Condition(&all_answered), deadline);
+  constexpr char kLate[] =
+      "the leader did not answer the forwarded write in time; outcome unknown";
+  if (n == 1) {
+    if (!in_time) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
+    if (!wait->results[0].ok()) return ToGrpcStatus(wait->results[0].status());
+    ToWire(wait->results[0]->index, wait->results[0]->result, response);
+    return grpc::Status::OK;
   }
-  if (!wait->result.ok()) return ToGrpcStatus(wait->result.status());
-  ToWire(wait->result->index, wait->result->result, response);
+  // Batched: one answer per command; those not answered by the deadline are outcome unknown
+  // (the answered ones are final, and their followers may go on waiting for their apply).
+  for (size_t i = 0; i < n; ++i) {
+    raftpb::ForwardedResult* out = response->add_results();
+    const absl::StatusOr<ForwardResult>& r = wait->results[i];
+    if (r.ok()) {
+      ToWire(r->index, r->result, out->mutable_response());
+      continue;
+    }
+    grpc::Status g = wait->answered[i]
+                         ? ToGrpcStatus(r.status())
+                         : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
+    out->set_code(static_cast<int32_t>(g.error_code()));
+    out->set_message(g.error_message());
+  }
   return grpc::Status::OK;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -29,6 +30,15 @@ class PeerHandler {
   // True when `raft_id` was a member and this node applied its removal (ids are never
   // reused): its messages are refused, and it is told so (peer_transport.h).
   virtual bool IsRemovedMember(uint64_t raft_id) = 0;
+  // A batch of writes forwarded in one call (ForwardRequest's batched form): proposed in this
+  // order; dones[i] answers cmds[i], each exactly once. The default hands them to
+  // WriteFromPeer one by one, in order (enough for a handler that proposes in arrival order).
+  // REQUIRES: cmds.size() == dones.size().
+  virtual void WritesFromPeer(std::vector<kvpb::Command> cmds, std::vector<ForwardDone> dones) {
+    for (size_t i = 0; i < cmds.size(); ++i) {
+      WriteFromPeer(std::move(cmds[i]), std::move(dones[i]));
+    }
+  }
 };
 
 // Options of the gRPC server that serves RaftPeerService (and the etcd API on the same port):

@@ -267,6 +267,12 @@ void RaftLoop::Refuse(Event& e, const absl::Status& status) {
                                       "outcome unknown: forwarded before, then ", status.message()))
                                 : status);
   }
+  if (auto* b = std::get_if<WriteBatchEvent>(&e)) {
+    for (WriteEvent& w : b->writes) {
+      Event one(std::move(w));
+      Refuse(one, status);
+    }
+  }
   if (auto* rd = std::get_if<ReadEvent>(&e)) std::move(rd->done)(status);
   if (auto* a = std::get_if<AppliedElsewhereEvent>(&e)) {
     // The leader applied it (committed): that is the answer, even if this node will not
@@ -309,6 +315,25 @@ void RaftLoop::Write(kvpb::Command cmd, WriteDone done) {
                 std::move(done)(std::move(r->result));
               }
             });
+}
+
+void RaftLoop::WriteBatch(std::vector<kvpb::Command> cmds, std::vector<WriteDone> dones) {
+  std::vector<PendingRequests::WriteDone> wrapped;
+  wrapped.reserve(dones.size());
+  for (WriteDone& done : dones) {
+    wrapped.push_back([done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
+      if (!r.ok()) {
+        std::move(done)(r.status());
+      } else {
+        std::move(done)(std::move(r->result));
+      }
+    });
+  }
+  PostWrites(std::move(cmds), /*may_forward=*/true, std::move(wrapped));
+}
+
+void RaftLoop::WritesFromPeer(std::vector<kvpb::Command> cmds, std::vector<ForwardDone> dones) {
+  PostWrites(std::move(cmds), /*may_forward=*/false, std::move(dones));
 }
 
 void RaftLoop::WriteFromPeer(kvpb::Command cmd, ForwardDone done) {
@@ -359,11 +384,45 @@ void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::W
   WriteEvent w;
   w.cmd = std::move(cmd);
   w.may_forward = may_forward;
+  w.group = next_group_.fetch_add(1);
   w.done = [this, done = std::move(done)](absl::StatusOr<ForwardResult> r) mutable {
     outstanding_writes_.fetch_sub(1);
     std::move(done)(std::move(r));
   };
   Post(std::move(w));
+}
+
+void RaftLoop::PostWrites(std::vector<kvpb::Command> cmds, bool may_forward,
+                          std::vector<PendingRequests::WriteDone> dones) {
+  RAFTKV_CHECK(cmds.size() == dones.size());
+  absl::Status refused = CheckBackupLag();
+  if (refused.ok()) {
+    const size_t n = cmds.size();
+    if (outstanding_writes_.fetch_add(n) + n > options_.max_pending_writes) {
+      outstanding_writes_.fetch_sub(n);
+      refused = absl::ResourceExhaustedError(absl::StrFormat(
+          "too many pending writes (limit %d, --max-pending-writes); not applied",
+          options_.max_pending_writes));
+    }
+  }
+  if (!refused.ok()) {
+    for (auto& done : dones) std::move(done)(refused);
+    return;
+  }
+  WriteBatchEvent batch;
+  batch.writes.reserve(cmds.size());
+  const uint64_t group = next_group_.fetch_add(1);
+  for (size_t i = 0; i < cmds.size(); ++i) {
+    WriteEvent& w = batch.writes.emplace_back();
+    w.cmd = std::move(cmds[i]);
+    w.may_forward = may_forward;
+    w.group = group;
+    w.done = [this, done = std::move(dones[i])](absl::StatusOr<ForwardResult> r) mutable {
+      outstanding_writes_.fetch_sub(1);
+      std::move(done)(std::move(r));
+    };
+  }
+  Post(std::move(batch));
 }
 
 void RaftLoop::TransferLeadership(std::optional<uint64_t> to, uint64_t timeout_ms,
@@ -445,7 +504,7 @@ void RaftLoop::Loop() {
     if (now >= next_tick) {
       std::vector<WriteEvent> due;
       due.swap(deferred_writes_);
-      for (WriteEvent& w : due) HandleWrite(w);
+      HandleWriteGroups(due);
       RecordMax(loop_max_tick_gap_us_, now - last_tick);
       last_tick = now;
       raft_->Tick();
@@ -496,6 +555,8 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     raft_->Step(*m);
   } else if (auto* w = std::get_if<WriteEvent>(&e)) {
     HandleWrite(*w);
+  } else if (auto* b = std::get_if<WriteBatchEvent>(&e)) {
+    HandleWrites(b->writes);
   } else if (auto* r = std::get_if<ReadEvent>(&e)) {
     new_reads->push_back(std::move(r->done));
   } else if (auto* u = std::get_if<UnreachableEvent>(&e)) {
@@ -517,17 +578,53 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
 }
 
 void RaftLoop::HandleWrite(WriteEvent& w) {
+  std::vector<WriteEvent> one;
+  one.push_back(std::move(w));
+  HandleWrites(one);
+}
+
+void RaftLoop::HandleWriteGroups(std::vector<WriteEvent>& ws) {
+  size_t i = 0;
+  while (i < ws.size()) {
+    size_t j = i + 1;
+    while (j < ws.size() && ws[j].group == ws[i].group) ++j;
+    std::vector<WriteEvent> group(std::make_move_iterator(ws.begin() + i),
+                                  std::make_move_iterator(ws.begin() + j));
+    HandleWrites(group);
+    i = j;
+  }
+}
+
+void RaftLoop::HandleWrites(std::vector<WriteEvent>& ws) {
+  // A retried batch waits as a whole (its writes share not_before): none of it may go
+  // ahead of the rest.
+  if (!ws.empty() && ws.front().retry && absl::Now() < ws.front().not_before) {
+    for (WriteEvent& w : ws) deferred_writes_.push_back(std::move(w));
+    return;
+  }
+  std::vector<WriteEvent> run;  // consecutive writes for the leader `run_leader`
+  uint64_t run_leader = 0;
+  for (WriteEvent& w : ws) {
+    std::optional<uint64_t> leader = ProposeOrRoute(w);
+    if (!leader) continue;
+    if (!run.empty() && *leader != run_leader) {
+      ForwardWrites(std::move(run), run_leader);
+      run.clear();
+    }
+    run_leader = *leader;
+    run.push_back(std::move(w));
+  }
+  if (!run.empty()) ForwardWrites(std::move(run), run_leader);
+}
+
+std::optional<uint64_t> RaftLoop::ProposeOrRoute(WriteEvent& w) {
   const absl::Time now = absl::Now();
   if (w.retry) {
     if (now >= w.taken + absl::Milliseconds(options_.request_timeout_ms)) {
       std::move(w.done)(absl::DeadlineExceededError(absl::StrFormat(
           "outcome unknown: the forwarded write was not answered within %d ms "
           "(--request-timeout-ms)", options_.request_timeout_ms)));
-      return;
-    }
-    if (now < w.not_before) {
-      deferred_writes_.push_back(std::move(w));
-      return;
+      return std::nullopt;
     }
   } else if (!w.held) {
     w.taken = now;
@@ -541,14 +638,14 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
   if (id.ok()) {
     // The deadline runs from when this node took the write, whichever try this is.
     pending_.AddWrite(id->index, id->term, w.taken, std::move(w.done));
-    return;
+    return std::nullopt;
   }
   if (id.status().code() == absl::StatusCode::kUnavailable && HoldingWrites()) {
     // Refused because this node is handing leadership over: held until that is decided
     // (CheckTransfers), not bounced to a client that would have to find the next leader.
     w.held = true;
     held_writes_.push_back(std::move(w));
-    return;
+    return std::nullopt;
   }
   std::optional<uint64_t> hint = raft::LeaderHint(id.status());
   // A held write of a follower is relayed: that follower still names this node as leader.
@@ -561,82 +658,105 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
           refused.message(), ")"));
     }
     std::move(w.done)(refused);
-    return;
+    return std::nullopt;
   }
-  ForwardWrite(w, *hint);
+  return *hint;
 }
 
-void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
-  // A follower: the leader proposes and applies it; we answer once we applied it too.
-  size_t lane = SIZE_MAX;  // SIZE_MAX: the client's session (or none) is on the command
-  {
-    absl::MutexLock lock(&forward_mu_);
-    if (w.cmd.client_id() == 0) {
-      // The window every replica applies is the leader's (it stamps the entry); the
-      // cluster's nodes are started with the same --session-window.
-      const uint64_t window = std::max<uint64_t>(1, options_.session_window);
-      for (size_t i = 0; i < forward_lanes_.size() && lane == SIZE_MAX; ++i) {
-        if (forward_lanes_[i].next - forward_lanes_[i].floor() < window) lane = i;
-      }
-      if (lane == SIZE_MAX) {
-        forward_lanes_.push_back(ForwardLane{RandomSessionId()});
-        lane = forward_lanes_.size() - 1;
-      }
-      ForwardLane& l = forward_lanes_[lane];
-      w.cmd.set_client_id(l.session_id);
-      w.cmd.set_sequence(l.next++);
-      l.unanswered.insert(w.cmd.sequence());
-    } else {
-      for (size_t i = 0; i < forward_lanes_.size(); ++i) {
-        if (forward_lanes_[i].session_id == w.cmd.client_id()) lane = i;  // sent again
-      }
-    }
-    if (lane != SIZE_MAX) w.cmd.set_first_unacked(forward_lanes_[lane].floor());
-  }
-  // Called once with the final answer: the lane forgets the sequence.
-  auto answer = [this, lane, own_sequence = w.cmd.sequence(), done = std::move(w.done)](
-                    absl::StatusOr<ForwardResult> r) mutable {
-    if (lane != SIZE_MAX) {
-      absl::MutexLock lock(&forward_mu_);
-      forward_lanes_[lane].unanswered.erase(own_sequence);
-    }
-    std::move(done)(std::move(r));
+void RaftLoop::ForwardWrites(std::vector<WriteEvent> ws, uint64_t leader) {
+  // A follower: the leader proposes and applies them in order; we answer each once we
+  // applied it too.
+  RAFTKV_CHECK(!ws.empty());
+  struct Sent {
+    kvpb::Command cmd;
+    absl::Time taken;
+    PendingRequests::WriteDone answer;
   };
+  auto sent = std::make_shared<std::vector<Sent>>();
+  std::vector<std::string> wire;
+  wire.reserve(ws.size());
+  const bool retry = ws.front().retry;
+  const absl::Time taken = ws.front().taken;
+  const uint64_t group = ws.front().group;
+  for (WriteEvent& w : ws) {
+    size_t lane = SIZE_MAX;  // SIZE_MAX: the client's session (or none) is on the command
+    {
+      absl::MutexLock lock(&forward_mu_);
+      if (w.cmd.client_id() == 0) {
+        // The window every replica applies is the leader's (it stamps the entry); the
+        // cluster's nodes are started with the same --session-window.
+        const uint64_t window = std::max<uint64_t>(1, options_.session_window);
+        for (size_t i = 0; i < forward_lanes_.size() && lane == SIZE_MAX; ++i) {
+          if (forward_lanes_[i].next - forward_lanes_[i].floor() < window) lane = i;
+        }
+        if (lane == SIZE_MAX) {
+          forward_lanes_.push_back(ForwardLane{RandomSessionId()});
+          lane = forward_lanes_.size() - 1;
+        }
+        ForwardLane& l = forward_lanes_[lane];
+        w.cmd.set_client_id(l.session_id);
+        w.cmd.set_sequence(l.next++);
+        l.unanswered.insert(w.cmd.sequence());
+      } else {
+        for (size_t i = 0; i < forward_lanes_.size(); ++i) {
+          if (forward_lanes_[i].session_id == w.cmd.client_id()) lane = i;  // sent again
+        }
+      }
+      if (lane != SIZE_MAX) w.cmd.set_first_unacked(forward_lanes_[lane].floor());
+    }
+    wire.push_back(w.cmd.SerializeAsString());
+    // Called once with the final answer: the lane forgets the sequence.
+    const uint64_t own_sequence = w.cmd.sequence();
+    sent->push_back(Sent{std::move(w.cmd), w.taken,
+                         [this, lane, own_sequence, done = std::move(w.done)](
+                             absl::StatusOr<ForwardResult> r) mutable {
+                           if (lane != SIZE_MAX) {
+                             absl::MutexLock lock(&forward_mu_);
+                             forward_lanes_[lane].unanswered.erase(own_sequence);
+                           }
+                           std::move(done)(std::move(r));
+                         }});
+  }
   forwards_in_flight_.fetch_add(1);
   // A try after a broken Forward gets what is left of the write's deadline.
   const int64_t left_ms = absl::ToInt64Milliseconds(
-      w.taken + absl::Milliseconds(options_.request_timeout_ms) - absl::Now());
-  forwarder_->Forward(
-      leader, w.cmd.SerializeAsString(),
+      taken + absl::Milliseconds(options_.request_timeout_ms) - absl::Now());
+  forwarder_->ForwardBatch(
+      leader, std::move(wire),
       static_cast<uint32_t>(std::clamp<int64_t>(left_ms, 1, options_.request_timeout_ms)),
-      [this, taken = w.taken, cmd = w.cmd, retry = w.retry,
-       answer = std::move(answer)](absl::StatusOr<ForwardResult> r) mutable {
-        if (!r.ok()) {
-          if (retry && r.status().code() != absl::StatusCode::kUnknown) {
-            // Sent before to a leader that may have applied it: whatever this try says
-            // ("not applied" there, an unknown peer), the write's outcome is unknown.
-            r = absl::UnknownError(absl::StrCat(
-                "outcome unknown: forwarded to a leader before, then: ", r.status().message()));
+      [this, sent, retry, group](std::vector<absl::StatusOr<ForwardResult>> results) mutable {
+        WriteBatchEvent again;  // the writes to send again, in order
+        for (size_t i = 0; i < sent->size(); ++i) {
+          Sent& s = (*sent)[i];
+          absl::StatusOr<ForwardResult>& r = results[i];
+          if (!r.ok()) {
+            if (retry && r.status().code() != absl::StatusCode::kUnknown) {
+              // Sent before to a leader that may have applied it: whatever this try says
+              // ("not applied" there, an unknown peer), the write's outcome is unknown.
+              r = absl::UnknownError(absl::StrCat(
+                  "outcome unknown: forwarded to a leader before, then: ", r.status().message()));
+            }
+            if (r.status().code() == absl::StatusCode::kUnknown && s.cmd.client_id() != 0) {
+              // The Forward broke after it was sent (the leader died or stepped down): send
+              // it again, under the same session, once a leader is known; a duplicate is
+              // answered with the first result. The batch's broken writes go again together,
+              // in order.
+              WriteEvent& w = again.writes.emplace_back();
+              w.cmd = std::move(s.cmd);
+              w.done = std::move(s.answer);
+              w.retry = true;
+              w.taken = s.taken;
+              w.not_before = absl::Now() + absl::Milliseconds(options_.tick_ms);
+              w.group = group;
+            } else {
+              std::move(s.answer)(r.status());
+            }
+            continue;
           }
-          if (r.status().code() == absl::StatusCode::kUnknown && cmd.client_id() != 0) {
-            // The Forward broke after it was sent (the leader died or stepped down): send it
-            // again, under the same session, once a leader is known; a duplicate is answered
-            // with the first result.
-            WriteEvent again;
-            again.cmd = std::move(cmd);
-            again.done = std::move(answer);
-            again.retry = true;
-            again.taken = taken;
-            again.not_before = absl::Now() + absl::Milliseconds(options_.tick_ms);
-            Post(std::move(again));
-          } else {
-            std::move(answer)(r.status());
-          }
-        } else {
           // The index goes back too: a relayed write's follower waits for its own apply.
           Post(AppliedElsewhereEvent{
-              r->index, std::move(r->result), taken,
-              [answer = std::move(answer), index = r->index](
+              r->index, std::move(r->result), s.taken,
+              [answer = std::move(s.answer), index = r->index](
                   absl::StatusOr<kv::ApplyResult> applied) mutable {
                 if (!applied.ok()) {
                   std::move(answer)(applied.status());
@@ -645,6 +765,7 @@ void RaftLoop::ForwardWrite(WriteEvent& w, uint64_t leader) {
                 }
               }});
         }
+        if (!again.writes.empty()) Post(std::move(again));
         forwards_in_flight_.fetch_sub(1);
       });
 }
@@ -836,7 +957,7 @@ void RaftLoop::CheckTransfers(absl::Time now) {
     // Decided: proposed here (the transfer aborted) or sent to the new leader.
     spdlog::info("raft: {} write(s) held during the leadership transfer go to {}", held.size(),
                  leading ? std::string("this node") : NodeName(lead));
-    for (WriteEvent& w : held) HandleWrite(w);
+    HandleWriteGroups(held);
     return;
   }
   for (WriteEvent& w : held) {

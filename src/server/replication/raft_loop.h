@@ -203,9 +203,14 @@ class RaftLoop : public Replicator, public PeerHandler {
   void Deliver(raftpb::Message m) override;
   void WriteFromPeer(kvpb::Command cmd, ForwardDone done) override;
   bool IsRemovedMember(uint64_t raft_id) override;
+  // A follower's batch (one Forward): proposed in order as consecutive entries.
+  void WritesFromPeer(std::vector<kvpb::Command> cmds, std::vector<ForwardDone> dones) override;
 
   // Replicator (any thread).
   void Write(kvpb::Command cmd, WriteDone done) override;
+  // One event for the loop: proposed in order as consecutive entries here, or (on a follower)
+  // sent to the leader in one Forward, which proposes them in order.
+  void WriteBatch(std::vector<kvpb::Command> cmds, std::vector<WriteDone> dones) override;
   void ReadBarrier(ReadDone done) override;
   NodeStatus Status() const override;
   std::vector<PeerStatus> Members() const override;
@@ -239,6 +244,13 @@ class RaftLoop : public Replicator, public PeerHandler {
     // Held while this node hands leadership over (`taken` is set): proposed if the transfer
     // aborts, else sent to the new leader, a follower's forwarded write included.
     bool held = false;
+    // The writes of one WriteBatch (or one single write) share a group: they are forwarded in
+    // one call, never split or reordered (held and retried ones included).
+    uint64_t group = 0;
+  };
+  // Several writes to handle in one go, in order (WriteBatch, WritesFromPeer, a retry).
+  struct WriteBatchEvent {
+    std::vector<WriteEvent> writes;
   };
   struct ReadEvent {
     ReadDone done;
@@ -278,7 +290,7 @@ class RaftLoop : public Replicator, public PeerHandler {
     MembershipChange change;
     ChangeDone done;
   };
-  using Event = std::variant<raftpb::Message, WriteEvent, ReadEvent, UnreachableEvent,
+  using Event = std::variant<raftpb::Message, WriteEvent, WriteBatchEvent, ReadEvent, UnreachableEvent,
                              AppliedElsewhereEvent, SnapshotMadeEvent, SnapshotSentEvent,
                              InstallDoneEvent, TransferEvent, MembershipEvent>;
 
@@ -299,12 +311,23 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Takes a --max-pending-writes slot (or answers `done` with kResourceExhausted) and posts
   // the write; the slot is released when `done` runs.
   void PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done);
+  // The same for a batch: every write takes a slot or none does (kResourceExhausted for all).
+  void PostWrites(std::vector<kvpb::Command> cmds, bool may_forward,
+                  std::vector<PendingRequests::WriteDone> dones);
   void Post(Event e);
   // Answers the request an event carries (if any) with `status`: it will not be handled.
   static void Refuse(Event& e, const absl::Status& status);
   void Loop();
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
+  // Writes in order: each proposed here (or held, or refused); the runs of them that must go
+  // to the leader are forwarded one run per call (ForwardWrites), so they keep their order.
+  void HandleWrites(std::vector<WriteEvent>& ws);
+  // HandleWrites for each group of `ws` (consecutive writes of one group), in order.
+  void HandleWriteGroups(std::vector<WriteEvent>& ws);
+  // Proposes `w` here, holds it, or answers it; returns the leader (raft id) it must be
+  // forwarded to instead, if any (then `w` is untouched for the caller to forward).
+  std::optional<uint64_t> ProposeOrRoute(WriteEvent& w);
   // Leadership transfer (on the loop): starts or joins one; after each iteration (and tick),
   // answers the requests whose transfer ended or whose deadline passed and sends the held
   // writes on; the raft id of the voter to hand over to when none was named (0: none).
@@ -314,10 +337,11 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Whether a write the core refused must be held: a transfer this node started is in
   // progress, or it just stepped down for it and no leader is known yet.
   bool HoldingWrites() const;
-  // Sends a write this node cannot propose to the leader `leader` (a raft id), under one of
-  // this node's own sessions unless the client gave one, so a Forward that broke can be sent
-  // again (to the next leader) without being applied twice.
-  void ForwardWrite(WriteEvent& w, uint64_t leader);
+  // Sends writes this node cannot propose to the leader `leader` (a raft id) in one Forward,
+  // in order; the leader proposes them in that order. Those without a client session go
+  // under one of this node's own sessions (lanes, below), so a Forward that broke can be
+  // sent again, whole and in order, (to the next leader) without being applied twice.
+  void ForwardWrites(std::vector<WriteEvent> ws, uint64_t leader);
   void StartRead(std::vector<ReadDone> reads);
   void ProcessReady();
   void Persist(const raft::Ready& rd);
@@ -417,6 +441,7 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::vector<WriteEvent> deferred_writes_;
   // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
   const std::optional<std::string> crash_after_applying_key_;
+  std::atomic<uint64_t> next_group_{1};
 
   // ---- Shared with other threads ----
   // Written by the loop thread (ApplyMembership); read by Members() on any thread.

@@ -57,6 +57,12 @@ class KvService {
 
   const KvLimits& limits() const { return limits_; }
   Replicator* replicator() const { return replicator_; }
+  // The same service over another Replicator (same state machine and limits): a front end
+  // that gathers the writes of several requests into one Replicator::WriteBatch runs them
+  // through a KvService over a collecting Replicator.
+  KvService WithReplicator(Replicator* replicator) const {
+    return KvService(replicator, sm_, limits_);
+  }
 
   // Errors (besides the Replicator's): kInvalidArgument "key too long (N bytes, limit M)",
   // "value too large ...", "empty key", "too many keys ...".

@@ -78,6 +78,17 @@ class Replicator {
   // kResourceExhausted (too many pending writes), kInvalidArgument (malformed command).
   virtual void Write(kvpb::Command cmd, WriteDone done) = 0;
 
+  // Several writes of one client, replicated and applied in this order (consecutive entries
+  // where this node proposes them; one Forward from a follower); dones[i] answers cmds[i],
+  // each exactly once. A write that fails is not applied, or its outcome is unknown, as for
+  // Write; one that is applied is applied after every earlier write of the batch that is.
+  // The default calls Write in order, which keeps the order only for an implementation that
+  // applies concurrent writes in call order (the test doubles do).
+  // REQUIRES: cmds.size() == dones.size().
+  virtual void WriteBatch(std::vector<kvpb::Command> cmds, std::vector<WriteDone> dones) {
+    for (size_t i = 0; i < cmds.size(); ++i) Write(std::move(cmds[i]), std::move(dones[i]));
+  }
+
   // Calls `done` with OK once the local state machine reflects every write acknowledged
   // (by any node) before this call, so a read made after it is linearizable.
   // Errors as for Write.

@@ -15,6 +15,38 @@ Clock::time_point After(Clock::time_point t, int64_t ms) {
   return t + std::chrono::milliseconds(ms);
 }
 
+// Gathers the writes that the requests of one batch make through KvService (validated,
+// sessions stamped) and hands them to the real Replicator in one WriteBatch, in order.
+// Only writes are gathered: a kWrite request never reads (tcp_request.h).
+class WriteCollector final : public Replicator {
+ public:
+  explicit WriteCollector(Replicator* real) : real_(real) {}
+
+  void Write(kvpb::Command cmd, WriteDone done) override {
+    cmds_.push_back(std::move(cmd));
+    dones_.push_back(std::move(done));
+  }
+  void ReadBarrier(ReadDone done) override { real_->ReadBarrier(std::move(done)); }
+  NodeStatus Status() const override { return real_->Status(); }
+  std::vector<PeerStatus> Members() const override { return real_->Members(); }
+
+  // One write goes as a plain Write (a follower then forwards it in the single form).
+  void Flush() {
+    if (cmds_.size() == 1) {
+      real_->Write(std::move(cmds_[0]), std::move(dones_[0]));
+    } else if (!cmds_.empty()) {
+      real_->WriteBatch(std::move(cmds_), std::move(dones_));
+    }
+    cmds_.clear();
+    dones_.clear();
+  }
+
+ private:
+  Replicator* const real_;
+  std::vector<kvpb::Command> cmds_;
+  std::vector<WriteDone> dones_;
+};
+
 }  // namespace
 
 TcpConnection::TcpConnection(std::shared_ptr<TcpServerShared> shared,
@@ -84,7 +116,8 @@ void TcpConnection::ProcessInput() {
       }
       off += r.consumed;
       if (!r.args.empty()) {
-        Enqueue(PrepareRespRequest(std::move(r.args), &session_, opts_.max_reply_bytes));
+        Enqueue(PrepareRespRequest(std::move(r.args), &session_, opts_.max_reply_bytes),
+                r.consumed);
       }
       continue;
     }
@@ -110,7 +143,8 @@ void TcpConnection::ProcessInput() {
       break;
     }
     Enqueue(PrepareTextRequest(buf.substr(0, len), crlf, opts_.max_reply_bytes,
-                               &session_.writes));
+                               &session_.writes),
+            nl + 1);
     off += nl + 1;
   }
   in_.erase(0, off);
@@ -121,9 +155,10 @@ void TcpConnection::ProcessInput() {
   }
 }
 
-void TcpConnection::Enqueue(TcpRequest req) {
+void TcpConnection::Enqueue(TcpRequest req, size_t bytes) {
   Slot& slot = pending_.emplace_back();
   slot.kind = req.kind;
+  slot.bytes = bytes;
   slot.close_after = req.close_after;
   if (req.kind == RequestKind::kImmediate) {
     slot.done = true;
@@ -136,22 +171,62 @@ void TcpConnection::Enqueue(TcpRequest req) {
   if (req.close_after) stop_parsing_ = true;
 }
 
+ReplyFn TcpConnection::ReplyTo(uint64_t seq) {
+  return [self = shared_from_this(), seq](std::string reply) mutable {
+    // KvService callbacks may run on any thread; connection state lives on the strand.
+    asio::post(self->strand_, [self, seq, reply = std::move(reply)]() mutable {
+      self->OnReply(seq, std::move(reply));
+    });
+  };
+}
+
 void TcpConnection::StartRunnable() {
   while (next_start_ < first_seq_ + pending_.size()) {
     Slot& slot = pending_[next_start_ - first_seq_];
-    if (slot.kind == RequestKind::kWrite && inflight_reads_ + inflight_writes_ > 0) return;
-    if (slot.kind == RequestKind::kRead && inflight_writes_ > 0) return;
+    if (slot.kind == RequestKind::kImmediate) {
+      ++next_start_;
+      continue;
+    }
+    if (slot.kind == RequestKind::kWrite) {
+      // A write waits for every earlier request: a read before it must not see it.
+      if (inflight_reads_ + inflight_writes_ > 0) return;
+      StartWriteBatch();
+      continue;
+    }
+    // A read waits for the writes before it (read-your-writes within a pipeline).
+    if (inflight_writes_ > 0) return;
     uint64_t seq = next_start_++;
-    if (slot.kind == RequestKind::kImmediate) continue;
-    (slot.kind == RequestKind::kWrite ? inflight_writes_ : inflight_reads_)++;
+    inflight_reads_++;
     auto run = std::move(slot.run);
-    std::move(run)(shared_->kv, [self = shared_from_this(), seq](std::string reply) mutable {
-      // KvService callbacks may run on any thread; connection state lives on the strand.
-      asio::post(self->strand_, [self, seq, reply = std::move(reply)]() mutable {
-        self->OnReply(seq, std::move(reply));
-      });
-    });
+    std::move(run)(shared_->kv, ReplyTo(seq));
   }
+}
+
+void TcpConnection::StartWriteBatch() {
+  WriteCollector collector(shared_->kv->replicator());
+  KvService kv = shared_->kv->WithReplicator(&collector);
+  size_t writes = 0;
+  size_t bytes = 0;
+  while (next_start_ < first_seq_ + pending_.size()) {
+    Slot& slot = pending_[next_start_ - first_seq_];
+    if (slot.kind == RequestKind::kImmediate) {
+      ++next_start_;
+      continue;
+    }
+    if (slot.kind == RequestKind::kRead) break;
+    if (writes > 0 && (writes >= opts_.max_pipeline_writes ||
+                       bytes + slot.bytes > opts_.max_pipeline_write_bytes)) {
+      break;
+    }
+    ++writes;
+    bytes += slot.bytes;
+    uint64_t seq = next_start_++;
+    inflight_writes_++;
+    auto run = std::move(slot.run);
+    std::move(run)(&kv, ReplyTo(seq));
+  }
+  RAFTKV_CHECK(writes > 0);
+  collector.Flush();
 }
 
 void TcpConnection::OnReply(uint64_t seq, std::string reply) {

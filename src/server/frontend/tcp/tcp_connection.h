@@ -7,6 +7,14 @@
 // max_pending_per_conn; more and we stop reading) -> started when the ordering rules of
 // tcp_request.h allow -> its reply fills the slot -> the completed prefix of pending_ is
 // written in one async_write. So replies leave in request order.
+//
+// Writes go in batches (issue 14): when the next request to start is a write and nothing of
+// the connection is with the cluster, the writes waiting from there on (immediates between
+// them are passed over; a read ends the batch) up to --max-pipeline-writes and
+// --max-pipeline-write-bytes are handed to the Replicator as ONE WriteBatch, which applies
+// them in request order (consecutive entries on the leader, one Forward from a follower).
+// The batch is the connection's only work with the cluster until every write of it is
+// answered; then the reads after it start (they see its writes), or the next batch.
 #pragma once
 
 #include <array>
@@ -74,6 +82,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
     RequestKind kind = RequestKind::kImmediate;
     bool done = false;          // reply is final
     bool close_after = false;
+    size_t bytes = 0;           // of the request on the wire (bounds a write batch)
     std::string reply;
     absl::AnyInvocable<void(KvService*, ReplyFn) &&> run;  // until started
   };
@@ -81,8 +90,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   // Runs after every event: parse, start, write, read, finish, re-arm the timer.
   void Pump();
   void ProcessInput();
-  void Enqueue(TcpRequest req);
+  void Enqueue(TcpRequest req, size_t bytes = 0);
   void StartRunnable();
+  // REQUIRES: the slot at next_start_ is a write, and nothing is in flight.
+  void StartWriteBatch();
+  ReplyFn ReplyTo(uint64_t seq);
   void OnReply(uint64_t seq, std::string reply);
   void MaybeWrite();
   void MaybeRead();

@@ -5,8 +5,11 @@
 //   kImmediate  needs no state: the reply is known at parse time;
 //   kRead       may run concurrently with adjacent reads, but only after every earlier write
 //               of the connection has completed (read-your-writes within a pipeline);
-//   kWrite      runs alone: after every earlier request completed, before any later one starts
-//               (the Replicator does not promise to keep the order of concurrent writes).
+//   kWrite      runs after every earlier request completed; the writes that follow it (up to
+//               --max-pipeline-writes, reads ending the run) go with it as one
+//               Replicator::WriteBatch, which keeps their order; no later request starts
+//               before all of them completed. Its `run` only writes through `kv` (it may be
+//               a KvService over a collecting Replicator that lives only during the call).
 // Replies always leave in request order, whatever order the work completes in.
 #pragma once
 
@@ -47,7 +50,8 @@ struct TcpRequest {
 
 // The optional write session of one connection, shared by text and RESP (README.md,
 // "Sessions"): after `SESSION <id> <seq>`, the writes parsed on the connection take the
-// sequences seq, seq + 1, ... in parse order (which is the order they run: a write runs alone).
+// sequences seq, seq + 1, ... in parse order (which is the order they apply: a connection's
+// writes go in order, one batch at a time).
 // Read and written by the parser only.
 struct ConnectionSession {
   uint64_t client_id = 0;      // 0: no session

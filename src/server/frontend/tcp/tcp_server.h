@@ -14,6 +14,8 @@
 //   the cluster (an idle client, or one that stopped reading its replies) -> close
 //   an unfinished request for partial_request_timeout_ms (since its first byte) -> close
 //   max_pending_per_conn requests unanswered -> stop reading until replies drain
+//   max_pipeline_writes / max_pipeline_write_bytes -> the rest of the writes wait for the
+//   next batch
 //   a GET/MGET reply over max_reply_bytes -> "ERR reply too large (...)" for that request only
 #pragma once
 
@@ -41,6 +43,13 @@ struct TcpServerOptions {
   int64_t idle_timeout_ms = 300000;             // --idle-timeout-ms: 0 = never
   int64_t partial_request_timeout_ms = 30000;   // --partial-request-timeout-ms: 0 = never
   size_t max_pending_per_conn = 1024;           // --max-pending-per-conn: unanswered requests
+  // A connection's writes that are parsed and waiting go to the cluster together, in order, as
+  // one batch (one Replicator::WriteBatch: consecutive log entries; one Forward from a
+  // follower), at most one batch in flight per connection. A batch holds at most
+  // max_pipeline_writes writes and stops once its requests add up to
+  // max_pipeline_write_bytes (a larger single write goes alone). 1: one write at a time.
+  size_t max_pipeline_writes = 64;              // --max-pipeline-writes
+  size_t max_pipeline_write_bytes = 1 << 20;    // --max-pipeline-write-bytes
   // --max-reply-bytes: one GET/MGET reply, framing included (the values it may read are
   // bounded by the same number, KvService::Get). At least max_value_bytes + 64.
   size_t max_reply_bytes = 8 * 1024 * 1024;
