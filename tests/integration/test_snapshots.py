@@ -2,6 +2,7 @@
 disaster recovery with --restore-from, on real kvd processes."""
 import glob
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -25,6 +26,17 @@ def backup_count(path):
         return -1
 
 
+def compacted_through(node):
+    """The highest index the node's log says it compacted through (0: none yet)."""
+    found = re.findall(r"log compacted through index (\d+)", node.read_log())
+    return max(map(int, found), default=0)
+
+
+def snapshots_cut(node):
+    """How many snapshots of its own the node has cut ("snapshot: <path> at index ...")."""
+    return len(re.findall(r"\] snapshot: \S+ at index", node.read_log()))
+
+
 def dir_bytes(path):
     return sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "*")) if os.path.isfile(f))
 
@@ -41,13 +53,17 @@ class SnapshotTest(unittest.TestCase):
         self.cluster.__exit__(None, None, None)
 
     def write_while_follower_down(self, keys, value):
-        """Kills the follower and writes `keys` until the leader compacted its log past it:
-        two compactions after the kill (the first may still stop short of the follower)."""
+        """Kills the follower and writes `keys`, then waits until the leader compacted its log
+        past the follower's last entry (the leader's last index when it was killed). How many
+        snapshots that takes depends on how fast the writes went (pipelined, they may all
+        land within one backup interval), so the test waits for the index, not a count."""
         self.follower.kill()
-        before = self.leader.read_log().count("log compacted")
+        status = kvctl_status([self.leader.grpc_port])
+        self.assertTrue(status, "kvctl status of the leader answered nothing")
+        mark = status[0]["raft_index"]
         keys = write_keys(self.leader.port, keys, value)
-        wait_until(lambda: self.leader.read_log().count("log compacted") >= before + 2,
-                   what="compaction past the follower")
+        wait_until(lambda: compacted_through(self.leader) > mark,
+                   what=f"compaction past the follower (index {mark})")
         return keys
 
     def test_lagging_follower_catches_up_by_snapshot(self):
@@ -156,7 +172,14 @@ class SnapshotTest(unittest.TestCase):
         self.assertFalse(os.path.exists(orphan), "the orphaned .part file is still there")
         # The follower cuts snapshots of its own (every 500 entries); the received one is
         # pruned once three newer ones exist (--snapshots-retained default 3).
-        more = write_keys(self.leader.port, [f"q{i}" for i in range(2000)], value)
+        # Four rounds of 500 (one snapshot's worth each), each awaited: written at once, a
+        # pipelined burst may all land within one backup interval and make one snapshot.
+        more = []
+        for r in range(4):
+            cut = snapshots_cut(self.follower)
+            more += write_keys(self.leader.port, [f"q{r}-{i}" for i in range(500)], value)
+            wait_until(lambda: snapshots_cut(self.follower) > cut, timeout_s=30,
+                       what=f"a snapshot of the follower's own in round {r}")
         own = os.path.join(self.follower.data_dir, "snapshots")
         wait_until(lambda: not glob.glob(os.path.join(received, "snap-*")), timeout_s=60,
                    what="the received snapshot to be pruned")
