@@ -179,16 +179,25 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   absl::Status ForEachIdleSession(
       uint64_t before_index, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
-    std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_);
-    return ScanIdleSessions(it.get(), coding::SessionExpiryKey(before_index, 0), max,
-                            sm_->options_.db_path, fn);
+    const std::string end = coding::SessionExpiryKey(before_index, 0);
+    const rocksdb::Slice upper(end);
+    // The bound matters as in LiveView: without it, the store's iterator seeks through every
+    // deleted expiry key (one per session update) up to the first live one, on every command
+    // (a leader went from 14,000 to 700 writes/s after a few hundred thousand forwarded
+    // writes).
+    std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_, &upper);
+    return ScanIdleSessions(it.get(), end, max, sm_->options_.db_path, fn);
   }
 
  private:
-  // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store).
-  std::unique_ptr<rocksdb::Iterator> Iterate(rocksdb::ColumnFamilyHandle* cf) {
+  // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store);
+  // the store's below `upper` only, if given (it must outlive the iterator).
+  std::unique_ptr<rocksdb::Iterator> Iterate(rocksdb::ColumnFamilyHandle* cf,
+                                             const rocksdb::Slice* upper = nullptr) {
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = upper;
     return std::unique_ptr<rocksdb::Iterator>(
-        batch_->NewIteratorWithBase(cf, sm_->db_->NewIterator(rocksdb::ReadOptions(), cf)));
+        batch_->NewIteratorWithBase(cf, sm_->db_->NewIterator(ro, cf)));
   }
 
   RocksDbStateMachine* sm_;
