@@ -61,15 +61,21 @@ KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
 
 // StoreView::ForEachIdleSession over `it`, an iterator of the meta column family (the store's,
 // or the store's merged with a batch): calls fn(last_index, client_id) for the session-expiry
-// keys below `end` (SessionExpiryKey(before_index, 0)), oldest first, at most `max` of them.
-// A key under the expiry prefix that does not parse is kDataLoss.
-absl::Status ScanIdleSessions(rocksdb::Iterator* it, const std::string& end, size_t max,
-                              const std::string& db_path,
-                              const std::function<void(uint64_t, uint64_t)>& fn) {
+// keys from `floor` (every live one is at or above it) up to `before_index` (excluded), oldest
+// first, at most `max` of them. Returns the floor after the entry that removes what fn was
+// given: `before_index` when fewer than `max` were found (all below it were), else the last
+// one's last_index. A key under the expiry prefix that does not parse is kDataLoss.
+absl::StatusOr<uint64_t> ScanIdleSessions(rocksdb::Iterator* it, uint64_t floor,
+                                          uint64_t before_index, size_t max,
+                                          const std::string& db_path,
+                                          const std::function<void(uint64_t, uint64_t)>& fn) {
+  const std::string end = coding::SessionExpiryKey(before_index, 0);
   const rocksdb::Slice upper(end);
   size_t n = 0;
-  for (it->Seek(std::string(1, coding::kMetaSessionExpiryPrefix)); it->Valid() && n < max;
-       it->Next(), ++n) {
+  uint64_t last = floor;
+  // Seeking to the floor, not to the prefix, skips the deleted expiry keys below it (one per
+  // session update, kept until a compaction): without it every command walked them all.
+  for (it->Seek(coding::SessionExpiryKey(floor, 0)); it->Valid() && n < max; it->Next(), ++n) {
     if (it->key().compare(upper) >= 0) break;
     uint64_t last_index = 0, client_id = 0;
     if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
@@ -77,9 +83,10 @@ absl::Status ScanIdleSessions(rocksdb::Iterator* it, const std::string& end, siz
       return absl::DataLossError(absl::StrCat(db_path, ": malformed session expiry key"));
     }
     fn(last_index, client_id);
+    last = last_index;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
-  return absl::OkStatus();
+  return n < max ? std::max(floor, before_index) : last;
 }
 
 }  // namespace
@@ -87,7 +94,7 @@ absl::Status ScanIdleSessions(rocksdb::Iterator* it, const std::string& end, siz
 // The store as the apply thread sees it (latest state; nobody else writes).
 class RocksDbStateMachine::LiveView final : public StoreView {
  public:
-  explicit LiveView(RocksDbStateMachine* sm) : sm_(sm) {}
+  explicit LiveView(RocksDbStateMachine* sm) : sm_(sm), floor_(sm->expiry_floor_) {}
 
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
     std::string value;
@@ -125,11 +132,19 @@ class RocksDbStateMachine::LiveView final : public StoreView {
     rocksdb::Slice upper(end);
     ro.iterate_upper_bound = &upper;  // RocksDB stops at the bound instead of reading past it
     std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->meta_cf_));
-    return ScanIdleSessions(it.get(), end, max, sm_->options_.db_path, fn);
+    absl::StatusOr<uint64_t> floor =
+        ScanIdleSessions(it.get(), floor_, before_index, max, sm_->options_.db_path, fn);
+    if (!floor.ok()) return floor.status();
+    floor_ = *floor;
+    return absl::OkStatus();
   }
+
+  // The session-expiry floor once the entry evaluated against this view is written.
+  uint64_t floor() const { return floor_; }
 
  private:
   RocksDbStateMachine* sm_;
+  uint64_t floor_;
 };
 
 // The store plus the entries of an ApplyBatch evaluated so far (their writes are in
@@ -137,7 +152,7 @@ class RocksDbStateMachine::LiveView final : public StoreView {
 class RocksDbStateMachine::BatchView final : public StoreView {
  public:
   BatchView(RocksDbStateMachine* sm, rocksdb::WriteBatchWithIndex* batch)
-      : sm_(sm), batch_(batch) {}
+      : sm_(sm), batch_(batch), floor_(sm->expiry_floor_) {}
 
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
     std::string value;
@@ -186,8 +201,15 @@ class RocksDbStateMachine::BatchView final : public StoreView {
     // (a leader went from 14,000 to 700 writes/s after a few hundred thousand forwarded
     // writes).
     std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_, &upper);
-    return ScanIdleSessions(it.get(), end, max, sm_->options_.db_path, fn);
+    absl::StatusOr<uint64_t> floor =
+        ScanIdleSessions(it.get(), floor_, before_index, max, sm_->options_.db_path, fn);
+    if (!floor.ok()) return floor.status();
+    floor_ = *floor;
+    return absl::OkStatus();
   }
+
+  // The session-expiry floor once the entries evaluated so far are written.
+  uint64_t floor() const { return floor_; }
 
  private:
   // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store);
@@ -202,6 +224,7 @@ class RocksDbStateMachine::BatchView final : public StoreView {
 
   RocksDbStateMachine* sm_;
   rocksdb::WriteBatchWithIndex* batch_;
+  uint64_t floor_;
 };
 
 absl::StatusOr<std::unique_ptr<StateMachine>> StateMachine::Open(
@@ -278,6 +301,7 @@ absl::Status RocksDbStateMachine::OpenDb() {
   RAFTKV_CHECK(handles_.size() == 2);
   data_cf_ = handles_[0];
   meta_cf_ = handles_[1];
+  expiry_floor_ = 0;  // a new or swapped store: nothing known about its sessions
   return Init();
 }
 
@@ -452,6 +476,7 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   rocksdb::WriteBatch batch;
   AddEffect(*effect, &batch);
   if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
+  expiry_floor_ = view.floor();
   return std::move(effect->result);
 }
 
@@ -523,6 +548,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
   if (absl::Status s = Commit(batch.GetWriteBatch(), applied, applied_term, revision); !s.ok()) {
     return s;
   }
+  expiry_floor_ = view.floor();
   return results;
 }
 
@@ -684,6 +710,7 @@ absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
   absl::ReaderMutexLock lock(&mu_);
   if (absl::Status open = CheckOpen(); !open.ok()) return open;
   RAFTKV_CHECK(applied_index() == 0);
+  expiry_floor_ = 0;  // imported sessions may have any last_index
   rocksdb::WriteBatch batch;
   for (const KeyValue& kv : kvs) {
     batch.Put(data_cf_, kv.key,

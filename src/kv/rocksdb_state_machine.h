@@ -138,6 +138,12 @@ class RocksDbStateMachine final : public StateMachine {
   std::atomic<uint64_t> applied_term_{0};
   std::atomic<int64_t> revision_{1};
   std::atomic<uint64_t> entry_writes_{0};
+  // Apply thread only: every live session-expiry key has last_index >= expiry_floor_, so a
+  // command's scan for idle sessions starts there (the deleted keys below it are not walked).
+  // Raised after each written entry from what its scan found; 0 (scan from the start) after
+  // OpenDb and imports. A lower bound only: a scan gives the same sessions with or without
+  // it, so replicas stay identical.
+  uint64_t expiry_floor_ = 0;
 };
 
 }  // namespace raftkv::kv

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "kv/rocksdb_state_machine.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/state_machine_test.h"
 
@@ -53,6 +54,34 @@ class InstallSnapshotTest : public StateMachineTest {
 
   std::string DbPath() const { return dir_.Sub("db"); }
 };
+
+// The store keeps a floor under its live session-expiry keys, raised as its sessions expire,
+// so the scan for idle sessions skips what lies below. An installed snapshot brings sessions
+// of its own, older than that floor: they must still expire on time.
+TEST_F(InstallSnapshotTest, TheSnapshotsSessionsExpireOnTimeAfterTheInstall) {
+  constexpr uint64_t kExpiry = 10;
+  auto put = [](uint64_t client, uint64_t seq) {
+    kvpb::Command cmd = Rewrite("x", 1);
+    cmd.set_client_id(client);
+    cmd.set_sequence(seq);
+    cmd.set_session_window(64);
+    cmd.set_session_expiry_entries(kExpiry);
+    return cmd;
+  };
+  for (uint64_t i = 1; i <= 200; ++i) ASSERT_TRUE(sm_->Apply(i, 1, put(9, i)).ok());
+  const std::string snap = MakeSnapshot(20);  // session 5, last written at entry 20
+  ASSERT_TRUE(sm_->InstallSnapshot(snap).ok());
+  ASSERT_EQ(sm_->applied_index(), 20u);
+  auto has_session = [&](uint64_t client) {
+    auto s = static_cast<RocksDbStateMachine*>(sm_.get())->GetSession(client);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() && s->has_value();
+  };
+  for (uint64_t i = 21; i <= 20 + kExpiry; ++i) ASSERT_TRUE(sm_->Apply(i, 1, put(9, i)).ok());
+  ASSERT_TRUE(has_session(5)) << "expired too early";
+  ASSERT_TRUE(sm_->Apply(21 + kExpiry, 1, put(9, 21 + kExpiry)).ok());
+  EXPECT_FALSE(has_session(5)) << "idle for more than " << kExpiry << " entries, still there";
+}
 
 TEST_F(InstallSnapshotTest, ReplacesEverythingAndSurvivesReopen) {
   for (int i = 0; i < 3; ++i) Next(Rewrite("old"));
