@@ -9,16 +9,20 @@
 #     under db/) per write on the leader;
 #   throughput: redis-benchmark SET -c 50 -d 100 against the leader, with -P 16 and without,
 #     --duration-ish runs (its -n is fixed: --rb-ops); with --follower also against a
-#     follower (which forwards every write to the leader).
+#     follower (which forwards every write to the leader);
+#   with --etcd-clients LIST: etcd API puts by kvbench (256 B values, 10,000 keys), for each
+#     client count in LIST, over min(clients, 100) connections spread on the 3 nodes (as
+#     compare.sh and etcd's benchmark tool), --etcd-duration seconds each: ops/s and p99 ms.
 # Prints one line per measurement and then the medians per variant and the ratios to A.
 #
 #   bench/write_path_ab.sh --a OLD/kvd --b NEW/kvd [--c NEWER/kvd] [--rounds 3] [--count-ops 300]
 #                          [--rb-ops 100000] [--base-port 27400] [--keep] [--counts-only]
-#                          [--follower]
+#                          [--follower] [--etcd-clients 50,1000] [--etcd-duration 10]
+#                          [--kvbench build/bin/kvbench] [--no-redis]
 set -euo pipefail
 
 a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 base=27400 keep=0 counts_only=0
-on_follower=0
+on_follower=0 etcd_clients="" etcd_duration=10 kvbench=build/bin/kvbench no_redis=0
 while [ $# -gt 0 ]; do
   case $1 in
     --a) a=$2; shift 2 ;;
@@ -31,7 +35,11 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --counts-only) counts_only=1; shift ;;
     --follower) on_follower=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --etcd-clients) etcd_clients=$2; shift 2 ;;
+    --etcd-duration) etcd_duration=$2; shift 2 ;;
+    --kvbench) kvbench=$2; shift 2 ;;
+    --no-redis) no_redis=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "write_path_ab: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +47,9 @@ done
 for t in strace redis-benchmark redis-cli python3; do
   command -v $t >/dev/null || { echo "write_path_ab: needs $t" >&2; exit 2; }
 done
+if [ -n "$etcd_clients" ] && [ ! -x "$kvbench" ]; then
+  echo "write_path_ab: --etcd-clients needs kvbench at $kvbench (--kvbench)" >&2; exit 2
+fi
 
 work=$(mktemp -d /tmp/write-path-ab.XXXXXX)
 results=$work/results.tsv
@@ -131,6 +142,24 @@ print(f"{v}\t{r}\tleader_rocksdb_wal_writes_per_write\t{count(sys.argv[4], rocks
 EOF
 }
 
+etcd_bench() {  # variant round clients
+  local v=$1 r=$2 c=$3 res
+  local eps="127.0.0.1:$((base + 10)),127.0.0.1:$((base + 11)),127.0.0.1:$((base + 12))"
+  if ! res=$("$kvbench" --backend etcd --endpoints "$eps" --clients "$c" \
+               --conns $((c < 100 ? c : 100)) --value-bytes 256 --keys 10000 --key-bytes 16 \
+               --duration "$etcd_duration" --warmup 1 --format json --max-error-ratio 0.01 \
+               2>"$work/kvbench.err"); then
+    log "round $r $v: kvbench at $c clients failed: $(tail -n 2 "$work/kvbench.err" | tr '\n' ' ')"
+    return 0
+  fi
+  python3 - "$v" "$r" "$c" "$res" >>"$results" <<'EOF'
+import json, sys
+v, r, c, d = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+print(f"{v}\t{r}\tetcd_put_c{c}_ops_per_s\t{d['throughput']:.0f}")
+print(f"{v}\t{r}\tetcd_put_c{c}_p99_ms\t{d['latency_us']['all']['p99'] / 1000:.2f}")
+EOF
+}
+
 redis_bench() {  # variant round name args...
   local v=$1 r=$2 name=$3; shift 3
   local rps node=$leader
@@ -149,6 +178,9 @@ for r in $(seq 1 "$rounds"); do
     start_cluster "$kvd" "$dir" || exit 1
     count_syscalls $v $r "$dir"
     if [ $counts_only -eq 0 ]; then
+      for cl in ${etcd_clients//,/ }; do etcd_bench $v $r "$cl"; done
+    fi
+    if [ $counts_only -eq 0 ] && [ $no_redis -eq 0 ]; then
       redis_bench $v $r "resp_set_c50_P16_ops_per_s" -c 50 -P 16
       redis_bench $v $r "resp_set_c50_ops_per_s" -c 50
       if [ $on_follower -eq 1 ]; then

@@ -45,6 +45,14 @@ class InjectingReplicator : public Replicator {
     absl::MutexLock lock(&mu_);
     hold_ = hold;
   }
+  // Blocks until at least `n` writes are held.
+  void AwaitHeldWrites(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return held_writes_.size() >= n;
+    };
+    mu_.Await(absl::Condition(&enough));
+  }
   // Answers every held request with kUnavailable.
   void ReleaseHeld() {
     std::vector<WriteDone> writes;

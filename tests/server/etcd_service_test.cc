@@ -1,11 +1,14 @@
 // The etcd v3 API subset over a real in-process gRPC server and a real single-node stack
 // (RocksDB state machine, LocalReplicator, KvService): what etcdctl and clients rely on.
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "etcd_fakes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -502,6 +505,45 @@ TEST(EtcdServiceTimeoutTest, HandlerGivesUpAfterRequestTimeout) {
   grpc::Status s = server.Kv()->Put(Ctx(10000).get(), put, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_THAT(s.error_message(), HasSubstr("outcome is unknown"));
+}
+
+// The KV service answers from the write's callback (gRPC's callback API): a call in flight
+// holds no server thread. With the sync server each held call blocked one, so 1,000 clients
+// meant 1,000 threads. Counted in /proc, not timed.
+TEST(EtcdServiceThreadsTest, WritesInFlightHoldNoServerThreadEach) {
+  constexpr int kCalls = 300;
+  EtcdTestServer server;
+  server.replicator()->Hold(true);
+  auto kv = server.Kv();
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> context = Ctx(60000);
+    pb::PutRequest req;
+    pb::PutResponse resp;
+  };
+  std::vector<Call> calls(kCalls);
+  absl::Mutex mu;
+  int answered = 0;
+  std::vector<grpc::StatusCode> codes;
+  for (int i = 0; i < kCalls; ++i) {
+    calls[i].req.set_key(absl::StrCat("k", i));
+    calls[i].req.set_value("v");
+    kv->async()->Put(calls[i].context.get(), &calls[i].req, &calls[i].resp,
+                     [&](grpc::Status s) {
+                       absl::MutexLock lock(&mu);
+                       codes.push_back(s.error_code());
+                       ++answered;
+                     });
+  }
+  server.replicator()->AwaitHeldWrites(kCalls);
+  const auto threads = std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                     std::filesystem::directory_iterator());
+  EXPECT_LT(threads, kCalls / 2) << "threads in this process with " << kCalls
+                                 << " writes held in the server";
+  server.replicator()->ReleaseHeld();
+  absl::MutexLock lock(&mu);
+  auto all = [&]() { return answered == kCalls; };
+  mu.Await(absl::Condition(&all));
+  for (grpc::StatusCode code : codes) EXPECT_EQ(code, grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST(EtcdServiceLimitsTest, ValueOverLimitIsRejected) {

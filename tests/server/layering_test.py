@@ -4,14 +4,14 @@
 The arrows (src/server/CMakeLists.txt): frontend/tcp and frontend/etcd use service;
 replication implements service's Replicator seam and uses peer and snapshots; peer and
 snapshots use nothing of the server but the shared vocabulary at the top (node_id.h,
-node_address.h, data_dir.h, grpc_status.h). Only the composition root (node, config, main)
+node_address.h, data_dir.h, grpc_status.h, grpc_async_unary.h). Only the composition root (node, config, main)
 sees every room. Usage: layering_test.py SRC_SERVER_DIR
 """
 import os
 import re
 import sys
 
-COMMON = {"node_id.h", "node_address.h", "data_dir.h", "grpc_status.h"}
+COMMON = {"node_id.h", "node_address.h", "data_dir.h", "grpc_status.h", "grpc_async_unary.h"}
 # Which rooms each room may include (itself always).
 ALLOWED = {
     "service": set(),

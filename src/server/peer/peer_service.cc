@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/grpc_async_unary.h"
 #include "server/grpc_status.h"
 #include "server/node_id.h"
 #include "server/peer/peer_channels.h"
@@ -67,9 +68,9 @@ grpc::Status RaftPeerService::Send(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
-                                      const raftpb::ForwardRequest* request,
-                                      raftpb::ForwardResponse* response) {
+grpc::ServerUnaryReactor* RaftPeerService::Forward(grpc::CallbackServerContext* context,
+                                                   const raftpb::ForwardRequest* request,
+                                                   raftpb::ForwardResponse* response) {
   // Every answer from here on is this handler's own (forwarder.h, kForwardAnsweredKey).
   context->AddTrailingMetadata(kForwardAnsweredKey, "1");
   const size_t n = 1 + static_cast<size_t>(request->more_commands_size());
@@ -79,31 +80,67 @@ grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
     const std::string& bytes =
         i == 0 ? request->command() : request->more_commands(static_cast<int>(i - 1));
     if (!cmds[i].ParseFromString(bytes)) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command");
+      return AsyncUnary::FinishNow(
+          context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparseable command"));
     }
   }
-  // Shared with the callbacks: they may run after this handler gave up and returned.
-  struct Wait {
+  // The answers so far. Shared with the callbacks and the timeout: whichever comes last (the
+  // last answer) or first (the timeout) ends the call.
+  struct Answers {
     absl::Mutex mu;
     size_t unanswered ABSL_GUARDED_BY(mu) = 0;
     std::vector<absl::StatusOr<ForwardResult>> results ABSL_GUARDED_BY(mu);
     std::vector<bool> answered ABSL_GUARDED_BY(mu);
   };
-  auto wait = std::make_shared<Wait>();
+  auto answers = std::make_shared<Answers>();
   {
-    absl::MutexLock lock(&wait->mu);
-    wait->unanswered = n;
-    wait->results.assign(n, absl::UnknownError("not answered"));
-    wait->answered.assign(n, false);
+    absl::MutexLock lock(&answers->mu);
+    answers->unanswered = n;
+    answers->results.assign(n, absl::UnknownError("not answered"));
+    answers->answered.assign(n, false);
   }
+  // Writes the response from the answers; those not answered are outcome unknown (the
+  // answered ones are final, and their followers may go on waiting for their apply).
+  // REQUIRES: the call is claimed.
+  auto respond = [answers, response, n]() -> grpc::Status {
+    constexpr char kLate[] =
+        "the leader did not answer the forwarded write in time; outcome unknown";
+    absl::MutexLock lock(&answers->mu);
+    if (n == 1) {
+      if (!answers->answered[0]) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
+      const absl::StatusOr<ForwardResult>& r = answers->results[0];
+      if (!r.ok()) return ToGrpcStatus(r.status());
+      ToWire(r->index, r->result, response);
+      return grpc::Status::OK;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      raftpb::ForwardedResult* out = response->add_results();
+      const absl::StatusOr<ForwardResult>& r = answers->results[i];
+      if (r.ok()) {
+        ToWire(r->index, r->result, out->mutable_response());
+        continue;
+      }
+      grpc::Status g = answers->answered[i]
+                           ? ToGrpcStatus(r.status())
+                           : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
+      out->set_code(static_cast<int32_t>(g.error_code()));
+      out->set_message(g.error_message());
+    }
+    return grpc::Status::OK;
+  };
+  std::shared_ptr<AsyncUnary> call =
+      AsyncUnary::Start(absl::ToChronoMilliseconds(max_forward_wait_), respond);
   std::vector<PeerHandler::ForwardDone> dones;
   dones.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    dones.push_back([wait, i](absl::StatusOr<ForwardResult> r) {
-      absl::MutexLock lock(&wait->mu);
-      wait->results[i] = std::move(r);
-      wait->answered[i] = true;
-      --wait->unanswered;
+    dones.push_back([answers, call, respond, i](absl::StatusOr<ForwardResult> r) {
+      {
+        absl::MutexLock lock(&answers->mu);
+        answers->results[i] = std::move(r);
+        answers->answered[i] = true;
+        if (--answers->unanswered != 0) return;
+      }
+      if (call->Claim()) call->Finish(respond());
     });
   }
   if (n == 1) {
@@ -111,39 +148,7 @@ grpc::Status RaftPeerService::Forward(grpc::ServerContext* context,
   } else {
     handler_->WritesFromPeer(std::move(cmds), std::move(dones));
   }
-  // The follower's deadline, never past our own bound (a leaked wait would hold a gRPC
-  // thread and block Server::Shutdown).
-  const absl::Time deadline =
-      std::min(absl::Now() + max_forward_wait_, absl::FromChrono(context->deadline()));
-  absl::MutexLock lock(&wait->mu);
-  auto all_answered = [wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wait->mu) {
-    return wait->unanswered == 0;
-  };
-  const bool in_time = wait->mu.AwaitWithDeadline(absl::Condition(&all_answered), deadline);
-  constexpr char kLate[] =
-      "the leader did not answer the forwarded write in time; outcome unknown";
-  if (n == 1) {
-    if (!in_time) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
-    if (!wait->results[0].ok()) return ToGrpcStatus(wait->results[0].status());
-    ToWire(wait->results[0]->index, wait->results[0]->result, response);
-    return grpc::Status::OK;
-  }
-  // Batched: one answer per command; those not answered by the deadline are outcome unknown
-  // (the answered ones are final, and their followers may go on waiting for their apply).
-  for (size_t i = 0; i < n; ++i) {
-    raftpb::ForwardedResult* out = response->add_results();
-    const absl::StatusOr<ForwardResult>& r = wait->results[i];
-    if (r.ok()) {
-      ToWire(r->index, r->result, out->mutable_response());
-      continue;
-    }
-    grpc::Status g = wait->answered[i]
-                         ? ToGrpcStatus(r.status())
-                         : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, kLate);
-    out->set_code(static_cast<int32_t>(g.error_code()));
-    out->set_message(g.error_message());
-  }
-  return grpc::Status::OK;
+  return call->reactor();
 }
 
 }  // namespace raftkv::server

@@ -52,12 +52,16 @@ class PeerHandler {
 //   long, unlike the peers' own, because clients share the port.
 void ApplyPeerServerOptions(grpc::ServerBuilder* builder);
 
-class RaftPeerService final : public raftpb::RaftPeer::Service {
+// The streams (Send, InstallSnapshot) are served by sync-server threads, one per open stream;
+// Forward, one call per forwarded write or batch, is served with the callback API, so no
+// thread waits for its answer (server/grpc_async_unary.h).
+class RaftPeerService final
+    : public raftpb::RaftPeer::WithCallbackMethod_Forward<raftpb::RaftPeer::Service> {
  public:
   // REQUIRES: handler outlives the service (the gRPC server is shut down first).
-  // Received snapshots are written under `snapshot_dir`. A Forward waits for its answer
-  // until the caller's deadline, and never longer than `max_forward_wait`
-  // (--request-timeout-ms plus a margin).
+  // Received snapshots are written under `snapshot_dir`. A Forward is answered when its
+  // writes are, or at the caller's deadline, or after `max_forward_wait` (--request-timeout-ms
+  // plus a margin), whichever comes first.
   // Message batches stamped with another `cluster_id` (a node of another cluster, or started
   // with another --cluster-token) are refused, and the refusal is logged; 0 checks nothing.
   RaftPeerService(PeerHandler* handler, std::string snapshot_dir,
@@ -70,8 +74,9 @@ class RaftPeerService final : public raftpb::RaftPeer::Service {
   grpc::Status Send(grpc::ServerContext* context,
                     grpc::ServerReader<raftpb::MessageBatch>* reader,
                     raftpb::PeerEmpty* response) override;
-  grpc::Status Forward(grpc::ServerContext* context, const raftpb::ForwardRequest* request,
-                       raftpb::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
+                                    const raftpb::ForwardRequest* request,
+                                    raftpb::ForwardResponse* response) override;
 
  private:
   PeerHandler* const handler_;

@@ -1,6 +1,6 @@
 // What the etcd services (etcd_kv.h, etcd_maintenance.h, etcd_cluster.h) share: the seams,
-// the ids, the error mapping and the blocking wait of a sync-server handler. Internal to
-// frontend/etcd.
+// the ids, the error mapping, the callback-API call of the KV service and the blocking wait
+// of a sync-server handler (Maintenance, Cluster). Internal to frontend/etcd.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +21,7 @@
 #include "kv/state_machine.h"
 #include "server/frontend/etcd/etcd_range.h"
 #include "server/frontend/etcd/etcd_service.h"
+#include "server/grpc_async_unary.h"
 #include "server/grpc_status.h"
 #include "server/node_id.h"
 #include "server/service/kv_service.h"
@@ -80,7 +81,7 @@ class Shared {
   // The client's session for exactly-once writes, from gRPC metadata (README.md, "etcd
   // API"): raftkv-session-id, raftkv-session-sequence and (optional)
   // raftkv-session-first-unacked, decimal. No raftkv-session-id: no session (etcdctl).
-  static absl::StatusOr<WriteSession> SessionOf(const grpc::ServerContext* context) {
+  static absl::StatusOr<WriteSession> SessionOf(const grpc::ServerContextBase* context) {
     const auto& md = context->client_metadata();
     auto number = [&](const char* name, uint64_t* out) -> absl::Status {
       auto it = md.find(name);
@@ -104,7 +105,7 @@ class Shared {
   // ToGrpc for a failed write, which also marks the answer with its kind (trailing metadata
   // raftkv-error-kind: "not-applied" or "outcome-unknown"), so a client can tell the
   // server's UNAVAILABLE from a call that broke in transport (also UNAVAILABLE in gRPC).
-  grpc::Status WriteError(grpc::ServerContext* context, const absl::Status& s) const {
+  grpc::Status WriteError(grpc::ServerContextBase* context, const absl::Status& s) const {
     switch (KindOf(s)) {
       case ErrorKind::kNotApplied:
         context->AddTrailingMetadata("raftkv-error-kind", "not-applied");
@@ -118,18 +119,22 @@ class Shared {
     return ToGrpc(s);
   }
 
-  // Starts an asynchronous KvService call with `start(done)` and blocks this (gRPC handler)
-  // thread until `done` runs, the client's deadline passes, or request_timeout_ms passes.
-  template <typename T, typename Start>
-  absl::StatusOr<T> Await(grpc::ServerContext* context, Start start) const {
-    return Wait<absl::StatusOr<T>>(
-        context, "request did not complete within its deadline (at most %d ms); a write's "
-                 "outcome is unknown",
-        [&](auto done) { start(KvService::Done<T>(std::move(done))); });
+  // A call of the callback API answered by a KvService operation (grpc_async_unary.h), which
+  // ends with DEADLINE_EXCEEDED if request_timeout_ms passes first (the raft loop answers
+  // every request by then; this is the bound if it cannot). A write's late answer is marked
+  // outcome-unknown (WriteError).
+  std::shared_ptr<AsyncUnary> StartCall(grpc::CallbackServerContext* context, bool write) const {
+    return AsyncUnary::Start(
+        std::chrono::milliseconds(options_.request_timeout_ms), [this, context, write] {
+          absl::Status late = absl::DeadlineExceededError(absl::StrFormat(
+              "request did not complete within its deadline (at most %d ms)%s",
+              options_.request_timeout_ms, write ? "; the write's outcome is unknown" : ""));
+          return write ? WriteError(context, late) : ToGrpc(late);
+        });
   }
 
   // Blocks until replicator->ReadBarrier answers (then the local state machine holds every
-  // write acknowledged before this call), with the same deadline rule as Await.
+  // write acknowledged before this call), with the deadline rule of Wait (below).
   absl::Status AwaitReadBarrier(grpc::ServerContext* context) const {
     return Wait<absl::Status>(
         context, "read barrier did not complete within its deadline (at most %d ms)",
@@ -148,7 +153,7 @@ class Shared {
   }
 
   // Blocks until replicator->ChangeMembership answers (the change applied on this node, the
-  // leader), with the same deadline rule as Await. Returns the member's raft id.
+  // leader), with the deadline rule of Wait (below). Returns the member's raft id.
   absl::StatusOr<uint64_t> AwaitMembership(grpc::ServerContext* context,
                                            MembershipChange change) const {
     return Wait<absl::StatusOr<uint64_t>>(
