@@ -118,6 +118,11 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
   add("--session-window", &config->raft.session_window,
       "First results a client session keeps for retries: its newest unacknowledged writes "
       "(stamped into each entry by the leader)");
+  add("--max-forward-batch-writes", &config->raft.max_forward_batch_writes,
+      "Most writes a follower sends to the leader in one Forward call (the single writes "
+      "it took from all its clients in one loop iteration go together)");
+  add("--max-forward-batch-bytes", &config->raft.max_forward_batch_bytes,
+      "Most bytes of writes in one Forward call, unless one write alone is larger");
   add("--request-timeout-ms", &config->raft.request_timeout_ms,
       "A write or linearizable read not done in this time fails (a write's outcome is then "
       "unknown)");

@@ -9,6 +9,7 @@ client was answered with.
 """
 import json
 import os
+import socket
 import unittest
 
 from harness import BIN, KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
@@ -107,6 +108,46 @@ class ForwardSessionTest(unittest.TestCase):
             self.assertEqual(code, 0, (out + err)[-3000:])
             self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (6000, 0, 0), out)
 
+    def test_single_writes_of_many_connections_share_forward_calls(self):
+        """A follower forwards the single writes it took in one loop iteration, from all its
+        connections, in one Forward call (one RPC per write before: as many calls as
+        writes). Counted by the follower (INFO raft_forward_calls / raft_forwarded_writes),
+        not timed; every write must still succeed."""
+        with TempCluster(3, extra_args=FAST) as cluster:
+            for n in cluster.nodes:
+                n.start()
+            leader = wait_for_leader(cluster.nodes)
+            follower = next(n for n in cluster.nodes if n is not leader)
+            code, out, err = run([os.path.join(BIN, "kvbench"), "--backend", "resp",
+                                  "--endpoints", f"127.0.0.1:{follower.port}",
+                                  "--clients", "100", "--conns", "100", "--ops", "3000",
+                                  "--duration", "60", "--keys", "1000", "--format", "json"],
+                                 timeout_s=120)
+            result = json.loads(out) if out.strip().startswith("{") else {}
+            self.assertEqual(code, 0, (out + err)[-3000:])
+            self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (3000, 0, 0), out)
+            info = resp_info(follower.port)
+            writes, calls = int(info["raft_forwarded_writes"]), int(info["raft_forward_calls"])
+            self.assertGreaterEqual(writes, 3000, info)
+            self.assertLess(calls, writes, f"{calls} Forward calls for {writes} writes")
+
+
+def resp_info(port):
+    """INFO of the node at `port` (RESP), as a dict."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"*1\r\n$4\r\nINFO\r\n")
+        data = b""
+        while True:  # "$<length>\r\n<text>\r\n"
+            if data.startswith(b"$") and b"\r\n" in data:
+                head, _, rest = data.partition(b"\r\n")
+                if len(rest) >= int(head[1:]) + 2:
+                    break
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"INFO: connection closed after {data!r}")
+            data += chunk
+    text = rest[:int(head[1:])].decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 if __name__ == "__main__":
     unittest.main()

@@ -497,7 +497,7 @@ void RaftLoop::Loop() {
     const absl::Time started = absl::Now();
     iteration_start_ = started;
     std::vector<ReadDone> new_reads;
-    for (Event& e : events) HandleEvent(e, &new_reads);
+    HandleEvents(events, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
 
     const absl::Time now = absl::Now();
@@ -542,6 +542,37 @@ void RaftLoop::Loop() {
     std::move(t.done)(absl::UnavailableError("node is shutting down"));
   }
   transfers_.clear();
+}
+
+void RaftLoop::HandleEvents(std::vector<Event>& events, std::vector<ReadDone>* new_reads) {
+  // Consecutive single writes (each its own group, from any connection) are handled as one
+  // run, so a follower forwards them in one call: one RPC per loop iteration instead of one
+  // per write. Their order among themselves is kept; any other event ends the run first, so
+  // the order of events is kept too. A run is cut at the batch limits.
+  std::vector<WriteEvent> run;
+  uint64_t run_bytes = 0;
+  auto flush = [&] {
+    if (run.empty()) return;
+    HandleWrites(run);
+    run.clear();
+    run_bytes = 0;
+  };
+  for (Event& e : events) {
+    auto* w = std::get_if<WriteEvent>(&e);
+    if (w == nullptr || w->retry || w->held) {
+      flush();
+      HandleEvent(e, new_reads);
+      continue;
+    }
+    const uint64_t bytes = w->cmd.ByteSizeLong();
+    if (run.size() >= options_.max_forward_batch_writes ||
+        (!run.empty() && run_bytes + bytes > options_.max_forward_batch_bytes)) {
+      flush();
+    }
+    run_bytes += bytes;
+    run.push_back(std::move(*w));
+  }
+  flush();
 }
 
 void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
@@ -718,6 +749,8 @@ void RaftLoop::ForwardWrites(std::vector<WriteEvent> ws, uint64_t leader) {
                          }});
   }
   forwards_in_flight_.fetch_add(1);
+  forward_calls_.fetch_add(1, std::memory_order_relaxed);
+  forwarded_writes_.fetch_add(wire.size(), std::memory_order_relaxed);
   // A try after a broken Forward gets what is left of the write's deadline.
   const int64_t left_ms = absl::ToInt64Milliseconds(
       taken + absl::Milliseconds(options_.request_timeout_ms) - absl::Now());
@@ -1317,6 +1350,8 @@ NodeStatus RaftLoop::Status() const {
   }
   s.loop_max_iteration_us = loop_max_iteration_us_.load(std::memory_order_relaxed);
   s.loop_max_tick_gap_us = loop_max_tick_gap_us_.load(std::memory_order_relaxed);
+  s.forward_calls = forward_calls_.load(std::memory_order_relaxed);
+  s.forwarded_writes = forwarded_writes_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -112,6 +112,11 @@ struct RaftLoopOptions {
   // proposes, so the state machine of every replica applies the leader's values.
   uint64_t session_expiry_entries = 100000;  // --session-expiry-entries
   uint64_t session_window = 64;              // --session-window
+  // A follower forwards the single writes it took in one loop iteration (from any number of
+  // connections) to the leader in one Forward call of at most this many writes and, unless
+  // one write alone is larger, bytes (each is still answered on its own).
+  size_t max_forward_batch_writes = 256;        // --max-forward-batch-writes
+  uint64_t max_forward_batch_bytes = 1 << 20;   // --max-forward-batch-bytes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
@@ -318,6 +323,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Answers the request an event carries (if any) with `status`: it will not be handled.
   static void Refuse(Event& e, const absl::Status& status);
   void Loop();
+  // The events of one iteration in order; runs of single writes go through HandleWrites
+  // together (a follower forwards each run in one call).
+  void HandleEvents(std::vector<Event>& events, std::vector<ReadDone>* new_reads);
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
   void HandleWrite(WriteEvent& w);
   // Writes in order: each proposed here (or held, or refused); the runs of them that must go
@@ -460,6 +468,10 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::atomic<size_t> outstanding_writes_{0};
   // Forward RPCs whose callback has not run yet; Stop() waits for them (they post here).
   std::atomic<size_t> forwards_in_flight_{0};
+  // NodeStatus::forward_calls / forwarded_writes: Forward calls this node made, and the
+  // writes they carried, since it started.
+  std::atomic<uint64_t> forward_calls_{0};
+  std::atomic<uint64_t> forwarded_writes_{0};
   // NodeStatus::db_size_bytes, refreshed on the reader pool at most once per tick.
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> db_size_refreshing_{false};

@@ -58,6 +58,10 @@ struct NodeStatus {
   // network, is what delays heartbeats and elections.
   uint64_t loop_max_iteration_us = 0;
   uint64_t loop_max_tick_gap_us = 0;
+  // Forward calls this node made to a leader since it started, and the writes they carried
+  // (a follower sends the writes of one loop iteration in one call).
+  uint64_t forward_calls = 0;
+  uint64_t forwarded_writes = 0;
   // Conditions an operator must act on, one sentence each (etcd Maintenance.Status `errors`;
   // kvctl status shows them). Empty when all is well.
   std::vector<std::string> alarms;

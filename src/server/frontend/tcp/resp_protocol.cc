@@ -154,7 +154,8 @@ TcpRequest Info() {
         "\r\n# Replication\r\nrole:", st.role == "leader" ? "master" : "slave",
         "\r\nraft_role:", st.role, "\r\nraft_term:", st.term, "\r\nraft_leader_id:",
         st.leader_id, "\r\nraft_commit_index:", st.commit_index, "\r\nraft_applied_index:",
-        st.applied_index, "\r\n");
+        st.applied_index, "\r\nraft_forward_calls:", st.forward_calls,
+        "\r\nraft_forwarded_writes:", st.forwarded_writes, "\r\n");
     std::move(reply)(RespBulk(text));
   });
 }
