@@ -7,16 +7,28 @@
 #     it has applied everything, and its peak RSS,
 #   - kvd --restore-from of that snapshot into a new data dir: time until it serves reads,
 #     and its peak RSS.
-# Usage: bench/large_state.sh [--keys N] [--bin DIR]   (nothing else should run meanwhile)
+#   - each node's RSS once loaded, and its peak, then again after --load-seconds of etcd puts
+#     from 1,000 clients over 100 connections over the same keys (issue 14: at most 256 MiB).
+# Usage: bench/large_state.sh [--keys N] [--bin DIR] [--resp-load] [--memory-only]
+#                             [--load-seconds S]   (nothing else should run meanwhile)
+#   --resp-load    load the keys by RESP SET, 50 connections pipelined 16 deep, through the
+#                  leader (faster than etcd Puts: the state, not the load, is measured)
+#   --memory-only  stop after the memory figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=1000000
 bin=build/bin
+resp_load=0
+memory_only=0
+load_seconds=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    *) sed -n '2,11p' "$0"; exit 2 ;;
+    --resp-load) resp_load=1; shift ;;
+    --memory-only) memory_only=1; shift ;;
+    --load-seconds) load_seconds=$2; shift 2 ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
 done
 work=$(mktemp -d /tmp/raftkv-large.XXXXXX)
@@ -43,6 +55,13 @@ field() { python3 -c "import json,sys; d=[s for s in json.load(sys.stdin) if s.g
 now() { date +%s.%N; }
 since() { python3 -c "print(f'{$(now) - $1:.1f}')"; }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$1/status; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$1/status; }
+memory() {  # what
+  local i
+  for i in 0 1 2; do
+    echo "memory $1: node $i ($([ $i -eq "$leader" ] && echo leader || echo follower)): RSS $(rss_mb ${pid[$i]}) MiB, peak $(peak_rss_mb ${pid[$i]}) MiB"
+  done
+}
 
 for i in 0 1 2; do start_node $i; done
 until status_json | grep -q '"leader":[0-9]'; do sleep 0.2; done
@@ -51,10 +70,22 @@ follower=$(( (leader + 1) % 3 ))
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; keys: $keys x 100 B"
 
 t=$(now)
-"$bin/kvbench" --backend etcd --endpoints "$eps" --clients 50 --conns 50 --ops "$keys" \
-  --keys "$keys" --sequential-keys --key-prefix bench- --key-bytes 1 --value-bytes 100 \
-  --duration 86400 --timeout-ms 10000
+if [ $resp_load -eq 1 ]; then
+  "$bin/kvbench" --backend resp --endpoints "127.0.0.1:$((17000 + leader))" --clients 50 \
+    --conns 50 --pipeline 16 --ops "$keys" --keys "$keys" --sequential-keys --key-prefix bench- \
+    --key-bytes 1 --value-bytes 100 --duration 86400 --timeout-ms 10000
+else
+  "$bin/kvbench" --backend etcd --endpoints "$eps" --clients 50 --conns 50 --ops "$keys" \
+    --keys "$keys" --sequential-keys --key-prefix bench- --key-bytes 1 --value-bytes 100 \
+    --duration 86400 --timeout-ms 10000
+fi
 echo "load: $(since $t) s"
+memory "after loading $keys keys"
+"$bin/kvbench" --backend etcd --endpoints "$eps" --clients 1000 --conns 100 --keys "$keys" \
+  --key-prefix bench- --key-bytes 1 --value-bytes 100 --duration "$load_seconds" --warmup 0 \
+  --timeout-ms 10000 | grep -E "measured|all "
+memory "after ${load_seconds} s of etcd puts from 1,000 clients"
+[ $memory_only -eq 1 ] && exit 0
 
 t=$(now)
 "$bin/kvctl" --endpoints "127.0.0.1:$((18000 + leader))" --timeout-ms 600000 snapshot save "$work/snap.db" >/dev/null
