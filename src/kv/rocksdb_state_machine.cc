@@ -61,21 +61,21 @@ KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
 
 // StoreView::ForEachIdleSession over `it`, an iterator of the meta column family (the store's,
 // or the store's merged with a batch): calls fn(last_index, client_id) for the session-expiry
-// keys from `floor` (every live one is at or above it) up to `before_index` (excluded), oldest
-// first, at most `max` of them. Returns the floor after the entry that removes what fn was
-// given: `before_index` when fewer than `max` were found (all below it were), else the last
-// one's last_index. A key under the expiry prefix that does not parse is kDataLoss.
-absl::StatusOr<uint64_t> ScanIdleSessions(rocksdb::Iterator* it, uint64_t floor,
-                                          uint64_t before_index, size_t max,
-                                          const std::string& db_path,
-                                          const std::function<void(uint64_t, uint64_t)>& fn) {
+// keys from `*floor` (every live one is at or above it) up to `before_index` (excluded),
+// oldest first, at most `max` of them. Then raises `*floor` to what it is once the entry that
+// removes what fn was given is written: `before_index` when fewer than `max` were found (all
+// below it were), else the last one's last_index. A key under the expiry prefix that does
+// not parse is kDataLoss (and `*floor` is unchanged).
+absl::Status ScanIdleSessions(rocksdb::Iterator* it, uint64_t* floor, uint64_t before_index,
+                              size_t max, const std::string& db_path,
+                              const std::function<void(uint64_t, uint64_t)>& fn) {
   const std::string end = coding::SessionExpiryKey(before_index, 0);
   const rocksdb::Slice upper(end);
   size_t n = 0;
-  uint64_t last = floor;
+  uint64_t last = *floor;
   // Seeking to the floor, not to the prefix, skips the deleted expiry keys below it (one per
   // session update, kept until a compaction): without it every command walked them all.
-  for (it->Seek(coding::SessionExpiryKey(floor, 0)); it->Valid() && n < max; it->Next(), ++n) {
+  for (it->Seek(coding::SessionExpiryKey(*floor, 0)); it->Valid() && n < max; it->Next(), ++n) {
     if (it->key().compare(upper) >= 0) break;
     uint64_t last_index = 0, client_id = 0;
     if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
@@ -86,7 +86,8 @@ absl::StatusOr<uint64_t> ScanIdleSessions(rocksdb::Iterator* it, uint64_t floor,
     last = last_index;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
-  return n < max ? std::max(floor, before_index) : last;
+  *floor = n < max ? std::max(*floor, before_index) : last;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -132,11 +133,7 @@ class RocksDbStateMachine::LiveView final : public StoreView {
     rocksdb::Slice upper(end);
     ro.iterate_upper_bound = &upper;  // RocksDB stops at the bound instead of reading past it
     std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->meta_cf_));
-    absl::StatusOr<uint64_t> floor =
-        ScanIdleSessions(it.get(), floor_, before_index, max, sm_->options_.db_path, fn);
-    if (!floor.ok()) return floor.status();
-    floor_ = *floor;
-    return absl::OkStatus();
+    return ScanIdleSessions(it.get(), &floor_, before_index, max, sm_->options_.db_path, fn);
   }
 
   // The session-expiry floor once the entry evaluated against this view is written.
@@ -206,11 +203,7 @@ class RocksDbStateMachine::BatchView final : public StoreView {
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_, ro);
-    absl::StatusOr<uint64_t> floor =
-        ScanIdleSessions(it.get(), floor_, before_index, max, sm_->options_.db_path, fn);
-    if (!floor.ok()) return floor.status();
-    floor_ = *floor;
-    return absl::OkStatus();
+    return ScanIdleSessions(it.get(), &floor_, before_index, max, sm_->options_.db_path, fn);
   }
 
   // The session-expiry floor once the entries evaluated so far are written.

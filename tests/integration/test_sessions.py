@@ -95,18 +95,7 @@ class ForwardSessionTest(unittest.TestCase):
 
     def test_hundreds_of_writes_in_flight_through_a_follower_all_succeed(self):
         with TempCluster(3, extra_args=FAST + ["--session-window=16"]) as cluster:
-            for n in cluster.nodes:
-                n.start()
-            leader = wait_for_leader(cluster.nodes)
-            follower = next(n for n in cluster.nodes if n is not leader)
-            code, out, err = run([os.path.join(BIN, "kvbench"), "--backend", "resp",
-                                  "--endpoints", f"127.0.0.1:{follower.port}",
-                                  "--clients", "200", "--conns", "200", "--ops", "6000",
-                                  "--duration", "60", "--keys", "1000", "--format", "json"],
-                                 timeout_s=120)
-            result = json.loads(out) if out.strip().startswith("{") else {}
-            self.assertEqual(code, 0, (out + err)[-3000:])
-            self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (6000, 0, 0), out)
+            self.sets_through_a_follower(cluster, clients=200, ops=6000)
 
     def test_single_writes_of_many_connections_share_forward_calls(self):
         """A follower forwards the single writes it took in one loop iteration, from all its
@@ -114,22 +103,29 @@ class ForwardSessionTest(unittest.TestCase):
         writes). Counted by the follower (INFO raft_forward_calls / raft_forwarded_writes),
         not timed; every write must still succeed."""
         with TempCluster(3, extra_args=FAST) as cluster:
-            for n in cluster.nodes:
-                n.start()
-            leader = wait_for_leader(cluster.nodes)
-            follower = next(n for n in cluster.nodes if n is not leader)
-            code, out, err = run([os.path.join(BIN, "kvbench"), "--backend", "resp",
-                                  "--endpoints", f"127.0.0.1:{follower.port}",
-                                  "--clients", "100", "--conns", "100", "--ops", "3000",
-                                  "--duration", "60", "--keys", "1000", "--format", "json"],
-                                 timeout_s=120)
-            result = json.loads(out) if out.strip().startswith("{") else {}
-            self.assertEqual(code, 0, (out + err)[-3000:])
-            self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (3000, 0, 0), out)
+            follower = self.sets_through_a_follower(cluster, clients=100, ops=3000)
             info = resp_info(follower.port)
             writes, calls = int(info["raft_forwarded_writes"]), int(info["raft_forward_calls"])
             self.assertGreaterEqual(writes, 3000, info)
             self.assertLess(calls, writes, f"{calls} Forward calls for {writes} writes")
+
+    def sets_through_a_follower(self, cluster, clients, ops):
+        """Starts `cluster`, sends `ops` RESP SETs from `clients` connections (one request in
+        flight each) to a follower, checks that all succeed; returns the follower."""
+        for n in cluster.nodes:
+            n.start()
+        leader = wait_for_leader(cluster.nodes)
+        follower = next(n for n in cluster.nodes if n is not leader)
+        code, out, err = run([os.path.join(BIN, "kvbench"), "--backend", "resp",
+                              "--endpoints", f"127.0.0.1:{follower.port}",
+                              "--clients", str(clients), "--conns", str(clients),
+                              "--ops", str(ops), "--duration", "60", "--keys", "1000",
+                              "--format", "json"],
+                             timeout_s=120)
+        result = json.loads(out) if out.strip().startswith("{") else {}
+        self.assertEqual(code, 0, (out + err)[-3000:])
+        self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (ops, 0, 0), out)
+        return follower
 
 
 def resp_info(port):
