@@ -37,6 +37,11 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
           if (client_id == cmd.client_id()) own_session_expired = true;
         });
     if (!s.ok()) return s;
+    for (const auto& [last_index, client_id] : effect.expired_sessions) {
+      absl::StatusOr<std::optional<coding::SessionRecord>> expired = view.GetSession(client_id);
+      if (!expired.ok()) return expired.status();
+      effect.sessions_before.emplace(client_id, *std::move(expired));
+    }
   }
 
   std::optional<coding::SessionRecord> session;
@@ -46,6 +51,7 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
           view.GetSession(cmd.client_id());
       if (!stored.ok()) return stored.status();
       session = *std::move(stored);
+      effect.sessions_before.emplace(cmd.client_id(), session);
       if (session) effect.replaced_session_last_index = session->last_index;
     }
     const uint64_t seq = cmd.sequence();
@@ -73,10 +79,14 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
   const int64_t new_revision = revision + 1;
   bool changed = false;
   auto& overlay = effect.writes;
-  // Ops see the effect of the ops before them: reads go through the overlay first.
+  auto& before = effect.writes_before;
+  // Ops see the effect of the ops before them: reads go through the overlay first. Every key
+  // enters the overlay after a read from the view, which `before` keeps.
   auto lookup = [&](const std::string& key) -> absl::StatusOr<std::optional<coding::KeyRecord>> {
     if (auto it = overlay.find(key); it != overlay.end()) return it->second;
-    return view.GetRecord(key);
+    absl::StatusOr<std::optional<coding::KeyRecord>> stored = view.GetRecord(key);
+    if (stored.ok()) before.emplace(key, *stored);
+    return stored;
   };
 
   result.ops.reserve(cmd.ops_size());
@@ -118,9 +128,12 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
         };
         std::vector<std::string> doomed;
         // Stored keys the overlay does not know; the overlay's own keys come next.
-        absl::Status s = view.ForEachKey(del.key(), del.range_end(), to_end, [&](std::string k) {
-          if (!overlay.contains(k)) doomed.push_back(std::move(k));
-        });
+        absl::Status s = view.ForEachRecord(
+            del.key(), del.range_end(), to_end, [&](std::string k, coding::KeyRecord rec) {
+              if (overlay.contains(k)) return;
+              before.emplace(k, std::move(rec));
+              doomed.push_back(std::move(k));
+            });
         if (!s.ok()) return s;
         for (auto o = overlay.lower_bound(del.key()); o != overlay.end() && in_range(o->first);
              ++o) {

@@ -23,9 +23,11 @@ class StoreView {
  public:
   virtual ~StoreView() = default;
   virtual absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) = 0;
-  // Calls fn for every stored key k with begin <= k and (to_end or k < end), ascending.
-  virtual absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
-                                  const std::function<void(std::string)>& fn) = 0;
+  // Calls fn(k, record) for every stored key k with begin <= k and (to_end or k < end),
+  // ascending.
+  virtual absl::Status ForEachRecord(
+      const std::string& begin, const std::string& end, bool to_end,
+      const std::function<void(std::string, coding::KeyRecord)>& fn) = 0;
   virtual absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) = 0;
   // Calls fn(last_index, client_id) for the sessions with last_index < before_index, in
   // ascending (last_index, client_id) order, at most `max` of them.
@@ -54,6 +56,13 @@ struct EntryEffect {
   // last_index of the record it replaces (nullopt: none, or it is in expired_sessions).
   std::optional<SessionEntry> session;
   std::optional<uint64_t> replaced_session_last_index;
+  // What the rows the entry changes held before it, read during the evaluation anyway: the
+  // record of every key in `writes` (nullopt: absent), and of every session the entry expires
+  // or rewrites (nullopt: none). A follower of the store (the SQLite backup) keeps its
+  // checksums from these instead of reading its own rows (it may hold a few keys more, read
+  // but not changed).
+  std::map<std::string, std::optional<coding::KeyRecord>, std::less<>> writes_before;
+  std::map<uint64_t, std::optional<coding::SessionRecord>> sessions_before;
 };
 
 // Evaluates cmd as the committed entry `index` against `view`, whose store revision is

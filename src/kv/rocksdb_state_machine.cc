@@ -49,6 +49,16 @@ std::string EscapeKey(std::string_view key) {
   return out;
 }
 
+// A stored record of the data column family, with the store and key in any error.
+absl::StatusOr<coding::KeyRecord> DecodeStored(std::string_view key, std::string_view value,
+                                               const std::string& db_path) {
+  absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
+  if (!rec.ok()) {
+    return WithContext(rec.status(), absl::StrFormat("%s key \"%s\"", db_path, EscapeKey(key)));
+  }
+  return rec;
+}
+
 KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
   KeyValue kv;
   kv.key = std::move(key);
@@ -76,7 +86,7 @@ absl::Status ScanIdleSessions(rocksdb::Iterator* it, uint64_t* floor, uint64_t b
   // Seeking to the floor, not to the prefix, skips the deleted expiry keys below it (one per
   // session update, kept until a compaction): without it every command walked them all.
   for (it->Seek(coding::SessionExpiryKey(*floor, 0)); it->Valid() && n < max; it->Next(), ++n) {
-    if (it->key().compare(upper) >= 0) break;
+    if (it->key().compare(upper) >= 0) break;  // the bound is not enough: ForEachStoredRecord
     uint64_t last_index = 0, client_id = 0;
     if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
                                        &last_index, &client_id)) {
@@ -87,6 +97,27 @@ absl::Status ScanIdleSessions(rocksdb::Iterator* it, uint64_t* floor, uint64_t b
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
   *floor = n < max ? std::max(*floor, before_index) : last;
+  return absl::OkStatus();
+}
+
+// StoreView::ForEachRecord over `it`, an iterator of the data column family whose read
+// options are bounded by `upper` (null: to the end).
+//
+// The loop checks the bound itself: RocksDB's iterator over a batch and the store
+// (NewIteratorWithBase) can return one of the batch's deleted keys past the upper bound, with
+// an empty value, when the store's side is exhausted (RocksDB issue 11606, in 7.8).
+absl::Status ForEachStoredRecord(rocksdb::Iterator* it, const std::string& begin,
+                                 const rocksdb::Slice* upper, const std::string& db_path,
+                                 const std::function<void(std::string, coding::KeyRecord)>& fn) {
+  for (it->Seek(begin); it->Valid(); it->Next()) {
+    if (upper != nullptr && it->key().compare(*upper) >= 0) break;
+    const std::string_view key(it->key().data(), it->key().size());
+    absl::StatusOr<coding::KeyRecord> rec =
+        DecodeStored(key, std::string_view(it->value().data(), it->value().size()), db_path);
+    if (!rec.ok()) return rec.status();
+    fn(std::string(key), *std::move(rec));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
   return absl::OkStatus();
 }
 
@@ -102,23 +133,20 @@ class RocksDbStateMachine::LiveView final : public StoreView {
     rocksdb::Status s = sm_->db_->Get(rocksdb::ReadOptions(), sm_->data_cf_, key, &value);
     if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
     if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
-    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
-    if (!rec.ok()) {
-      return WithContext(rec.status(),
-                         absl::StrFormat("%s key \"%s\"", sm_->options_.db_path, EscapeKey(key)));
-    }
+    absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, value, sm_->options_.db_path);
+    if (!rec.ok()) return rec.status();
     return std::optional<coding::KeyRecord>(std::move(*rec));
   }
 
-  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
-                          const std::function<void(std::string)>& fn) override {
+  absl::Status ForEachRecord(
+      const std::string& begin, const std::string& end, bool to_end,
+      const std::function<void(std::string, coding::KeyRecord)>& fn) override {
     rocksdb::ReadOptions ro;
     rocksdb::Slice upper(end);
     if (!to_end) ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->data_cf_));
-    for (it->Seek(begin); it->Valid(); it->Next()) fn(it->key().ToString());
-    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
-    return absl::OkStatus();
+    return ForEachStoredRecord(it.get(), begin, ro.iterate_upper_bound, sm_->options_.db_path,
+                               fn);
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
@@ -157,26 +185,20 @@ class RocksDbStateMachine::BatchView final : public StoreView {
                                                   sm_->data_cf_, key, &value);
     if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
     if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
-    absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
-    if (!rec.ok()) {
-      return WithContext(rec.status(),
-                         absl::StrFormat("%s key \"%s\"", sm_->options_.db_path, EscapeKey(key)));
-    }
+    absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, value, sm_->options_.db_path);
+    if (!rec.ok()) return rec.status();
     return std::optional<coding::KeyRecord>(std::move(*rec));
   }
 
-  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
-                          const std::function<void(std::string)>& fn) override {
+  absl::Status ForEachRecord(
+      const std::string& begin, const std::string& end, bool to_end,
+      const std::function<void(std::string, coding::KeyRecord)>& fn) override {
     rocksdb::ReadOptions ro;
     const rocksdb::Slice upper(end);
     if (!to_end) ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->data_cf_, ro);
-    for (it->Seek(begin); it->Valid(); it->Next()) {
-      if (!to_end && it->key().compare(rocksdb::Slice(end)) >= 0) break;
-      fn(it->key().ToString());
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "scan", sm_->options_.db_path);
-    return absl::OkStatus();
+    return ForEachStoredRecord(it.get(), begin, ro.iterate_upper_bound, sm_->options_.db_path,
+                               fn);
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
@@ -505,10 +527,19 @@ void RocksDbStateMachine::AddEffect(const EntryEffect& effect,
 
 absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
     const std::vector<BatchEntry>& entries) {
+  return ApplyBatchWithEffects(entries, nullptr);
+}
+
+absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffects(
+    const std::vector<BatchEntry>& entries, std::vector<std::unique_ptr<EntryEffect>>* effects) {
   absl::ReaderMutexLock lock(&mu_);
   if (absl::Status open = CheckOpen(); !open.ok()) return open;
   std::vector<ApplyResult> results;
   results.reserve(entries.size());
+  if (effects != nullptr) {
+    effects->clear();
+    effects->reserve(entries.size());
+  }
   // overwrite_key: a key written by two entries of the batch holds the later write, so the
   // batch's iterator sees each key once.
   rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
@@ -524,6 +555,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
         r.duplicate = true;
       }
       results.push_back(std::move(r));
+      if (effects != nullptr) effects->emplace_back();
       continue;
     }
     if (e.index != applied + 1) {
@@ -533,12 +565,14 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
     }
     if (e.cmd == nullptr) {
       results.emplace_back();
+      if (effects != nullptr) effects->emplace_back();
     } else {
       absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
       if (!effect.ok()) return effect.status();
       AddEffect(*effect, &batch);
       revision = effect->store_revision;
       results.push_back(std::move(effect->result));
+      if (effects != nullptr) effects->push_back(std::make_unique<EntryEffect>(*std::move(effect)));
     }
     applied = e.index;
     applied_term = e.term;
@@ -578,11 +612,8 @@ absl::StatusOr<std::optional<KeyValue>> RocksDbStateMachine::Get(std::string_vie
       db_->Get(rocksdb::ReadOptions(), data_cf_, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<KeyValue>();
   if (!s.ok()) return FromRocks(s, "get", options_.db_path);
-  absl::StatusOr<coding::KeyRecord> rec = coding::DecodeKeyRecord(value);
-  if (!rec.ok()) {
-    return WithContext(rec.status(),
-                       absl::StrFormat("%s key \"%s\"", options_.db_path, EscapeKey(key)));
-  }
+  absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, value, options_.db_path);
+  if (!rec.ok()) return rec.status();
   return std::optional<KeyValue>(ToKeyValue(std::string(key), std::move(*rec)));
 }
 

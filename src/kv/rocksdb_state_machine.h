@@ -67,6 +67,9 @@ class RocksDbStateMachine final : public StateMachine {
   // against the store plus the batch so far, so it sees the entries before it).
   absl::StatusOr<std::vector<ApplyResult>> ApplyBatch(
       const std::vector<BatchEntry>& entries) override;
+  absl::StatusOr<std::vector<ApplyResult>> ApplyBatchWithEffects(
+      const std::vector<BatchEntry>& entries,
+      std::vector<std::unique_ptr<EntryEffect>>* effects) override;
 
   absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const override;
   absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view range_end,

@@ -70,45 +70,30 @@ struct SqliteBackup::Statements {
       delete_kv, put_session;
 };
 
-// The backup's state inside the open transaction (earlier entries of the same Apply call are
-// visible to later ones, as in the state machine).
-//
-// Within one entry, each key and session is read twice: by EvaluateCommand, then by ApplyOne
-// for the checksum of the row it replaces. The view remembers what it read since the last
-// StartEntry(), so the second read is not another SELECT (they were a sixth of a busy
-// leader's CPU); ApplyOne calls Forget for each row before it changes it.
+// The backup's state inside the open transaction, for EvaluateCommand (commands that came
+// without an effect): earlier entries of the same Apply call are written before it reads.
 class SqliteBackup::View final : public StoreView {
  public:
   explicit View(SqliteBackup* b) : b_(b) {}
 
-  void StartEntry() {
-    records_.clear();
-    sessions_.clear();
-  }
-  void Forget(const std::string& key) { records_.erase(key); }
-  void ForgetSession(uint64_t client_id) { sessions_.erase(client_id); }
-
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
-    if (auto it = records_.find(key); it != records_.end()) return it->second;
-    absl::StatusOr<std::optional<coding::KeyRecord>> rec = ReadRecord(key);
-    if (rec.ok()) records_.emplace(key, *rec);
-    return rec;
+    return ReadRecord(key);
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
-    if (auto it = sessions_.find(client_id); it != sessions_.end()) return it->second;
-    absl::StatusOr<std::optional<coding::SessionRecord>> rec = ReadSession(client_id);
-    if (rec.ok()) sessions_.emplace(client_id, *rec);
-    return rec;
+    return ReadSession(client_id);
   }
 
-  absl::Status ForEachKey(const std::string& begin, const std::string& end, bool to_end,
-                          const std::function<void(std::string)>& fn) override {
+  absl::Status ForEachRecord(
+      const std::string& begin, const std::string& end, bool to_end,
+      const std::function<void(std::string, coding::KeyRecord)>& fn) override {
     sqlite3_stmt* st = to_end ? b_->st_->scan_to_end.get() : b_->st_->scan_range.get();
     sqlite3_bind_blob64(st, 1, begin.data(), begin.size(), SQLITE_STATIC);
     if (!to_end) sqlite3_bind_blob64(st, 2, end.data(), end.size(), SQLITE_STATIC);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) fn(std::string(ColumnBytes(st, 0)));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      fn(std::string(ColumnBytes(st, 0)), RecordAt(st, 1));
+    }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return SqlError(b_->db_, rc, b_->options_.path, "scan kv", true);
     return absl::OkStatus();
@@ -131,17 +116,23 @@ class SqliteBackup::View final : public StoreView {
   }
 
  private:
+  // The record in the columns (value, create_revision, mod_revision, version) from `first`.
+  static coding::KeyRecord RecordAt(sqlite3_stmt* st, int first) {
+    coding::KeyRecord rec;
+    rec.value = std::string(ColumnBytes(st, first));
+    rec.create_revision = sqlite3_column_int64(st, first + 1);
+    rec.mod_revision = sqlite3_column_int64(st, first + 2);
+    rec.version = sqlite3_column_int64(st, first + 3);
+    return rec;
+  }
+
   absl::StatusOr<std::optional<coding::KeyRecord>> ReadRecord(const std::string& key) {
     sqlite3_stmt* st = b_->st_->get_kv.get();
     sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
     int rc = sqlite3_step(st);
     std::optional<coding::KeyRecord> rec;
     if (rc == SQLITE_ROW) {
-      rec.emplace();
-      rec->value = std::string(ColumnBytes(st, 0));
-      rec->create_revision = sqlite3_column_int64(st, 1);
-      rec->mod_revision = sqlite3_column_int64(st, 2);
-      rec->version = sqlite3_column_int64(st, 3);
+      rec = RecordAt(st, 0);
       rc = sqlite3_step(st);  // key is the primary key: at most one row
     }
     sqlite3_reset(st);
@@ -172,9 +163,6 @@ class SqliteBackup::View final : public StoreView {
 
  private:
   SqliteBackup* b_;
-  // Read since StartEntry() (nullopt: no row), minus what was Forget()-ten since.
-  std::map<std::string, std::optional<coding::KeyRecord>, std::less<>> records_;
-  std::map<uint64_t, std::optional<coding::SessionRecord>> sessions_;
 };
 
 absl::StatusOr<std::unique_ptr<SqliteBackup>> SqliteBackup::Open(const BackupOptions& options) {
@@ -238,8 +226,12 @@ absl::Status SqliteBackup::Prepare() {
   } all[] = {
       {&st_->get_kv,
        "SELECT value, create_revision, mod_revision, version FROM kv WHERE key = ?1"},
-      {&st_->scan_to_end, "SELECT key FROM kv WHERE key >= ?1 ORDER BY key"},
-      {&st_->scan_range, "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key"},
+      {&st_->scan_to_end,
+       "SELECT key, value, create_revision, mod_revision, version FROM kv WHERE key >= ?1 "
+       "ORDER BY key"},
+      {&st_->scan_range,
+       "SELECT key, value, create_revision, mod_revision, version FROM kv "
+       "WHERE key >= ?1 AND key < ?2 ORDER BY key"},
       {&st_->get_session, "SELECT record FROM sessions WHERE client_id = ?1"},
       {&st_->idle_sessions,
        "SELECT last_index, client_id FROM sessions WHERE last_index < ?1 "
@@ -261,81 +253,111 @@ absl::Status SqliteBackup::Prepare() {
   return absl::OkStatus();
 }
 
-absl::Status SqliteBackup::ApplyOne(View& view, const BackupEntry& entry) {
+// The rows changed by the effects added since the last WriteChanges, each with what it held
+// before the first of them (what the backup holds now) and after the last (what it must
+// hold). Pointers into the effects, which outlive it until WriteChanges.
+struct SqliteBackup::Changes {
+  struct Row {
+    const std::optional<coding::KeyRecord>* before;
+    const std::optional<coding::KeyRecord>* after;
+  };
+  struct Session {
+    const std::optional<coding::SessionRecord>* before;
+    const SessionEntry* after;  // null: removed
+  };
+  std::map<std::string_view, Row> rows;  // key order: SQLite writes neighbouring pages
+  std::map<uint64_t, Session> sessions;
+};
+
+absl::Status SqliteBackup::AddEffect(const EntryEffect& effect, Changes& changes) const {
+  auto missing = [&](std::string_view what) {
+    return absl::InternalError(absl::StrFormat(
+        "backup %s: an entry's effect lacks the previous record of a %s it changes",
+        options_.path, what));
+  };
+  for (const auto& [key, rec] : effect.writes) {
+    auto before = effect.writes_before.find(key);
+    if (before == effect.writes_before.end()) return missing("key");
+    auto [it, added] = changes.rows.try_emplace(key, Changes::Row{&before->second, &rec});
+    if (!added) it->second.after = &rec;
+  }
+  // Expired sessions go before the entry's own session is written (which may recreate one).
+  auto change_session = [&](uint64_t client_id, const SessionEntry* after) -> absl::Status {
+    auto before = effect.sessions_before.find(client_id);
+    if (before == effect.sessions_before.end()) return missing("session");
+    auto [it, added] =
+        changes.sessions.try_emplace(client_id, Changes::Session{&before->second, after});
+    if (!added) it->second.after = after;
+    return absl::OkStatus();
+  };
+  for (const auto& [last_index, client_id] : effect.expired_sessions) {
+    if (absl::Status s = change_session(client_id, nullptr); !s.ok()) return s;
+  }
+  if (effect.session.has_value()) {
+    if (absl::Status s = change_session(effect.session->client_id, &*effect.session); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteBackup::WriteChanges(Changes& changes) {
   const std::string& path = options_.path;
   auto step = [&](sqlite3_stmt* st, std::string_view what) -> absl::Status {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) return SqlError(db_, rc, path, what, false);
+    ++rows_written_;
     return absl::OkStatus();
   };
-  if (entry.command != nullptr) {
-    view.StartEntry();
-    absl::StatusOr<EntryEffect> effect =
-        EvaluateCommand(view, entry.index, meta_.revision, *entry.command);
-    if (!effect.ok()) return effect.status();
-    for (const auto& [key, rec] : effect->writes) {
-      absl::StatusOr<std::optional<coding::KeyRecord>> old = view.GetRecord(key);
-      if (!old.ok()) return old.status();
-      if (old->has_value()) {
-        const coding::KeyRecord& o = **old;
-        meta_.kv_checksum -= RowHash(key, o.value, o.create_revision, o.mod_revision, o.version);
-        meta_.kv_count--;
-      }
-      view.Forget(key);
-      if (rec.has_value()) {
-        sqlite3_stmt* st = st_->put_kv.get();
-        sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
-        sqlite3_bind_blob64(st, 2, rec->value.data(), rec->value.size(), SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, rec->create_revision);
-        sqlite3_bind_int64(st, 4, rec->mod_revision);
-        sqlite3_bind_int64(st, 5, rec->version);
-        if (absl::Status s = step(st, "write kv"); !s.ok()) return s;
-        meta_.kv_checksum +=
-            RowHash(key, rec->value, rec->create_revision, rec->mod_revision, rec->version);
-        meta_.kv_count++;
-      } else if (old->has_value()) {
-        sqlite3_stmt* st = st_->delete_kv.get();
-        sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
-        if (absl::Status s = step(st, "delete kv"); !s.ok()) return s;
-      }
+  for (const auto& [key, row] : changes.rows) {
+    if (const std::optional<coding::KeyRecord>& old = *row.before; old.has_value()) {
+      meta_.kv_checksum -=
+          RowHash(key, old->value, old->create_revision, old->mod_revision, old->version);
+      meta_.kv_count--;
     }
-    // The stored row's hash leaves the checksum before the row changes or goes.
-    auto forget_session = [&](uint64_t client_id) -> absl::Status {
-      absl::StatusOr<std::optional<coding::SessionRecord>> old = view.GetSession(client_id);
-      if (!old.ok()) return old.status();
-      if (old->has_value()) {
-        meta_.sessions_checksum -= SessionHash(client_id, (*old)->last_sequence,
-                                               (*old)->last_index,
-                                               coding::EncodeSessionRecord(**old));
-        meta_.sessions_count--;
-      }
-      view.ForgetSession(client_id);
-      return absl::OkStatus();
-    };
-    for (const auto& [last_index, client_id] : effect->expired_sessions) {
-      if (absl::Status s = forget_session(client_id); !s.ok()) return s;
+    if (const std::optional<coding::KeyRecord>& rec = *row.after; rec.has_value()) {
+      sqlite3_stmt* st = st_->put_kv.get();
+      sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
+      sqlite3_bind_blob64(st, 2, rec->value.data(), rec->value.size(), SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, rec->create_revision);
+      sqlite3_bind_int64(st, 4, rec->mod_revision);
+      sqlite3_bind_int64(st, 5, rec->version);
+      if (absl::Status s = step(st, "write kv"); !s.ok()) return s;
+      meta_.kv_checksum +=
+          RowHash(key, rec->value, rec->create_revision, rec->mod_revision, rec->version);
+      meta_.kv_count++;
+    } else if (row.before->has_value()) {
+      sqlite3_stmt* st = st_->delete_kv.get();
+      sqlite3_bind_blob64(st, 1, key.data(), key.size(), SQLITE_STATIC);
+      if (absl::Status s = step(st, "delete kv"); !s.ok()) return s;
+    }
+  }
+  for (const auto& [client_id, session] : changes.sessions) {
+    if (const std::optional<coding::SessionRecord>& old = *session.before; old.has_value()) {
+      meta_.sessions_checksum -= SessionHash(client_id, old->last_sequence, old->last_index,
+                                             coding::EncodeSessionRecord(*old));
+      meta_.sessions_count--;
+    }
+    if (const SessionEntry* e = session.after; e != nullptr) {
+      sqlite3_stmt* st = st_->put_session.get();
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(e->client_id));
+      sqlite3_bind_int64(st, 2, static_cast<int64_t>(e->last_sequence));
+      sqlite3_bind_int64(st, 3, static_cast<int64_t>(e->last_index));
+      sqlite3_bind_blob64(st, 4, e->record.data(), e->record.size(), SQLITE_STATIC);
+      if (absl::Status s = step(st, "write session"); !s.ok()) return s;
+      meta_.sessions_checksum +=
+          SessionHash(e->client_id, e->last_sequence, e->last_index, e->record);
+      meta_.sessions_count++;
+    } else if (session.before->has_value()) {
       sqlite3_stmt* st = st_->delete_session.get();
       sqlite3_bind_int64(st, 1, static_cast<int64_t>(client_id));
       if (absl::Status s = step(st, "delete session"); !s.ok()) return s;
     }
-    if (effect->session.has_value()) {
-      const SessionEntry& e = *effect->session;
-      if (absl::Status s = forget_session(e.client_id); !s.ok()) return s;
-      sqlite3_stmt* st = st_->put_session.get();
-      sqlite3_bind_int64(st, 1, static_cast<int64_t>(e.client_id));
-      sqlite3_bind_int64(st, 2, static_cast<int64_t>(e.last_sequence));
-      sqlite3_bind_int64(st, 3, static_cast<int64_t>(e.last_index));
-      sqlite3_bind_blob64(st, 4, e.record.data(), e.record.size(), SQLITE_STATIC);
-      if (absl::Status s = step(st, "write session"); !s.ok()) return s;
-      meta_.sessions_checksum += SessionHash(e.client_id, e.last_sequence, e.last_index, e.record);
-      meta_.sessions_count++;
-    }
-    meta_.revision = effect->store_revision;
   }
-  meta_.applied_index = entry.index;
-  meta_.applied_term = entry.term;
+  changes.rows.clear();
+  changes.sessions.clear();
   return absl::OkStatus();
 }
 
@@ -346,7 +368,7 @@ absl::Status SqliteBackup::Apply(const std::vector<BackupEntry>& entries) {
   if (!any_new) return absl::OkStatus();  // all replays: no transaction, no fsync
   const SnapshotMeta committed = meta_;
   if (absl::Status s = Exec(db_, "BEGIN IMMEDIATE", path, false); !s.ok()) return s;
-  View view(this);
+  Changes changes;
   absl::Status status;
   for (const BackupEntry& e : entries) {
     if (e.index <= meta_.applied_index) continue;
@@ -356,9 +378,30 @@ absl::Status SqliteBackup::Apply(const std::vector<BackupEntry>& entries) {
           meta_.applied_index));
       break;
     }
-    status = ApplyOne(view, e);
+    if (e.effect != nullptr) {
+      status = AddEffect(*e.effect, changes);
+      meta_.revision = e.effect->store_revision;
+    } else if (e.command != nullptr) {
+      // Evaluated against the rows as they are: what earlier entries changed is written first.
+      status = WriteChanges(changes);
+      if (!status.ok()) break;
+      View view(this);
+      absl::StatusOr<EntryEffect> effect =
+          EvaluateCommand(view, e.index, meta_.revision, *e.command);
+      if (!effect.ok()) {
+        status = effect.status();
+        break;
+      }
+      ++evaluated_entries_;
+      status = AddEffect(*effect, changes);
+      if (status.ok()) status = WriteChanges(changes);  // before `effect` goes
+      meta_.revision = effect->store_revision;
+    }
     if (!status.ok()) break;
+    meta_.applied_index = e.index;
+    meta_.applied_term = e.term;
   }
+  if (status.ok()) status = WriteChanges(changes);
   if (status.ok()) {
     meta_.members = options_.members;
     status = sqlite_internal::WriteMeta(db_, meta_, path);

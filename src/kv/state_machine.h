@@ -92,6 +92,8 @@ class ExportSink {
   virtual absl::Status OnSession(const SessionEntry& session) = 0;
 };
 
+struct EntryEffect;  // kv/command_eval.h
+
 // One committed entry for StateMachine::ApplyBatch: its command, or null for an entry that
 // carries none (what ApplyEmpty records).
 struct BatchEntry {
@@ -151,6 +153,16 @@ class StateMachine {
       results.push_back(*std::move(r));
     }
     return results;
+  }
+
+  // ApplyBatch, and the effect of each entry as the store evaluated it (kv/command_eval.h),
+  // for a follower of the store that applies effects instead of evaluating the commands
+  // again (the SQLite backup). On success (*effects)[i] is entries[i]'s, null for an entry
+  // without a command or a replay; or *effects is left empty, by a store that does not
+  // evaluate (this default: a decorator's). The results are not in the effects.
+  virtual absl::StatusOr<std::vector<ApplyResult>> ApplyBatchWithEffects(
+      const std::vector<BatchEntry>& entries, std::vector<std::unique_ptr<EntryEffect>>* effects) {
+    return ApplyBatch(entries);
   }
 
   virtual absl::StatusOr<std::optional<KeyValue>> Get(std::string_view key) const = 0;

@@ -82,26 +82,50 @@ class SqliteBackupTest : public StateMachineTest {
     return b.ok() ? std::move(*b) : nullptr;
   }
 
-  // Applies `n` entries of `history` to the state machine and queues them for the backup.
+  // Applies `n` entries of `history` to the state machine and keeps them for the backup.
   void Generate(History& history, int n) {
-    for (int i = 0; i < n; ++i) {
-      std::optional<kvpb::Command> cmd = history.NextCommand();
-      const uint64_t index = sm_->applied_index() + 1;
-      if (cmd.has_value()) {
-        ASSERT_TRUE(sm_->Apply(index, 2, *cmd).ok());
-      } else {
-        ASSERT_TRUE(sm_->ApplyEmpty(index, 2).ok());
+    std::vector<std::optional<kvpb::Command>> cmds;
+    for (int i = 0; i < n; ++i) cmds.push_back(history.NextCommand());
+    ApplyToStateMachine(std::move(cmds));
+  }
+
+  // Applies `cmds` (nullopt: an entry without a command) to the state machine as the raft
+  // loop does, in batches of 1 to 8 entries with their effects, and keeps commands and effects.
+  void ApplyToStateMachine(std::vector<std::optional<kvpb::Command>> cmds) {
+    const size_t first = commands_.size();
+    for (auto& c : cmds) commands_.push_back(std::move(c));
+    for (size_t begin = first; begin < commands_.size();) {
+      const size_t end = std::min(commands_.size(), begin + 1 + batch_rng_() % 8);
+      std::vector<BatchEntry> batch;
+      for (size_t i = begin; i < end; ++i) {
+        const auto& c = commands_[i];
+        batch.push_back({.index = i + 1, .term = 2, .cmd = c.has_value() ? &*c : nullptr});
       }
-      commands_.push_back(std::move(cmd));
+      std::vector<std::unique_ptr<EntryEffect>> effects;
+      absl::StatusOr<std::vector<ApplyResult>> r = sm_->ApplyBatchWithEffects(batch, &effects);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(effects.size(), batch.size());
+      for (size_t i = begin; i < end; ++i) {
+        EXPECT_EQ(effects[i - begin] != nullptr, commands_[i].has_value()) << i + 1;
+        effects_.push_back(std::move(effects[i - begin]));
+      }
+      begin = end;
     }
   }
 
-  // Entries [from, to] of the generated history, for SqliteBackup::Apply.
+  // Entries [from, to] of the generated history, for SqliteBackup::Apply: by effect, by
+  // command, or (mixed) by command where the index is a multiple of 3.
   std::vector<BackupEntry> Entries(uint64_t from, uint64_t to) const {
     std::vector<BackupEntry> out;
     for (uint64_t i = from; i <= to; ++i) {
       const auto& c = commands_[i - 1];
-      out.push_back({.index = i, .term = 2, .command = c.has_value() ? &*c : nullptr});
+      const bool by_effect =
+          source_ == Source::kEffects || (source_ == Source::kMixed && i % 3 != 0);
+      if (by_effect) {
+        out.push_back({.index = i, .term = 2, .effect = effects_[i - 1].get()});
+      } else {
+        out.push_back({.index = i, .term = 2, .command = c.has_value() ? &*c : nullptr});
+      }
     }
     return out;
   }
@@ -126,8 +150,30 @@ class SqliteBackupTest : public StateMachineTest {
     EXPECT_EQ(verified->members, "[1,2,3]");
   }
 
+  enum class Source { kCommands, kEffects, kMixed };
+  Source source_ = Source::kCommands;
   std::vector<std::optional<kvpb::Command>> commands_;
+  std::vector<std::unique_ptr<EntryEffect>> effects_;  // null: an entry without a command
+  std::mt19937_64 batch_rng_{42};
 };
+
+// The tests of what the backup reaches, for entries handed to it by command, by effect, and
+// both in one call.
+class SqliteBackupSourceTest : public SqliteBackupTest,
+                               public ::testing::WithParamInterface<int> {
+ protected:
+  void SetUp() override {
+    SqliteBackupTest::SetUp();
+    source_ = static_cast<Source>(GetParam());
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Sources, SqliteBackupSourceTest, ::testing::Values(0, 1, 2),
+                         [](const ::testing::TestParamInfo<int>& p) {
+                           return std::string(p.param == 0   ? "ByCommand"
+                                              : p.param == 1 ? "ByEffect"
+                                                             : "Mixed");
+                         });
 
 TEST_F(SqliteBackupTest, NewBackupIsEmptyAtIndexZero) {
   std::unique_ptr<SqliteBackup> b = MustOpen();
@@ -137,10 +183,11 @@ TEST_F(SqliteBackupTest, NewBackupIsEmptyAtIndexZero) {
   ExpectSameState(*b);
 }
 
-TEST_F(SqliteBackupTest, RandomHistoriesReachTheStateMachineState) {
+TEST_P(SqliteBackupSourceTest, RandomHistoriesReachTheStateMachineState) {
   for (uint64_t seed = 1; seed <= 12; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     commands_.clear();
+    effects_.clear();
     std::filesystem::remove_all(dir_.Sub("db"));
     std::filesystem::remove(Options().path);
     Reopen();
@@ -157,7 +204,55 @@ TEST_F(SqliteBackupTest, RandomHistoriesReachTheStateMachineState) {
   }
 }
 
-TEST_F(SqliteBackupTest, ReopenResumesAndReplaysAreSkipped) {
+TEST_F(SqliteBackupTest, OneApplyWritesEachRowItsEffectsChangeOnce) {
+  // 1,000 entries of one session rewrite one key: by effect, one kv row and one session row.
+  std::vector<std::optional<kvpb::Command>> cmds;
+  for (uint64_t seq = 1; seq <= 1000; ++seq) {
+    kvpb::Command cmd = PutCmd("hot", "v" + std::to_string(seq));
+    cmd.set_client_id(7);
+    cmd.set_sequence(seq);
+    cmd.set_first_unacked(seq);
+    cmds.push_back(std::move(cmd));
+  }
+  ApplyToStateMachine(std::move(cmds));
+  source_ = Source::kEffects;
+  std::unique_ptr<SqliteBackup> b = MustOpen();
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(b->Apply(Entries(1, 1000)).ok());
+  EXPECT_EQ(b->evaluated_entries(), 0u);
+  EXPECT_EQ(b->rows_written(), 2u);
+  ExpectSameState(*b);
+  // By command, every entry is evaluated and written.
+  b.reset();
+  std::filesystem::remove(Options().path);
+  std::filesystem::remove(Options().path + "-wal");
+  b = MustOpen();
+  ASSERT_NE(b, nullptr);
+  source_ = Source::kCommands;
+  ASSERT_TRUE(b->Apply(Entries(1, 1000)).ok());
+  EXPECT_EQ(b->evaluated_entries(), 1000u);
+  EXPECT_EQ(b->rows_written(), 2000u);
+  ExpectSameState(*b);
+}
+
+TEST_F(SqliteBackupTest, AnEffectWithoutTheRowsPreviousRecordIsRefusedAndCommitsNothing) {
+  EntryEffect effect;
+  effect.store_revision = 2;
+  effect.writes["k"] =
+      coding::KeyRecord{.create_revision = 2, .mod_revision = 2, .version = 1, .value = "v"};
+  std::unique_ptr<SqliteBackup> b = MustOpen();
+  ASSERT_NE(b, nullptr);
+  absl::Status s = b->Apply({{.index = 1, .term = 1, .effect = &effect}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("previous record"));
+  EXPECT_EQ(b->applied_index(), 0u);
+  EXPECT_EQ(b->revision(), 1);
+  effect.writes_before["k"] = std::nullopt;
+  ASSERT_TRUE(b->Apply({{.index = 1, .term = 1, .effect = &effect}}).ok());
+  EXPECT_EQ(b->meta().kv_count, 1);
+}
+
+TEST_P(SqliteBackupSourceTest, ReopenResumesAndReplaysAreSkipped) {
   History history(99);
   Generate(history, 50);
   {
@@ -176,7 +271,7 @@ TEST_F(SqliteBackupTest, ReopenResumesAndReplaysAreSkipped) {
   ExpectSameState(*b);
 }
 
-TEST_F(SqliteBackupTest, GapIsRefusedAndCommitsNothing) {
+TEST_P(SqliteBackupSourceTest, GapIsRefusedAndCommitsNothing) {
   History history(5);
   Generate(history, 20);
   std::unique_ptr<SqliteBackup> b = MustOpen();
@@ -197,7 +292,7 @@ TEST_F(SqliteBackupTest, GapIsRefusedAndCommitsNothing) {
   ExpectSameState(*b);
 }
 
-TEST_F(SqliteBackupTest, CreateFromStateMachineThenFollow) {
+TEST_P(SqliteBackupSourceTest, CreateFromStateMachineThenFollow) {
   History history(7);
   Generate(history, 40);
   {

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "base/check.h"
+#include "kv/command_eval.h"
 #include "raft/raft.h"
 #include "raft/wal/wal_storage.h"
 #include "server/peer/forwarder.h"
@@ -1136,7 +1137,9 @@ void RaftLoop::ApplyCommands(absl::Span<const raftpb::Entry> entries) {
     }
     batch[i].cmd = &cmds[i];
   }
-  absl::StatusOr<std::vector<kv::ApplyResult>> results = sm_->ApplyBatch(batch);
+  // The effects go to the backup, which writes them without evaluating the commands again.
+  std::vector<std::unique_ptr<kv::EntryEffect>> effects;
+  absl::StatusOr<std::vector<kv::ApplyResult>> results = sm_->ApplyBatchWithEffects(batch, &effects);
   if (!results.ok()) {
     // The state machine could not record committed entries: stopping is the only safe move.
     ExitOnStorageFailure(absl::StrCat("raft: applying entries ", entries.front().index(), "-",
@@ -1147,7 +1150,11 @@ void RaftLoop::ApplyCommands(absl::Span<const raftpb::Entry> entries) {
   for (size_t i = 0; i < entries.size(); ++i) {
     const raftpb::Entry& e = entries[i];
     if (batch[i].cmd != nullptr) MaybeCrashAfterApplying(e, cmds[i], (*results)[i]);
-    backup_->Enqueue(e.index(), e.term(), e.data());
+    if (i < effects.size() && effects[i] != nullptr) {
+      backup_->Enqueue(e.index(), e.term(), std::move(effects[i]));
+    } else {
+      backup_->Enqueue(e.index(), e.term(), e.data());
+    }
     if (malformed[i]) {
       pending_.OnApplied(e.index(), e.term(), absl::InvalidArgumentError("malformed command"));
     } else {
@@ -1336,6 +1343,9 @@ void RaftLoop::PublishStatus() {
   s.revision = sm_->revision();
   s.cluster_id = options_.cluster_id;
   s.db_size_bytes = db_size_bytes_.load(std::memory_order_relaxed);
+  s.backup_applied_index = backup_->applied_index();
+  s.backup_evaluated_entries = backup_->evaluated_entries();
+  s.backup_rows_written = backup_->rows_written();
   s.alarms = Alarms();
   if (!rs.rejoin_detail.empty()) s.alarms.push_back(rs.rejoin_detail);
   absl::MutexLock lock(&status_mu_);

@@ -62,6 +62,13 @@ struct NodeStatus {
   // (a follower sends the writes of one loop iteration in one call).
   uint64_t forward_calls = 0;
   uint64_t forwarded_writes = 0;
+  // The SQLite backup (server/snapshots/backup_worker.h): its durable applied index, and since
+  // this node started, the entries it evaluated itself (queued by command: at start-up, those
+  // the state machine had applied before it; otherwise it is handed their effects) and the
+  // rows it wrote (fewer than the entries' writes: a round writes each changed row once).
+  uint64_t backup_applied_index = 0;
+  uint64_t backup_evaluated_entries = 0;
+  uint64_t backup_rows_written = 0;
   // Conditions an operator must act on, one sentence each (etcd Maintenance.Status `errors`;
   // kvctl status shows them). Empty when all is well.
   std::vector<std::string> alarms;

@@ -100,7 +100,14 @@ void BackupWorker::RecordAttempt(const absl::Status& s) {
 
 void BackupWorker::Enqueue(uint64_t index, uint64_t term, std::string command) {
   absl::MutexLock lock(&mu_);
-  queue_.push_back(Queued{index, term, std::move(command)});
+  queue_.push_back(Queued{index, term, std::move(command), nullptr});
+  if (queue_.size() >= options_.max_queued_entries) apply_now_ = true;
+}
+
+void BackupWorker::Enqueue(uint64_t index, uint64_t term,
+                           std::unique_ptr<kv::EntryEffect> effect) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(Queued{index, term, std::string(), std::move(effect)});
   if (queue_.size() >= options_.max_queued_entries) apply_now_ = true;
 }
 
@@ -160,13 +167,19 @@ absl::Status BackupWorker::ApplyQueued() {
   std::vector<kv::BackupEntry> entries;
   entries.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
-    kv::BackupEntry e{batch[i].index, batch[i].term, nullptr};
-    if (!batch[i].command.empty() && commands[i].ParseFromString(batch[i].command)) {
+    kv::BackupEntry e{batch[i].index, batch[i].term, nullptr, batch[i].effect.get()};
+    if (e.effect == nullptr && !batch[i].command.empty() &&
+        commands[i].ParseFromString(batch[i].command)) {
       e.command = &commands[i];
     }
     entries.push_back(e);
   }
+  const uint64_t evaluated = backup_->evaluated_entries();
+  const uint64_t rows = backup_->rows_written();
   absl::Status s = backup_->Apply(entries);
+  // Counted even when the transaction failed: the work was done (and is done again).
+  evaluated_entries_ += backup_->evaluated_entries() - evaluated;
+  rows_written_ += backup_->rows_written() - rows;
   if (!s.ok()) {
     // Put the batch back in front so nothing is skipped on the next try.
     absl::MutexLock lock(&mu_);

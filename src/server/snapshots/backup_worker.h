@@ -83,6 +83,13 @@ class BackupWorker {
 
   // Queues one applied entry (empty `command`: an entry without a command).
   void Enqueue(uint64_t index, uint64_t term, std::string command);
+  // Queues one applied entry by its effect as the state machine evaluated it
+  // (StateMachine::ApplyBatchWithEffects): the backup writes it without evaluating it again.
+  void Enqueue(uint64_t index, uint64_t term, std::unique_ptr<kv::EntryEffect> effect);
+  // Since Start: entries the backup evaluated (queued by command, not effect), and rows it
+  // wrote (the backup after a rebuild or reset counts from there).
+  uint64_t evaluated_entries() const { return evaluated_entries_.load(); }
+  uint64_t rows_written() const { return rows_written_.load(); }
   // Replaces the backup with a copy of the snapshot file at `path` (after the state machine
   // installed it); queued entries at or below its index are dropped. Blocks until done. On
   // an error the backup is closed and the worker's next round rebuilds it from the state
@@ -119,13 +126,16 @@ class BackupWorker {
   struct Queued {
     uint64_t index;
     uint64_t term;
-    std::string command;
+    std::string command;                     // when effect is null
+    std::unique_ptr<kv::EntryEffect> effect;
   };
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool apply_now_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> applied_index_{0};
+  std::atomic<uint64_t> evaluated_entries_{0};
+  std::atomic<uint64_t> rows_written_{0};
   mutable absl::Mutex health_mu_;
   absl::Status error_ ABSL_GUARDED_BY(health_mu_);
   absl::Time failing_since_ ABSL_GUARDED_BY(health_mu_) = absl::InfinitePast();
