@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries (see shared/build-notes.md)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler librocksdb-dev
   libabsl-dev libcli11-dev libgtest-dev libgmock-dev libsqlite3-dev libasio-dev libspdlog-dev
-  libbenchmark-dev
+  libbenchmark-dev libjemalloc-dev
   # clients and peers used by tests, the run script and benchmarks
   redis-tools etcd-client etcd-server netcat-openbsd sqlite3 procps python3
 )
