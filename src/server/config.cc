@@ -141,6 +141,7 @@ absl::Status NodeConfig::Validate() const {
                             Positive{"--max-forward-batch-writes",
                                      raft.max_forward_batch_writes},
                             Positive{"--max-forward-batch-bytes", raft.max_forward_batch_bytes},
+                            Positive{"--forward-lane-writes", raft.forward_lane_writes},
                             Positive{"--session-expiry-entries", raft.session_expiry_entries},
                             Positive{"--peer-queue-msgs", raft.peer_queue_msgs},
                             Positive{"--peer-keepalive-timeout-ms",

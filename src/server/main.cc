@@ -129,6 +129,10 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "it took from all its clients in one loop iteration go together)");
   add("--max-forward-batch-bytes", &config->raft.max_forward_batch_bytes,
       "Most bytes of writes in one Forward call, unless one write alone is larger");
+  add("--forward-lane-writes", &config->raft.forward_lane_writes,
+      "Writes a follower keeps in flight on one of the sessions it forwards under before it "
+      "opens another (the leader rewrites a session's record, a result per write in flight, "
+      "on each of its writes); capped at --session-window");
   add("--request-timeout-ms", &config->raft.request_timeout_ms,
       "A write or linearizable read not done in this time fails (a write's outcome is then "
       "unknown)");

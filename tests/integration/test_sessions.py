@@ -109,6 +109,18 @@ class ForwardSessionTest(unittest.TestCase):
             self.assertGreaterEqual(writes, 3000, info)
             self.assertLess(calls, writes, f"{calls} Forward calls for {writes} writes")
 
+    def test_a_lane_carries_at_most_forward_lane_writes_in_flight(self):
+        """The leader rewrites a lane's session record, which keeps a result per write in
+        flight on the lane, on every write of that lane: a follower opens more lanes rather
+        than let one carry more than --forward-lane-writes (INFO raft_forward_lane_max_span:
+        the most one lane had in flight from its lowest unanswered write)."""
+        with TempCluster(3, extra_args=FAST + ["--forward-lane-writes=4"]) as cluster:
+            follower = self.sets_through_a_follower(cluster, clients=100, ops=3000)
+            info = resp_info(follower.port)
+            span, lanes = int(info["raft_forward_lane_max_span"]), int(info["raft_forward_lanes"])
+            self.assertTrue(1 <= span <= 4, info)
+            self.assertGreater(lanes, 1, info)
+
     def sets_through_a_follower(self, cluster, clients, ops):
         """Starts `cluster`, sends `ops` RESP SETs from `clients` connections (one request in
         flight each) to a follower, checks that all succeed; returns the follower."""

@@ -717,18 +717,24 @@ void RaftLoop::ForwardWrites(std::vector<WriteEvent> ws, uint64_t leader) {
       if (w.cmd.client_id() == 0) {
         // The window every replica applies is the leader's (it stamps the entry); the
         // cluster's nodes are started with the same --session-window.
-        const uint64_t window = std::max<uint64_t>(1, options_.session_window);
+        const uint64_t span = std::max<uint64_t>(
+            1, std::min(options_.session_window, options_.forward_lane_writes));
         for (size_t i = 0; i < forward_lanes_.size() && lane == SIZE_MAX; ++i) {
-          if (forward_lanes_[i].next - forward_lanes_[i].floor() < window) lane = i;
+          if (forward_lanes_[i].next - forward_lanes_[i].floor() < span) lane = i;
         }
         if (lane == SIZE_MAX) {
           forward_lanes_.push_back(ForwardLane{RandomSessionId()});
           lane = forward_lanes_.size() - 1;
+          forward_lanes_count_.store(forward_lanes_.size(), std::memory_order_relaxed);
         }
         ForwardLane& l = forward_lanes_[lane];
         w.cmd.set_client_id(l.session_id);
         w.cmd.set_sequence(l.next++);
         l.unanswered.insert(w.cmd.sequence());
+        const uint64_t in_flight = l.next - l.floor();
+        if (in_flight > forward_lane_max_span_.load(std::memory_order_relaxed)) {
+          forward_lane_max_span_.store(in_flight, std::memory_order_relaxed);
+        }
       } else {
         for (size_t i = 0; i < forward_lanes_.size(); ++i) {
           if (forward_lanes_[i].session_id == w.cmd.client_id()) lane = i;  // sent again
@@ -1362,6 +1368,8 @@ NodeStatus RaftLoop::Status() const {
   s.loop_max_tick_gap_us = loop_max_tick_gap_us_.load(std::memory_order_relaxed);
   s.forward_calls = forward_calls_.load(std::memory_order_relaxed);
   s.forwarded_writes = forwarded_writes_.load(std::memory_order_relaxed);
+  s.forward_lanes = forward_lanes_count_.load(std::memory_order_relaxed);
+  s.forward_lane_max_span = forward_lane_max_span_.load(std::memory_order_relaxed);
   return s;
 }
 

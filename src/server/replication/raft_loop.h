@@ -117,6 +117,10 @@ struct RaftLoopOptions {
   // one write alone is larger, bytes (each is still answered on its own).
   size_t max_forward_batch_writes = 256;        // --max-forward-batch-writes
   uint64_t max_forward_batch_bytes = 1 << 20;   // --max-forward-batch-bytes
+  // A follower's writes in flight on one of its forwarding sessions (lanes, below) before it
+  // takes another: the leader rewrites a lane's whole session record, one result per write in
+  // flight, on every write of the lane. At most session_window.
+  uint64_t forward_lane_writes = 16;            // --forward-lane-writes
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
@@ -472,6 +476,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // writes they carried, since it started.
   std::atomic<uint64_t> forward_calls_{0};
   std::atomic<uint64_t> forwarded_writes_{0};
+  // NodeStatus::forward_lanes / forward_lane_max_span (written under forward_mu_).
+  std::atomic<uint64_t> forward_lanes_count_{0};
+  std::atomic<uint64_t> forward_lane_max_span_{0};
   // NodeStatus::db_size_bytes, refreshed on the reader pool at most once per tick.
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> db_size_refreshing_{false};
@@ -485,6 +492,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // though never applied. So a sequence is taken only from a lane whose span from its
   // lowest unanswered sequence stays within the window, and a new lane opens when none has
   // room (ForwardWrite). Lanes are never dropped: an idle one expires in the store.
+  // The span is also kept within --forward-lane-writes, which is smaller: every write of a
+  // lane rewrites its session record, which holds a result per write of the span, so a lane
+  // of 64 writes in flight cost each of them four times the record of one of 16.
   struct ForwardLane {
     uint64_t session_id = 0;
     uint64_t next = 1;

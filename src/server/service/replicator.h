@@ -62,6 +62,10 @@ struct NodeStatus {
   // (a follower sends the writes of one loop iteration in one call).
   uint64_t forward_calls = 0;
   uint64_t forwarded_writes = 0;
+  // The sessions (lanes) this node forwards writes under, and the most writes one of them
+  // had in flight (from its lowest unanswered one), at most --forward-lane-writes.
+  uint64_t forward_lanes = 0;
+  uint64_t forward_lane_max_span = 0;
   // The SQLite backup (server/snapshots/backup_worker.h): its durable applied index, and since
   // this node started, the entries it evaluated itself (queued by command: at start-up, those
   // the state machine had applied before it; otherwise it is handed their effects) and the

@@ -155,7 +155,8 @@ TcpRequest Info() {
         "\r\nraft_role:", st.role, "\r\nraft_term:", st.term, "\r\nraft_leader_id:",
         st.leader_id, "\r\nraft_commit_index:", st.commit_index, "\r\nraft_applied_index:",
         st.applied_index, "\r\nraft_forward_calls:", st.forward_calls,
-        "\r\nraft_forwarded_writes:", st.forwarded_writes,
+        "\r\nraft_forwarded_writes:", st.forwarded_writes, "\r\nraft_forward_lanes:",
+        st.forward_lanes, "\r\nraft_forward_lane_max_span:", st.forward_lane_max_span,
         "\r\n\r\n# Backup\r\nbackup_applied_index:", st.backup_applied_index,
         "\r\nbackup_evaluated_entries:", st.backup_evaluated_entries,
         "\r\nbackup_rows_written:", st.backup_rows_written, "\r\n");
