@@ -99,15 +99,17 @@ void BackupWorker::RecordAttempt(const absl::Status& s) {
 }
 
 void BackupWorker::Enqueue(uint64_t index, uint64_t term, std::string command) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(Queued{index, term, std::move(command), nullptr});
-  if (queue_.size() >= options_.max_queued_entries) apply_now_ = true;
+  Push(Queued{index, term, std::move(command), nullptr});
 }
 
 void BackupWorker::Enqueue(uint64_t index, uint64_t term,
                            std::unique_ptr<kv::EntryEffect> effect) {
+  Push(Queued{index, term, std::string(), std::move(effect)});
+}
+
+void BackupWorker::Push(Queued entry) {
   absl::MutexLock lock(&mu_);
-  queue_.push_back(Queued{index, term, std::string(), std::move(effect)});
+  queue_.push_back(std::move(entry));
   if (queue_.size() >= options_.max_queued_entries) apply_now_ = true;
 }
 

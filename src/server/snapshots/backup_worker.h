@@ -129,6 +129,7 @@ class BackupWorker {
     std::string command;                     // when effect is null
     std::unique_ptr<kv::EntryEffect> effect;
   };
+  void Push(Queued entry);
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
