@@ -109,14 +109,16 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
       (change.type() == raftpb::CONF_REMOVE && IsVoterIn(cur, change.node_id()))) {
     // Availability (etcd's strict reconfiguration check): the new voter set must keep a
     // majority of voters that count now -- data intact by their latest incarnation and heard
-    // from in this election timeout (or this leader) -- else the change itself could leave
+    // from lately (this CheckQuorum round or the last: a change proposed just after a round
+    // cleared the marks must not find every voter down), or this leader -- else the change
+    // itself could leave
     // the cluster unable to commit: promoting a learner that lost its disk, removing a
     // healthy voter while another is down or recovering.
     std::vector<uint64_t> healthy;
     for (uint64_t v : next->voters()) {
       auto it = progress_.find(v);
       if (v == config_.id ||
-          (it != progress_.end() && it->second.counts() && it->second.recent_active())) {
+          (it != progress_.end() && it->second.counts() && it->second.active_lately())) {
         healthy.push_back(v);
       }
     }

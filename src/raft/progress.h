@@ -26,6 +26,15 @@ class Progress {
   State state() const { return state_; }
   uint64_t pending_snapshot() const { return pending_snapshot_; }
   bool recent_active() const { return recent_active_; }
+  // Heard from in this CheckQuorum round or the one before it: within the last one to two
+  // election timeouts. What the membership check counts: right after a round clears the
+  // marks, before any answer came back, every voter would look down.
+  bool active_lately() const { return recent_active_ || active_last_round_; }
+  // A new CheckQuorum round: this round's mark becomes the last round's, and is cleared.
+  void StartActivityRound() {
+    active_last_round_ = recent_active_;
+    recent_active_ = false;
+  }
   // Whether the follower's acknowledgements count (commit, reads, CheckQuorum): false while
   // its latest incarnation says it is not a voter (it lost its data and is catching up).
   bool counts() const { return counts_; }
@@ -74,6 +83,7 @@ class Progress {
   bool probe_sent_ = false;
   uint64_t pending_snapshot_ = 0;  // index of the snapshot being sent (kSnapshot only)
   bool recent_active_ = false;     // heard from since the last CheckQuorum round
+  bool active_last_round_ = false; // heard from in the round before that
   bool counts_ = true;
   uint64_t incarnation_ = 0;
   std::deque<uint64_t> inflights_;  // last index of each unacknowledged MsgApp (kReplicate)

@@ -225,7 +225,7 @@ void Raft::Tick() {
           return;
         }
         for (auto& [id, pr] : progress_) {
-          if (id != config_.id) pr.set_recent_active(false);
+          if (id != config_.id) pr.StartActivityRound();
         }
       }
     }

@@ -188,8 +188,8 @@ class Raft {
   //     promotion of a learner that has acknowledged nothing yet, or more than
   //     config.max_promote_lag_entries behind the leader's last index (the message says how
   //     far behind); or a promotion/removal after which
-  //     fewer than a majority of the voters would be up with their data (heard from in this
-  //     election timeout, not recovering a lost disk);
+  //     fewer than a majority of the voters would be up with their data (heard from in the
+  //     last one to two election timeouts, not recovering a lost disk);
   //   kAlreadyExists / kNotFound / kInvalidArgument from ApplyConfChange (membership.h).
   // A leader that removes itself keeps leading until the entry commits, then steps down.
   absl::StatusOr<EntryId> ProposeConfChange(raftpb::ConfChange change);
