@@ -152,7 +152,8 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
   if (cmd.client_id() != 0) {
     // Remember the first result of this sequence; drop what the client acknowledged and what
     // falls out of the window (the lowest sequences first).
-    coding::SessionRecord rec = session.value_or(coding::SessionRecord{});
+    // (`session` is not used after this: its copy is in sessions_before.)
+    coding::SessionRecord rec = std::move(session).value_or(coding::SessionRecord{});
     const uint64_t seq = cmd.sequence();
     const uint64_t window =
         cmd.session_window() == 0 ? kDefaultSessionWindow : cmd.session_window();

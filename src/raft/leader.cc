@@ -111,9 +111,8 @@ absl::StatusOr<EntryId> Raft::ProposeConfChange(raftpb::ConfChange change) {
     // majority of voters that count now -- data intact by their latest incarnation and heard
     // from lately (this CheckQuorum round or the last: a change proposed just after a round
     // cleared the marks must not find every voter down), or this leader -- else the change
-    // itself could leave
-    // the cluster unable to commit: promoting a learner that lost its disk, removing a
-    // healthy voter while another is down or recovering.
+    // itself could leave the cluster unable to commit: promoting a learner that lost its
+    // disk, removing a healthy voter while another is down or recovering.
     std::vector<uint64_t> healthy;
     for (uint64_t v : next->voters()) {
       auto it = progress_.find(v);

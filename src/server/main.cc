@@ -219,8 +219,6 @@ void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
       "Cap on snapshot streaming to one follower (0 = no cap)");
 }
 
-// Parses the command line into `config`. Returns an exit code if kvd should exit now
-// (0 after --help, 2 after a usage error), or -1 to go on.
 // Which malloc serves this process, checked rather than assumed: with jemalloc linked in,
 // a block from malloc must show in jemalloc's count of this thread's allocations.
 std::string MallocName() {
@@ -241,6 +239,8 @@ std::string MallocName() {
 #endif
 }
 
+// Parses the command line into `config`. Returns an exit code if kvd should exit now
+// (0 after --help, 2 after a usage error), or -1 to go on.
 int ParseFlags(int argc, char** argv, NodeConfig* config) {
   CLI::App app{
       "kvd: a raftkv node. A Raft-replicated key-value store serving the text protocol and\n"
