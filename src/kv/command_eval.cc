@@ -31,7 +31,7 @@ absl::StatusOr<EntryEffect> EvaluateCommand(StoreView& view, uint64_t index, int
   bool own_session_expired = false;
   if (cmd.session_expiry_entries() > 0 && index > cmd.session_expiry_entries()) {
     absl::Status s = view.ForEachIdleSession(
-        index - cmd.session_expiry_entries(), kMaxSessionsExpiredPerEntry,
+        index - cmd.session_expiry_entries(), index, kMaxSessionsExpiredPerEntry,
         [&](uint64_t last_index, uint64_t client_id) {
           effect.expired_sessions.emplace_back(last_index, client_id);
           if (client_id == cmd.client_id()) own_session_expired = true;

@@ -30,9 +30,10 @@ class StoreView {
       const std::function<void(std::string, coding::KeyRecord)>& fn) = 0;
   virtual absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) = 0;
   // Calls fn(last_index, client_id) for the sessions with last_index < before_index, in
-  // ascending (last_index, client_id) order, at most `max` of them.
+  // ascending (last_index, client_id) order, at most `max` of them, for the entry at `index`
+  // (> before_index; a view may use it: no session stored later has last_index < index).
   virtual absl::Status ForEachIdleSession(
-      uint64_t before_index, size_t max,
+      uint64_t before_index, uint64_t index, size_t max,
       const std::function<void(uint64_t last_index, uint64_t client_id)>& fn) = 0;
 };
 

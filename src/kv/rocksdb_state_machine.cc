@@ -69,34 +69,57 @@ KeyValue ToKeyValue(std::string key, coding::KeyRecord rec) {
   return kv;
 }
 
-// StoreView::ForEachIdleSession over `it`, an iterator of the meta column family (the store's,
-// or the store's merged with a batch): calls fn(last_index, client_id) for the session-expiry
-// keys from `*floor` (every live one is at or above it) up to `before_index` (excluded),
-// oldest first, at most `max` of them. Then raises `*floor` to what it is once the entry that
-// removes what fn was given is written: `before_index` when fewer than `max` were found (all
-// below it were), else the last one's last_index. A key under the expiry prefix that does
-// not parse is kDataLoss (and `*floor` is unchanged).
-absl::Status ScanIdleSessions(rocksdb::Iterator* it, uint64_t* floor, uint64_t before_index,
-                              size_t max, const std::string& db_path,
-                              const std::function<void(uint64_t, uint64_t)>& fn) {
-  const std::string end = coding::SessionExpiryKey(before_index, 0);
+// How far past `before_index` a scan for idle sessions looks for the next live expiry key
+// (in log entries): far enough that the commands after it skip the scan for a while, near
+// enough that one scan walks few deleted keys (each log position holds at most one).
+constexpr uint64_t kIdleScanLookahead = 1024;
+
+// StoreView::ForEachIdleSession for the entry at `index`, over the meta column family (the
+// store's, or the store's merged with a batch) as `iterate(ro)` gives it: calls
+// fn(last_index, client_id) for the session-expiry keys from `*floor` (every live one is at or
+// above it) up to `before_index` (excluded), oldest first, at most `max` of them. Then raises
+// `*floor` to what it is once the entry that removes what fn was given is written: the last
+// one's last_index when `max` were found, else the first live key at or above `before_index`,
+// looked for up to kIdleScanLookahead past it and never past `index` (the sessions this entry
+// and later ones write have last_index >= index). Until `before_index` passes the floor, a
+// command needs no iterator at all. A key under the expiry prefix that does not parse is
+// kDataLoss (and `*floor` is unchanged).
+absl::Status ScanIdleSessions(
+    const std::function<std::unique_ptr<rocksdb::Iterator>(const rocksdb::ReadOptions&)>& iterate,
+    uint64_t* floor, uint64_t before_index, uint64_t index, size_t max,
+    const std::string& db_path, const std::function<void(uint64_t, uint64_t)>& fn) {
+  if (before_index <= *floor) return absl::OkStatus();  // no live key is below the floor
+  const uint64_t look_to =
+      std::max(before_index, std::min(index, before_index + kIdleScanLookahead));
+  const std::string end = coding::SessionExpiryKey(look_to, 0);
   const rocksdb::Slice upper(end);
+  // The bound keeps RocksDB from walking every deleted expiry key above the last live one
+  // (one per session update, kept until a compaction) on every scan.
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it = iterate(ro);
   size_t n = 0;
   uint64_t last = *floor;
-  // Seeking to the floor, not to the prefix, skips the deleted expiry keys below it (one per
-  // session update, kept until a compaction): without it every command walked them all.
-  for (it->Seek(coding::SessionExpiryKey(*floor, 0)); it->Valid() && n < max; it->Next(), ++n) {
+  uint64_t next_live = look_to;  // no live key in [before_index, look_to): all are above it
+  // Seeking to the floor, not to the prefix, skips the deleted expiry keys below it.
+  for (it->Seek(coding::SessionExpiryKey(*floor, 0)); it->Valid(); it->Next()) {
     if (it->key().compare(upper) >= 0) break;  // the bound is not enough: ForEachStoredRecord
     uint64_t last_index = 0, client_id = 0;
     if (!coding::ParseSessionExpiryKey(std::string_view(it->key().data(), it->key().size()),
                                        &last_index, &client_id)) {
       return absl::DataLossError(absl::StrCat(db_path, ": malformed session expiry key"));
     }
+    if (last_index >= before_index) {
+      next_live = last_index;
+      break;
+    }
+    if (n == max) break;
     fn(last_index, client_id);
     last = last_index;
+    ++n;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan", db_path);
-  *floor = n < max ? std::max(*floor, before_index) : last;
+  *floor = n == max ? last : std::max(*floor, next_live);
   return absl::OkStatus();
 }
 
@@ -154,14 +177,13 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   }
 
   absl::Status ForEachIdleSession(
-      uint64_t before_index, size_t max,
+      uint64_t before_index, uint64_t index, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
-    const std::string end = coding::SessionExpiryKey(before_index, 0);
-    rocksdb::ReadOptions ro;
-    rocksdb::Slice upper(end);
-    ro.iterate_upper_bound = &upper;  // RocksDB stops at the bound instead of reading past it
-    std::unique_ptr<rocksdb::Iterator> it(sm_->db_->NewIterator(ro, sm_->meta_cf_));
-    return ScanIdleSessions(it.get(), &floor_, before_index, max, sm_->options_.db_path, fn);
+    return ScanIdleSessions(
+        [&](const rocksdb::ReadOptions& ro) {
+          return std::unique_ptr<rocksdb::Iterator>(sm_->db_->NewIterator(ro, sm_->meta_cf_));
+        },
+        &floor_, before_index, index, max, sm_->options_.db_path, fn);
   }
 
   // The session-expiry floor once the entry evaluated against this view is written.
@@ -214,18 +236,15 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   }
 
   absl::Status ForEachIdleSession(
-      uint64_t before_index, size_t max,
+      uint64_t before_index, uint64_t index, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
-    const std::string end = coding::SessionExpiryKey(before_index, 0);
-    const rocksdb::Slice upper(end);
-    // The bound matters as in LiveView: without it, the store's iterator seeks through every
-    // deleted expiry key (one per session update) up to the first live one, on every command
-    // (a leader went from 14,000 to 700 writes/s after a few hundred thousand forwarded
-    // writes).
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it = Iterate(sm_->meta_cf_, ro);
-    return ScanIdleSessions(it.get(), &floor_, before_index, max, sm_->options_.db_path, fn);
+    // The bound ScanIdleSessions sets matters here as in LiveView: without it, the store's
+    // iterator seeks through every deleted expiry key (one per session update) up to the first
+    // live one, on every scan (a leader went from 14,000 to 700 writes/s after a few hundred
+    // thousand forwarded writes).
+    return ScanIdleSessions(
+        [&](const rocksdb::ReadOptions& ro) { return Iterate(sm_->meta_cf_, ro); }, &floor_,
+        before_index, index, max, sm_->options_.db_path, fn);
   }
 
   // The session-expiry floor once the entries evaluated so far are written.

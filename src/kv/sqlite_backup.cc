@@ -100,7 +100,7 @@ class SqliteBackup::View final : public StoreView {
   }
 
   absl::Status ForEachIdleSession(
-      uint64_t before_index, size_t max,
+      uint64_t before_index, uint64_t /*index*/, size_t max,
       const std::function<void(uint64_t, uint64_t)>& fn) override {
     sqlite3_stmt* st = b_->st_->idle_sessions.get();
     sqlite3_bind_int64(st, 1, static_cast<int64_t>(before_index));
