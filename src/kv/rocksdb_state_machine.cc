@@ -152,13 +152,7 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   explicit LiveView(RocksDbStateMachine* sm) : sm_(sm), floor_(sm->expiry_floor_) {}
 
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
-    std::string value;
-    rocksdb::Status s = sm_->db_->Get(rocksdb::ReadOptions(), sm_->data_cf_, key, &value);
-    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
-    if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
-    absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, value, sm_->options_.db_path);
-    if (!rec.ok()) return rec.status();
-    return std::optional<coding::KeyRecord>(std::move(*rec));
+    return sm_->GetRecordForEvaluation(key, nullptr);
   }
 
   absl::Status ForEachRecord(
@@ -173,7 +167,7 @@ class RocksDbStateMachine::LiveView final : public StoreView {
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
-    return sm_->GetSessionUnlocked(client_id);
+    return sm_->GetSessionForEvaluation(client_id, nullptr);
   }
 
   absl::Status ForEachIdleSession(
@@ -198,18 +192,12 @@ class RocksDbStateMachine::LiveView final : public StoreView {
 // `batch`, indexed), as the next entry of the batch must see it.
 class RocksDbStateMachine::BatchView final : public StoreView {
  public:
-  BatchView(RocksDbStateMachine* sm, rocksdb::WriteBatchWithIndex* batch)
-      : sm_(sm), batch_(batch), floor_(sm->expiry_floor_) {}
+  // `written`: what `batch` holds, by key (AddEffect fills both).
+  BatchView(RocksDbStateMachine* sm, rocksdb::WriteBatchWithIndex* batch, const Written* written)
+      : sm_(sm), batch_(batch), written_(written), floor_(sm->expiry_floor_) {}
 
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
-    std::string value;
-    rocksdb::Status s = batch_->GetFromBatchAndDB(sm_->db_.get(), rocksdb::ReadOptions(),
-                                                  sm_->data_cf_, key, &value);
-    if (s.IsNotFound()) return std::optional<coding::KeyRecord>();
-    if (!s.ok()) return FromRocks(s, "get", sm_->options_.db_path);
-    absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, value, sm_->options_.db_path);
-    if (!rec.ok()) return rec.status();
-    return std::optional<coding::KeyRecord>(std::move(*rec));
+    return sm_->GetRecordForEvaluation(key, written_);
   }
 
   absl::Status ForEachRecord(
@@ -224,15 +212,7 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   }
 
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) override {
-    std::string value;
-    rocksdb::Status s = batch_->GetFromBatchAndDB(sm_->db_.get(), rocksdb::ReadOptions(),
-                                                  sm_->meta_cf_, coding::SessionKey(client_id),
-                                                  &value);
-    if (s.IsNotFound()) return std::optional<coding::SessionRecord>();
-    if (!s.ok()) return FromRocks(s, "get session", sm_->options_.db_path);
-    absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(value);
-    if (!rec.ok()) return WithContext(rec.status(), sm_->options_.db_path);
-    return std::optional<coding::SessionRecord>(*rec);
+    return sm_->GetSessionForEvaluation(client_id, written_);
   }
 
   absl::Status ForEachIdleSession(
@@ -264,6 +244,7 @@ class RocksDbStateMachine::BatchView final : public StoreView {
 
   RocksDbStateMachine* sm_;
   rocksdb::WriteBatchWithIndex* batch_;
+  const Written* written_;
   uint64_t floor_;
 };
 
@@ -342,6 +323,8 @@ absl::Status RocksDbStateMachine::OpenDb() {
   data_cf_ = handles_[0];
   meta_cf_ = handles_[1];
   expiry_floor_ = 0;  // a new or swapped store: nothing known about its sessions
+  record_cache_.Clear();
+  session_cache_.Clear();
   return Init();
 }
 
@@ -365,7 +348,9 @@ void RocksDbStateMachine::CloseDb() {
 }
 
 RocksDbStateMachine::RocksDbStateMachine(StateMachineOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)),
+      record_cache_(options_.record_cache_bytes / 4 * 3),
+      session_cache_(options_.record_cache_bytes / 4) {}
 
 RocksDbStateMachine::~RocksDbStateMachine() { CloseDb(); }
 
@@ -514,24 +499,31 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   if (!effect.ok()) return effect.status();
 
   rocksdb::WriteBatch batch;
-  AddEffect(*effect, &batch);
+  Written written;
+  AddEffect(*effect, &batch, &written);
   if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
   expiry_floor_ = view.floor();
+  Remember(std::move(written));
   return std::move(effect->result);
 }
 
-void RocksDbStateMachine::AddEffect(const EntryEffect& effect,
-                                    rocksdb::WriteBatchBase* batch) const {
+void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
+                                    Written* written) const {
   for (const auto& [key, rec] : effect.writes) {
     if (rec.has_value()) {
-      batch->Put(data_cf_, key, coding::EncodeKeyRecord(*rec));
+      std::string bytes = coding::EncodeKeyRecord(*rec);
+      batch->Put(data_cf_, key, bytes);
+      written->records.insert_or_assign(key, std::move(bytes));
     } else {
       batch->Delete(data_cf_, key);
+      written->records.insert_or_assign(key, std::nullopt);
     }
   }
   for (const auto& [last_index, client_id] : effect.expired_sessions) {
-    batch->Delete(meta_cf_, coding::SessionKey(client_id));
+    std::string key = coding::SessionKey(client_id);
+    batch->Delete(meta_cf_, key);
     batch->Delete(meta_cf_, coding::SessionExpiryKey(last_index, client_id));
+    written->sessions.insert_or_assign(std::move(key), std::nullopt);
   }
   if (effect.session.has_value()) {
     const SessionEntry& e = *effect.session;
@@ -539,9 +531,59 @@ void RocksDbStateMachine::AddEffect(const EntryEffect& effect,
       batch->Delete(meta_cf_,
                     coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id));
     }
-    batch->Put(meta_cf_, coding::SessionKey(e.client_id), e.record);
+    std::string key = coding::SessionKey(e.client_id);
+    batch->Put(meta_cf_, key, e.record);
     batch->Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
+    written->sessions.insert_or_assign(std::move(key), e.record);
   }
+}
+
+absl::StatusOr<std::optional<std::string>> RocksDbStateMachine::ReadForEvaluation(
+    rocksdb::ColumnFamilyHandle* cf, const std::string& key, const Written* written) {
+  const bool data = cf == data_cf_;
+  if (written != nullptr) {
+    const auto& map = data ? written->records : written->sessions;
+    if (auto it = map.find(key); it != map.end()) return it->second;
+  }
+  RecordCache& cache = data ? record_cache_ : session_cache_;
+  if (const std::optional<std::string>* cached = cache.Find(key)) return *cached;
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, key, &value);
+  std::optional<std::string> found;
+  if (s.ok()) {
+    found = std::move(value);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, data ? "get" : "get session", options_.db_path);
+  }
+  // The store without the batch: the key is not in it (`written` said so).
+  cache.Put(key, found);
+  return found;
+}
+
+absl::StatusOr<std::optional<coding::KeyRecord>> RocksDbStateMachine::GetRecordForEvaluation(
+    const std::string& key, const Written* written) {
+  absl::StatusOr<std::optional<std::string>> bytes = ReadForEvaluation(data_cf_, key, written);
+  if (!bytes.ok()) return bytes.status();
+  if (!bytes->has_value()) return std::optional<coding::KeyRecord>();
+  absl::StatusOr<coding::KeyRecord> rec = DecodeStored(key, **bytes, options_.db_path);
+  if (!rec.ok()) return rec.status();
+  return std::optional<coding::KeyRecord>(*std::move(rec));
+}
+
+absl::StatusOr<std::optional<coding::SessionRecord>>
+RocksDbStateMachine::GetSessionForEvaluation(uint64_t client_id, const Written* written) {
+  absl::StatusOr<std::optional<std::string>> bytes =
+      ReadForEvaluation(meta_cf_, coding::SessionKey(client_id), written);
+  if (!bytes.ok()) return bytes.status();
+  if (!bytes->has_value()) return std::optional<coding::SessionRecord>();
+  absl::StatusOr<coding::SessionRecord> rec = coding::DecodeSessionRecord(**bytes);
+  if (!rec.ok()) return WithContext(rec.status(), options_.db_path);
+  return std::optional<coding::SessionRecord>(*std::move(rec));
+}
+
+void RocksDbStateMachine::Remember(Written written) {
+  for (auto& [key, bytes] : written.records) record_cache_.Put(key, std::move(bytes));
+  for (auto& [key, bytes] : written.sessions) session_cache_.Put(key, std::move(bytes));
 }
 
 absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
@@ -562,7 +604,8 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
   // overwrite_key: a key written by two entries of the batch holds the later write, so the
   // batch's iterator sees each key once.
   rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
-  BatchView view(this, &batch);
+  Written written;
+  BatchView view(this, &batch, &written);
   uint64_t applied = applied_index();
   uint64_t applied_term = this->applied_term();
   int64_t revision = this->revision();
@@ -588,7 +631,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     } else {
       absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
       if (!effect.ok()) return effect.status();
-      AddEffect(*effect, &batch);
+      AddEffect(*effect, &batch, &written);
       revision = effect->store_revision;
       results.push_back(std::move(effect->result));
       if (effects != nullptr) effects->push_back(std::make_unique<EntryEffect>(*std::move(effect)));
@@ -601,6 +644,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     return s;
   }
   expiry_floor_ = view.floor();
+  Remember(std::move(written));
   return results;
 }
 
@@ -760,6 +804,8 @@ absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
   if (absl::Status open = CheckOpen(); !open.ok()) return open;
   RAFTKV_CHECK(applied_index() == 0);
   expiry_floor_ = 0;  // imported sessions may have any last_index
+  record_cache_.Clear();
+  session_cache_.Clear();
   rocksdb::WriteBatch batch;
   for (const KeyValue& kv : kvs) {
     batch.Put(data_cf_, kv.key,

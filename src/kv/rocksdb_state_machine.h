@@ -46,7 +46,9 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/container/flat_hash_map.h"
 #include "kv/command_eval.h"
+#include "kv/record_cache.h"
 #include "kv/record_coding.h"
 #include "kv/state_machine.h"
 #include "rocksdb/db.h"
@@ -122,8 +124,29 @@ class RocksDbStateMachine final : public StateMachine {
   // Adds `batch` the applied record, writes it, then publishes the new index/term/revision.
   absl::Status Commit(rocksdb::WriteBatch* batch, uint64_t index, uint64_t term,
                       int64_t revision);
-  // Adds an evaluated entry's writes (data, expired and new sessions) to `batch`.
-  void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch) const;
+  // What a write (one entry, or one batch of them) puts into the store, the last value of
+  // each key and session, as stored (nullopt: deleted): what the entries after it in the
+  // batch read before the store, and what the caches take once the write succeeded.
+  struct Written {
+    absl::flat_hash_map<std::string, std::optional<std::string>> records;   // data keys
+    absl::flat_hash_map<std::string, std::optional<std::string>> sessions;  // SessionKey(id)
+  };
+  // Adds an evaluated entry's writes (data, expired and new sessions) to `batch`, and notes
+  // them in `written`.
+  void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
+                 Written* written) const;
+  // The record of `key` or session `session_key` as an entry being evaluated sees it: what
+  // the batch before it wrote, else the cache, else the store (which the cache then keeps).
+  // `written` may be null (no batch). Apply thread only.
+  absl::StatusOr<std::optional<std::string>> ReadForEvaluation(rocksdb::ColumnFamilyHandle* cf,
+                                                               const std::string& key,
+                                                               const Written* written);
+  absl::StatusOr<std::optional<coding::KeyRecord>> GetRecordForEvaluation(
+      const std::string& key, const Written* written);
+  absl::StatusOr<std::optional<coding::SessionRecord>> GetSessionForEvaluation(
+      uint64_t client_id, const Written* written);
+  // After a write succeeded: the caches take what it wrote.
+  void Remember(Written written);
   absl::Status CheckNext(uint64_t index) const;
 
   const StateMachineOptions options_;
@@ -147,6 +170,10 @@ class RocksDbStateMachine final : public StateMachine {
   // OpenDb and imports. A lower bound only: a scan gives the same sessions with or without
   // it, so replicas stay identical.
   uint64_t expiry_floor_ = 0;
+  // Apply thread only (or exclusive access): what ReadForEvaluation read or a write wrote,
+  // cleared whenever the store is replaced or imported.
+  RecordCache record_cache_;
+  RecordCache session_cache_;
 };
 
 }  // namespace raftkv::kv

@@ -115,6 +115,9 @@ struct StateMachineOptions {
   // the log past an index it has not Flush()ed (kvd: the Raft log, CompactionBound).
   // Excludes sync_writes.
   bool disable_wal = false;
+  // Memory for the records (3/4) and sessions (1/4) of recently used keys that evaluating a
+  // write reads (kv/record_cache.h); 0: every evaluation reads the store.
+  size_t record_cache_bytes = 16 << 20;
 };
 
 class StateMachine {

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kv/state_machine.h"
 #include "server/service/kv_service.h"
 #include "server/node_address.h"
 #include "server/replication/raft_loop.h"
@@ -63,6 +64,8 @@ struct NodeConfig {
   RaftLoopOptions raft;               // raft loop tuning (cluster, node_index, cluster_id
                                       // are filled in from the fields above at start)
   uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
+  // --record-cache-bytes: the state machine's cache of recently written records
+  uint64_t record_cache_bytes = kv::StateMachineOptions{}.record_cache_bytes;
   uint64_t max_range_keys = 100000;   // --max-range-keys: keys in one etcd Range answer
   uint64_t max_range_bytes = 3 << 20; // --max-range-bytes: key-value bytes in one answer
   // On SIGTERM: how long in-flight gRPC calls may take before they are cancelled. Peer

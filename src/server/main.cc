@@ -174,6 +174,9 @@ void AddRaftFlags(CLI::App* app, NodeConfig* config) {
       "Bytes of the newest log entries the WAL keeps in memory; older ones (for followers "
       "that lag behind, or entries not yet applied) are read back from the WAL files. "
       "0 = keep none");
+  add("--record-cache-bytes", &config->record_cache_bytes,
+      "Bytes of the records and sessions of recently written keys that applying a write "
+      "reads from memory instead of RocksDB (3/4 records, 1/4 sessions). 0 = keep none");
 }
 
 void AddPeerFlags(CLI::App* app, NodeConfig* config) {

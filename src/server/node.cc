@@ -166,7 +166,7 @@ absl::Status Node::OpenData() {
   if (fetched) {
     if (absl::Status s = (*members)->Save(data_dir_.members()); !s.ok()) return s;
   }
-  auto sm = OpenStateMachine(data_dir_, config_.restore_from);
+  auto sm = OpenStateMachine(data_dir_, config_.restore_from, config_.record_cache_bytes);
   if (!sm.ok()) return sm.status();
   sm_ = *std::move(sm);
   spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config_.id,

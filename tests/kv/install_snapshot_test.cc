@@ -106,6 +106,29 @@ TEST_F(InstallSnapshotTest, ReplacesEverythingAndSurvivesReopen) {
   ExpectAllValues(*sm_, "new");
 }
 
+// The store keeps the records and sessions it last wrote in memory (kv/record_cache.h). An
+// installed snapshot replaces them: writes after the install build on the snapshot's record
+// and session, not on what the store held before (a stale session would apply a retry twice).
+TEST_F(InstallSnapshotTest, WritesAfterTheInstallSeeTheSnapshotsRecordsAndSessions) {
+  for (uint64_t i = 1; i <= 3; ++i) {
+    kvpb::Command cmd = Rewrite("old");
+    cmd.set_client_id(5);
+    cmd.set_sequence(i);
+    Next(cmd);  // k0 at version i, session 5 at sequence i
+  }
+  const std::string snap = MakeSnapshot(20);  // k0 at version 20, session 5 at sequence 20
+  ASSERT_TRUE(sm_->InstallSnapshot(snap).ok());
+  kvpb::Command retry = Rewrite("retry");
+  retry.set_client_id(5);
+  retry.set_sequence(20);
+  EXPECT_TRUE(Next(retry, 7).duplicate) << "session 5 as it was before the install";
+  ApplyResult put = Next(PutCmd("k0", "after"), 7);
+  ASSERT_EQ(put.ops.size(), 1u);
+  ASSERT_TRUE(put.ops[0].prev.has_value());
+  EXPECT_EQ(put.ops[0].prev->value, "new");
+  EXPECT_EQ(MustGet("k0")->version, 21) << "k0's version from before the install";
+}
+
 TEST_F(InstallSnapshotTest, BadFileChangesNothing) {
   Next(Rewrite("old"));
   std::string snap = MakeSnapshot(5);

@@ -175,6 +175,104 @@ TEST_F(ApplyBatchTest, WithoutTheWalACleanCloseKeepsEverything) {
   EXPECT_EQ(StateMachine::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The record cache (kv/record_cache.h) changes nothing but where evaluation reads: stores
+// with no cache, a cache so small it evicts on every write, and the default one give every
+// entry of a random history the same result and end with the same keys and sessions.
+TEST_F(ApplyBatchTest, EveryCacheSizeGivesTheSameResultsAndStore) {
+  std::vector<std::unique_ptr<StateMachine>> stores;
+  for (size_t bytes : {size_t{0}, size_t{2048}, StateMachineOptions{}.record_cache_bytes}) {
+    StateMachineOptions o;
+    o.db_path = dir_.Sub("cache" + std::to_string(bytes));
+    o.record_cache_bytes = bytes;
+    auto sm = StateMachine::Open(o);
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    stores.push_back(*std::move(sm));
+  }
+  std::mt19937_64 rng(11);
+  auto key = [&] { return absl::StrCat("k", rng() % 40); };
+  std::map<uint64_t, uint64_t> seq;
+  uint64_t index = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<kvpb::Command> cmds(1 + rng() % 8);
+    for (kvpb::Command& cmd : cmds) {
+      const int ops = 1 + static_cast<int>(rng() % 3);
+      for (int i = 0; i < ops; ++i) {
+        switch (rng() % 6) {
+          case 0: AddDelete(cmd, key()); break;
+          case 1: AddDelete(cmd, key(), key()); break;  // a range, sometimes empty
+          default: AddPut(cmd, key(), absl::StrCat("v", rng() % 1000)); break;
+        }
+      }
+      if (rng() % 2 == 0) {
+        const uint64_t client = 1 + rng() % 6;
+        // Sometimes a retry of the last sequence: a duplicate.
+        const uint64_t s = rng() % 5 == 0 && seq[client] > 0 ? seq[client] : ++seq[client];
+        cmd = Sessioned(std::move(cmd), client, s, /*expiry=*/50);
+      }
+    }
+    std::vector<BatchEntry> batch;
+    for (const kvpb::Command& cmd : cmds) batch.push_back(BatchEntry{++index, 1, &cmd});
+    std::vector<std::vector<ApplyResult>> got;
+    for (auto& sm : stores) {
+      absl::StatusOr<std::vector<ApplyResult>> r = sm->ApplyBatch(batch);
+      ASSERT_TRUE(r.ok()) << r.status();
+      got.push_back(*std::move(r));
+    }
+    for (size_t i = 1; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].size(), got[0].size());
+      for (size_t e = 0; e < got[0].size(); ++e) ExpectSameResult(got[i][e], got[0][e], e);
+    }
+  }
+  const std::string all(1, '\0');
+  absl::StatusOr<RangeResult> want = stores[0]->Range("", all, 0);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_GT(want->kvs.size(), 0u);
+  for (size_t i = 1; i < stores.size(); ++i) {
+    EXPECT_EQ(stores[i]->revision(), stores[0]->revision());
+    absl::StatusOr<RangeResult> r = stores[i]->Range("", all, 0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->kvs.size(), want->kvs.size());
+    for (size_t k = 0; k < r->kvs.size(); ++k) {
+      EXPECT_EQ(r->kvs[k].key, want->kvs[k].key);
+      EXPECT_EQ(r->kvs[k].value, want->kvs[k].value);
+      EXPECT_EQ(r->kvs[k].version, want->kvs[k].version);
+      EXPECT_EQ(r->kvs[k].create_revision, want->kvs[k].create_revision);
+    }
+    for (uint64_t client = 1; client <= 6; ++client) {
+      auto a = static_cast<RocksDbStateMachine*>(stores[0].get())->GetSession(client);
+      auto b = static_cast<RocksDbStateMachine*>(stores[i].get())->GetSession(client);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_EQ(*a, *b) << "client " << client;
+    }
+  }
+}
+
+// With the cache, writes that follow each other on one key and one session read the store
+// once, not once per write. Counted with RocksDB's perf context (memtable lookups).
+TEST_F(ApplyBatchTest, RepeatedWritesOfOneKeyReadTheStoreOnce) {
+  auto memtable_gets = [&](size_t cache_bytes) -> uint64_t {
+    StateMachineOptions o;
+    o.db_path = dir_.Sub("gets" + std::to_string(cache_bytes));
+    o.record_cache_bytes = cache_bytes;
+    auto sm = StateMachine::Open(o);
+    EXPECT_TRUE(sm.ok()) << sm.status();
+    if (!sm.ok()) return 0;
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+    rocksdb::get_perf_context()->Reset();
+    for (uint64_t i = 1; i <= 100; ++i) {
+      kvpb::Command cmd = Sessioned(PutCmd("k", absl::StrCat(i)), /*client=*/3, i);
+      std::vector<BatchEntry> one = {{i, 1, &cmd}};
+      EXPECT_TRUE((*sm)->ApplyBatch(one).ok());
+    }
+    const uint64_t gets = rocksdb::get_perf_context()->get_from_memtable_count;
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+    return gets;
+  };
+  // The key and the session per write (a Get on the still empty memtable is not counted).
+  EXPECT_GE(memtable_gets(0), 199u);
+  EXPECT_LE(memtable_gets(StateMachineOptions{}.record_cache_bytes), 2u);
+}
+
 }  // namespace
 // Every command looks for idle sessions, and every session update deletes the session's old
 // expiry key, which RocksDB keeps as a deleted key until a compaction. A scan that seeks to

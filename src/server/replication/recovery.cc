@@ -127,7 +127,7 @@ absl::Status CommitAppliedEntries(const kv::StateMachine& sm, raft::wal::WalStor
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
-    const DataDir& dir, const std::string& restore_from) {
+    const DataDir& dir, const std::string& restore_from, uint64_t record_cache_bytes) {
   if (!restore_from.empty()) {
     if (absl::Status s = RestoreStore(dir, restore_from); !s.ok()) return s;
   }
@@ -139,6 +139,7 @@ absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
   // (RaftLoop::OnSnapshotMade, CompactionBound).
   options.sync_writes = false;
   options.disable_wal = true;
+  options.record_cache_bytes = record_cache_bytes;
   auto sm = kv::StateMachine::Open(options);
   if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
       std::filesystem::exists(dir.wal())) {
