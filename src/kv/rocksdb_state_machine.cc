@@ -189,12 +189,11 @@ class RocksDbStateMachine::LiveView final : public StoreView {
 };
 
 // The store plus the entries of an ApplyBatch evaluated so far (their writes are in
-// `batch`, indexed), as the next entry of the batch must see it.
+// `written`, by key), as the next entry of the batch must see it.
 class RocksDbStateMachine::BatchView final : public StoreView {
  public:
-  // `written`: what `batch` holds, by key (AddEffect fills both).
-  BatchView(RocksDbStateMachine* sm, rocksdb::WriteBatchWithIndex* batch, const Written* written)
-      : sm_(sm), batch_(batch), written_(written), floor_(sm->expiry_floor_) {}
+  BatchView(RocksDbStateMachine* sm, const Written* written)
+      : sm_(sm), written_(written), floor_(sm->expiry_floor_) {}
 
   absl::StatusOr<std::optional<coding::KeyRecord>> GetRecord(const std::string& key) override {
     return sm_->GetRecordForEvaluation(key, written_);
@@ -230,21 +229,45 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   // The session-expiry floor once the entries evaluated so far are written.
   uint64_t floor() const { return floor_; }
 
+  // The batch's writes indexed (a WriteBatchWithIndex), once a scan needed them; null before.
+  // ApplyBatchWithEffects adds every later entry's writes to it too.
+  rocksdb::WriteBatchWithIndex* index() { return index_.get(); }
+
  private:
   // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store).
+  // Scans are rare (range deletes; idle sessions, once per kIdleScanLookahead entries at
+  // most), so the batch's writes are indexed when the first scan needs them, not on every
+  // write (indexing them was 4-8% of a node's CPU).
   // ro.iterate_upper_bound, if set, bounds both: the batch's part too, which otherwise walks
   // every deleted key of the batch above the bound to find a live one (each entry of a
   // Ready deletes its session's previous expiry key, so each command's scan walked the whole
-  // batch: quadratic in the Ready's size). `ro` and its bound must outlive the iterator.
+  // batch: quadratic in the Ready's size). `ro` and its bound must outlive the iterator,
+  // which lasts until the next call.
   std::unique_ptr<rocksdb::Iterator> Iterate(rocksdb::ColumnFamilyHandle* cf,
                                              const rocksdb::ReadOptions& ro) {
+    if (index_ == nullptr) {
+      // overwrite_key: the batch's iterator gives each key once.
+      index_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
+                                                              /*overwrite_key=*/true);
+      auto add = [&](rocksdb::ColumnFamilyHandle* in, const std::string& key,
+                     const std::optional<std::string>& value) {
+        if (value.has_value()) {
+          index_->Put(in, key, *value);
+        } else {
+          index_->Delete(in, key);
+        }
+      };
+      for (const auto& [key, value] : written_->records) add(sm_->data_cf_, key, value);
+      for (const auto& [key, value] : written_->sessions) add(sm_->meta_cf_, key, value);
+      for (const auto& [key, value] : written_->expiry_keys) add(sm_->meta_cf_, key, value);
+    }
     return std::unique_ptr<rocksdb::Iterator>(
-        batch_->NewIteratorWithBase(cf, sm_->db_->NewIterator(ro, cf), &ro));
+        index_->NewIteratorWithBase(cf, sm_->db_->NewIterator(ro, cf), &ro));
   }
 
   RocksDbStateMachine* sm_;
-  rocksdb::WriteBatchWithIndex* batch_;
   const Written* written_;
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> index_;
   uint64_t floor_;
 };
 
@@ -513,28 +536,40 @@ void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBat
     if (rec.has_value()) {
       std::string bytes = coding::EncodeKeyRecord(*rec);
       batch->Put(data_cf_, key, bytes);
-      written->records.insert_or_assign(key, std::move(bytes));
+      if (written != nullptr) written->records.insert_or_assign(key, std::move(bytes));
     } else {
       batch->Delete(data_cf_, key);
-      written->records.insert_or_assign(key, std::nullopt);
+      if (written != nullptr) written->records.insert_or_assign(key, std::nullopt);
     }
   }
   for (const auto& [last_index, client_id] : effect.expired_sessions) {
     std::string key = coding::SessionKey(client_id);
+    std::string expiry = coding::SessionExpiryKey(last_index, client_id);
     batch->Delete(meta_cf_, key);
-    batch->Delete(meta_cf_, coding::SessionExpiryKey(last_index, client_id));
-    written->sessions.insert_or_assign(std::move(key), std::nullopt);
+    batch->Delete(meta_cf_, expiry);
+    if (written != nullptr) {
+      written->sessions.insert_or_assign(std::move(key), std::nullopt);
+      written->expiry_keys.insert_or_assign(std::move(expiry), std::nullopt);
+    }
   }
   if (effect.session.has_value()) {
     const SessionEntry& e = *effect.session;
     if (effect.replaced_session_last_index) {
-      batch->Delete(meta_cf_,
-                    coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id));
+      std::string expiry =
+          coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id);
+      batch->Delete(meta_cf_, expiry);
+      if (written != nullptr) {
+        written->expiry_keys.insert_or_assign(std::move(expiry), std::nullopt);
+      }
     }
     std::string key = coding::SessionKey(e.client_id);
+    std::string expiry = coding::SessionExpiryKey(e.last_index, e.client_id);
     batch->Put(meta_cf_, key, e.record);
-    batch->Put(meta_cf_, coding::SessionExpiryKey(e.last_index, e.client_id), "");
-    written->sessions.insert_or_assign(std::move(key), e.record);
+    batch->Put(meta_cf_, expiry, "");
+    if (written != nullptr) {
+      written->sessions.insert_or_assign(std::move(key), e.record);
+      written->expiry_keys.insert_or_assign(std::move(expiry), std::string());
+    }
   }
 }
 
@@ -601,11 +636,9 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     effects->clear();
     effects->reserve(entries.size());
   }
-  // overwrite_key: a key written by two entries of the batch holds the later write, so the
-  // batch's iterator sees each key once.
-  rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
+  rocksdb::WriteBatch batch;
   Written written;
-  BatchView view(this, &batch, &written);
+  BatchView view(this, &written);
   uint64_t applied = applied_index();
   uint64_t applied_term = this->applied_term();
   int64_t revision = this->revision();
@@ -632,6 +665,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
       absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
       if (!effect.ok()) return effect.status();
       AddEffect(*effect, &batch, &written);
+      if (rocksdb::WriteBatchWithIndex* index = view.index()) AddEffect(*effect, index, nullptr);
       revision = effect->store_revision;
       results.push_back(std::move(effect->result));
       if (effects != nullptr) effects->push_back(std::make_unique<EntryEffect>(*std::move(effect)));
@@ -640,7 +674,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     applied_term = e.term;
   }
   if (applied == applied_index()) return results;  // all replays: nothing to write
-  if (absl::Status s = Commit(batch.GetWriteBatch(), applied, applied_term, revision); !s.ok()) {
+  if (absl::Status s = Commit(&batch, applied, applied_term, revision); !s.ok()) {
     return s;
   }
   expiry_floor_ = view.floor();

@@ -65,8 +65,8 @@ class RocksDbStateMachine final : public StateMachine {
   absl::StatusOr<ApplyResult> Apply(uint64_t index, uint64_t term,
                                     const kvpb::Command& cmd) override;
   absl::Status ApplyEmpty(uint64_t index, uint64_t term) override;
-  // One RocksDB write for the whole batch (a WriteBatchWithIndex: each command is evaluated
-  // against the store plus the batch so far, so it sees the entries before it).
+  // One RocksDB write for the whole batch (each command is evaluated against the store plus
+  // the batch so far, so it sees the entries before it).
   absl::StatusOr<std::vector<ApplyResult>> ApplyBatch(
       const std::vector<BatchEntry>& entries) override;
   absl::StatusOr<std::vector<ApplyResult>> ApplyBatchWithEffects(
@@ -130,9 +130,10 @@ class RocksDbStateMachine final : public StateMachine {
   struct Written {
     absl::flat_hash_map<std::string, std::optional<std::string>> records;   // data keys
     absl::flat_hash_map<std::string, std::optional<std::string>> sessions;  // SessionKey(id)
+    absl::flat_hash_map<std::string, std::optional<std::string>> expiry_keys;  // "" or deleted
   };
   // Adds an evaluated entry's writes (data, expired and new sessions) to `batch`, and notes
-  // them in `written`.
+  // them in `written` (if not null).
   void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
                  Written* written) const;
   // The record of `key` or session `session_key` as an entry being evaluated sees it: what
