@@ -8,20 +8,21 @@
 #     fdatasync/fsync calls per write on each, and writes to RocksDB's own WAL files (*.log
 #     under db/) per write on the leader;
 #   throughput: redis-benchmark SET -c 50 -d 100 against the leader, with -P 16 and without,
-#     --duration-ish runs (its -n is fixed: --rb-ops); with --follower also against a
-#     follower (which forwards every write to the leader);
+#     --duration-ish runs (its -n is fixed: --rb-ops; keys drawn from --rb-keys, 100,000 by
+#     default, so most writes create their key; compare.sh draws from 10,000); with
+#     --follower also against a follower (which forwards every write to the leader);
 #   with --etcd-clients LIST: etcd API puts by kvbench (256 B values, 10,000 keys), for each
 #     client count in LIST, over min(clients, 100) connections spread on the 3 nodes (as
 #     compare.sh and etcd's benchmark tool), --etcd-duration seconds each: ops/s and p99 ms.
 # Prints one line per measurement and then the medians per variant and the ratios to A.
 #
 #   bench/write_path_ab.sh --a OLD/kvd --b NEW/kvd [--c NEWER/kvd] [--rounds 3] [--count-ops 300]
-#                          [--rb-ops 100000] [--base-port 27400] [--keep] [--counts-only]
+#                          [--rb-ops 100000] [--rb-keys 100000] [--base-port 27400] [--keep] [--counts-only]
 #                          [--follower] [--etcd-clients 50,1000] [--etcd-duration 10]
 #                          [--kvbench build/bin/kvbench] [--no-redis]
 set -euo pipefail
 
-a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 base=27400 keep=0 counts_only=0
+a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 rb_keys=100000 base=27400 keep=0 counts_only=0
 on_follower=0 etcd_clients="" etcd_duration=10 kvbench=build/bin/kvbench no_redis=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --count-ops) count_ops=$2; shift 2 ;;
     --rb-ops) rb_ops=$2; shift 2 ;;
+    --rb-keys) rb_keys=$2; shift 2 ;;
     --base-port) base=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --counts-only) counts_only=1; shift ;;
@@ -164,7 +166,7 @@ redis_bench() {  # variant round name args...
   local v=$1 r=$2 name=$3; shift 3
   local rps node=$leader
   if [ "${name#follower_}" != "$name" ]; then node=$follower; fi
-  rps=$(redis-benchmark -p $((base + node)) -t set -d 100 -r 100000 -n "$rb_ops" -q "$@" 2>/dev/null |
+  rps=$(redis-benchmark -p $((base + node)) -t set -d 100 -r "$rb_keys" -n "$rb_ops" -q "$@" 2>/dev/null |
         tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
   echo -e "$v\t$r\t$name\t${rps:-0}" >>"$results"
 }
