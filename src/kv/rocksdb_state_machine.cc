@@ -348,6 +348,7 @@ absl::Status RocksDbStateMachine::OpenDb() {
   expiry_floor_ = 0;  // a new or swapped store: nothing known about its sessions
   record_cache_.Clear();
   session_cache_.Clear();
+  cache_bytes_.store(0, std::memory_order_relaxed);
   return Init();
 }
 
@@ -578,10 +579,17 @@ absl::StatusOr<std::optional<std::string>> RocksDbStateMachine::ReadForEvaluatio
   const bool data = cf == data_cf_;
   if (written != nullptr) {
     const auto& map = data ? written->records : written->sessions;
-    if (auto it = map.find(key); it != map.end()) return it->second;
+    if (auto it = map.find(key); it != map.end()) {
+      cache_hits_.fetch_add(1, std::memory_order_relaxed);
+      return it->second;
+    }
   }
   RecordCache& cache = data ? record_cache_ : session_cache_;
-  if (const std::optional<std::string>* cached = cache.Find(key)) return *cached;
+  if (const std::optional<std::string>* cached = cache.Find(key)) {
+    cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    return *cached;
+  }
+  cache_misses_.fetch_add(1, std::memory_order_relaxed);
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, key, &value);
   std::optional<std::string> found;
@@ -619,6 +627,15 @@ RocksDbStateMachine::GetSessionForEvaluation(uint64_t client_id, const Written* 
 void RocksDbStateMachine::Remember(Written written) {
   for (auto& [key, bytes] : written.records) record_cache_.Put(key, std::move(bytes));
   for (auto& [key, bytes] : written.sessions) session_cache_.Put(key, std::move(bytes));
+  cache_bytes_.store(record_cache_.bytes() + session_cache_.bytes(), std::memory_order_relaxed);
+}
+
+StateMachine::RecordCacheStats RocksDbStateMachine::record_cache_stats() const {
+  RecordCacheStats s;
+  s.hits = cache_hits_.load(std::memory_order_relaxed);
+  s.misses = cache_misses_.load(std::memory_order_relaxed);
+  s.bytes = cache_bytes_.load(std::memory_order_relaxed);
+  return s;
 }
 
 absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatch(
@@ -840,6 +857,7 @@ absl::Status RocksDbStateMachine::ImportBatch(const std::vector<KeyValue>& kvs,
   expiry_floor_ = 0;  // imported sessions may have any last_index
   record_cache_.Clear();
   session_cache_.Clear();
+  cache_bytes_.store(0, std::memory_order_relaxed);
   rocksdb::WriteBatch batch;
   for (const KeyValue& kv : kvs) {
     batch.Put(data_cf_, kv.key,

@@ -90,6 +90,7 @@ class RocksDbStateMachine final : public StateMachine {
 
   // RocksDB writes of applied entries since Open (Apply, ApplyEmpty, ApplyBatch: one each).
   uint64_t entry_writes() const { return entry_writes_.load(std::memory_order_relaxed); }
+  RecordCacheStats record_cache_stats() const override;
 
   // The session record of client_id, if any (tests and snapshots).
   absl::StatusOr<std::optional<coding::SessionRecord>> GetSession(uint64_t client_id) const;
@@ -175,6 +176,10 @@ class RocksDbStateMachine final : public StateMachine {
   // cleared whenever the store is replaced or imported.
   RecordCache record_cache_;
   RecordCache session_cache_;
+  // For record_cache_stats(); written by the apply thread.
+  std::atomic<uint64_t> cache_hits_{0};
+  std::atomic<uint64_t> cache_misses_{0};
+  std::atomic<uint64_t> cache_bytes_{0};
 };
 
 }  // namespace raftkv::kv

@@ -186,6 +186,17 @@ class StateMachine {
   // Cheap (no I/O); 0 when unknown. Any thread.
   virtual uint64_t ApproximateSizeBytes() const { return 0; }
 
+  // The record cache (StateMachineOptions::record_cache_bytes) since the store opened: the
+  // reads of a record or session that evaluating an entry served from memory (the cache, or
+  // what earlier entries of its batch wrote) or had to make from the store, and the bytes the
+  // cache holds now. Any thread.
+  struct RecordCacheStats {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+    uint64_t bytes = 0;
+  };
+  virtual RecordCacheStats record_cache_stats() const { return {}; }
+
   // Replaces the whole state (data, applied index/term, revision, sessions) with the snapshot
   // file at `path` (kv/sqlite_snapshot.h), e.g. after Raft InstallSnapshot. The file is
   // verified row by row before anything changes; readers see the old state or the new one;

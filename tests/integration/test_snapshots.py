@@ -154,6 +154,30 @@ class SnapshotTest(unittest.TestCase):
             con.close()
             self.assertEqual(row, (last.encode(),), f"node {n.id}")
 
+    def test_rewrites_of_a_key_read_its_record_from_the_record_cache(self):
+        """Applying a write reads the key's record and the session's; every node keeps the
+        records of recently written keys in memory (--record-cache-bytes), so writes to a key
+        written just before read neither from RocksDB. INFO counts the reads (a hit: from the
+        cache, or from the writes of the entries before it in its batch)."""
+        self.start()
+        c = TextClient(self.follower.port, timeout_s=30)  # forwarded: a lane's session too
+        before = {n.id: resp_info(n.port) for n in self.cluster.nodes}
+        # One at a time, so that most writes are alone in their batch and read the cache,
+        # not the writes of the entries before them in the batch.
+        for i in range(200):
+            self.assertEqual(c.pipeline([f"SET cached {i}"]), ["OK"])
+        c.close()
+        for n in self.cluster.nodes:
+            wait_until(lambda: int(resp_info(n.port)["record_cache_hits"])
+                       - int(before[n.id]["record_cache_hits"]) >= 360,
+                       what=f"node {n.id} to read 360 records from memory", timeout_s=20)
+            info = resp_info(n.port)
+            # The first write of the key and of the lane read the store; no other. Without
+            # the cache, about two reads per write.
+            misses = int(info["record_cache_misses"]) - int(before[n.id]["record_cache_misses"])
+            self.assertLess(misses, 20, info)
+            self.assertGreater(int(info["record_cache_bytes"]), 0, info)
+
     def test_compaction_keeps_the_wal_bounded(self):
         self.start()
         sizes = []

@@ -275,6 +275,11 @@ TEST_F(ApplyBatchTest, RepeatedWritesOfOneKeyReadTheStoreOnce) {
     }
     const uint64_t gets = rocksdb::get_perf_context()->get_from_memtable_count;
     rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+    // The counters INFO shows say the same.
+    const StateMachine::RecordCacheStats stats = (*sm)->record_cache_stats();
+    EXPECT_EQ(stats.hits + stats.misses, 200u);
+    EXPECT_EQ(stats.misses, cache_bytes == 0 ? 200u : 2u);
+    EXPECT_EQ(stats.bytes > 0, cache_bytes > 0);
     return gets;
   };
   // The key and the session per write (a Get on the still empty memtable is not counted).

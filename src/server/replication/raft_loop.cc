@@ -1352,6 +1352,10 @@ void RaftLoop::PublishStatus() {
   s.backup_applied_index = backup_->applied_index();
   s.backup_evaluated_entries = backup_->evaluated_entries();
   s.backup_rows_written = backup_->rows_written();
+  const kv::StateMachine::RecordCacheStats cache = sm_->record_cache_stats();
+  s.record_cache_hits = cache.hits;
+  s.record_cache_misses = cache.misses;
+  s.record_cache_bytes = cache.bytes;
   s.alarms = Alarms();
   if (!rs.rejoin_detail.empty()) s.alarms.push_back(rs.rejoin_detail);
   absl::MutexLock lock(&status_mu_);

@@ -73,6 +73,10 @@ struct NodeStatus {
   uint64_t backup_applied_index = 0;
   uint64_t backup_evaluated_entries = 0;
   uint64_t backup_rows_written = 0;
+  // The state machine's record cache (kv::StateMachine::record_cache_stats).
+  uint64_t record_cache_hits = 0;
+  uint64_t record_cache_misses = 0;
+  uint64_t record_cache_bytes = 0;
   // Conditions an operator must act on, one sentence each (etcd Maintenance.Status `errors`;
   // kvctl status shows them). Empty when all is well.
   std::vector<std::string> alarms;

@@ -159,7 +159,10 @@ TcpRequest Info() {
         st.forward_lanes, "\r\nraft_forward_lane_max_span:", st.forward_lane_max_span,
         "\r\n\r\n# Backup\r\nbackup_applied_index:", st.backup_applied_index,
         "\r\nbackup_evaluated_entries:", st.backup_evaluated_entries,
-        "\r\nbackup_rows_written:", st.backup_rows_written, "\r\n");
+        "\r\nbackup_rows_written:", st.backup_rows_written,
+        "\r\n\r\n# Store\r\nrecord_cache_hits:", st.record_cache_hits,
+        "\r\nrecord_cache_misses:", st.record_cache_misses,
+        "\r\nrecord_cache_bytes:", st.record_cache_bytes, "\r\n");
     std::move(reply)(RespBulk(text));
   });
 }
