@@ -12,7 +12,16 @@ const std::optional<std::string>* RecordCache::Find(std::string_view key) {
 }
 
 void RecordCache::Put(std::string_view key, std::optional<std::string> value) {
-  if (capacity_ == 0) return;
+  if (kEntryOverhead + key.size() + (value ? value->size() : 0) > capacity_) {
+    // It would push out everything else and then itself: keep the others instead (and
+    // forget what was cached for the key, which is no longer what the store holds).
+    if (auto it = index_.find(key); it != index_.end()) {
+      bytes_ -= it->second->Charge();
+      lru_.erase(it->second);
+      index_.erase(it);
+    }
+    return;
+  }
   if (auto it = index_.find(key); it != index_.end()) {
     Entry& e = *it->second;
     bytes_ -= e.Charge();

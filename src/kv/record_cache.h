@@ -29,7 +29,8 @@ class RecordCache {
   // The cached bytes of `key` (nullopt inside: known absent), or null if it is not cached.
   // Marks it used. The pointer is valid until the next Put or Clear.
   const std::optional<std::string>* Find(std::string_view key);
-  // Caches `value` (nullopt: absent) for `key`, replacing what was cached.
+  // Caches `value` (nullopt: absent) for `key`, replacing what was cached. An entry larger
+  // than the whole capacity is not kept (and what was cached for the key is dropped).
   void Put(std::string_view key, std::optional<std::string> value);
   void Clear();
 

@@ -600,6 +600,7 @@ absl::StatusOr<std::optional<std::string>> RocksDbStateMachine::ReadForEvaluatio
   }
   // The store without the batch: the key is not in it (`written` said so).
   cache.Put(key, found);
+  cache_bytes_.store(record_cache_.bytes() + session_cache_.bytes(), std::memory_order_relaxed);
   return found;
 }
 

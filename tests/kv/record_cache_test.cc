@@ -48,9 +48,16 @@ TEST(RecordCacheTest, TheLeastRecentlyUsedGoFirstOnceOverCapacity) {
   c.Put("d", std::string(entry, 'v'));
   EXPECT_LE(c.bytes(), c.capacity());
   EXPECT_EQ(Cached(c, "d"), std::string(entry, 'v'));
-  // One larger than the whole cache is not kept, and takes nothing else with it but room.
+  // One larger than the whole cache is not kept, and pushes nothing else out.
+  const size_t kept = c.size();
   c.Put("e", std::string(4 * entry, 'v'));
   EXPECT_EQ(c.Find("e"), nullptr);
+  EXPECT_EQ(c.size(), kept);
+  EXPECT_NE(c.Find("d"), nullptr);
+  // Nor when it replaces a cached value: the old one goes (it is not what the store holds).
+  c.Put("d", std::string(4 * entry, 'v'));
+  EXPECT_EQ(c.Find("d"), nullptr);
+  EXPECT_EQ(c.size(), kept - 1);
   EXPECT_LE(c.bytes(), c.capacity());
 }
 
