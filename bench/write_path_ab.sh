@@ -8,6 +8,7 @@
 #     fdatasync/fsync calls per write on each, and writes to RocksDB's own WAL files (*.log
 #     under db/) per write on the leader;
 #   throughput: redis-benchmark SET -c 50 -d 100 against the leader, with -P 16 and without,
+#     and the CPU time all three nodes spent per write during each run (from /proc),
 #     --duration-ish runs (its -n is fixed: --rb-ops; keys drawn from --rb-keys, 100,000 by
 #     default, so most writes create their key; compare.sh draws from 10,000); with
 #     --follower also against a follower (which forwards every write to the leader);
@@ -162,13 +163,29 @@ print(f"{v}\t{r}\tetcd_put_c{c}_p99_ms\t{d['latency_us']['all']['p99'] / 1000:.2
 EOF
 }
 
+# CPU time (user + system, clock ticks) the three nodes have used so far.
+cluster_cpu_ticks() {
+  local i t=0
+  for i in 0 1 2; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/${node_pid[$i]}/stat")))
+  done
+  echo $t
+}
+
 redis_bench() {  # variant round name args...
   local v=$1 r=$2 name=$3; shift 3
-  local rps node=$leader
+  local rps node=$leader t0 t1
   if [ "${name#follower_}" != "$name" ]; then node=$follower; fi
+  t0=$(cluster_cpu_ticks)
   rps=$(redis-benchmark -p $((base + node)) -t set -d 100 -r "$rb_keys" -n "$rb_ops" -q "$@" 2>/dev/null |
         tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+  t1=$(cluster_cpu_ticks)
   echo -e "$v\t$r\t$name\t${rps:-0}" >>"$results"
+  # The CPU the whole cluster spent per write (all three nodes' threads; not the client's,
+  # nor the kernel's softirq work charged to no process): less noisy than throughput on a
+  # machine whose speed drifts, and what a saturated machine's throughput is bound by.
+  python3 -c "import sys, os; print(f'{sys.argv[1]}\t{sys.argv[2]}\t{sys.argv[3]}\t{(int(sys.argv[5]) - int(sys.argv[4])) / os.sysconf(\"SC_CLK_TCK\") * 1e6 / int(sys.argv[6]):.1f}')" \
+    "$v" "$r" "${name%_ops_per_s}_cpu_us_per_write" "$t0" "$t1" "$rb_ops" >>"$results"
 }
 
 for r in $(seq 1 "$rounds"); do
