@@ -489,6 +489,7 @@ absl::Status RocksDbStateMachine::Commit(rocksdb::WriteBatch* batch, uint64_t in
   wo.sync = options_.sync_writes;
   wo.disableWAL = options_.disable_wal;
   entry_writes_.fetch_add(1, std::memory_order_relaxed);
+  keys_written_.fetch_add(batch->Count(), std::memory_order_relaxed);
   rocksdb::Status s = db_->Write(wo, batch);
   if (!s.ok()) return FromRocks(s, "write", options_.db_path);
   revision_.store(revision, std::memory_order_release);
@@ -522,9 +523,10 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, index, revision(), cmd);
   if (!effect.ok()) return effect.status();
 
-  rocksdb::WriteBatch batch;
   Written written;
-  AddEffect(*effect, &batch, &written);
+  AddEffect(*effect, nullptr, &written);
+  rocksdb::WriteBatch batch;
+  AddWritten(written, &batch);
   if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
   expiry_floor_ = view.floor();
   Remember(std::move(written));
@@ -533,45 +535,65 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
 
 void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
                                     Written* written) const {
+  auto put = [&](rocksdb::ColumnFamilyHandle* cf, WrittenKeys* keys, std::string key,
+                 std::string bytes) {
+    if (batch != nullptr) batch->Put(cf, key, bytes);
+    if (keys != nullptr) keys->insert_or_assign(std::move(key), std::move(bytes));
+  };
+  auto del = [&](rocksdb::ColumnFamilyHandle* cf, WrittenKeys* keys, std::string key) {
+    if (batch != nullptr) batch->Delete(cf, key);
+    if (keys != nullptr) keys->insert_or_assign(std::move(key), std::nullopt);
+  };
+  WrittenKeys* records = written != nullptr ? &written->records : nullptr;
+  WrittenKeys* sessions = written != nullptr ? &written->sessions : nullptr;
+  WrittenKeys* expiry_keys = written != nullptr ? &written->expiry_keys : nullptr;
+  // An expiry key names the entry that wrote it, so one this write put was not in the store
+  // before it: deleting it again leaves nothing to write.
+  auto del_expiry = [&](std::string key) {
+    if (expiry_keys != nullptr) {
+      auto it = expiry_keys->find(key);
+      if (it != expiry_keys->end() && it->second.has_value()) {
+        expiry_keys->erase(it);
+        if (batch != nullptr) batch->Delete(meta_cf_, key);
+        return;
+      }
+    }
+    del(meta_cf_, expiry_keys, std::move(key));
+  };
   for (const auto& [key, rec] : effect.writes) {
     if (rec.has_value()) {
-      std::string bytes = coding::EncodeKeyRecord(*rec);
-      batch->Put(data_cf_, key, bytes);
-      if (written != nullptr) written->records.insert_or_assign(key, std::move(bytes));
+      put(data_cf_, records, key, coding::EncodeKeyRecord(*rec));
     } else {
-      batch->Delete(data_cf_, key);
-      if (written != nullptr) written->records.insert_or_assign(key, std::nullopt);
+      del(data_cf_, records, key);
     }
   }
   for (const auto& [last_index, client_id] : effect.expired_sessions) {
-    std::string key = coding::SessionKey(client_id);
-    std::string expiry = coding::SessionExpiryKey(last_index, client_id);
-    batch->Delete(meta_cf_, key);
-    batch->Delete(meta_cf_, expiry);
-    if (written != nullptr) {
-      written->sessions.insert_or_assign(std::move(key), std::nullopt);
-      written->expiry_keys.insert_or_assign(std::move(expiry), std::nullopt);
-    }
+    del(meta_cf_, sessions, coding::SessionKey(client_id));
+    del_expiry(coding::SessionExpiryKey(last_index, client_id));
   }
   if (effect.session.has_value()) {
     const SessionEntry& e = *effect.session;
     if (effect.replaced_session_last_index) {
-      std::string expiry =
-          coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id);
-      batch->Delete(meta_cf_, expiry);
-      if (written != nullptr) {
-        written->expiry_keys.insert_or_assign(std::move(expiry), std::nullopt);
+      del_expiry(coding::SessionExpiryKey(*effect.replaced_session_last_index, e.client_id));
+    }
+    put(meta_cf_, sessions, coding::SessionKey(e.client_id), e.record);
+    put(meta_cf_, expiry_keys, coding::SessionExpiryKey(e.last_index, e.client_id), "");
+  }
+}
+
+void RocksDbStateMachine::AddWritten(const Written& written, rocksdb::WriteBatch* batch) const {
+  auto add = [&](rocksdb::ColumnFamilyHandle* cf, const WrittenKeys& keys) {
+    for (const auto& [key, value] : keys) {
+      if (value.has_value()) {
+        batch->Put(cf, key, *value);
+      } else {
+        batch->Delete(cf, key);
       }
     }
-    std::string key = coding::SessionKey(e.client_id);
-    std::string expiry = coding::SessionExpiryKey(e.last_index, e.client_id);
-    batch->Put(meta_cf_, key, e.record);
-    batch->Put(meta_cf_, expiry, "");
-    if (written != nullptr) {
-      written->sessions.insert_or_assign(std::move(key), e.record);
-      written->expiry_keys.insert_or_assign(std::move(expiry), std::string());
-    }
-  }
+  };
+  add(data_cf_, written.records);
+  add(meta_cf_, written.sessions);
+  add(meta_cf_, written.expiry_keys);
 }
 
 absl::StatusOr<std::optional<std::string>> RocksDbStateMachine::ReadForEvaluation(
@@ -654,7 +676,6 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     effects->clear();
     effects->reserve(entries.size());
   }
-  rocksdb::WriteBatch batch;
   Written written;
   BatchView view(this, &written);
   uint64_t applied = applied_index();
@@ -682,8 +703,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     } else {
       absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
       if (!effect.ok()) return effect.status();
-      AddEffect(*effect, &batch, &written);
-      if (rocksdb::WriteBatchWithIndex* index = view.index()) AddEffect(*effect, index, nullptr);
+      AddEffect(*effect, view.index(), &written);
       revision = effect->store_revision;
       results.push_back(std::move(effect->result));
       if (effects != nullptr) effects->push_back(std::make_unique<EntryEffect>(*std::move(effect)));
@@ -692,6 +712,10 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     applied_term = e.term;
   }
   if (applied == applied_index()) return results;  // all replays: nothing to write
+  // Each key once, as the batch left it (a lane's session record, rewritten by each of its
+  // commands, is one insert instead of one per command).
+  rocksdb::WriteBatch batch;
+  AddWritten(written, &batch);
   if (absl::Status s = Commit(&batch, applied, applied_term, revision); !s.ok()) {
     return s;
   }

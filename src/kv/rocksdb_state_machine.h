@@ -90,6 +90,9 @@ class RocksDbStateMachine final : public StateMachine {
 
   // RocksDB writes of applied entries since Open (Apply, ApplyEmpty, ApplyBatch: one each).
   uint64_t entry_writes() const { return entry_writes_.load(std::memory_order_relaxed); }
+  // The keys (puts and deletes, the applied record included) those writes carried: each is a
+  // memtable insert, on every replica.
+  uint64_t keys_written() const { return keys_written_.load(std::memory_order_relaxed); }
   RecordCacheStats record_cache_stats() const override;
 
   // The session record of client_id, if any (tests and snapshots).
@@ -128,15 +131,18 @@ class RocksDbStateMachine final : public StateMachine {
   // What a write (one entry, or one batch of them) puts into the store, the last value of
   // each key and session, as stored (nullopt: deleted): what the entries after it in the
   // batch read before the store, and what the caches take once the write succeeded.
+  using WrittenKeys = absl::flat_hash_map<std::string, std::optional<std::string>>;
   struct Written {
-    absl::flat_hash_map<std::string, std::optional<std::string>> records;   // data keys
-    absl::flat_hash_map<std::string, std::optional<std::string>> sessions;  // SessionKey(id)
-    absl::flat_hash_map<std::string, std::optional<std::string>> expiry_keys;  // "" or deleted
+    WrittenKeys records;      // data keys
+    WrittenKeys sessions;     // SessionKey(id)
+    WrittenKeys expiry_keys;  // "" or deleted; one put and deleted again is not here
   };
-  // Adds an evaluated entry's writes (data, expired and new sessions) to `batch`, and notes
-  // them in `written` (if not null).
+  // Notes an evaluated entry's writes (data, expired and new sessions) in `written`, and adds
+  // them to `batch`; either may be null.
   void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
                  Written* written) const;
+  // Adds what `written` holds to `batch`: each key once, with its last value.
+  void AddWritten(const Written& written, rocksdb::WriteBatch* batch) const;
   // The record of `key` or session `session_key` as an entry being evaluated sees it: what
   // the batch before it wrote, else the cache, else the store (which the cache then keeps).
   // `written` may be null (no batch). Apply thread only.
@@ -166,6 +172,7 @@ class RocksDbStateMachine final : public StateMachine {
   std::atomic<uint64_t> applied_term_{0};
   std::atomic<int64_t> revision_{1};
   std::atomic<uint64_t> entry_writes_{0};
+  std::atomic<uint64_t> keys_written_{0};
   // Apply thread only: every live session-expiry key has last_index >= expiry_floor_, so a
   // command's scan for idle sessions starts there (the deleted keys below it are not walked).
   // Raised after each written entry from what its scan found; 0 (scan from the start) after

@@ -296,6 +296,41 @@ TEST_F(ApplyBatchTest, RepeatedWritesOfOneKeyReadTheStoreOnce) {
   EXPECT_LE(memtable_gets(StateMachineOptions{}.record_cache_bytes), 2u);
 }
 
+// A batch writes each key and session once, however many of its commands changed it: a
+// follower forwards a client's writes in lanes of up to 16 in flight, each a session
+// command, and writing the lane's session record and its expiry keys for every command made
+// four memtable inserts per write on every replica instead of one (a quarter of each node's
+// CPU under forwarded load). An expiry key created and superseded within the batch is not
+// written at all.
+TEST_F(ApplyBatchTest, ABatchWritesEachSessionOnce) {
+  auto* rocks = dynamic_cast<RocksDbStateMachine*>(sm_.get());
+  ASSERT_NE(rocks, nullptr);
+  // Before the batch: session 5 exists, with an expiry key in the store.
+  kvpb::Command first = Sessioned(PutCmd("k0", "v"), /*client=*/5, /*seq=*/1, /*expiry=*/1000);
+  std::vector<BatchEntry> one = {{1, 1, &first}};
+  ASSERT_TRUE(sm_->ApplyBatch(one).ok());
+  constexpr uint64_t kCommands = 100;
+  std::vector<kvpb::Command> cmds;
+  for (uint64_t i = 1; i <= kCommands; ++i) {
+    cmds.push_back(Sessioned(PutCmd(absl::StrCat("k", i), "v"), 5, i + 1, 1000));
+  }
+  std::vector<BatchEntry> batch;
+  for (uint64_t i = 0; i < kCommands; ++i) batch.push_back({i + 2, 1, &cmds[i]});
+  const uint64_t before = rocks->keys_written();
+  ASSERT_TRUE(sm_->ApplyBatch(batch).ok());
+  // A record per command; the session record, its new expiry key and the old one's delete;
+  // the applied record.
+  EXPECT_EQ(rocks->keys_written() - before, kCommands + 3 + 1);
+  // What the batch left is what one command at a time leaves.
+  auto alone = OpenTwin("alone");
+  ASSERT_TRUE(alone->Apply(1, 1, first).ok());
+  for (uint64_t i = 0; i < kCommands; ++i) ASSERT_TRUE(alone->Apply(i + 2, 1, cmds[i]).ok());
+  auto s_mine = rocks->GetSession(5);
+  auto s_theirs = dynamic_cast<RocksDbStateMachine*>(alone.get())->GetSession(5);
+  ASSERT_TRUE(s_mine.ok() && s_theirs.ok());
+  EXPECT_EQ(*s_mine, *s_theirs);
+}
+
 }  // namespace
 // Every command looks for idle sessions, and every session update deletes the session's old
 // expiry key, which RocksDB keeps as a deleted key until a compaction. A scan that seeks to
