@@ -15,6 +15,7 @@
 #include "kv/command_eval.h"
 #include "kv/sqlite_snapshot.h"
 #include "rocksdb/options.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/snapshot.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_batch.h"
@@ -334,6 +335,13 @@ absl::Status RocksDbStateMachine::OpenDb() {
   db_options.atomic_flush = true;
   db_options.keep_log_file_num = 4;
   rocksdb::ColumnFamilyOptions cf_options;
+  // One insert hint for every key (an empty prefix): the memtable's skiplist starts each
+  // insert from where the previous one went and climbs only as far as it must, so a batch
+  // written in key order (AddWritten) costs a fraction of the key comparisons of searching
+  // from the top for each key. Without a hint, RocksDB reuses the last position only when
+  // the next key falls right after it.
+  cf_options.memtable_insert_with_hint_prefix_extractor.reset(
+      rocksdb::NewCappedPrefixTransform(0));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, cf_options}, {kMetaColumnFamily, cf_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -582,12 +590,21 @@ void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBat
 }
 
 void RocksDbStateMachine::AddWritten(const Written& written, rocksdb::WriteBatch* batch) const {
+  // In key order: the memtable's skiplist starts each insert from where the last one went,
+  // so sorted keys are placed from its lowest levels instead of searched for from the top
+  // (a fraction of the key comparisons for a batch of random keys).
+  std::vector<const WrittenKeys::value_type*> sorted;
   auto add = [&](rocksdb::ColumnFamilyHandle* cf, const WrittenKeys& keys) {
-    for (const auto& [key, value] : keys) {
-      if (value.has_value()) {
-        batch->Put(cf, key, *value);
+    sorted.clear();
+    sorted.reserve(keys.size());
+    for (const auto& kv : keys) sorted.push_back(&kv);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto* a, const auto* b) { return a->first < b->first; });
+    for (const auto* kv : sorted) {
+      if (kv->second.has_value()) {
+        batch->Put(cf, kv->first, *kv->second);
       } else {
-        batch->Delete(cf, key);
+        batch->Delete(cf, kv->first);
       }
     }
   };
