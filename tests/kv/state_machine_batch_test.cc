@@ -330,6 +330,36 @@ TEST_F(ApplyBatchTest, ABatchWritesEachSessionOnce) {
   auto s_theirs = dynamic_cast<RocksDbStateMachine*>(alone.get())->GetSession(5);
   ASSERT_TRUE(s_mine.ok() && s_theirs.ok());
   EXPECT_EQ(*s_mine, *s_theirs);
+  const std::string all(1, '\0');
+  absl::StatusOr<RangeResult> mine = sm_->Range("", all, 0);
+  absl::StatusOr<RangeResult> theirs = alone->Range("", all, 0);
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  ASSERT_EQ(mine->kvs.size(), theirs->kvs.size());
+  for (size_t i = 0; i < mine->kvs.size(); ++i) {
+    EXPECT_EQ(mine->kvs[i].key, theirs->kvs[i].key);
+    EXPECT_EQ(mine->kvs[i].mod_revision, theirs->kvs[i].mod_revision);
+  }
+  // And the expiry keys: one left behind by an earlier command (indexes 1-100) would expire
+  // session 5 a thousand entries after that command instead of after its last (index 101);
+  // the session goes in both stores exactly then.
+  for (StateMachine* sm : {sm_.get(), alone.get()}) {
+    auto* r = dynamic_cast<RocksDbStateMachine*>(sm);
+    uint64_t index = sm->applied_index();
+    auto idle_until = [&](uint64_t last) {  // empty entries up to `last`, one write
+      std::vector<BatchEntry> empties;
+      while (index < last) empties.push_back({++index, 1, nullptr});
+      ASSERT_TRUE(sm->ApplyBatch(empties).ok());
+    };
+    kvpb::Command other = Sessioned(PutCmd("other", "v"), /*client=*/6, 1, 1000);
+    idle_until(1100);
+    ASSERT_TRUE(sm->Apply(++index, 1, other).ok());  // 1101: 1,001 after index 100
+    ASSERT_TRUE(r->GetSession(5).ok());
+    EXPECT_TRUE(r->GetSession(5)->has_value()) << "expired by a stale expiry key";
+    other.set_sequence(2);
+    ASSERT_TRUE(sm->Apply(++index, 1, other).ok());  // 1102: 1,001 after index 101
+    ASSERT_TRUE(r->GetSession(5).ok());
+    EXPECT_FALSE(r->GetSession(5)->has_value()) << "idle for more than its expiry";
+  }
 }
 
 // A batch inserts its keys into RocksDB's memtable in key order: the skiplist remembers
