@@ -67,6 +67,22 @@ void ExpectSameResult(const ApplyResult& got, const ApplyResult& want, size_t en
   }
 }
 
+// Every key of `a` and `b`, with its value and revisions, is the same.
+void ExpectSameKeys(StateMachine& a, StateMachine& b) {
+  const std::string all(1, '\0');
+  absl::StatusOr<RangeResult> mine = a.Range("", all, 0);
+  absl::StatusOr<RangeResult> theirs = b.Range("", all, 0);
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  ASSERT_EQ(mine->kvs.size(), theirs->kvs.size());
+  for (size_t i = 0; i < mine->kvs.size(); ++i) {
+    EXPECT_EQ(mine->kvs[i].key, theirs->kvs[i].key);
+    EXPECT_EQ(mine->kvs[i].value, theirs->kvs[i].value);
+    EXPECT_EQ(mine->kvs[i].version, theirs->kvs[i].version);
+    EXPECT_EQ(mine->kvs[i].create_revision, theirs->kvs[i].create_revision);
+    EXPECT_EQ(mine->kvs[i].mod_revision, theirs->kvs[i].mod_revision);
+  }
+}
+
 class ApplyBatchTest : public StateMachineTest {
  protected:
   std::unique_ptr<StateMachine> OpenTwin(const std::string& name) {
@@ -112,18 +128,7 @@ TEST_F(ApplyBatchTest, OneWriteGivesEveryEntryTheResultOfApplyingItAlone) {
   EXPECT_EQ(sm_->applied_index(), alone->applied_index());
   EXPECT_EQ(sm_->applied_term(), 2u);
   EXPECT_EQ(sm_->revision(), alone->revision());
-  const std::string all(1, '\0');
-  absl::StatusOr<RangeResult> mine = sm_->Range("", all, 0);
-  absl::StatusOr<RangeResult> theirs = alone->Range("", all, 0);
-  ASSERT_TRUE(mine.ok() && theirs.ok());
-  ASSERT_EQ(mine->kvs.size(), theirs->kvs.size());
-  for (size_t i = 0; i < mine->kvs.size(); ++i) {
-    EXPECT_EQ(mine->kvs[i].key, theirs->kvs[i].key);
-    EXPECT_EQ(mine->kvs[i].value, theirs->kvs[i].value);
-    EXPECT_EQ(mine->kvs[i].version, theirs->kvs[i].version);
-    EXPECT_EQ(mine->kvs[i].create_revision, theirs->kvs[i].create_revision);
-    EXPECT_EQ(mine->kvs[i].mod_revision, theirs->kvs[i].mod_revision);
-  }
+  ExpectSameKeys(*sm_, *alone);
   auto* alone_rocks = dynamic_cast<RocksDbStateMachine*>(alone.get());
   for (uint64_t client : {7, 8}) {
     auto s_mine = rocks->GetSession(client);
@@ -330,15 +335,7 @@ TEST_F(ApplyBatchTest, ABatchWritesEachSessionOnce) {
   auto s_theirs = dynamic_cast<RocksDbStateMachine*>(alone.get())->GetSession(5);
   ASSERT_TRUE(s_mine.ok() && s_theirs.ok());
   EXPECT_EQ(*s_mine, *s_theirs);
-  const std::string all(1, '\0');
-  absl::StatusOr<RangeResult> mine = sm_->Range("", all, 0);
-  absl::StatusOr<RangeResult> theirs = alone->Range("", all, 0);
-  ASSERT_TRUE(mine.ok() && theirs.ok());
-  ASSERT_EQ(mine->kvs.size(), theirs->kvs.size());
-  for (size_t i = 0; i < mine->kvs.size(); ++i) {
-    EXPECT_EQ(mine->kvs[i].key, theirs->kvs[i].key);
-    EXPECT_EQ(mine->kvs[i].mod_revision, theirs->kvs[i].mod_revision);
-  }
+  ExpectSameKeys(*sm_, *alone);
   // And the expiry keys: one left behind by an earlier command (indexes 1-100) would expire
   // session 5 a thousand entries after that command instead of after its last (index 101);
   // the session goes in both stores exactly then.
