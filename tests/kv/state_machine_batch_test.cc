@@ -253,15 +253,7 @@ TEST_F(ApplyBatchTest, EveryCacheSizeGivesTheSameResultsAndStore) {
   EXPECT_GT(want->kvs.size(), 0u);
   for (size_t i = 1; i < stores.size(); ++i) {
     EXPECT_EQ(stores[i]->revision(), stores[0]->revision());
-    absl::StatusOr<RangeResult> r = stores[i]->Range("", all, 0);
-    ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_EQ(r->kvs.size(), want->kvs.size());
-    for (size_t k = 0; k < r->kvs.size(); ++k) {
-      EXPECT_EQ(r->kvs[k].key, want->kvs[k].key);
-      EXPECT_EQ(r->kvs[k].value, want->kvs[k].value);
-      EXPECT_EQ(r->kvs[k].version, want->kvs[k].version);
-      EXPECT_EQ(r->kvs[k].create_revision, want->kvs[k].create_revision);
-    }
+    ExpectSameKeys(*stores[i], *stores[0]);
     for (uint64_t client = 1; client <= 6; ++client) {
       auto a = static_cast<RocksDbStateMachine*>(stores[0].get())->GetSession(client);
       auto b = static_cast<RocksDbStateMachine*>(stores[i].get())->GetSession(client);
@@ -390,6 +382,7 @@ TEST_F(ApplyBatchTest, ABatchInsertsItsKeysInKeyOrder) {
   // order, with the hint or without; 94-111 sorted without the hint; 63-68 sorted with it.
   EXPECT_LE(compares, uint64_t(kWrites) * 80) << double(compares) / kWrites << " per write";
 }
+
 }  // namespace
 // Every command looks for idle sessions, and every session update deletes the session's old
 // expiry key, which RocksDB keeps as a deleted key until a compaction. A scan that seeks to
