@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "eventually.h"
@@ -72,6 +74,80 @@ TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
   if (write_answered.HasBeenNotified()) {
     EXPECT_TRUE(write_status.ok()) << write_status;
   }
+  (*loop)->Stop();
+}
+
+// Delegates to a real store; applying the put of key "hold" waits until the test lets it go.
+class HoldingApplyStateMachine final : public testing::ForwardingStateMachine {
+ public:
+  using ForwardingStateMachine::ForwardingStateMachine;
+
+  absl::Notification apply_held;
+  absl::Notification release_apply;
+
+  absl::StatusOr<kv::ApplyResult> Apply(uint64_t index, uint64_t term,
+                                        const kvpb::Command& cmd) override {
+    if (cmd.ops_size() == 1 && cmd.ops(0).has_put() && cmd.ops(0).put().key() == "hold") {
+      apply_held.Notify();
+      release_apply.WaitForNotificationWithTimeout(kWait);
+    }
+    return ForwardingStateMachine::Apply(index, term, cmd);
+  }
+};
+
+// The reads one loop iteration releases reach the reader pool in one hand-off (one lock and
+// one wake of the pool), not one each: 200 read barriers that queue while the loop is held in
+// an apply are released by one ReadIndex round and handed off together. Every read is
+// answered, on a pool thread.
+TEST(LoopOffloadTest, ReadsReleasedTogetherReachThePoolInOneHandOff) {
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  kv::StateMachineOptions sm_options;
+  sm_options.db_path = dir.db();
+  auto inner = kv::StateMachine::Open(sm_options);
+  ASSERT_TRUE(inner.ok()) << inner.status();
+  HoldingApplyStateMachine sm(*std::move(inner));
+  RaftLoopOptions options;
+  options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};  // one node
+  options.tick_ms = 10;
+  auto loop = RaftLoop::Start(&sm, dir, options);
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  ASSERT_TRUE(Eventually([&] { return (*loop)->Status().role == "leader"; }));
+
+  absl::Notification write_answered;
+  (*loop)->Write(PutCommand("hold", "v"), [&](absl::StatusOr<kv::ApplyResult> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    write_answered.Notify();
+  });
+  ASSERT_TRUE(sm.apply_held.WaitForNotificationWithTimeout(kWait));
+  const NodeStatus before = (*loop)->Status();
+  constexpr int kReads = 200;
+  const std::thread::id test_thread = std::this_thread::get_id();
+  absl::Mutex mu;
+  int answered = 0;
+  int on_test_thread = 0;
+  for (int i = 0; i < kReads; ++i) {
+    (*loop)->ReadBarrier([&](absl::Status s) {
+      EXPECT_TRUE(s.ok()) << s;
+      absl::MutexLock lock(&mu);
+      ++answered;
+      if (std::this_thread::get_id() == test_thread) ++on_test_thread;
+    });
+  }
+  sm.release_apply.Notify();
+  ASSERT_TRUE(write_answered.WaitForNotificationWithTimeout(kWait));
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return answered == kReads; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), kWait))
+        << answered << " of " << kReads << " reads answered";
+    EXPECT_EQ(on_test_thread, 0);
+  }
+  const NodeStatus after = (*loop)->Status();
+  EXPECT_EQ(after.reads_released - before.reads_released, static_cast<uint64_t>(kReads));
+  // All in one iteration; allow one more should a tick split them.
+  EXPECT_LE(after.read_handoffs - before.read_handoffs, 2u)
+      << "the " << kReads << " reads went to the pool one by one";
   (*loop)->Stop();
 }
 

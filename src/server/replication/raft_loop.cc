@@ -458,12 +458,30 @@ absl::Status RaftLoop::HandOverLeadership(absl::Duration timeout) {
 
 void RaftLoop::ReadBarrier(ReadDone done) {
   // The loop only decides when a read may go ahead; the read itself (what `done` does: a
-  // GET, a Range of 100,000 keys, a count of the whole keyspace) runs on the reader pool.
-  Post(ReadEvent{[this, done = std::move(done)](absl::Status s) mutable {
-    readers_->Submit([done = std::move(done), s = std::move(s)]() mutable {
+  // GET, a Range of 100,000 keys, a count of the whole keyspace) runs on the reader pool
+  // (HandleEvent). Refused here (the node is stopping), `done` runs on this thread.
+  Post(ReadEvent{std::move(done)});
+}
+
+RaftLoop::ReadDone RaftLoop::ReleaseToReaders(ReadDone done) {
+  // Called on the loop thread only (PendingRequests is the loop's): the reads an iteration
+  // releases (a ReadIndex round answers every read that arrived in one iteration) reach the
+  // pool in one SubmitMany, which takes its lock once and wakes its threads once, instead
+  // of once per read.
+  return [this, done = std::move(done)](absl::Status s) mutable {
+    released_reads_.push_back([done = std::move(done), s = std::move(s)]() mutable {
       std::move(done)(std::move(s));
     });
-  }});
+  };
+}
+
+void RaftLoop::SubmitReleasedReads() {
+  if (released_reads_.empty()) return;
+  std::vector<ReaderPool::Task> tasks;
+  tasks.swap(released_reads_);
+  reads_released_.fetch_add(tasks.size(), std::memory_order_relaxed);
+  read_handoffs_.fetch_add(1, std::memory_order_relaxed);
+  readers_->SubmitMany(std::move(tasks));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -500,6 +518,7 @@ void RaftLoop::Loop() {
     std::vector<ReadDone> new_reads;
     HandleEvents(events, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
+    SubmitReleasedReads();  // refused (not leader) or expired
 
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
@@ -519,9 +538,14 @@ void RaftLoop::Loop() {
     if (!transfers_.empty() || !held_writes_.empty() || transfer_target_ != 0) {
       CheckTransfers(absl::Now());
     }
-    while (raft_->HasReady()) ProcessReady();
+    while (raft_->HasReady()) {
+      ProcessReady();
+      // Before the next Ready's fsync: the reads this one released go now.
+      SubmitReleasedReads();
+    }
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
+    SubmitReleasedReads();  // released by a tick (expired) or a transfer
     RecordMax(loop_max_iteration_us_, absl::Now() - started);
   }
   // Proposed (or forwarded) and not answered: they may still commit.
@@ -543,6 +567,7 @@ void RaftLoop::Loop() {
     std::move(t.done)(absl::UnavailableError("node is shutting down"));
   }
   transfers_.clear();
+  SubmitReleasedReads();  // failed by FailAll; Stop() stops the pool after this thread
 }
 
 void RaftLoop::HandleEvents(std::vector<Event>& events, std::vector<ReadDone>* new_reads) {
@@ -590,7 +615,7 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
   } else if (auto* b = std::get_if<WriteBatchEvent>(&e)) {
     HandleWrites(b->writes);
   } else if (auto* r = std::get_if<ReadEvent>(&e)) {
-    new_reads->push_back(std::move(r->done));
+    new_reads->push_back(ReleaseToReaders(std::move(r->done)));
   } else if (auto* u = std::get_if<UnreachableEvent>(&e)) {
     raft_->ReportUnreachable(u->peer);
   } else if (auto* a = std::get_if<AppliedElsewhereEvent>(&e)) {
@@ -1374,6 +1399,8 @@ NodeStatus RaftLoop::Status() const {
   s.forwarded_writes = forwarded_writes_.load(std::memory_order_relaxed);
   s.forward_lanes = forward_lanes_count_.load(std::memory_order_relaxed);
   s.forward_lane_max_span = forward_lane_max_span_.load(std::memory_order_relaxed);
+  s.reads_released = reads_released_.load(std::memory_order_relaxed);
+  s.read_handoffs = read_handoffs_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -331,6 +331,10 @@ class RaftLoop : public Replicator, public PeerHandler {
   // together (a follower forwards each run in one call).
   void HandleEvents(std::vector<Event>& events, std::vector<ReadDone>* new_reads);
   void HandleEvent(Event& e, std::vector<ReadDone>* new_reads);
+  // The loop's side of a read barrier: `done` is queued in released_reads_ when the barrier
+  // is released (on the loop thread), not run.
+  ReadDone ReleaseToReaders(ReadDone done);
+  void SubmitReleasedReads();
   void HandleWrite(WriteEvent& w);
   // Writes in order: each proposed here (or held, or refused); the runs of them that must go
   // to the leader are forwarded one run per call (ForwardWrites), so they keep their order.
@@ -449,6 +453,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::unique_ptr<SnapshotSender> snapshot_sender_;
   std::unique_ptr<BackupWorker> backup_;
   std::unique_ptr<ReaderPool> readers_;
+  // Read barriers released in this iteration (their callbacks with the barrier's status),
+  // handed to the reader pool together by SubmitReleasedReads.
+  std::vector<ReaderPool::Task> released_reads_;
   // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
   std::vector<WriteEvent> deferred_writes_;
   // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
@@ -479,6 +486,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // NodeStatus::forward_lanes / forward_lane_max_span (written under forward_mu_).
   std::atomic<uint64_t> forward_lanes_count_{0};
   std::atomic<uint64_t> forward_lane_max_span_{0};
+  // NodeStatus::reads_released / read_handoffs (SubmitReleasedReads).
+  std::atomic<uint64_t> reads_released_{0};
+  std::atomic<uint64_t> read_handoffs_{0};
   // NodeStatus::db_size_bytes, refreshed on the reader pool at most once per tick.
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> db_size_refreshing_{false};

@@ -24,6 +24,18 @@ void ReaderPool::Submit(Task task) {
   std::move(task)();
 }
 
+void ReaderPool::SubmitMany(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      for (Task& t : tasks) queue_.push_back(std::move(t));
+      return;
+    }
+  }
+  for (Task& t : tasks) std::move(t)();
+}
+
 void ReaderPool::Stop() {
   {
     absl::MutexLock lock(&mu_);

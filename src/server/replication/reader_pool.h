@@ -34,6 +34,9 @@ class ReaderPool {
   // Runs `task` on a pool thread (tasks start in the order submitted). After Stop() began,
   // runs it on the calling thread instead, so every task runs exactly once. Any thread.
   void Submit(Task task);
+  // Submit() of each task in `tasks`, in order, under one lock: a loop iteration that
+  // releases many reads wakes the pool once, not once per read.
+  void SubmitMany(std::vector<Task> tasks);
   // Runs every task already queued, then joins the threads. Idempotent. Not from a pool thread.
   void Stop();
 
