@@ -14,6 +14,8 @@
 #include "kv/record_coding.h"
 #include "kv/state_machine_test.h"
 #include "rocksdb/db.h"
+#include "rocksdb/perf_context.h"
+#include "rocksdb/perf_level.h"
 
 namespace raftkv::kv::testing {
 namespace {
@@ -205,6 +207,35 @@ TEST_F(StateMachineTest, ConcurrentReadsSeeOneRevision) {
   for (std::thread& t : readers) t.join();
   EXPECT_GT(reads.load(), 0);
   EXPECT_EQ(sm_->revision(), 2 + kEntries);
+}
+
+// Point look-ups (every GET, and every write's read of its key's record) skip what cannot
+// hold the key: a whole-key bloom filter in front of the memtable and in each SST. Counted
+// with RocksDB's perf context: a key in neither of two SSTs whose key ranges cover it nor in
+// the memtable is looked for in none of them; without the filters each is searched.
+TEST_F(StateMachineTest, PointLookUpsSkipFilesAndMemtablesWithoutTheKey) {
+  Next(PutCmd("a", "1"));
+  Next(PutCmd("z", "1"));
+  ASSERT_TRUE(sm_->Flush().ok());  // SST 1: a..z
+  Next(PutCmd("b", "2"));
+  Next(PutCmd("y", "2"));
+  ASSERT_TRUE(sm_->Flush().ok());  // SST 2: b..y
+  Next(PutCmd("m", "3"));          // the memtable
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+  rocksdb::PerfContext* pc = rocksdb::get_perf_context();
+  pc->Reset();
+  EXPECT_FALSE(MustGet("c").has_value());
+  const uint64_t memtable_misses = pc->bloom_memtable_miss_count;
+  const uint64_t sst_misses = pc->bloom_sst_miss_count;
+  pc->Reset();
+  std::optional<KeyValue> a = MustGet("a");  // in SST 1, which its filter lets through
+  const uint64_t a_sst_hits = pc->bloom_sst_hit_count;
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+  EXPECT_GE(memtable_misses, 1u) << "the memtable was searched for a key it does not hold";
+  EXPECT_GE(sst_misses, 2u) << "both SSTs were searched for a key neither holds";
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->value, "1");
+  EXPECT_GE(a_sst_hits, 1u);
 }
 
 // --- Corruption and foreign stores on open -------------------------------------------------
