@@ -125,7 +125,18 @@ class FakeReplicator : public Replicator {
     }
     Push(std::move(batch));
   }
-  void ReadBarrier(ReadDone done) override { Push(std::move(done)); }
+  void ReadBarrier(ReadDone done) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++read_barriers_;
+    }
+    Push(std::move(done));
+  }
+  // ReadBarrier calls so far.
+  size_t read_barriers() {
+    absl::MutexLock lock(&mu_);
+    return read_barriers_;
+  }
   NodeStatus Status() const override {
     NodeStatus st;
     st.role = "leader";
@@ -208,6 +219,7 @@ class FakeReplicator : public Replicator {
   bool reverse_held_writes_ ABSL_GUARDED_BY(mu_) = false;
   size_t queued_writes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t batches_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t read_barriers_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 1;
   std::thread worker_;  // last: starts after the members above exist

@@ -67,6 +67,49 @@ TEST(TcpPipelineTest, PipelinedWritesGoTogetherAndApplyInRequestOrder) {
   EXPECT_GE(f.replicator().batches(), 1u);
 }
 
+// The reads of one pipeline share one read barrier (one event for the raft loop, one reader
+// pool task) and their replies still come back in request order, each its own: GETs of
+// present and missing keys, an EXISTS, an MGET, and an INFO (answered without a barrier) and
+// a malformed GET (answered at once) among them.
+TEST(TcpPipelineTest, PipelinedReadsShareOneReadBarrier) {
+  TcpFixture f;
+  TestClient c(f.Start());
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c.Send(RespCommand({"SET", absl::StrCat("k", i), absl::StrCat("v", i)})));
+    ASSERT_EQ(c.ReadResp(), "+OK\r\n");
+  }
+  const size_t before = f.replicator().read_barriers();
+  std::string pipeline;
+  std::vector<std::string> want;
+  for (int i = 0; i < 12; ++i) {
+    const std::string key = absl::StrCat("k", i % 6);  // k4 and k5 are missing
+    pipeline += RespCommand({"GET", key});
+    want.push_back(i % 6 < 4 ? absl::StrCat("$2\r\nv", i % 6, "\r\n") : "$-1\r\n");
+    if (i == 5) {
+      pipeline += RespCommand({"INFO"});
+      want.push_back("");  // checked below: an INFO text
+      pipeline += RespCommand({"GET"});
+      want.push_back("-ERR wrong number of arguments for 'get' command\r\n");
+    }
+  }
+  pipeline += RespCommand({"EXISTS", "k0", "k5", "k1"});
+  want.push_back(":2\r\n");
+  pipeline += RespCommand({"MGET", "k3", "k9"});
+  want.push_back("*2\r\n$2\r\nv3\r\n$-1\r\n");
+  ASSERT_TRUE(c.Send(pipeline));
+  for (size_t i = 0; i < want.size(); ++i) {
+    const std::string got = c.ReadResp().value_or("(no reply)");
+    if (want[i].empty()) {
+      EXPECT_NE(got.find("raft_role:leader"), std::string::npos) << "reply " << i << ": " << got;
+    } else {
+      EXPECT_EQ(got, want[i]) << "reply " << i;
+    }
+  }
+  // All requests arrived in one read of the socket (a few hundred bytes), so one run.
+  EXPECT_EQ(f.replicator().read_barriers() - before, 1u)
+      << "the pipeline's reads took a barrier each";
+}
+
 // Text protocol: the same, with a read in the middle that waits for the writes before it,
 // and writes after it that it must not see.
 TEST(TcpPipelineTest, TextPipelineReadsBetweenWritesSeeExactlyTheWritesBeforeThem) {

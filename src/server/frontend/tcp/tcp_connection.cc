@@ -1,6 +1,11 @@
 #include "server/frontend/tcp/tcp_connection.h"
 
+#include <memory>
 #include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 #include "base/check.h"
 #include "server/frontend/tcp/text_protocol.h"
@@ -47,7 +52,85 @@ class WriteCollector final : public Replicator {
   std::vector<WriteDone> dones_;
 };
 
+// Gathers the read barriers that one run of reads (the reads StartRunnable starts in one
+// call: a pipeline of GETs) takes through KvService, and asks the real Replicator for one
+// barrier for all of them: one event for the raft loop and one reader pool task for the run,
+// instead of one of each per read. The reads' callbacks then run in request order on that
+// pool thread. A barrier asked for after Flush (none of today's reads does) goes alone.
+class ReadCollector final : public Replicator {
+ public:
+  explicit ReadCollector(Replicator* real) : real_(real) {}
+
+  void Write(kvpb::Command cmd, WriteDone done) override {
+    real_->Write(std::move(cmd), std::move(done));
+  }
+  void ReadBarrier(ReadDone done) override {
+    if (flushed_) {
+      real_->ReadBarrier(std::move(done));
+      return;
+    }
+    dones_.push_back(std::move(done));
+  }
+  NodeStatus Status() const override { return real_->Status(); }
+  std::vector<PeerStatus> Members() const override { return real_->Members(); }
+
+  // `keep` (what owns this collector and the KvService the callbacks belong to) lives until
+  // the callbacks have run.
+  void Flush(std::shared_ptr<void> keep) {
+    flushed_ = true;
+    if (dones_.empty()) return;
+    real_->ReadBarrier([dones = std::move(dones_), keep = std::move(keep)](
+                           absl::Status s) mutable {
+      for (ReadDone& d : dones) std::move(d)(s);
+    });
+    dones_.clear();
+  }
+
+ private:
+  Replicator* const real_;
+  std::vector<ReadDone> dones_;
+  bool flushed_ = false;
+};
+
 }  // namespace
+
+// One run of reads: their shared barrier (ReadCollector), the KvService they run against
+// (its callbacks use it after StartRunnable returned), and their replies, which go to the
+// strand in one task once the last is in (a pipeline of 16 GETs: one post and one Pump, not
+// 16). Replies leave the connection in request order anyway, so holding the first ones until
+// the last of the run is in delays nothing that could have been written: the reads run one
+// after another on one pool thread.
+struct TcpConnection::ReadRun {
+  explicit ReadRun(KvService* service)
+      : collector(service->replicator()), kv(service->WithReplicator(&collector)) {}
+
+  ReadCollector collector;
+  KvService kv;
+
+  absl::Mutex mu;
+  std::vector<std::pair<uint64_t, std::string>> replies ABSL_GUARDED_BY(mu);
+  size_t started ABSL_GUARDED_BY(mu) = 0;
+  bool closed ABSL_GUARDED_BY(mu) = false;  // every read of the run has started
+
+  // Adds a reply; returns the run's replies once every started read has replied and the run
+  // is closed (then exactly once).
+  std::vector<std::pair<uint64_t, std::string>> Add(uint64_t seq, std::string reply) {
+    absl::MutexLock lock(&mu);
+    replies.emplace_back(seq, std::move(reply));
+    return TakeIfCompleteLocked();
+  }
+  std::vector<std::pair<uint64_t, std::string>> Close(size_t reads) {
+    absl::MutexLock lock(&mu);
+    started = reads;
+    closed = true;
+    return TakeIfCompleteLocked();
+  }
+  std::vector<std::pair<uint64_t, std::string>> TakeIfCompleteLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!closed || replies.size() != started) return {};
+    return std::move(replies);
+  }
+};
 
 TcpConnection::TcpConnection(std::shared_ptr<TcpServerShared> shared,
                              asio::ip::tcp::socket socket, uint64_t id)
@@ -181,6 +264,8 @@ ReplyFn TcpConnection::ReplyTo(uint64_t seq) {
 }
 
 void TcpConnection::StartRunnable() {
+  std::shared_ptr<ReadRun> reads;  // the reads this call starts, from the first one
+  size_t started = 0;
   while (next_start_ < first_seq_ + pending_.size()) {
     Slot& slot = pending_[next_start_ - first_seq_];
     if (slot.kind == RequestKind::kImmediate) {
@@ -189,17 +274,32 @@ void TcpConnection::StartRunnable() {
     }
     if (slot.kind == RequestKind::kWrite) {
       // A write waits for every earlier request: a read before it must not see it.
-      if (inflight_reads_ + inflight_writes_ > 0) return;
+      if (inflight_reads_ + inflight_writes_ > 0) break;
       StartWriteBatch();
       continue;
     }
     // A read waits for the writes before it (read-your-writes within a pipeline).
-    if (inflight_writes_ > 0) return;
+    if (inflight_writes_ > 0) break;
+    if (!reads) reads = std::make_shared<ReadRun>(shared_->kv);
     uint64_t seq = next_start_++;
     inflight_reads_++;
+    ++started;
     auto run = std::move(slot.run);
-    std::move(run)(shared_->kv, ReplyTo(seq));
+    std::move(run)(&reads->kv, [self = shared_from_this(), reads, seq](std::string reply) {
+      self->PostReplies(reads->Add(seq, std::move(reply)));
+    });
   }
+  if (!reads) return;
+  reads->collector.Flush(reads);
+  PostReplies(reads->Close(started));  // all of them answered already (errors, INFO)
+}
+
+void TcpConnection::PostReplies(std::vector<std::pair<uint64_t, std::string>> replies) {
+  if (replies.empty()) return;
+  // KvService callbacks may run on any thread; connection state lives on the strand.
+  asio::post(strand_, [self = shared_from_this(), replies = std::move(replies)]() mutable {
+    self->OnReplies(std::move(replies));
+  });
 }
 
 void TcpConnection::StartWriteBatch() {
@@ -231,13 +331,23 @@ void TcpConnection::StartWriteBatch() {
 
 void TcpConnection::OnReply(uint64_t seq, std::string reply) {
   if (closed_) return;
+  SetReply(seq, std::move(reply));
+  Pump();
+}
+
+void TcpConnection::OnReplies(std::vector<std::pair<uint64_t, std::string>> replies) {
+  if (closed_) return;
+  for (auto& [seq, reply] : replies) SetReply(seq, std::move(reply));
+  Pump();
+}
+
+void TcpConnection::SetReply(uint64_t seq, std::string reply) {
   RAFTKV_CHECK(seq >= first_seq_ && seq < next_start_);
   Slot& slot = pending_[seq - first_seq_];
   RAFTKV_CHECK(!slot.done);
   slot.done = true;
   slot.reply = std::move(reply);
   (slot.kind == RequestKind::kWrite ? inflight_writes_ : inflight_reads_)--;
-  Pump();
 }
 
 void TcpConnection::MaybeWrite() {

@@ -24,6 +24,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -96,6 +98,12 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void StartWriteBatch();
   ReplyFn ReplyTo(uint64_t seq);
   void OnReply(uint64_t seq, std::string reply);
+  // The replies of one run of reads (ReadRun), in one strand task.
+  void OnReplies(std::vector<std::pair<uint64_t, std::string>> replies);
+  void SetReply(uint64_t seq, std::string reply);
+  // Posts OnReplies to the strand, if `replies` is not empty. Any thread.
+  void PostReplies(std::vector<std::pair<uint64_t, std::string>> replies);
+  struct ReadRun;  // tcp_connection.cc
   void MaybeWrite();
   void MaybeRead();
   // Nothing of this connection is with the cluster. Then the idle timeout runs from the last
