@@ -12,6 +12,9 @@
 #     --duration-ish runs (its -n is fixed: --rb-ops; keys drawn from --rb-keys, 100,000 by
 #     default, so most writes create their key; compare.sh draws from 10,000); with
 #     --follower also against a follower (which forwards every write to the leader);
+#   with --gets: redis-benchmark GET -c 50, with -P 16 and without (on the follower too with
+#     --follower), --get-ops each, of the keys the SET runs wrote (--no-sets: of keys one
+#     unmeasured SET run wrote), and the CPU time per read as for writes;
 #   with --etcd-clients LIST: etcd API puts by kvbench (256 B values, 10,000 keys), for each
 #     client count in LIST, over min(clients, 100) connections spread on the 3 nodes (as
 #     compare.sh and etcd's benchmark tool), --etcd-duration seconds each: ops/s and p99 ms.
@@ -21,10 +24,12 @@
 #                          [--rb-ops 100000] [--rb-keys 100000] [--base-port 27400] [--keep] [--counts-only]
 #                          [--follower] [--etcd-clients 50,1000] [--etcd-duration 10]
 #                          [--kvbench build/bin/kvbench] [--no-redis]
+#                          [--gets] [--get-ops 1000000] [--no-sets]
 set -euo pipefail
 
 a="" b="" c="" rounds=3 count_ops=300 rb_ops=100000 rb_keys=100000 base=27400 keep=0 counts_only=0
 on_follower=0 etcd_clients="" etcd_duration=10 kvbench=build/bin/kvbench no_redis=0
+gets=0 get_ops=1000000 no_sets=0
 while [ $# -gt 0 ]; do
   case $1 in
     --a) a=$2; shift 2 ;;
@@ -42,7 +47,10 @@ while [ $# -gt 0 ]; do
     --etcd-duration) etcd_duration=$2; shift 2 ;;
     --kvbench) kvbench=$2; shift 2 ;;
     --no-redis) no_redis=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --gets) gets=1; shift ;;
+    --get-ops) get_ops=$2; shift 2 ;;
+    --no-sets) no_sets=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "write_path_ab: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -172,20 +180,21 @@ cluster_cpu_ticks() {
   echo $t
 }
 
-redis_bench() {  # variant round name args...
+redis_bench() {  # variant round name args... (a name with _get_ runs GETs)
   local v=$1 r=$2 name=$3; shift 3
-  local rps node=$leader t0 t1
+  local rps node=$leader t0 t1 test=set label=SET ops=$rb_ops per=write
   if [ "${name#follower_}" != "$name" ]; then node=$follower; fi
+  if [ "${name#*_get_}" != "$name" ]; then test=get label=GET ops=$get_ops per=read; fi
   t0=$(cluster_cpu_ticks)
-  rps=$(redis-benchmark -p $((base + node)) -t set -d 100 -r "$rb_keys" -n "$rb_ops" -q "$@" 2>/dev/null |
-        tr '\r' '\n' | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+  rps=$(redis-benchmark -p $((base + node)) -t $test -d 100 -r "$rb_keys" -n "$ops" -q "$@" 2>/dev/null |
+        tr '\r' '\n' | sed -n "s/^$label: \\([0-9.]*\\) requests per second.*/\\1/p" | tail -1)
   t1=$(cluster_cpu_ticks)
   echo -e "$v\t$r\t$name\t${rps:-0}" >>"$results"
   # The CPU the whole cluster spent per write (all three nodes' threads; not the client's,
   # nor the kernel's softirq work charged to no process): less noisy than throughput on a
   # machine whose speed drifts, and what a saturated machine's throughput is bound by.
   python3 -c "import sys, os; print(f'{sys.argv[1]}\t{sys.argv[2]}\t{sys.argv[3]}\t{(int(sys.argv[5]) - int(sys.argv[4])) / os.sysconf(\"SC_CLK_TCK\") * 1e6 / int(sys.argv[6]):.1f}')" \
-    "$v" "$r" "${name%_ops_per_s}_cpu_us_per_write" "$t0" "$t1" "$rb_ops" >>"$results"
+    "$v" "$r" "${name%_ops_per_s}_cpu_us_per_$per" "$t0" "$t1" "$ops" >>"$results"
 }
 
 for r in $(seq 1 "$rounds"); do
@@ -199,12 +208,24 @@ for r in $(seq 1 "$rounds"); do
     if [ $counts_only -eq 0 ]; then
       for cl in ${etcd_clients//,/ }; do etcd_bench $v $r "$cl"; done
     fi
-    if [ $counts_only -eq 0 ] && [ $no_redis -eq 0 ]; then
+    if [ $counts_only -eq 0 ] && [ $no_redis -eq 0 ] && [ $no_sets -eq 0 ]; then
       redis_bench $v $r "resp_set_c50_P16_ops_per_s" -c 50 -P 16
       redis_bench $v $r "resp_set_c50_ops_per_s" -c 50
       if [ $on_follower -eq 1 ]; then
         redis_bench $v $r "follower_resp_set_c50_P16_ops_per_s" -c 50 -P 16
         redis_bench $v $r "follower_resp_set_c50_ops_per_s" -c 50
+      fi
+    fi
+    if [ $counts_only -eq 0 ] && [ $gets -eq 1 ]; then
+      if [ $no_sets -eq 1 ]; then  # the keys the GETs read, written unmeasured
+        redis-benchmark -p $((base + leader)) -t set -d 100 -r "$rb_keys" -n "$rb_ops" -q \
+          -c 50 -P 16 >/dev/null 2>&1
+      fi
+      redis_bench $v $r "resp_get_c50_P16_ops_per_s" -c 50 -P 16
+      redis_bench $v $r "resp_get_c50_ops_per_s" -c 50
+      if [ $on_follower -eq 1 ]; then
+        redis_bench $v $r "follower_resp_get_c50_P16_ops_per_s" -c 50 -P 16
+        redis_bench $v $r "follower_resp_get_c50_ops_per_s" -c 50
       fi
     fi
     stop_cluster

@@ -232,15 +232,19 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   // The session-expiry floor once the entries evaluated so far are written.
   uint64_t floor() const { return floor_; }
 
-  // The batch's writes indexed (a WriteBatchWithIndex), once a scan needed them; null before.
-  // ApplyBatchWithEffects adds every later entry's writes to it too.
-  rocksdb::WriteBatchWithIndex* index() { return index_.get(); }
+  // The batch's writes to the data (meta) column family indexed (a WriteBatchWithIndex),
+  // once a scan of that family needed them; null before. ApplyBatchWithEffects adds every
+  // later entry's writes of that family to it too.
+  rocksdb::WriteBatchWithIndex* data_index() { return indexed_data_ ? index_.get() : nullptr; }
+  rocksdb::WriteBatchWithIndex* meta_index() { return indexed_meta_ ? index_.get() : nullptr; }
 
  private:
   // The store's keys of `cf` merged with the batch's (its deletes hide keys of the store).
   // Scans are rare (range deletes; idle sessions, once per kIdleScanLookahead entries at
   // most), so the batch's writes are indexed when the first scan needs them, not on every
-  // write (indexing them was 4-8% of a node's CPU).
+  // write (indexing them was 4-8% of a node's CPU), and only those of the family scanned:
+  // the idle-session scan of a large batch indexed all of its data keys, which nothing
+  // scanned (3% of a leader's CPU under RESP SETs).
   // ro.iterate_upper_bound, if set, bounds both: the batch's part too, which otherwise walks
   // every deleted key of the batch above the bound to find a live one (each entry of a
   // Ready deletes its session's previous expiry key, so each command's scan walked the whole
@@ -252,17 +256,23 @@ class RocksDbStateMachine::BatchView final : public StoreView {
       // overwrite_key: the batch's iterator gives each key once.
       index_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
                                                               /*overwrite_key=*/true);
-      auto add = [&](rocksdb::ColumnFamilyHandle* in, const std::string& key,
-                     const std::optional<std::string>& value) {
-        if (value.has_value()) {
-          index_->Put(in, key, *value);
-        } else {
-          index_->Delete(in, key);
-        }
-      };
+    }
+    auto add = [&](rocksdb::ColumnFamilyHandle* in, const std::string& key,
+                   const std::optional<std::string>& value) {
+      if (value.has_value()) {
+        index_->Put(in, key, *value);
+      } else {
+        index_->Delete(in, key);
+      }
+    };
+    if (cf == sm_->data_cf_ && !indexed_data_) {
       for (const auto& [key, value] : written_->records) add(sm_->data_cf_, key, value);
+      indexed_data_ = true;
+    }
+    if (cf == sm_->meta_cf_ && !indexed_meta_) {
       for (const auto& [key, value] : written_->sessions) add(sm_->meta_cf_, key, value);
       for (const auto& [key, value] : written_->expiry_keys) add(sm_->meta_cf_, key, value);
+      indexed_meta_ = true;
     }
     return std::unique_ptr<rocksdb::Iterator>(
         index_->NewIteratorWithBase(cf, sm_->db_->NewIterator(ro, cf), &ro));
@@ -271,6 +281,8 @@ class RocksDbStateMachine::BatchView final : public StoreView {
   RocksDbStateMachine* sm_;
   const Written* written_;
   std::unique_ptr<rocksdb::WriteBatchWithIndex> index_;
+  bool indexed_data_ = false;  // index_ holds the batch's data writes (and gets the later ones)
+  bool indexed_meta_ = false;  // the same for the meta family
   uint64_t floor_;
 };
 
@@ -551,7 +563,7 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   if (!effect.ok()) return effect.status();
 
   Written written;
-  AddEffect(*effect, nullptr, &written);
+  AddEffect(*effect, nullptr, nullptr, &written);
   rocksdb::WriteBatch batch;
   AddWritten(written, &batch);
   if (absl::Status s = Commit(&batch, index, term, effect->store_revision); !s.ok()) return s;
@@ -560,15 +572,20 @@ absl::StatusOr<ApplyResult> RocksDbStateMachine::Apply(uint64_t index, uint64_t 
   return std::move(effect->result);
 }
 
-void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
+void RocksDbStateMachine::AddEffect(const EntryEffect& effect,
+                                    rocksdb::WriteBatchBase* data_index,
+                                    rocksdb::WriteBatchBase* meta_index,
                                     Written* written) const {
+  auto index_of = [&](rocksdb::ColumnFamilyHandle* cf) {
+    return cf == data_cf_ ? data_index : meta_index;
+  };
   auto put = [&](rocksdb::ColumnFamilyHandle* cf, WrittenKeys* keys, std::string key,
                  std::string bytes) {
-    if (batch != nullptr) batch->Put(cf, key, bytes);
+    if (rocksdb::WriteBatchBase* index = index_of(cf)) index->Put(cf, key, bytes);
     if (keys != nullptr) keys->insert_or_assign(std::move(key), std::move(bytes));
   };
   auto del = [&](rocksdb::ColumnFamilyHandle* cf, WrittenKeys* keys, std::string key) {
-    if (batch != nullptr) batch->Delete(cf, key);
+    if (rocksdb::WriteBatchBase* index = index_of(cf)) index->Delete(cf, key);
     if (keys != nullptr) keys->insert_or_assign(std::move(key), std::nullopt);
   };
   WrittenKeys* records = written != nullptr ? &written->records : nullptr;
@@ -581,7 +598,7 @@ void RocksDbStateMachine::AddEffect(const EntryEffect& effect, rocksdb::WriteBat
       auto it = expiry_keys->find(key);
       if (it != expiry_keys->end() && it->second.has_value()) {
         expiry_keys->erase(it);
-        if (batch != nullptr) batch->Delete(meta_cf_, key);
+        if (meta_index != nullptr) meta_index->Delete(meta_cf_, key);
         return;
       }
     }
@@ -739,7 +756,7 @@ absl::StatusOr<std::vector<ApplyResult>> RocksDbStateMachine::ApplyBatchWithEffe
     } else {
       absl::StatusOr<EntryEffect> effect = EvaluateCommand(view, e.index, revision, *e.cmd);
       if (!effect.ok()) return effect.status();
-      AddEffect(*effect, view.index(), &written);
+      AddEffect(*effect, view.data_index(), view.meta_index(), &written);
       revision = effect->store_revision;
       results.push_back(std::move(effect->result));
       if (effects != nullptr) effects->push_back(std::make_unique<EntryEffect>(*std::move(effect)));

@@ -138,9 +138,10 @@ class RocksDbStateMachine final : public StateMachine {
     WrittenKeys expiry_keys;  // "" or deleted; one put and deleted again is not here
   };
   // Notes an evaluated entry's writes (data, expired and new sessions) in `written`, and adds
-  // them to `batch`; either may be null.
-  void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* batch,
-                 Written* written) const;
+  // those to the data column family to `data_index`, the others to `meta_index` (a batch's
+  // index of the families a scan needed, BatchView); any may be null.
+  void AddEffect(const EntryEffect& effect, rocksdb::WriteBatchBase* data_index,
+                 rocksdb::WriteBatchBase* meta_index, Written* written) const;
   // Adds what `written` holds to `batch`: each key once, with its last value.
   void AddWritten(const Written& written, rocksdb::WriteBatch* batch) const;
   // The record of `key` or session `session_key` as an entry being evaluated sees it: what

@@ -94,19 +94,13 @@ class ReadCollector final : public Replicator {
 
 }  // namespace
 
-// One run of reads: their shared barrier (ReadCollector), the KvService they run against
-// (its callbacks use it after StartRunnable returned), and their replies, which go to the
-// strand in one task once the last is in (a pipeline of 16 GETs: one post and one Pump, not
-// 16). Replies leave the connection in request order anyway, so holding the first ones until
-// the last of the run is in delays nothing that could have been written: the reads run one
-// after another on one pool thread.
-struct TcpConnection::ReadRun {
-  explicit ReadRun(KvService* service)
-      : collector(service->replicator()), kv(service->WithReplicator(&collector)) {}
-
-  ReadCollector collector;
-  KvService kv;
-
+// The replies of the requests started together (a run of reads, or a batch of writes): they
+// go to the strand in one task once the last is in (a pipeline of 16 GETs or SETs: one post
+// and one Pump, not 16; for writes, the posts are made by the raft loop's thread, which
+// answers them). Replies leave the connection in request order anyway, and the requests of
+// one group are answered together (one barrier; writes applied in one batch, mostly), so
+// holding the first until the last is in costs next to nothing.
+struct TcpConnection::ReplyGroup {
   absl::Mutex mu;
   std::vector<std::pair<uint64_t, std::string>> replies ABSL_GUARDED_BY(mu);
   size_t started ABSL_GUARDED_BY(mu) = 0;
@@ -130,6 +124,16 @@ struct TcpConnection::ReadRun {
     if (!closed || replies.size() != started) return {};
     return std::move(replies);
   }
+};
+
+// One run of reads: their shared barrier (ReadCollector), the KvService they run against
+// (its callbacks use it after StartRunnable returned), and their replies.
+struct TcpConnection::ReadRun : ReplyGroup {
+  explicit ReadRun(KvService* service)
+      : collector(service->replicator()), kv(service->WithReplicator(&collector)) {}
+
+  ReadCollector collector;
+  KvService kv;
 };
 
 TcpConnection::TcpConnection(std::shared_ptr<TcpServerShared> shared,
@@ -254,15 +258,6 @@ void TcpConnection::Enqueue(TcpRequest req, size_t bytes) {
   if (req.close_after) stop_parsing_ = true;
 }
 
-ReplyFn TcpConnection::ReplyTo(uint64_t seq) {
-  return [self = shared_from_this(), seq](std::string reply) mutable {
-    // KvService callbacks may run on any thread; connection state lives on the strand.
-    asio::post(self->strand_, [self, seq, reply = std::move(reply)]() mutable {
-      self->OnReply(seq, std::move(reply));
-    });
-  };
-}
-
 void TcpConnection::StartRunnable() {
   std::shared_ptr<ReadRun> reads;  // the reads this call starts, from the first one
   size_t started = 0;
@@ -280,18 +275,39 @@ void TcpConnection::StartRunnable() {
     }
     // A read waits for the writes before it (read-your-writes within a pipeline).
     if (inflight_writes_ > 0) break;
-    if (!reads) reads = std::make_shared<ReadRun>(shared_->kv);
     uint64_t seq = next_start_++;
     inflight_reads_++;
-    ++started;
     auto run = std::move(slot.run);
-    std::move(run)(&reads->kv, [self = shared_from_this(), reads, seq](std::string reply) {
-      self->PostReplies(reads->Add(seq, std::move(reply)));
-    });
+    if (!reads && !ReadAt(next_start_)) {
+      // A read alone (no pipeline): nothing to share a barrier with.
+      std::move(run)(shared_->kv, [self = shared_from_this(), seq](std::string reply) {
+        std::vector<std::pair<uint64_t, std::string>> one;
+        one.emplace_back(seq, std::move(reply));
+        self->PostReplies(std::move(one));
+      });
+      continue;
+    }
+    if (!reads) reads = std::make_shared<ReadRun>(shared_->kv);
+    ++started;
+    std::move(run)(&reads->kv, ReplyIn(reads, seq));
   }
   if (!reads) return;
   reads->collector.Flush(reads);
   PostReplies(reads->Close(started));  // all of them answered already (errors, INFO)
+}
+
+bool TcpConnection::ReadAt(uint64_t seq) const {
+  for (; seq < first_seq_ + pending_.size(); ++seq) {
+    const RequestKind kind = pending_[seq - first_seq_].kind;
+    if (kind != RequestKind::kImmediate) return kind == RequestKind::kRead;
+  }
+  return false;
+}
+
+ReplyFn TcpConnection::ReplyIn(std::shared_ptr<ReplyGroup> group, uint64_t seq) {
+  return [self = shared_from_this(), group = std::move(group), seq](std::string reply) {
+    self->PostReplies(group->Add(seq, std::move(reply)));
+  };
 }
 
 void TcpConnection::PostReplies(std::vector<std::pair<uint64_t, std::string>> replies) {
@@ -305,6 +321,7 @@ void TcpConnection::PostReplies(std::vector<std::pair<uint64_t, std::string>> re
 void TcpConnection::StartWriteBatch() {
   WriteCollector collector(shared_->kv->replicator());
   KvService kv = shared_->kv->WithReplicator(&collector);
+  auto replies = std::make_shared<ReplyGroup>();
   size_t writes = 0;
   size_t bytes = 0;
   while (next_start_ < first_seq_ + pending_.size()) {
@@ -323,16 +340,11 @@ void TcpConnection::StartWriteBatch() {
     uint64_t seq = next_start_++;
     inflight_writes_++;
     auto run = std::move(slot.run);
-    std::move(run)(&kv, ReplyTo(seq));
+    std::move(run)(&kv, ReplyIn(replies, seq));
   }
   RAFTKV_CHECK(writes > 0);
   collector.Flush();
-}
-
-void TcpConnection::OnReply(uint64_t seq, std::string reply) {
-  if (closed_) return;
-  SetReply(seq, std::move(reply));
-  Pump();
+  PostReplies(replies->Close(writes));  // all of them answered already (refused, errors)
 }
 
 void TcpConnection::OnReplies(std::vector<std::pair<uint64_t, std::string>> replies) {

@@ -96,14 +96,17 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void StartRunnable();
   // REQUIRES: the slot at next_start_ is a write, and nothing is in flight.
   void StartWriteBatch();
-  ReplyFn ReplyTo(uint64_t seq);
-  void OnReply(uint64_t seq, std::string reply);
-  // The replies of one run of reads (ReadRun), in one strand task.
+  // The replies of one group of requests (ReplyGroup), in one strand task.
   void OnReplies(std::vector<std::pair<uint64_t, std::string>> replies);
   void SetReply(uint64_t seq, std::string reply);
   // Posts OnReplies to the strand, if `replies` is not empty. Any thread.
   void PostReplies(std::vector<std::pair<uint64_t, std::string>> replies);
-  struct ReadRun;  // tcp_connection.cc
+  struct ReplyGroup;  // tcp_connection.cc
+  // Whether the first request at or after `seq` that is not answered already is a read.
+  bool ReadAt(uint64_t seq) const;
+  struct ReadRun;
+  // The reply function of request `seq`, one of `group`'s.
+  ReplyFn ReplyIn(std::shared_ptr<ReplyGroup> group, uint64_t seq);
   void MaybeWrite();
   void MaybeRead();
   // Nothing of this connection is with the cluster. Then the idle timeout runs from the last
