@@ -40,17 +40,26 @@ constexpr absl::Duration kWait = absl::Seconds(20);
 
 // A read whose callback does not return until a write made after it was answered: with the
 // callback on the loop, that write could never be proposed.
-TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
-  TempDir tmp;
-  DataDir dir(tmp.Sub("data"));
+// A store in `dir`, as a single-node loop opens it.
+absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStore(const DataDir& dir) {
   kv::StateMachineOptions sm_options;
   sm_options.db_path = dir.db();
-  auto sm = kv::StateMachine::Open(sm_options);
-  ASSERT_TRUE(sm.ok()) << sm.status();
+  return kv::StateMachine::Open(sm_options);
+}
+
+RaftLoopOptions OneNodeOptions() {
   RaftLoopOptions options;
   options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};  // one node
   options.tick_ms = 10;
-  auto loop = RaftLoop::Start(sm->get(), dir, options);
+  return options;
+}
+
+TEST(LoopOffloadTest, AReadRunsOffTheLoop) {
+  TempDir tmp;
+  DataDir dir(tmp.Sub("data"));
+  auto sm = OpenStore(dir);
+  ASSERT_TRUE(sm.ok()) << sm.status();
+  auto loop = RaftLoop::Start(sm->get(), dir, OneNodeOptions());
   ASSERT_TRUE(loop.ok()) << loop.status();
   ASSERT_TRUE(Eventually([&] { return (*loop)->Status().role == "leader"; }));
 
@@ -102,15 +111,10 @@ class HoldingApplyStateMachine final : public testing::ForwardingStateMachine {
 TEST(LoopOffloadTest, ReadsReleasedTogetherReachThePoolInOneHandOff) {
   TempDir tmp;
   DataDir dir(tmp.Sub("data"));
-  kv::StateMachineOptions sm_options;
-  sm_options.db_path = dir.db();
-  auto inner = kv::StateMachine::Open(sm_options);
+  auto inner = OpenStore(dir);
   ASSERT_TRUE(inner.ok()) << inner.status();
   HoldingApplyStateMachine sm(*std::move(inner));
-  RaftLoopOptions options;
-  options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};  // one node
-  options.tick_ms = 10;
-  auto loop = RaftLoop::Start(&sm, dir, options);
+  auto loop = RaftLoop::Start(&sm, dir, OneNodeOptions());
   ASSERT_TRUE(loop.ok()) << loop.status();
   ASSERT_TRUE(Eventually([&] { return (*loop)->Status().role == "leader"; }));
 
