@@ -104,18 +104,18 @@ struct TcpConnection::ReplyGroup {
   absl::Mutex mu;
   std::vector<std::pair<uint64_t, std::string>> replies ABSL_GUARDED_BY(mu);
   size_t started ABSL_GUARDED_BY(mu) = 0;
-  bool closed ABSL_GUARDED_BY(mu) = false;  // every read of the run has started
+  bool closed ABSL_GUARDED_BY(mu) = false;  // every request of the group has started
 
-  // Adds a reply; returns the run's replies once every started read has replied and the run
+  // Adds a reply; returns the group's replies once every request has replied and the group
   // is closed (then exactly once).
   std::vector<std::pair<uint64_t, std::string>> Add(uint64_t seq, std::string reply) {
     absl::MutexLock lock(&mu);
     replies.emplace_back(seq, std::move(reply));
     return TakeIfCompleteLocked();
   }
-  std::vector<std::pair<uint64_t, std::string>> Close(size_t reads) {
+  std::vector<std::pair<uint64_t, std::string>> Close(size_t requests) {
     absl::MutexLock lock(&mu);
-    started = reads;
+    started = requests;
     closed = true;
     return TakeIfCompleteLocked();
   }
