@@ -148,7 +148,7 @@ TEST(LoopOffloadTest, ReadsReleasedTogetherReachThePoolInOneHandOff) {
     EXPECT_EQ(on_test_thread, 0);
   }
   const NodeStatus after = (*loop)->Status();
-  EXPECT_EQ(after.reads_released - before.reads_released, static_cast<uint64_t>(kReads));
+  EXPECT_EQ(after.read_barriers_released - before.read_barriers_released, static_cast<uint64_t>(kReads));
   // All in one iteration; allow one more should a tick split them.
   EXPECT_LE(after.read_handoffs - before.read_handoffs, 2u)
       << "the " << kReads << " reads went to the pool one by one";

@@ -306,6 +306,23 @@ TEST(TcpServerTest, BackpressureBoundsPendingRequestsPerConnection) {
   EXPECT_EQ(f.replicator().writes_applied(), 100u);
 }
 
+// The same bound for reads, whose pipeline shares read barriers: 100 GETs sent at once (one
+// read of the socket) go to the replicator at most 4 at a time, so they take at least 25
+// barriers (without the bound: one, for all of them).
+TEST(TcpServerTest, BackpressureBoundsPendingReadsPerConnection) {
+  TcpFixture f;
+  f.options.max_pending_per_conn = 4;
+  TestClient c(f.Start());
+  f.replicator().Hold(true);
+  std::string batch;
+  for (int i = 0; i < 100; ++i) batch += "GET k\n";
+  ASSERT_TRUE(c.Send(batch));
+  EXPECT_GE(f.replicator().AwaitQueued(1), 1u);
+  f.replicator().Hold(false);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(c.ReadLine(), "KEY NOT FOUND") << i;
+  EXPECT_GE(f.replicator().read_barriers(), 25u) << "more than 4 reads shared a barrier";
+}
+
 TEST(TcpServerTest, StopFinishesInFlightRequestsThenCloses) {
   TcpFixture f;
   TestClient c(f.Start());

@@ -479,7 +479,7 @@ void RaftLoop::SubmitReleasedReads() {
   if (released_reads_.empty()) return;
   std::vector<ReaderPool::Task> tasks;
   tasks.swap(released_reads_);
-  reads_released_.fetch_add(tasks.size(), std::memory_order_relaxed);
+  read_barriers_released_.fetch_add(tasks.size(), std::memory_order_relaxed);
   read_handoffs_.fetch_add(1, std::memory_order_relaxed);
   readers_->SubmitMany(std::move(tasks));
 }
@@ -518,7 +518,7 @@ void RaftLoop::Loop() {
     std::vector<ReadDone> new_reads;
     HandleEvents(events, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
-    SubmitReleasedReads();  // refused (not leader) or expired
+    SubmitReleasedReads();  // refused by StartRead (not leader)
 
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
@@ -529,6 +529,7 @@ void RaftLoop::Loop() {
       last_tick = now;
       raft_->Tick();
       pending_.Expire(now);
+      SubmitReleasedReads();  // the reads that expired: answered before the Ready's fsync
       RefreshDbSize();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // fell behind: don't tick in a burst
@@ -1399,7 +1400,7 @@ NodeStatus RaftLoop::Status() const {
   s.forwarded_writes = forwarded_writes_.load(std::memory_order_relaxed);
   s.forward_lanes = forward_lanes_count_.load(std::memory_order_relaxed);
   s.forward_lane_max_span = forward_lane_max_span_.load(std::memory_order_relaxed);
-  s.reads_released = reads_released_.load(std::memory_order_relaxed);
+  s.read_barriers_released = read_barriers_released_.load(std::memory_order_relaxed);
   s.read_handoffs = read_handoffs_.load(std::memory_order_relaxed);
   return s;
 }

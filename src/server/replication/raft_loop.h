@@ -486,8 +486,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   // NodeStatus::forward_lanes / forward_lane_max_span (written under forward_mu_).
   std::atomic<uint64_t> forward_lanes_count_{0};
   std::atomic<uint64_t> forward_lane_max_span_{0};
-  // NodeStatus::reads_released / read_handoffs (SubmitReleasedReads).
-  std::atomic<uint64_t> reads_released_{0};
+  // NodeStatus::read_barriers_released / read_handoffs (SubmitReleasedReads).
+  std::atomic<uint64_t> read_barriers_released_{0};
   std::atomic<uint64_t> read_handoffs_{0};
   // NodeStatus::db_size_bytes, refreshed on the reader pool at most once per tick.
   std::atomic<uint64_t> db_size_bytes_{0};

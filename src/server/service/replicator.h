@@ -67,8 +67,9 @@ struct NodeStatus {
   uint64_t forward_lanes = 0;
   uint64_t forward_lane_max_span = 0;
   // Read barriers this node released to its reader pool since it started, and the hand-offs
-  // that carried them (the reads one loop iteration releases go together).
-  uint64_t reads_released = 0;
+  // that carried them (the barriers one loop iteration releases go together). A barrier is
+  // not a client read: the reads of one pipeline on the client port share one.
+  uint64_t read_barriers_released = 0;
   uint64_t read_handoffs = 0;
   // The SQLite backup (server/snapshots/backup_worker.h): its durable applied index, and since
   // this node started, the entries it evaluated itself (queued by command: at start-up, those

@@ -157,7 +157,7 @@ TcpRequest Info() {
         st.applied_index, "\r\nraft_forward_calls:", st.forward_calls,
         "\r\nraft_forwarded_writes:", st.forwarded_writes, "\r\nraft_forward_lanes:",
         st.forward_lanes, "\r\nraft_forward_lane_max_span:", st.forward_lane_max_span,
-        "\r\nraft_reads_released:", st.reads_released, "\r\nraft_read_handoffs:",
+        "\r\nraft_read_barriers_released:", st.read_barriers_released, "\r\nraft_read_handoffs:",
         st.read_handoffs,
         "\r\n\r\n# Backup\r\nbackup_applied_index:", st.backup_applied_index,
         "\r\nbackup_evaluated_entries:", st.backup_evaluated_entries,

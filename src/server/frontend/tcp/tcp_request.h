@@ -3,8 +3,12 @@
 //
 // A connection runs its requests in arrival order with these rules (see tcp_connection.h):
 //   kImmediate  needs no state: the reply is known at parse time;
-//   kRead       may run concurrently with adjacent reads, but only after every earlier write
-//               of the connection has completed (read-your-writes within a pipeline);
+//   kRead       runs only after every earlier write of the connection has completed
+//               (read-your-writes within a pipeline); the reads that start together (up to
+//               the next write) share one read barrier and run one after another, in order,
+//               on one reader pool thread (so a DBSIZE among GETs delays the GETs after it,
+//               whose replies wait for its reply anyway, and the replies before it: the
+//               group's replies go out together); a read alone takes its own barrier;
 //   kWrite      runs after every earlier request completed; the writes that follow it (up to
 //               --max-pipeline-writes, reads ending the run) go with it as one
 //               Replicator::WriteBatch, which keeps their order; no later request starts
