@@ -518,7 +518,6 @@ void RaftLoop::Loop() {
     std::vector<ReadDone> new_reads;
     HandleEvents(events, &new_reads);
     if (!new_reads.empty()) StartRead(std::move(new_reads));
-    SubmitReleasedReads();  // refused by StartRead (not leader)
 
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
@@ -529,7 +528,6 @@ void RaftLoop::Loop() {
       last_tick = now;
       raft_->Tick();
       pending_.Expire(now);
-      SubmitReleasedReads();  // the reads that expired: answered before the Ready's fsync
       RefreshDbSize();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // fell behind: don't tick in a burst
@@ -539,6 +537,9 @@ void RaftLoop::Loop() {
     if (!transfers_.empty() || !held_writes_.empty() || transfer_target_ != 0) {
       CheckTransfers(absl::Now());
     }
+    // Reads refused by StartRead (not leader), expired by the tick or released by a
+    // transfer: answered before the Ready's fsync.
+    SubmitReleasedReads();
     while (raft_->HasReady()) {
       ProcessReady();
       // Before the next Ready's fsync: the reads this one released go now.
@@ -546,7 +547,7 @@ void RaftLoop::Loop() {
     }
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
-    SubmitReleasedReads();  // released by a tick (expired) or a transfer
+    SubmitReleasedReads();  // released by a change of term or role
     RecordMax(loop_max_iteration_us_, absl::Now() - started);
   }
   // Proposed (or forwarded) and not answered: they may still commit.

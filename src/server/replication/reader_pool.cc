@@ -14,14 +14,9 @@ ReaderPool::ReaderPool(size_t threads) {
 ReaderPool::~ReaderPool() { Stop(); }
 
 void ReaderPool::Submit(Task task) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(task));
-      return;
-    }
-  }
-  std::move(task)();
+  std::vector<Task> one;
+  one.push_back(std::move(task));
+  SubmitMany(std::move(one));
 }
 
 void ReaderPool::SubmitMany(std::vector<Task> tasks) {

@@ -102,11 +102,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   // Posts OnReplies to the strand, if `replies` is not empty. Any thread.
   void PostReplies(std::vector<std::pair<uint64_t, std::string>> replies);
   struct ReplyGroup;  // tcp_connection.cc
-  // Whether the first request at or after `seq` that is not answered already is a read.
-  bool ReadAt(uint64_t seq) const;
-  struct ReadRun;
+  struct ReadRun;     // tcp_connection.cc
   // The reply function of request `seq`, one of `group`'s.
   ReplyFn ReplyIn(std::shared_ptr<ReplyGroup> group, uint64_t seq);
+  // Whether the first request at or after `seq` that is not answered already is a read.
+  bool ReadAt(uint64_t seq) const;
   void MaybeWrite();
   void MaybeRead();
   // Nothing of this connection is with the cluster. Then the idle timeout runs from the last
