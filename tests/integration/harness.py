@@ -158,9 +158,11 @@ def wait_for_leader(nodes, timeout_s=30.0):
     """Waits until every node in `nodes` names the same leader among them and can serve a
     linearizable read; returns that leader's Node."""
     ids = {n.id: n for n in nodes}
+    last = {"status": None, "reads": {}}
 
     def agreed():
         st = kvctl_status([f"{n.ip}:{n.grpc_port}" for n in nodes])
+        last["status"], last["reads"] = st, {}
         leaders = {s.get("leader") for s in st if "error" not in s}
         if len(st) != len(nodes) or len(leaders) != 1:
             return None
@@ -172,13 +174,29 @@ def wait_for_leader(nodes, timeout_s=30.0):
                 c = TextClient(n.port, timeout_s=5, host=n.ip)
                 reply = c.cmd("GET __raftkv_probe__")
                 c.close()
-            except OSError:
-                return None
-            if reply.startswith("ERR"):
+            except OSError as e:
+                reply = f"({e})"
+            last["reads"][n.id] = reply
+            if reply.startswith("ERR") or reply.startswith("("):
                 return None
         return ids[int(leader)]
 
-    return wait_until(agreed, timeout_s, what="an agreed leader")
+    try:
+        return wait_until(agreed, timeout_s, what="an agreed leader")
+    except AssertionError as e:
+        # What the nodes said last, and how their logs end: a flake in CI carries its evidence.
+        tails = "".join(f"\n--- node {n.id} log, last lines:\n" + "\n".join(log_tail(n))
+                        for n in nodes)
+        raise AssertionError(f"{e}; last status {last['status']}, probe reads "
+                             f"{last['reads']}{tails}") from None
+
+
+def log_tail(node, lines=40):
+    """The last lines of a node's log (none if it never started)."""
+    try:
+        return node.read_log().splitlines()[-lines:]
+    except OSError:
+        return ["(no log)"]
 
 
 class TextClient:
