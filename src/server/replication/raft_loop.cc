@@ -545,6 +545,12 @@ void RaftLoop::Loop() {
       // Before the next Ready's fsync: the reads this one released go now.
       SubmitReleasedReads();
     }
+    if (deferred_snapshot_ && raft_->log().applied() >= deferred_snapshot_->meta.applied_index) {
+      std::shared_ptr<SnapshotReport> report = std::move(deferred_snapshot_);
+      spdlog::info("raft: deferred snapshot at index {} offered (applied {})",
+                   report->meta.applied_index, raft_->log().applied());
+      OnSnapshotMade(*report);
+    }
     if (raft_->term() != last_term_ || raft_->lead() != last_lead_) OnTermOrRoleChange();
     PublishStatus();
     SubmitReleasedReads();  // released by a change of term or role
@@ -624,7 +630,26 @@ void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
     pending_.AddAppliedElsewhere(a->index, std::move(a->result), a->taken, std::move(a->done));
     pending_.ReleaseApplied(sm_->applied_index());
   } else if (auto* made = std::get_if<SnapshotMadeEvent>(&e)) {
-    OnSnapshotMade(*made->report);
+    if (made->report->meta.applied_index > raft_->log().applied()) {
+      // The backup holds only committed entries, but it can be ahead of what this node knows
+      // committed: after a restart the store replays the log up to the commit index the WAL
+      // kept (a commit-only change is not synced), while the synced backup may hold later
+      // entries. The core takes a snapshot only at an index it applied: this one waits, and
+      // a newer one replaces it.
+      if (!deferred_snapshot_) {
+        spdlog::info("raft: snapshot at index {} waits until this node applied it (applied {}, "
+                     "commit {})",
+                     made->report->meta.applied_index, raft_->log().applied(),
+                     raft_->log().committed());
+      }
+      deferred_snapshot_ = std::move(made->report);
+    } else {
+      if (deferred_snapshot_ &&
+          deferred_snapshot_->meta.applied_index <= made->report->meta.applied_index) {
+        deferred_snapshot_.reset();  // superseded
+      }
+      OnSnapshotMade(*made->report);
+    }
   } else if (auto* sent = std::get_if<SnapshotSentEvent>(&e)) {
     raft_->ReportSnapshot(sent->peer, sent->ok);
   } else if (std::holds_alternative<InstallDoneEvent>(e)) {

@@ -428,6 +428,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::thread install_thread_;
   std::vector<raftpb::Entry> entries_after_install_;
   std::optional<raftpb::Message> held_snapshot_msg_;
+  // A snapshot the backup cut beyond the core's applied index (see the SnapshotMadeEvent
+  // case): offered, and the log compacted behind it, once this node applied through it.
+  std::shared_ptr<SnapshotReport> deferred_snapshot_;
   // Leadership transfer: the requests waiting for it, the raft id of its target (0: none in
   // progress), the term this node led when it began (its proposals are spared when it steps
   // down: PendingRequests::OnLeadership), the writes held meanwhile, and when each peer was
