@@ -211,7 +211,10 @@ void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
   add("--snapshots-retained", &config->raft.snapshots_retained,
       "Snapshot files kept (own and received from a leader)");
   add("--max-backup-lag-entries", &config->raft.max_backup_lag_entries,
-      "Writes are refused while the backup lags the state machine by more entries");
+      "Writes wait while the backup lags the state machine by more entries");
+  add("--backup-lag-wait-ms", &config->raft.backup_lag_wait_ms,
+      "How long a write waits for the backup to lag less than --max-backup-lag-entries "
+      "before it is refused (at most half of --request-timeout-ms; 0 = refused at once)");
   add("--snapshot-copy-busy-retries", &config->raft.snapshot_copy_busy_retries,
       "Retries (50 ms apart) of a snapshot copy that finds the backup locked");
   add("--log-retained-entries", &config->raft.log_retained_entries,

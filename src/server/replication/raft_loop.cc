@@ -354,6 +354,34 @@ absl::Status RaftLoop::CheckBackupLag() const {
       error.ok() ? "" : absl::StrCat(" (backup error: ", error.message(), ")")));
 }
 
+absl::Duration RaftLoop::BackupLagWait() const {
+  return absl::Milliseconds(
+      std::min<uint64_t>(options_.backup_lag_wait_ms, options_.request_timeout_ms / 2));
+}
+
+void RaftLoop::ReleaseWritesHeldForBackup(absl::Time now) {
+  std::vector<WriteEvent> held;
+  held.swap(lag_held_writes_);
+  const absl::Status lag = CheckBackupLag();
+  if (lag.ok()) {
+    // In arrival order; HandleWrites holds them again, behind each other, should the backup
+    // fall back past the limit meanwhile.
+    HandleWriteGroups(held);
+    return;
+  }
+  const absl::Status refused = absl::Status(
+      lag.code(), absl::StrFormat("%s (waited %d ms, --backup-lag-wait-ms)", lag.message(),
+                                  absl::ToInt64Milliseconds(BackupLagWait())));
+  for (WriteEvent& w : held) {
+    if (now < w.taken + BackupLagWait()) {
+      lag_held_writes_.push_back(std::move(w));
+      continue;
+    }
+    Event e(std::move(w));
+    Refuse(e, refused);
+  }
+}
+
 std::vector<std::string> RaftLoop::Alarms() const {
   std::vector<std::string> alarms;
   const BackupHealth h = backup_->Health();
@@ -368,16 +396,15 @@ std::vector<std::string> RaftLoop::Alarms() const {
         h.error.message()));
   }
   if (absl::Status s = CheckBackupLag(); !s.ok()) {
-    alarms.push_back(absl::StrCat("writes are refused: ", s.message()));
+    alarms.push_back(absl::StrFormat(
+        "writes wait up to %d ms (--backup-lag-wait-ms), then are refused: %s",
+        absl::ToInt64Milliseconds(BackupLagWait()), s.message()));
   }
   return alarms;
 }
 
 void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::WriteDone done) {
-  if (absl::Status s = CheckBackupLag(); !s.ok()) {
-    std::move(done)(s);
-    return;
-  }
+  // A backup lagging past --max-backup-lag-entries makes the loop hold the write (HandleWrites).
   if (absl::Status s = TakeWriteSlot(); !s.ok()) {
     std::move(done)(s);
     return;
@@ -396,17 +423,12 @@ void RaftLoop::PostWrite(kvpb::Command cmd, bool may_forward, PendingRequests::W
 void RaftLoop::PostWrites(std::vector<kvpb::Command> cmds, bool may_forward,
                           std::vector<PendingRequests::WriteDone> dones) {
   RAFTKV_CHECK(cmds.size() == dones.size());
-  absl::Status refused = CheckBackupLag();
-  if (refused.ok()) {
-    const size_t n = cmds.size();
-    if (outstanding_writes_.fetch_add(n) + n > options_.max_pending_writes) {
-      outstanding_writes_.fetch_sub(n);
-      refused = absl::ResourceExhaustedError(absl::StrFormat(
-          "too many pending writes (limit %d, --max-pending-writes); not applied",
-          options_.max_pending_writes));
-    }
-  }
-  if (!refused.ok()) {
+  const size_t n = cmds.size();
+  if (outstanding_writes_.fetch_add(n) + n > options_.max_pending_writes) {
+    outstanding_writes_.fetch_sub(n);
+    const absl::Status refused = absl::ResourceExhaustedError(absl::StrFormat(
+        "too many pending writes (limit %d, --max-pending-writes); not applied",
+        options_.max_pending_writes));
     for (auto& done : dones) std::move(done)(refused);
     return;
   }
@@ -532,6 +554,7 @@ void RaftLoop::Loop() {
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // fell behind: don't tick in a burst
     }
+    if (!lag_held_writes_.empty()) ReleaseWritesHeldForBackup(now);
     // Before the Ready: writes held for a transfer that just ended are proposed (or sent to
     // the new leader) in this iteration.
     if (!transfers_.empty() || !held_writes_.empty() || transfer_target_ != 0) {
@@ -566,11 +589,13 @@ void RaftLoop::Loop() {
   }
   deferred_writes_.clear();
   const absl::Status stopping = absl::UnavailableError("not applied: node is shutting down");
-  for (WriteEvent& w : held_writes_) {
-    Event e(std::move(w));
-    Refuse(e, stopping);
+  for (std::vector<WriteEvent>* held : {&held_writes_, &lag_held_writes_}) {
+    for (WriteEvent& w : *held) {
+      Event e(std::move(w));
+      Refuse(e, stopping);
+    }
+    held->clear();
   }
-  held_writes_.clear();
   for (PendingTransfer& t : transfers_) {
     std::move(t.done)(absl::UnavailableError("node is shutting down"));
   }
@@ -686,6 +711,17 @@ void RaftLoop::HandleWrites(std::vector<WriteEvent>& ws) {
     for (WriteEvent& w : ws) deferred_writes_.push_back(std::move(w));
     return;
   }
+  // The backup lags too far (or writes before these wait for it): these wait too, in order,
+  // rather than being refused at once (ReleaseWritesHeldForBackup).
+  if (!ws.empty() && (!lag_held_writes_.empty() || !CheckBackupLag().ok())) {
+    const absl::Time now = absl::Now();
+    for (WriteEvent& w : ws) {
+      if (!w.retry && !w.held && !w.lag_held) w.taken = now;
+      w.lag_held = true;
+      lag_held_writes_.push_back(std::move(w));
+    }
+    return;
+  }
   std::vector<WriteEvent> run;  // consecutive writes for the leader `run_leader`
   uint64_t run_leader = 0;
   for (WriteEvent& w : ws) {
@@ -710,7 +746,7 @@ std::optional<uint64_t> RaftLoop::ProposeOrRoute(WriteEvent& w) {
           "(--request-timeout-ms)", options_.request_timeout_ms)));
       return std::nullopt;
     }
-  } else if (!w.held) {
+  } else if (!w.held && !w.lag_held) {
     w.taken = now;
   }
   // The session rules every replica must apply alike travel in the entry (the leader's
@@ -1404,6 +1440,7 @@ void RaftLoop::PublishStatus() {
   s.backup_applied_index = backup_->applied_index();
   s.backup_evaluated_entries = backup_->evaluated_entries();
   s.backup_rows_written = backup_->rows_written();
+  s.backup_waiting_writes = lag_held_writes_.size();
   const kv::StateMachine::RecordCacheStats cache = sm_->record_cache_stats();
   s.record_cache_hits = cache.hits;
   s.record_cache_misses = cache.misses;

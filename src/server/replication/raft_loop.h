@@ -136,9 +136,13 @@ struct RaftLoopOptions {
   uint64_t log_retained_entries = 5000;  // --log-retained-entries: kept before a snapshot
   uint64_t snapshot_chunk_bytes = 1 << 20;        // --snapshot-chunk-bytes
   uint64_t snapshot_rate_bytes_per_sec = 0;       // --snapshot-rate-bytes-per-sec (0: none)
-  // --max-backup-lag-entries: past this many applied entries not yet in the backup, writes are
-  // refused (the log, held in memory, is not compacted past the backup).
+  // --max-backup-lag-entries: past this many applied entries not yet in the backup, writes
+  // wait (the log, held in memory, is not compacted past the backup)...
   uint64_t max_backup_lag_entries = 50000;
+  // --backup-lag-wait-ms: ...up to this long (at most half of --request-timeout-ms, so a
+  // write held on a follower and again on the leader is still answered in time) for the
+  // backup to come back under the limit, in order; then they are refused. 0: refused at once.
+  uint32_t backup_lag_wait_ms = 1000;
   // --snapshot-copy-busy-retries: a snapshot copy that finds the backup busy or locked (another
   // SQLite connection) is retried this many times, 50 ms apart, then fails (and is retried
   // at the next snapshot).
@@ -253,6 +257,8 @@ class RaftLoop : public Replicator, public PeerHandler {
     // Held while this node hands leadership over (`taken` is set): proposed if the transfer
     // aborts, else sent to the new leader, a follower's forwarded write included.
     bool held = false;
+    // Waiting for the backup to come back under --max-backup-lag-entries (`taken` is set).
+    bool lag_held = false;
     // The writes of one WriteBatch (or one single write) share a group: they are forwarded in
     // one call, never split or reordered (held and retried ones included).
     uint64_t group = 0;
@@ -353,6 +359,10 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Whether a write the core refused must be held: a transfer this node started is in
   // progress, or it just stepped down for it and no leader is known yet.
   bool HoldingWrites() const;
+  // Proposes the writes held for the backup's lag once it is under the limit again, or
+  // refuses those that waited --backup-lag-wait-ms (BackupLagWait()).
+  void ReleaseWritesHeldForBackup(absl::Time now);
+  absl::Duration BackupLagWait() const;
   // Sends writes this node cannot propose to the leader `leader` (a raft id) in one Forward,
   // in order; the leader proposes them in that order. Those without a client session go
   // under one of this node's own sessions (lanes, below), so a Forward that broke can be
@@ -461,6 +471,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   std::vector<ReaderPool::Task> released_reads_;
   // Forwarded writes waiting to be sent again (WriteEvent::not_before), oldest first.
   std::vector<WriteEvent> deferred_writes_;
+  // Writes waiting for the backup to lag less (WriteEvent::lag_held), in arrival order: while
+  // any wait, later writes wait behind them, so a connection's writes keep their order.
+  std::vector<WriteEvent> lag_held_writes_;
   // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
   const std::optional<std::string> crash_after_applying_key_;
   std::atomic<uint64_t> next_group_{1};

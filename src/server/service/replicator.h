@@ -78,6 +78,8 @@ struct NodeStatus {
   uint64_t backup_applied_index = 0;
   uint64_t backup_evaluated_entries = 0;
   uint64_t backup_rows_written = 0;
+  // Writes waiting now for the backup to lag less than --max-backup-lag-entries.
+  uint64_t backup_waiting_writes = 0;
   // The state machine's record cache (kv::StateMachine::record_cache_stats).
   uint64_t record_cache_hits = 0;
   uint64_t record_cache_misses = 0;

@@ -12,8 +12,8 @@
 // Failures: the backup is a copy; the state machine and the log are unharmed. A failed round
 // keeps the queue and is retried every interval_ms (never sooner, however full the queue);
 // Health() says since when it fails and why, and the raft loop turns that into an alarm and,
-// past --max-backup-lag-entries, refuses writes (the log is not compacted past the backup, and
-// the WAL holds it in memory). A backup left closed by a failed ResetFrom is rebuilt from the
+// past --max-backup-lag-entries, holds new writes and refuses them after --backup-lag-wait-ms
+// (the log is not compacted past the backup, and the WAL holds it in memory). A backup left closed by a failed ResetFrom is rebuilt from the
 // state machine by the next round. The first successful round ends it all.
 #pragma once
 

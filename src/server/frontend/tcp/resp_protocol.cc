@@ -162,6 +162,7 @@ TcpRequest Info() {
         "\r\n\r\n# Backup\r\nbackup_applied_index:", st.backup_applied_index,
         "\r\nbackup_evaluated_entries:", st.backup_evaluated_entries,
         "\r\nbackup_rows_written:", st.backup_rows_written,
+        "\r\nbackup_waiting_writes:", st.backup_waiting_writes,
         "\r\n\r\n# Store\r\nrecord_cache_hits:", st.record_cache_hits,
         "\r\nrecord_cache_misses:", st.record_cache_misses,
         "\r\nrecord_cache_bytes:", st.record_cache_bytes, "\r\n");
