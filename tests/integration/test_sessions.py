@@ -10,6 +10,7 @@ client was answered with.
 import json
 import os
 import socket
+import sqlite3
 import unittest
 
 from harness import BIN, KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
@@ -108,6 +109,46 @@ class ForwardSessionTest(unittest.TestCase):
             writes, calls = int(info["raft_forwarded_writes"]), int(info["raft_forward_calls"])
             self.assertGreaterEqual(writes, 3000, info)
             self.assertLess(calls, writes, f"{calls} Forward calls for {writes} writes")
+
+    def test_writes_held_for_a_lagging_backup_go_to_the_leader_together(self):
+        """A follower whose backup lags past --max-backup-lag-entries holds the writes it
+        takes until the backup catches up; then it forwards them to the leader together, as
+        it does the writes of one loop iteration (it sent one Forward per held write before).
+        Counted by the follower (INFO raft_forward_calls), not timed."""
+        held = 20
+        flags = [f for f in FAST if not f.startswith("--request-timeout-ms")] + [
+            "--request-timeout-ms=120000", "--max-backup-lag-entries=5",
+            "--backup-lag-wait-ms=60000"]
+        with TempCluster(3, extra_args=flags) as cluster:
+            for n in cluster.nodes:
+                n.start()
+            leader = wait_for_leader(cluster.nodes)
+            follower = next(n for n in cluster.nodes if n is not leader)
+            # The follower's backup cannot write while this transaction holds its lock.
+            lock = sqlite3.connect(os.path.join(follower.data_dir, "backup.db"), timeout=30,
+                                   isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                writer = TextClient(leader.port)
+                for i in range(8):
+                    self.assertEqual(writer.cmd(f"SET before-{i} v"), "OK")
+
+                def lag():
+                    info = resp_info(follower.port)
+                    return int(info["raft_applied_index"]) - int(info["backup_applied_index"])
+                wait_until(lambda: lag() > 5, what="the follower's backup lagging past 5")
+                clients = [TextClient(follower.port, timeout_s=60) for _ in range(held)]
+                for i, c in enumerate(clients):
+                    c.send(f"SET held-{i} v\n".encode())
+                wait_until(lambda: int(resp_info(follower.port)["backup_waiting_writes"]) == held,
+                           what=f"{held} writes waiting for the follower's backup")
+                calls_before = int(resp_info(follower.port)["raft_forward_calls"])
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            self.assertEqual([c.line() for c in clients], ["OK"] * held)
+            calls = int(resp_info(follower.port)["raft_forward_calls"]) - calls_before
+            self.assertLessEqual(calls, 2, f"{calls} Forward calls for {held} held writes")
 
     def test_a_lane_carries_at_most_forward_lane_writes_in_flight(self):
         """The leader rewrites a lane's session record, which keeps a result per write in

@@ -123,11 +123,13 @@ TEST_F(BackupWorkerTest, FailuresAreReportedAndTheBackupCatchesUpWhenTheCauseGoe
 // A single-node cluster over a locked backup (`lock` when locked), with
 // --max-backup-lag-entries 5 and the given --backup-lag-wait-ms.
 struct LaggingBackupNode {
-  explicit LaggingBackupNode(uint32_t wait_ms) : dir(tmp.Sub("data")) {
+  explicit LaggingBackupNode(uint32_t wait_ms) : dir(tmp.Sub("data")) { Open(wait_ms); }
+  // Leaves `loop` null (the test then stops at its ASSERT_NE) if the node does not start.
+  void Open(uint32_t wait_ms) {
     kv::StateMachineOptions sm_options;
     sm_options.db_path = dir.db();
     auto opened = kv::StateMachine::Open(sm_options);
-    EXPECT_TRUE(opened.ok()) << opened.status();
+    ASSERT_TRUE(opened.ok()) << opened.status();
     sm = *std::move(opened);
     RaftLoopOptions options;
     options.cluster = {NodeAddress{"127.0.0.1", 1, 1}};
@@ -137,21 +139,22 @@ struct LaggingBackupNode {
     options.backup_lag_wait_ms = wait_ms;
     options.request_timeout_ms = 60000;
     auto started = RaftLoop::Start(sm.get(), dir, options);
-    EXPECT_TRUE(started.ok()) << started.status();
+    ASSERT_TRUE(started.ok()) << started.status();
     loop = *std::move(started);
   }
   ~LaggingBackupNode() {
     if (loop) loop->Stop();
   }
   // Starts a write; the future holds its outcome.
-  std::future<absl::Status> StartWrite(const std::string& key, const std::string& value = "v") {
-    auto done = std::make_shared<std::promise<absl::Status>>();
-    std::future<absl::Status> f = done->get_future();
+  std::future<absl::StatusOr<kv::ApplyResult>> StartWrite(const std::string& key,
+                                                          const std::string& value = "v") {
+    auto done = std::make_shared<std::promise<absl::StatusOr<kv::ApplyResult>>>();
+    std::future<absl::StatusOr<kv::ApplyResult>> f = done->get_future();
     loop->Write(PutCommand(key, value),
-                [done](absl::StatusOr<kv::ApplyResult> r) { done->set_value(r.status()); });
+                [done](absl::StatusOr<kv::ApplyResult> r) { done->set_value(std::move(r)); });
     return f;
   }
-  absl::Status Write(const std::string& key) { return StartWrite(key).get(); }
+  absl::Status Write(const std::string& key) { return StartWrite(key).get().status(); }
   // Locks the backup and writes until the backup lags past the limit (the alarm says so).
   void LockAndLag() {
     ASSERT_TRUE(Eventually([&] {
@@ -180,6 +183,7 @@ struct LaggingBackupNode {
 // backup catches up and writes are accepted again.
 TEST(BackupLagTest, WritesAreRefusedPastTheLimitAndAcceptedOnceTheBackupRecovers) {
   LaggingBackupNode node(/*wait_ms=*/100);
+  ASSERT_NE(node.loop, nullptr);
   ASSERT_TRUE(Eventually([&] { return node.Write("first").ok(); })) << "no leader";
   node.LockAndLag();
   const absl::Time started = absl::Now();
@@ -188,6 +192,7 @@ TEST(BackupLagTest, WritesAreRefusedPastTheLimitAndAcceptedOnceTheBackupRecovers
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
   EXPECT_THAT(refused.message(), HasSubstr("--max-backup-lag-entries"));
   EXPECT_THAT(refused.message(), HasSubstr("--backup-lag-wait-ms"));
+  EXPECT_THAT(refused.message(), HasSubstr("writes wait at most 100 ms"));
   EXPECT_THAT(refused.message(), HasSubstr("not applied"));
   // The status is published at the end of the loop's iteration, after the answer.
   ASSERT_TRUE(Eventually([&] {
@@ -213,15 +218,22 @@ TEST(BackupLagTest, WritesAreRefusedPastTheLimitAndAcceptedOnceTheBackupRecovers
 // before: a write load the backup could not follow got errors instead of slower writes).
 TEST(BackupLagTest, WritesPastTheLimitWaitForTheBackupAndAreAppliedInOrder) {
   LaggingBackupNode node(/*wait_ms=*/30000);
+  ASSERT_NE(node.loop, nullptr);
   ASSERT_TRUE(Eventually([&] { return node.Write("first").ok(); })) << "no leader";
   node.LockAndLag();
-  std::vector<std::future<absl::Status>> waiting;
+  std::vector<std::future<absl::StatusOr<kv::ApplyResult>>> waiting;
   for (int i = 1; i <= 3; ++i) waiting.push_back(node.StartWrite("late", absl::StrCat(i)));
   ASSERT_TRUE(Eventually([&] { return node.loop->Status().backup_waiting_writes == 3; }))
       << "the writes past the limit do not wait";
 
   node.lock->Release();
-  for (auto& f : waiting) EXPECT_TRUE(f.get().ok());
+  int64_t last_revision = 0;
+  for (auto& f : waiting) {
+    absl::StatusOr<kv::ApplyResult> r = f.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_GT(r->revision, last_revision) << "applied out of the order they arrived in";
+    last_revision = r->revision;
+  }
   EXPECT_TRUE(Eventually([&] { return node.loop->Status().backup_waiting_writes == 0; }));
   auto got = node.sm->Get("late");
   ASSERT_TRUE(got.ok()) << got.status();

@@ -360,25 +360,43 @@ absl::Duration RaftLoop::BackupLagWait() const {
 }
 
 void RaftLoop::ReleaseWritesHeldForBackup(absl::Time now) {
-  std::vector<WriteEvent> held;
-  held.swap(lag_held_writes_);
   const absl::Status lag = CheckBackupLag();
   if (lag.ok()) {
+    std::vector<WriteEvent> held;
+    held.swap(lag_held_writes_);
+    lag_held_expiry_ = absl::InfiniteFuture();
     // In arrival order; HandleWrites holds them again, behind each other, should the backup
     // fall back past the limit meanwhile.
     HandleWriteGroups(held);
     return;
   }
-  const absl::Status refused = absl::Status(
-      lag.code(), absl::StrFormat("%s (waited %d ms, --backup-lag-wait-ms)", lag.message(),
-                                  absl::ToInt64Milliseconds(BackupLagWait())));
-  for (WriteEvent& w : held) {
-    if (now < w.taken + BackupLagWait()) {
-      lag_held_writes_.push_back(std::move(w));
+  // Still behind: nothing to do before the first wait runs out (most iterations).
+  if (now < lag_held_expiry_) return;
+  // A group one of whose writes waited BackupLagWait() is refused whole; the others keep
+  // waiting, in order.
+  std::vector<WriteEvent> held;
+  held.swap(lag_held_writes_);
+  lag_held_expiry_ = absl::InfiniteFuture();
+  const absl::Duration wait = BackupLagWait();
+  for (size_t i = 0, j = 0; i < held.size(); i = j) {
+    absl::Time first = held[i].taken;
+    for (j = i + 1; j < held.size() && held[j].group == held[i].group; ++j) {
+      first = std::min(first, held[j].taken);
+    }
+    if (now < first + wait) {
+      lag_held_expiry_ = std::min(lag_held_expiry_, first + wait);
+      for (size_t k = i; k < j; ++k) lag_held_writes_.push_back(std::move(held[k]));
       continue;
     }
-    Event e(std::move(w));
-    Refuse(e, refused);
+    const absl::Status refused(
+        lag.code(), absl::StrFormat("%s (waited %d ms; writes wait at most %d ms, "
+                                    "--backup-lag-wait-ms)",
+                                    lag.message(), absl::ToInt64Milliseconds(now - first),
+                                    absl::ToInt64Milliseconds(wait)));
+    for (size_t k = i; k < j; ++k) {
+      Event e(std::move(held[k]));
+      Refuse(e, refused);
+    }
   }
 }
 
@@ -608,30 +626,34 @@ void RaftLoop::HandleEvents(std::vector<Event>& events, std::vector<ReadDone>* n
   // run, so a follower forwards them in one call: one RPC per loop iteration instead of one
   // per write. Their order among themselves is kept; any other event ends the run first, so
   // the order of events is kept too. A run is cut at the batch limits.
-  std::vector<WriteEvent> run;
-  uint64_t run_bytes = 0;
-  auto flush = [&] {
-    if (run.empty()) return;
-    HandleWrites(run);
-    run.clear();
-    run_bytes = 0;
-  };
+  WriteRun run;
   for (Event& e : events) {
     auto* w = std::get_if<WriteEvent>(&e);
     if (w == nullptr || w->retry || w->held) {
-      flush();
+      FlushRun(run);
       HandleEvent(e, new_reads);
       continue;
     }
-    const uint64_t bytes = w->cmd.ByteSizeLong();
-    if (run.size() >= options_.max_forward_batch_writes ||
-        (!run.empty() && run_bytes + bytes > options_.max_forward_batch_bytes)) {
-      flush();
-    }
-    run_bytes += bytes;
-    run.push_back(std::move(*w));
+    AddToRun(run, std::move(*w));
   }
-  flush();
+  FlushRun(run);
+}
+
+void RaftLoop::AddToRun(WriteRun& run, WriteEvent w) {
+  const uint64_t bytes = w.cmd.ByteSizeLong();
+  if (run.writes.size() >= options_.max_forward_batch_writes ||
+      (!run.writes.empty() && run.bytes + bytes > options_.max_forward_batch_bytes)) {
+    FlushRun(run);
+  }
+  run.bytes += bytes;
+  run.writes.push_back(std::move(w));
+}
+
+void RaftLoop::FlushRun(WriteRun& run) {
+  if (run.writes.empty()) return;
+  HandleWrites(run.writes);
+  run.writes.clear();
+  run.bytes = 0;
 }
 
 void RaftLoop::HandleEvent(Event& e, std::vector<ReadDone>* new_reads) {
@@ -693,15 +715,24 @@ void RaftLoop::HandleWrite(WriteEvent& w) {
 }
 
 void RaftLoop::HandleWriteGroups(std::vector<WriteEvent>& ws) {
+  WriteRun run;
   size_t i = 0;
   while (i < ws.size()) {
     size_t j = i + 1;
     while (j < ws.size() && ws[j].group == ws[i].group) ++j;
-    std::vector<WriteEvent> group(std::make_move_iterator(ws.begin() + i),
-                                  std::make_move_iterator(ws.begin() + j));
-    HandleWrites(group);
+    if (j == i + 1 && !ws[i].retry) {
+      // A single write (held ones released together, say): it joins its neighbours' run, so
+      // a follower forwards them in one call, as HandleEvents does.
+      AddToRun(run, std::move(ws[i]));
+    } else {
+      FlushRun(run);
+      std::vector<WriteEvent> group(std::make_move_iterator(ws.begin() + i),
+                                    std::make_move_iterator(ws.begin() + j));
+      HandleWrites(group);
+    }
     i = j;
   }
+  FlushRun(run);
 }
 
 void RaftLoop::HandleWrites(std::vector<WriteEvent>& ws) {
@@ -718,6 +749,7 @@ void RaftLoop::HandleWrites(std::vector<WriteEvent>& ws) {
     for (WriteEvent& w : ws) {
       if (!w.retry && !w.held && !w.lag_held) w.taken = now;
       w.lag_held = true;
+      lag_held_expiry_ = std::min(lag_held_expiry_, w.taken + BackupLagWait());
       lag_held_writes_.push_back(std::move(w));
     }
     return;
@@ -1054,7 +1086,7 @@ void RaftLoop::CheckTransfers(absl::Time now) {
                                                  ", not to ", NodeName(it->target)));
       } else if (!it->drain || now >= it->deadline ||
                  (pending_.writes() == 0 && held_writes_.empty() &&
-                  forwards_in_flight_.load() == 0)) {
+                  lag_held_writes_.empty() && forwards_in_flight_.load() == 0)) {
         answer = NodeId::FromRaftId(lead).position();
       }
     } else if (leading && transfer_target_ == 0) {

@@ -345,8 +345,18 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Writes in order: each proposed here (or held, or refused); the runs of them that must go
   // to the leader are forwarded one run per call (ForwardWrites), so they keep their order.
   void HandleWrites(std::vector<WriteEvent>& ws);
-  // HandleWrites for each group of `ws` (consecutive writes of one group), in order.
+  // HandleWrites for each group of `ws` (consecutive writes of one group), in order; single
+  // writes that are not retries go together in runs (below).
   void HandleWriteGroups(std::vector<WriteEvent>& ws);
+  // Consecutive single writes (each its own group, from any connection), handled in one
+  // HandleWrites call so that a follower forwards them in one call; cut at the batch limits
+  // (--max-forward-batch-writes, --max-forward-batch-bytes).
+  struct WriteRun {
+    std::vector<WriteEvent> writes;
+    uint64_t bytes = 0;
+  };
+  void AddToRun(WriteRun& run, WriteEvent w);
+  void FlushRun(WriteRun& run);
   // Proposes `w` here, holds it, or answers it; returns the leader (raft id) it must be
   // forwarded to instead, if any (then `w` is untouched for the caller to forward).
   std::optional<uint64_t> ProposeOrRoute(WriteEvent& w);
@@ -360,7 +370,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   // progress, or it just stepped down for it and no leader is known yet.
   bool HoldingWrites() const;
   // Proposes the writes held for the backup's lag once it is under the limit again, or
-  // refuses those that waited --backup-lag-wait-ms (BackupLagWait()).
+  // refuses those that waited --backup-lag-wait-ms (BackupLagWait()); while the backup is
+  // behind, it looks at them only once lag_held_expiry_ passed.
   void ReleaseWritesHeldForBackup(absl::Time now);
   absl::Duration BackupLagWait() const;
   // Sends writes this node cannot propose to the leader `leader` (a raft id) in one Forward,
@@ -474,6 +485,8 @@ class RaftLoop : public Replicator, public PeerHandler {
   // Writes waiting for the backup to lag less (WriteEvent::lag_held), in arrival order: while
   // any wait, later writes wait behind them, so a connection's writes keep their order.
   std::vector<WriteEvent> lag_held_writes_;
+  // When the first of lag_held_writes_ will have waited BackupLagWait().
+  absl::Time lag_held_expiry_ = absl::InfiniteFuture();
   // RAFTKV_CRASH_AFTER_APPLYING_KEY (raft_loop.cc), if set: a test seam.
   const std::optional<std::string> crash_after_applying_key_;
   std::atomic<uint64_t> next_group_{1};
