@@ -143,6 +143,9 @@ void AddLimitFlags(CLI::App* app, NodeConfig* config) {
       "Most keys one etcd Range may return (count_only is exempt)");
   add("--shutdown-grpc-grace-ms", &config->shutdown_grpc_grace_ms,
       "On SIGTERM, how long in-flight gRPC calls may finish before they are cancelled");
+  add("--shutdown-tcp-grace-ms", &config->tcp.stop_timeout_ms,
+      "On SIGTERM, how long the text/RESP connections may finish their requests in flight "
+      "before they are closed");
   add("--shutdown-transfer-timeout-ms", &config->shutdown_transfer_timeout_ms,
       "On SIGTERM/SIGINT, a leader first hands leadership to the most up-to-date follower "
       "(so clients see no election) and waits at most this long for it; then it stops as "

@@ -236,6 +236,24 @@ class TextClient:
             self.sock.close()
 
 
+def resp_info(port):
+    """INFO of the node at `port` (RESP), as a dict."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"*1\r\n$4\r\nINFO\r\n")
+        data = b""
+        while True:  # "$<length>\r\n<text>\r\n"
+            if data.startswith(b"$") and b"\r\n" in data:
+                head, _, rest = data.partition(b"\r\n")
+                if len(rest) >= int(head[1:]) + 2:
+                    break
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"INFO: connection closed after {data!r}")
+            data += chunk
+    text = rest[:int(head[1:])].decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
 def run(args, timeout_s=30, env=None):
     """Runs a client command; returns (exit code, stdout, stderr)."""
     e = dict(os.environ)

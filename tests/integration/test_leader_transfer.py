@@ -3,15 +3,17 @@ to the node asked for; a leader's SIGTERM hands leadership over before it stops;
 restart of every node, the leader included, under a writing client loses and fails nothing.
 """
 import json
+import os
 import random
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 import unittest
 
-from harness import (KVCTL, TempCluster, TextClient, kvctl_status, run, wait_for_leader,
-                     wait_until)
+from harness import (KVCTL, TempCluster, TextClient, kvctl_status, resp_info, run,
+                     wait_for_leader, wait_until)
 
 # Fast elections keep the suite short: a tick of 50 ms, elections after 0.5-1 s.
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
@@ -192,6 +194,50 @@ class LeaderSigtermTest(unittest.TestCase):
         self.assertTrue(wait_until(lambda: write_ok(followers, "after", "1"), timeout_s=8,
                                    what="a write served by the new leader"))
         self.assertIn("handed leadership over to", leader.read_log())
+
+    def test_sigterm_hand_over_waits_for_writes_held_for_the_backup(self):
+        """Writes the leader holds because its backup lags past --max-backup-lag-entries
+        are not dropped by its SIGTERM: once leadership moved, the node drains them (they go
+        to the new leader when its backup catches up) before it stops. Before, the drain
+        looked only at proposed and forwarded writes: the node went on to stop its client
+        connections, which wait only --shutdown-tcp-grace-ms (here 100 ms) for answers."""
+        held = 5
+        flags = [f for f in FAST if not f.startswith("--request-timeout-ms")] + [
+            "--request-timeout-ms=120000", "--max-backup-lag-entries=5",
+            "--backup-lag-wait-ms=60000", "--shutdown-transfer-timeout-ms=60000",
+            "--shutdown-tcp-grace-ms=100"]
+        self.cluster = TempCluster(3, extra_args=flags)
+        nodes = self.cluster.nodes
+        for n in nodes:
+            n.start()
+        leader = wait_for_leader(nodes)
+        followers = [n for n in nodes if n is not leader]
+        def backup_lag():
+            info = resp_info(leader.port)
+            return int(info["raft_applied_index"]) - int(info["backup_applied_index"])
+        wait_until(lambda: backup_lag() == 0, what="the leader's backup caught up")
+        # The leader's backup cannot write while this transaction holds its lock: 6 writes
+        # take it past the limit, the next ones wait.
+        lock = sqlite3.connect(os.path.join(leader.data_dir, "backup.db"), timeout=30,
+                               isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            writer = TextClient(leader.port)
+            for i in range(6):
+                self.assertEqual(writer.cmd(f"SET before-{i} v"), "OK")
+            clients = [TextClient(leader.port, timeout_s=60) for _ in range(held)]
+            for i, c in enumerate(clients):
+                c.send(f"SET held-{i} v\n".encode())
+            wait_until(lambda: int(resp_info(leader.port)["backup_waiting_writes"]) == held,
+                       what=f"{held} writes waiting for the leader's backup")
+            leader.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: leader_id(followers) in [f.id for f in followers],
+                       what="leadership handed over")
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        self.assertEqual([c.line() for c in clients], ["OK"] * held)
+        self.assertEqual(leader.stop(), 0)
 
     def test_rolling_restart_under_writes_fails_and_loses_nothing(self):
         self.cluster = TempCluster(3, extra_args=FAST)

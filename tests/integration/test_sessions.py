@@ -9,11 +9,11 @@ client was answered with.
 """
 import json
 import os
-import socket
 import sqlite3
 import unittest
 
-from harness import BIN, KVCTL, TempCluster, TextClient, run, wait_for_leader, wait_until
+from harness import (BIN, KVCTL, TempCluster, TextClient, resp_info, run, wait_for_leader,
+                     wait_until)
 
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
 KEY = "exactly-once"
@@ -180,23 +180,6 @@ class ForwardSessionTest(unittest.TestCase):
         self.assertEqual((result["ok"], result["errors"], result["timeouts"]), (ops, 0, 0), out)
         return follower
 
-
-def resp_info(port):
-    """INFO of the node at `port` (RESP), as a dict."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"*1\r\n$4\r\nINFO\r\n")
-        data = b""
-        while True:  # "$<length>\r\n<text>\r\n"
-            if data.startswith(b"$") and b"\r\n" in data:
-                head, _, rest = data.partition(b"\r\n")
-                if len(rest) >= int(head[1:]) + 2:
-                    break
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"INFO: connection closed after {data!r}")
-            data += chunk
-    text = rest[:int(head[1:])].decode()
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 if __name__ == "__main__":
     unittest.main()

@@ -77,6 +77,7 @@ absl::Status TcpServerOptions::Validate(size_t max_key_bytes, size_t max_value_b
   if (max_line_bytes < 16) return bad("max_line_bytes must be at least 16");
   if (max_request_args < 3) return bad("max_request_args must be at least 3");
   if (max_connections < 1) return bad("max_connections must be at least 1");
+  if (stop_timeout_ms < 0) return bad("--shutdown-tcp-grace-ms must not be negative");
   if (max_pending_per_conn < 1) return bad("max_pending_per_conn must be at least 1");
   if (max_pipeline_writes < 1) return bad("max_pipeline_writes must be at least 1");
   if (max_pipeline_write_bytes < 1) return bad("max_pipeline_write_bytes must be at least 1");

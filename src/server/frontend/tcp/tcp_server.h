@@ -53,7 +53,8 @@ struct TcpServerOptions {
   // --max-reply-bytes: one GET/MGET reply, framing included (the values it may read are
   // bounded by the same number, KvService::Get). At least max_value_bytes + 64.
   size_t max_reply_bytes = 8 * 1024 * 1024;
-  int64_t stop_timeout_ms = 5000;               // Stop(): wait this long for in-flight requests
+  // Stop(): wait this long for in-flight requests (--shutdown-tcp-grace-ms).
+  int64_t stop_timeout_ms = 5000;
   // After the last reply of a connection we close: how long to read and discard what the
   // client still sends before closing anyway (closing with unread input would send a RST,
   // which can destroy the reply before the client reads it).
