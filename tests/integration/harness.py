@@ -5,11 +5,13 @@ cluster list puts it: test_stale_reads.py gives each node a network namespace an
 its own, and sets Node.exec_prefix to start kvd there). Waiting is always for a
 condition (a port accepting, a reply arriving, a process exiting), bounded by a deadline.
 """
+import contextlib
 import ctypes
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -252,6 +254,26 @@ def resp_info(port):
             data += chunk
     text = rest[:int(head[1:])].decode()
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def backup_lag(node):
+    """Entries the node applied that its SQLite backup does not hold yet (RESP INFO)."""
+    info = resp_info(node.port)
+    return int(info["raft_applied_index"]) - int(info["backup_applied_index"])
+
+
+@contextlib.contextmanager
+def backup_locked(node):
+    """Holds a write transaction on the node's backup.db: its backup cannot advance meanwhile
+    (the node retries every --backup-interval-ms and raises an alarm)."""
+    lock = sqlite3.connect(os.path.join(node.data_dir, "backup.db"), timeout=30,
+                           isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
 
 
 def run(args, timeout_s=30, env=None):

@@ -3,17 +3,15 @@ to the node asked for; a leader's SIGTERM hands leadership over before it stops;
 restart of every node, the leader included, under a writing client loses and fails nothing.
 """
 import json
-import os
 import random
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 import unittest
 
-from harness import (KVCTL, TempCluster, TextClient, kvctl_status, resp_info, run,
-                     wait_for_leader, wait_until)
+from harness import (KVCTL, TempCluster, TextClient, backup_lag, backup_locked, kvctl_status,
+                     resp_info, run, wait_for_leader, wait_until)
 
 # Fast elections keep the suite short: a tick of 50 ms, elections after 0.5-1 s.
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
@@ -212,16 +210,10 @@ class LeaderSigtermTest(unittest.TestCase):
             n.start()
         leader = wait_for_leader(nodes)
         followers = [n for n in nodes if n is not leader]
-        def backup_lag():
-            info = resp_info(leader.port)
-            return int(info["raft_applied_index"]) - int(info["backup_applied_index"])
-        wait_until(lambda: backup_lag() == 0, what="the leader's backup caught up")
-        # The leader's backup cannot write while this transaction holds its lock: 6 writes
-        # take it past the limit, the next ones wait.
-        lock = sqlite3.connect(os.path.join(leader.data_dir, "backup.db"), timeout=30,
-                               isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
+        wait_until(lambda: backup_lag(leader) == 0, what="the leader's backup caught up")
+        # While the leader's backup is locked, 6 writes take it past the limit and the next
+        # ones wait.
+        with backup_locked(leader):
             writer = TextClient(leader.port)
             for i in range(6):
                 self.assertEqual(writer.cmd(f"SET before-{i} v"), "OK")
@@ -233,9 +225,6 @@ class LeaderSigtermTest(unittest.TestCase):
             leader.proc.send_signal(signal.SIGTERM)
             wait_until(lambda: leader_id(followers) in [f.id for f in followers],
                        what="leadership handed over")
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         self.assertEqual([c.line() for c in clients], ["OK"] * held)
         self.assertEqual(leader.stop(), 0)
 

@@ -9,11 +9,10 @@ client was answered with.
 """
 import json
 import os
-import sqlite3
 import unittest
 
-from harness import (BIN, KVCTL, TempCluster, TextClient, resp_info, run, wait_for_leader,
-                     wait_until)
+from harness import (BIN, KVCTL, TempCluster, TextClient, backup_lag, backup_locked,
+                     resp_info, run, wait_for_leader, wait_until)
 
 FAST = ["--tick-ms=50", "--election-ticks=10", "--request-timeout-ms=3000"]
 KEY = "exactly-once"
@@ -124,28 +123,18 @@ class ForwardSessionTest(unittest.TestCase):
                 n.start()
             leader = wait_for_leader(cluster.nodes)
             follower = next(n for n in cluster.nodes if n is not leader)
-            # The follower's backup cannot write while this transaction holds its lock.
-            lock = sqlite3.connect(os.path.join(follower.data_dir, "backup.db"), timeout=30,
-                                   isolation_level=None)
-            lock.execute("BEGIN IMMEDIATE")
-            try:
+            with backup_locked(follower):
                 writer = TextClient(leader.port)
                 for i in range(8):
                     self.assertEqual(writer.cmd(f"SET before-{i} v"), "OK")
-
-                def lag():
-                    info = resp_info(follower.port)
-                    return int(info["raft_applied_index"]) - int(info["backup_applied_index"])
-                wait_until(lambda: lag() > 5, what="the follower's backup lagging past 5")
+                wait_until(lambda: backup_lag(follower) > 5,
+                           what="the follower's backup lagging past 5")
                 clients = [TextClient(follower.port, timeout_s=60) for _ in range(held)]
                 for i, c in enumerate(clients):
                     c.send(f"SET held-{i} v\n".encode())
                 wait_until(lambda: int(resp_info(follower.port)["backup_waiting_writes"]) == held,
                            what=f"{held} writes waiting for the follower's backup")
                 calls_before = int(resp_info(follower.port)["raft_forward_calls"])
-            finally:
-                lock.execute("ROLLBACK")
-                lock.close()
             self.assertEqual([c.line() for c in clients], ["OK"] * held)
             calls = int(resp_info(follower.port)["raft_forward_calls"]) - calls_before
             self.assertLessEqual(calls, 2, f"{calls} Forward calls for {held} held writes")
