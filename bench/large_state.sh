@@ -10,7 +10,11 @@
 #   - each node's RSS once loaded, and its peak, then again after --load-seconds of etcd puts
 #     from 1,000 clients over 100 connections over the same keys (issue 14: at most 256 MiB).
 # Usage: bench/large_state.sh [--keys N] [--bin DIR] [--resp-load] [--memory-only]
-#                             [--load-seconds S]   (nothing else should run meanwhile)
+#                             [--load-seconds S] [--kvd-flags "FLAGS"] [--log-level L]
+#                             (nothing else should run meanwhile)
+#   --kvd-flags    more flags for every kvd (an A/B of a setting: "--snapshot-entries 100000")
+#   --log-level    kvd's (default warn); at info, the snapshots each node cut while loading
+#                  are counted, with their median time
 #   --resp-load    load the keys by RESP SET, 50 connections pipelined 16 deep, through the
 #                  leader (faster than etcd Puts: the state, not the load, is measured)
 #   --memory-only  stop after the memory figures
@@ -21,6 +25,8 @@ bin=build/bin
 resp_load=0
 memory_only=0
 load_seconds=10
+kvd_flags=""
+log_level=warn
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) keys=$2; shift 2 ;;
@@ -28,7 +34,9 @@ while [ $# -gt 0 ]; do
     --resp-load) resp_load=1; shift ;;
     --memory-only) memory_only=1; shift ;;
     --load-seconds) load_seconds=$2; shift 2 ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    --kvd-flags) kvd_flags=$2; shift 2 ;;
+    --log-level) log_level=$2; shift 2 ;;
+    *) sed -n '2,24p' "$0"; exit 2 ;;
   esac
 done
 work=$(mktemp -d /tmp/raftkv-large.XXXXXX)
@@ -47,7 +55,7 @@ EOT
 eps=127.0.0.1:18000,127.0.0.1:18001,127.0.0.1:18002
 start_node() {
   "$bin/kvd" --id=$1 --config "$work/node_config.json" --data-dir "$work/n$1" \
-    --log-level warn "${@:2}" >>"$work/n$1.log" 2>&1 &
+    --log-level "$log_level" $kvd_flags "${@:2}" >>"$work/n$1.log" 2>&1 &
   pid[$1]=$!
 }
 status_json() { "$bin/kvctl" --endpoints "$eps" --timeout-ms 2000 --output json status 2>/dev/null || true; }
@@ -80,6 +88,14 @@ else
     --duration 86400 --timeout-ms 10000
 fi
 echo "load: $(since $t) s"
+if [ "$log_level" != warn ]; then
+  for i in 0 1 2; do  # "snapshot: <path> at index N (K keys, T ms; ..."
+    grep -o '] snapshot: .* ms;' "$work/n$i.log" | awk '{ print $(NF - 1) }' | sort -n |
+      awk -v n=$i '{ t[NR] = $1 }
+        END { printf "snapshots cut while loading: node %d: %d, median %d ms\n", n, NR,
+              NR ? t[int((NR + 1) / 2)] : 0 }'
+  done
+fi
 memory "after loading $keys keys"
 "$bin/kvbench" --backend etcd --endpoints "$eps" --clients 1000 --conns 100 --keys "$keys" \
   --key-prefix bench- --key-bytes 1 --value-bytes 100 --duration "$load_seconds" --warmup 0 \

@@ -348,6 +348,7 @@ absl::Status RocksDbStateMachine::OpenDb() {
   // then lost, replaying the Raft log would re-apply an entry whose data is already there.
   db_options.atomic_flush = true;
   db_options.keep_log_file_num = 4;
+  db_options.db_write_buffer_size = options_.memtable_bytes;
   rocksdb::ColumnFamilyOptions cf_options;
   // One insert hint for every key (an empty prefix): the memtable's skiplist starts each
   // insert from where the previous one went and climbs only as far as it must, so a batch

@@ -118,6 +118,11 @@ struct StateMachineOptions {
   // Memory for the records (3/4) and sessions (1/4) of recently used keys that evaluating a
   // write reads (kv/record_cache.h); 0: every evaluation reads the store.
   size_t record_cache_bytes = 16 << 20;
+  // All memtables together (RocksDB's db_write_buffer_size): past it RocksDB flushes them.
+  // Bounds the store's write memory when nothing else flushes it for a while (the caller's
+  // Flush() before log compaction, which snapshots space out on a large store); 0: RocksDB's
+  // per-table limit only (64 MiB per column family).
+  size_t memtable_bytes = 16 << 20;
 };
 
 class StateMachine {

@@ -169,6 +169,9 @@ absl::Status NodeConfig::Validate() const {
         "--shutdown-transfer-timeout-ms must be -1 (twice the election timeout), 0 (off) or "
         "a number of milliseconds");
   }
+  if (raft.snapshot_time_share_pct == 0 || raft.snapshot_time_share_pct > 100) {
+    return absl::InvalidArgumentError("--snapshot-time-share-pct must be between 1 and 100");
+  }
   if (raft.election_ticks <= raft.heartbeat_ticks) {
     return absl::InvalidArgumentError("--election-ticks must be greater than --heartbeat-ticks");
   }

@@ -66,6 +66,8 @@ struct NodeConfig {
   uint64_t grpc_max_message_bytes = 4 * 1024 * 1024;  // --grpc-max-message-bytes
   // --record-cache-bytes: the state machine's cache of recently written records
   uint64_t record_cache_bytes = kv::StateMachineOptions{}.record_cache_bytes;
+  // --store-memtable-bytes: the state machine's memtables, all together
+  uint64_t memtable_bytes = kv::StateMachineOptions{}.memtable_bytes;
   uint64_t max_range_keys = 100000;   // --max-range-keys: keys in one etcd Range answer
   uint64_t max_range_bytes = 3 << 20; // --max-range-bytes: key-value bytes in one answer
   // On SIGTERM: how long in-flight gRPC calls may take before they are cancelled. Peer

@@ -180,6 +180,9 @@ void AddRaftFlags(CLI::App* app, NodeConfig* config) {
   add("--record-cache-bytes", &config->record_cache_bytes,
       "Bytes of the records and sessions of recently written keys that applying a write "
       "reads from memory instead of RocksDB (3/4 records, 1/4 sessions). 0 = keep none");
+  add("--store-memtable-bytes", &config->memtable_bytes,
+      "Bytes of recent writes the state machine (RocksDB) keeps in memtables before it "
+      "flushes them to its files. 0 = RocksDB's own limit (64 MiB per column family)");
 }
 
 void AddPeerFlags(CLI::App* app, NodeConfig* config) {
@@ -211,6 +214,10 @@ void AddSnapshotFlags(CLI::App* app, NodeConfig* config) {
       "The backup trails the state machine by at most this long");
   add("--snapshot-entries", &config->raft.snapshot_entries,
       "Entries between Raft snapshots (copies of the backup in <data-dir>/snapshots)");
+  add("--snapshot-time-share-pct", &config->raft.snapshot_time_share_pct,
+      "Snapshots are spaced so that making them (a copy of the whole backup) takes at most "
+      "this percentage of the time: a large store snapshots less often than "
+      "--snapshot-entries says; 100: every --snapshot-entries");
   add("--snapshots-retained", &config->raft.snapshots_retained,
       "Snapshot files kept (own and received from a leader)");
   add("--max-backup-lag-entries", &config->raft.max_backup_lag_entries,

@@ -166,7 +166,10 @@ absl::Status Node::OpenData() {
   if (fetched) {
     if (absl::Status s = (*members)->Save(data_dir_.members()); !s.ok()) return s;
   }
-  auto sm = OpenStateMachine(data_dir_, config_.restore_from, config_.record_cache_bytes);
+  kv::StateMachineOptions store;
+  store.record_cache_bytes = config_.record_cache_bytes;
+  store.memtable_bytes = config_.memtable_bytes;
+  auto sm = OpenStateMachine(data_dir_, config_.restore_from, std::move(store));
   if (!sm.ok()) return sm.status();
   sm_ = *std::move(sm);
   spdlog::info("node {}: state machine at {} (applied index {}, revision {})", config_.id,

@@ -4,6 +4,7 @@
 // deletes, sessions and their duplicates, session expiry), replays are no-ops, and an entry
 // out of order fails the whole batch with nothing written.
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "kv/rocksdb_state_machine.h"
 #include "kv/state_machine_test.h"
@@ -188,6 +190,35 @@ TEST_F(ApplyBatchTest, WithoutTheWalACleanCloseKeepsEverything) {
   EXPECT_EQ((*k)->value, "v");
   o.sync_writes = true;
   EXPECT_EQ(StateMachine::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// memtable_bytes bounds the memtables of a store nobody flushes (kvd without RocksDB's WAL,
+// between the snapshots that flush it): 4 MiB of writes into a store limited to 1 MiB reach
+// SST files on their own. With RocksDB's default (64 MiB per table) they all stayed in memory.
+TEST_F(ApplyBatchTest, MemtablesPastMemtableBytesAreFlushedWithoutAFlushCall) {
+  StateMachineOptions o;
+  o.db_path = dir_.Sub("memtables");
+  o.disable_wal = true;
+  o.memtable_bytes = 1 << 20;
+  auto sm = StateMachine::Open(o);
+  ASSERT_TRUE(sm.ok()) << sm.status();
+  auto sst_files = [&] {
+    int n = 0;
+    for (const auto& f : std::filesystem::directory_iterator(o.db_path)) {
+      n += f.path().extension() == ".sst";
+    }
+    return n;
+  };
+  ASSERT_EQ(sst_files(), 0);
+  const std::string value(10 << 10, 'v');
+  for (uint64_t i = 1; i <= 400; ++i) {
+    kvpb::Command put = PutCmd(absl::StrCat("k", i), value);
+    ASSERT_TRUE((*sm)->ApplyBatch({{i, 1, &put}}).ok());
+  }
+  // RocksDB flushes on its own threads: wait for the first file, 30 s at most.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (sst_files() == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_GT(sst_files(), 0) << "4 MiB of writes stayed in memtables limited to 1 MiB";
 }
 
 // The record cache (kv/record_cache.h) and the batch's own view of its writes change nothing

@@ -1,11 +1,15 @@
 // BackupWorker (snapshots/backup_worker.h): a backup the log no longer reaches is rebuilt from
 // the state machine at start (and one the log still reaches is not: the log fills it in);
 // ResetFrom replaces the backup with the installed snapshot and drops the queued entries it
-// already holds. (Failures, retries and a failed ResetFrom: backup_failure_test.cc.)
+// already holds; snapshots are paced by their cost (SnapshotPacer). (Failures, retries and a
+// failed ResetFrom: backup_failure_test.cc.)
+#include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "eventually.h"
 #include "gtest/gtest.h"
 #include "kv/sqlite_snapshot.h"
 #include "kv/temp_dir.h"
@@ -15,6 +19,7 @@ namespace raftkv::server {
 namespace {
 
 using kv::testing::TempDir;
+using testing::Eventually;
 
 kvpb::Command Put(const std::string& key) {
   kvpb::Command cmd;
@@ -104,6 +109,50 @@ TEST_F(BackupWorkerStartTest, ResetFromMakesTheBackupACopyOfTheSnapshotAndKeepsW
   EXPECT_EQ(BackupKeys(), 7) << "s1..s5 and n6, n7; none of old1..old3";
   EXPECT_TRUE(w->Health().error.ok()) << w->Health().error;
 }
+
+// SnapshotPacer: after a snapshot that took d, the next waits d * (1 - share) / share, so
+// that snapshots take at most `share` of the time; share 1 waits for nothing.
+TEST(SnapshotPacerTest, TheNextSnapshotWaitsNineTimesTheLastOnesDurationAtATenthShare) {
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  SnapshotPacer pacer(0.1);
+  EXPECT_TRUE(pacer.Due(t0)) << "the first snapshot waits for nothing";
+  pacer.Took(t0, t0 + absl::Milliseconds(300));
+  EXPECT_FALSE(pacer.Due(t0 + absl::Milliseconds(2999)));
+  EXPECT_TRUE(pacer.Due(t0 + absl::Milliseconds(3001)));
+  SnapshotPacer whole(1.0);
+  whole.Took(t0, t0 + absl::Seconds(5));
+  EXPECT_TRUE(whole.Due(t0 + absl::Seconds(5)));
+}
+
+// The worker asks the pacer: --snapshot-entries passed twice, yet a worker whose share makes
+// it wait more than 15 minutes after any copy (1e-6 of the time) cuts one snapshot, while one
+// that does not wait (share 1) cuts two. Counted once Stop() joined the worker, whose round
+// that applied the last entry also decided on the snapshot.
+class BackupWorkerPacingTest : public BackupWorkerStartTest,
+                               public ::testing::WithParamInterface<std::pair<double, int>> {};
+
+TEST_P(BackupWorkerPacingTest, ASnapshotWaitsForThePacer) {
+  const auto [share, expected] = GetParam();
+  options_.interval_ms = 5;
+  options_.snapshot_entries = 5;
+  options_.snapshot_time_share = share;
+  std::atomic<int> made{0};
+  auto started = BackupWorker::Start(sm_.get(), options_, 1, [&](SnapshotReport) { ++made; });
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<BackupWorker> w = *std::move(started);
+  auto enqueue = [&](uint64_t i) {
+    w->Enqueue(i, 1, Put(absl::StrCat("k", i)).SerializeAsString());
+  };
+  for (uint64_t i = 1; i <= 5; ++i) enqueue(i);
+  ASSERT_TRUE(Eventually([&] { return made.load() == 1; })) << "no first snapshot";
+  for (uint64_t i = 6; i <= 10; ++i) enqueue(i);
+  ASSERT_TRUE(Eventually([&] { return w->applied_index() == 10; }));
+  w->Stop();
+  EXPECT_EQ(made.load(), expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shares, BackupWorkerPacingTest,
+                         ::testing::Values(std::make_pair(1e-6, 1), std::make_pair(1.0, 2)));
 
 }  // namespace
 }  // namespace raftkv::server

@@ -74,6 +74,9 @@ TEST(NodeConfigTest, EachBadFieldIsNamed) {
   check([](NodeConfig& c) { c.raft.tick_ms = 0; }, "--tick-ms");
   check([](NodeConfig& c) { c.raft.election_ticks = 1; }, "--election-ticks");
   check([](NodeConfig& c) { c.raft.snapshot_entries = 0; }, "--snapshot-entries");
+  check([](NodeConfig& c) { c.raft.snapshot_time_share_pct = 0; }, "--snapshot-time-share-pct");
+  check([](NodeConfig& c) { c.raft.snapshot_time_share_pct = 101; },
+        "--snapshot-time-share-pct");
   check([](NodeConfig& c) { c.raft.reader_threads = 0; }, "--reader-threads");
   check([](NodeConfig& c) { c.grpc_max_message_bytes = 1000; }, "--grpc-max-message-bytes");
   check([](NodeConfig& c) { c.tcp.max_request_bytes = 10; }, "max_request_bytes");

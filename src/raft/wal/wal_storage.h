@@ -60,7 +60,7 @@ struct WalOptions {
   // entries are read back from the segment files. 0 caches nothing; ~0 caches everything
   // (the behaviour before the bound). Entries of the current batch that is not yet written
   // are read from the write buffer, which max_buffer_bytes bounds.
-  uint64_t max_cached_bytes = 64ull << 20;
+  uint64_t max_cached_bytes = 32ull << 20;
   // File system access; null means WalEnv::Default(). Not owned; must outlive the storage.
   WalEnv* env = nullptr;
 

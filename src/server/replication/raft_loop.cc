@@ -205,6 +205,7 @@ absl::Status RaftLoop::StartBackup() {
   backup_options.received_snapshot_dir = snapshots_.received_dir();
   backup_options.interval_ms = options_.backup_interval_ms;
   backup_options.snapshot_entries = options_.snapshot_entries;
+  backup_options.snapshot_time_share = options_.snapshot_time_share_pct / 100.0;
   backup_options.snapshots_retained = options_.snapshots_retained;
   {
     absl::MutexLock lock(&members_mu_);

@@ -124,7 +124,7 @@ struct RaftLoopOptions {
   size_t peer_queue_msgs = 4096;      // --peer-queue-msgs
   PeerChannelOptions peer;            // --peer-keepalive-ms, --peer-connect-timeout-ms, ...
   uint64_t wal_segment_bytes = 64ull << 20;  // --wal-segment-bytes
-  uint64_t wal_cache_bytes = 64ull << 20;    // --wal-cache-bytes (0: read every entry back)
+  uint64_t wal_cache_bytes = 32ull << 20;    // --wal-cache-bytes (0: read every entry back)
   // --initial-cluster-state: what an empty data dir means (raft::Config::EmptyStart).
   raft::Config::EmptyStart empty_start = raft::Config::EmptyStart::kAskPeers;
 
@@ -132,6 +132,7 @@ struct RaftLoopOptions {
   std::string backup_path;            // --backup-path (default <data-dir>/backup.db)
   uint32_t backup_interval_ms = 2000; // --backup-interval-ms
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
+  uint32_t snapshot_time_share_pct = 10;  // --snapshot-time-share-pct (SnapshotPacer)
   uint32_t snapshots_retained = 3;    // --snapshots-retained
   uint64_t log_retained_entries = 5000;  // --log-retained-entries: kept before a snapshot
   uint64_t snapshot_chunk_bytes = 1 << 20;        // --snapshot-chunk-bytes

@@ -127,11 +127,11 @@ absl::Status CommitAppliedEntries(const kv::StateMachine& sm, raft::wal::WalStor
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
-    const DataDir& dir, const std::string& restore_from, uint64_t record_cache_bytes) {
+    const DataDir& dir, const std::string& restore_from, kv::StateMachineOptions tuning) {
   if (!restore_from.empty()) {
     if (absl::Status s = RestoreStore(dir, restore_from); !s.ok()) return s;
   }
-  kv::StateMachineOptions options;
+  kv::StateMachineOptions options = std::move(tuning);
   options.db_path = dir.db();
   // No RocksDB fsync, and no RocksDB WAL: the Raft WAL is the source of truth and entries
   // after the store's applied index (what RocksDB last flushed to SST files, after a crash)
@@ -139,7 +139,6 @@ absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
   // (RaftLoop::OnSnapshotMade, CompactionBound).
   options.sync_writes = false;
   options.disable_wal = true;
-  options.record_cache_bytes = record_cache_bytes;
   auto sm = kv::StateMachine::Open(options);
   if (!sm.ok() && sm.status().code() == absl::StatusCode::kDataLoss &&
       std::filesystem::exists(dir.wal())) {

@@ -38,11 +38,11 @@
 
 namespace raftkv::server {
 
-// Step 1. `restore_from`: --restore-from, empty for none. `record_cache_bytes`:
-// kv::StateMachineOptions::record_cache_bytes.
+// Step 1. `restore_from`: --restore-from, empty for none. `tuning`: the store's memory limits
+// (record_cache_bytes, memtable_bytes); its path and WAL settings are kvd's, set here.
 absl::StatusOr<std::unique_ptr<kv::StateMachine>> OpenStateMachine(
     const DataDir& dir, const std::string& restore_from,
-    uint64_t record_cache_bytes = kv::StateMachineOptions{}.record_cache_bytes);
+    kv::StateMachineOptions tuning = kv::StateMachineOptions{});
 
 // Step 2. `restored`: step 1 restored the store from a file. `voters`: raft ids of the
 // members, recorded in the restored log's starting point.

@@ -19,7 +19,13 @@ BackupWorker::BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options,
     : sm_(sm),
       options_(std::move(options)),
       snapshots_(options_.snapshot_dir, options_.received_snapshot_dir),
-      on_snapshot_(std::move(on_snapshot)) {}
+      on_snapshot_(std::move(on_snapshot)),
+      pacer_(options_.snapshot_time_share) {}
+
+void SnapshotPacer::Took(absl::Time start, absl::Time end) {
+  if (share_ >= 1) return;
+  not_before_ = end + (end - start) * ((1 - share_) / share_);
+}
 
 absl::StatusOr<std::unique_ptr<BackupWorker>> BackupWorker::Start(
     kv::StateMachine* sm, BackupWorkerOptions options, uint64_t first_log_index,
@@ -197,6 +203,8 @@ absl::Status BackupWorker::MaybeSnapshot() {
   const uint64_t index = backup_->applied_index();
   if (index == 0 || index <= last_snapshot_index_) return absl::OkStatus();
   if (index - last_snapshot_index_ < options_.snapshot_entries) return absl::OkStatus();
+  const absl::Time start = absl::Now();
+  if (!pacer_.Due(start)) return absl::OkStatus();  // the last one took long: a later round
   const std::string path = snapshots_.PathFor(index, backup_->applied_term());
   absl::StatusOr<kv::SnapshotMeta> meta = backup_->CopyTo(path);
   if (!meta.ok()) return meta.status();
@@ -205,7 +213,14 @@ absl::Status BackupWorker::MaybeSnapshot() {
   // Everything applied before the flush is durable in RocksDB afterwards.
   const uint64_t flushed = sm_->applied_index();
   if (absl::Status s = sm_->Flush(); !s.ok()) return s;
-  spdlog::info("snapshot: {} at index {} ({} keys)", path, meta->applied_index, meta->kv_count);
+  const absl::Time end = absl::Now();
+  pacer_.Took(start, end);
+  spdlog::info("snapshot: {} at index {} ({} keys, {} ms; the next in {} entries and not "
+               "before {} ms, --snapshot-time-share-pct)",
+               path, meta->applied_index, meta->kv_count, absl::ToInt64Milliseconds(end - start),
+               options_.snapshot_entries,
+               absl::ToInt64Milliseconds(
+                   std::max(absl::ZeroDuration(), pacer_.not_before() - end)));
   on_snapshot_(SnapshotReport{*meta, path, flushed});
   return absl::OkStatus();
 }

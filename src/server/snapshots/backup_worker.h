@@ -5,9 +5,10 @@
 // The raft loop hands it every applied entry (Enqueue, cheap, never blocks). Every
 // interval_ms the worker applies everything queued in ONE SQLite transaction (cost follows
 // what changed). After an apply, when snapshot_entries entries have passed since the last
-// snapshot, it copies the backup into the SnapshotStore (online backup API,
-// fsync, rename, dir fsync), keeps the newest snapshots_retained, flushes the state machine
-// (so RocksDB no longer needs the log before it), and reports the snapshot to the loop.
+// snapshot and the SnapshotPacer (below) allows, it copies the backup into the SnapshotStore
+// (online backup API, fsync, rename, dir fsync), keeps the newest snapshots_retained, flushes
+// the state machine (so RocksDB no longer needs the log before it), and reports the snapshot
+// to the loop.
 //
 // Failures: the backup is a copy; the state machine and the log are unharmed. A failed round
 // keeps the queue and is retried every interval_ms (never sooner, however full the queue);
@@ -41,6 +42,7 @@ struct BackupWorkerOptions {
   std::string received_snapshot_dir;  // <data-dir>/snapshots/received (pruned alike)
   uint32_t interval_ms = 2000;        // --backup-interval-ms
   uint64_t snapshot_entries = 10000;  // --snapshot-entries
+  double snapshot_time_share = 0.1;   // --snapshot-time-share-pct / 100 (SnapshotPacer)
   uint32_t snapshots_retained = 3;    // --snapshots-retained
   size_t max_queued_entries = 200000; // past this the worker applies at once (unless failing)
   uint32_t copy_busy_retries = 10;    // --snapshot-copy-busy-retries (kv::BackupOptions)
@@ -62,6 +64,25 @@ struct BackupHealth {
   absl::Status error;          // of the last attempt; OK once an attempt succeeds
   absl::Time failing_since = absl::InfinitePast();  // when the current run of failures began
   uint64_t failed_attempts = 0;                      // in the current run
+};
+
+// When the next snapshot may be cut. A snapshot copies the whole backup and flushes the
+// state machine: its cost follows the size of the store, not the number of entries since the
+// last one, so at a fixed --snapshot-entries a large store under a steady load spends most of
+// the worker's time copying, and the backup falls behind (writes then wait for it). After a
+// snapshot that took d, the next waits d * (1 - share) / share: making snapshots takes at
+// most `share` of the worker's time, whatever the size of the store. share >= 1: no wait.
+class SnapshotPacer {
+ public:
+  explicit SnapshotPacer(double share) : share_(share) {}
+  bool Due(absl::Time now) const { return now >= not_before_; }
+  // A snapshot was made from `start` to `end`.
+  void Took(absl::Time start, absl::Time end);
+  absl::Time not_before() const { return not_before_; }
+
+ private:
+  const double share_;
+  absl::Time not_before_ = absl::InfinitePast();
 };
 
 class BackupWorker {
@@ -122,6 +143,7 @@ class BackupWorker {
   // Null only after a failed ResetFrom, until the next round rebuilds it.
   std::unique_ptr<kv::SqliteBackup> backup_ ABSL_GUARDED_BY(backup_mu_);
   uint64_t last_snapshot_index_ ABSL_GUARDED_BY(backup_mu_) = 0;
+  SnapshotPacer pacer_ ABSL_GUARDED_BY(backup_mu_);
 
   struct Queued {
     uint64_t index;
