@@ -615,6 +615,7 @@ void RaftLoop::Loop() {
     }
     held->clear();
   }
+  lag_held_expiry_ = absl::InfiniteFuture();
   for (PendingTransfer& t : transfers_) {
     std::move(t.done)(absl::UnavailableError("node is shutting down"));
   }
@@ -723,7 +724,9 @@ void RaftLoop::HandleWriteGroups(std::vector<WriteEvent>& ws) {
     while (j < ws.size() && ws[j].group == ws[i].group) ++j;
     if (j == i + 1 && !ws[i].retry) {
       // A single write (held ones released together, say): it joins its neighbours' run, so
-      // a follower forwards them in one call, as HandleEvents does.
+      // a follower forwards them in one call, as HandleEvents does. Held writes may join
+      // (HandleEvents never sees them): the run's Forward takes its deadline from its first
+      // write, the oldest.
       AddToRun(run, std::move(ws[i]));
     } else {
       FlushRun(run);
@@ -1085,9 +1088,7 @@ void RaftLoop::CheckTransfers(absl::Time now) {
       if (it->target != 0 && lead != it->target) {
         answer = absl::AbortedError(absl::StrCat("leadership went to ", NodeName(lead),
                                                  ", not to ", NodeName(it->target)));
-      } else if (!it->drain || now >= it->deadline ||
-                 (pending_.writes() == 0 && held_writes_.empty() &&
-                  lag_held_writes_.empty() && forwards_in_flight_.load() == 0)) {
+      } else if (!it->drain || now >= it->deadline || WritesDrained()) {
         answer = NodeId::FromRaftId(lead).position();
       }
     } else if (leading && transfer_target_ == 0) {
@@ -1132,6 +1133,21 @@ void RaftLoop::CheckTransfers(absl::Time now) {
                   "leadership transfer",
                   options_.request_timeout_ms)));
   }
+}
+
+bool RaftLoop::WritesDrained() {
+  if (pending_.writes() != 0 || pending_.writes_waiting_apply() != 0 || !held_writes_.empty() ||
+      !lag_held_writes_.empty() || !deferred_writes_.empty() || forwards_in_flight_.load() != 0) {
+    return false;
+  }
+  // A Forward's callback posts its answers (or the writes to send again) before it counts
+  // itself out of forwards_in_flight_: with none in flight, they are handled or in the inbox.
+  absl::MutexLock lock(&mu_);
+  return std::none_of(inbox_.begin(), inbox_.end(), [](const Event& e) {
+    if (std::holds_alternative<AppliedElsewhereEvent>(e)) return true;
+    const auto* b = std::get_if<WriteBatchEvent>(&e);
+    return b != nullptr && !b->writes.empty() && b->writes.front().retry;
+  });
 }
 
 void RaftLoop::StartRead(std::vector<ReadDone> reads) {

@@ -366,6 +366,9 @@ class RaftLoop : public Replicator, public PeerHandler {
   // writes on; the raft id of the voter to hand over to when none was named (0: none).
   void HandleTransfer(TransferEvent& t);
   void CheckTransfers(absl::Time now);
+  // A draining hand-over is done: no write this node took is still proposed, held, waiting
+  // to be sent again, forwarded or waiting for its apply here.
+  bool WritesDrained();
   uint64_t PickTransferTarget(absl::Time now) const;
   // Whether a write the core refused must be held: a transfer this node started is in
   // progress, or it just stepped down for it and no leader is known yet.

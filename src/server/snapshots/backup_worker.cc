@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -21,6 +22,17 @@ BackupWorker::BackupWorker(kv::StateMachine* sm, BackupWorkerOptions options,
       snapshots_(options_.snapshot_dir, options_.received_snapshot_dir),
       on_snapshot_(std::move(on_snapshot)),
       pacer_(options_.snapshot_time_share) {}
+
+namespace {
+
+// Snapshots are timed and spaced on a steady clock: a step of the wall clock must not hold
+// them (and the log's compaction) back.
+absl::Time SteadyNow() {
+  return absl::UnixEpoch() +
+         absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+}  // namespace
 
 void SnapshotPacer::Took(absl::Time start, absl::Time end) {
   if (share_ >= 1) return;
@@ -203,7 +215,7 @@ absl::Status BackupWorker::MaybeSnapshot() {
   const uint64_t index = backup_->applied_index();
   if (index == 0 || index <= last_snapshot_index_) return absl::OkStatus();
   if (index - last_snapshot_index_ < options_.snapshot_entries) return absl::OkStatus();
-  const absl::Time start = absl::Now();
+  const absl::Time start = SteadyNow();
   if (!pacer_.Due(start)) return absl::OkStatus();  // the last one took long: a later round
   const std::string path = snapshots_.PathFor(index, backup_->applied_term());
   absl::StatusOr<kv::SnapshotMeta> meta = backup_->CopyTo(path);
@@ -213,7 +225,7 @@ absl::Status BackupWorker::MaybeSnapshot() {
   // Everything applied before the flush is durable in RocksDB afterwards.
   const uint64_t flushed = sm_->applied_index();
   if (absl::Status s = sm_->Flush(); !s.ok()) return s;
-  const absl::Time end = absl::Now();
+  const absl::Time end = SteadyNow();
   pacer_.Took(start, end);
   spdlog::info("snapshot: {} at index {} ({} keys, {} ms; the next in {} entries and not "
                "before {} ms, --snapshot-time-share-pct)",

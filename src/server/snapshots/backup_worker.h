@@ -72,6 +72,7 @@ struct BackupHealth {
 // the worker's time copying, and the backup falls behind (writes then wait for it). After a
 // snapshot that took d, the next waits d * (1 - share) / share: making snapshots takes at
 // most `share` of the worker's time, whatever the size of the store. share >= 1: no wait.
+// Times come from a steady clock (the worker's SteadyNow).
 class SnapshotPacer {
  public:
   explicit SnapshotPacer(double share) : share_(share) {}
